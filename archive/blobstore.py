@@ -1,0 +1,253 @@
+"""The single-copy store: attachments as ordered parts, parts as deduplicated blobs.
+
+Write path per attachment: split, name every part by keyed BLAKE2b, look the names up,
+and only for unseen parts compress (zstd), encrypt (AES-256-GCM) and stage a payload; one
+catalog transaction then takes the references and publishes the new payloads. A re-sent
+instance costs hashing plus one small transaction. The heavy steps (BLAKE2b, zstd, AES)
+run in C and release the GIL, so Orthanc's storage threads overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import zstandard
+
+from archive.catalog import BlobRecord, Catalog
+from archive.settings import StorageSettings
+from archive.split import Span, split_dicom
+from security.envelope import blob_mac, open_sealed, rewrap, seal, verify_mac
+from security.errors import IntegrityError, NotFound
+from security.keys import KeyRing
+from tiering.api import Staged
+from tiering.fs import FileStore
+
+__all__ = ["BlobStore", "FsckReport", "CONTENT_DICOM", "CONTENT_DICOM_UNTIL_PIXEL_DATA"]
+
+logger = logging.getLogger(__name__)
+
+CONTENT_DICOM = 1
+CONTENT_DICOM_UNTIL_PIXEL_DATA = 3
+FLAG_ZSTD = 0x01
+_MAX_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class FsckReport:
+    """What ``vna fsck`` found; ``ok`` is False on any damage."""
+
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    damaged_blobs: list[tuple[str, str]] = field(default_factory=list)
+    refcount_errors: list[tuple[str, int, int]] = field(default_factory=list)
+    dangling_parts: list[tuple[str, str]] = field(default_factory=list)
+    orphan_payloads: list[str] = field(default_factory=list)
+    missing_attachments: list[str] = field(default_factory=list)
+    orphan_attachments: list[str] = field(default_factory=list)
+    damaged_attachments: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.damaged_blobs or self.refcount_errors or self.dangling_parts
+                    or self.orphan_payloads or self.missing_attachments
+                    or self.orphan_attachments or self.damaged_attachments)
+
+
+class BlobStore:
+    """Attachments in, attachments out, exactly the same bytes, stored once."""
+
+    def __init__(self, catalog: Catalog, keys: KeyRing, hot: FileStore,
+                 settings: StorageSettings) -> None:
+        self.catalog = catalog
+        self.keys = keys
+        self.hot = hot
+        self.settings = settings
+        self._local = threading.local()
+
+    # zstd contexts are not thread-safe; one per thread is cheap
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        comp: zstandard.ZstdCompressor | None = getattr(self._local, "comp", None)
+        if comp is None:
+            comp = zstandard.ZstdCompressor(level=self.settings.zstd_level)
+            self._local.comp = comp
+        return comp
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dec: zstandard.ZstdDecompressor | None = getattr(self._local, "dec", None)
+        if dec is None:
+            dec = zstandard.ZstdDecompressor()
+            self._local.dec = dec
+        return dec
+
+    # -- write -------------------------------------------------------------------------
+
+    def _spans(self, content_type: int, data: memoryview) -> list[Span]:
+        if content_type == CONTENT_DICOM:
+            return split_dicom(data)
+        kind = "header" if content_type == CONTENT_DICOM_UNTIL_PIXEL_DATA else "other"
+        return [Span(0, len(data), kind)]
+
+    def _make_payload(self, blob_id: bytes, chunk: memoryview, kind: str
+                      ) -> tuple[Staged, BlobRecord]:
+        body: bytes | memoryview = chunk
+        flags = 0
+        if len(chunk) >= 64:
+            packed = self._compressor().compress(chunk)
+            if len(packed) <= len(chunk) * (1.0 - self.settings.min_compression_gain):
+                body, flags = packed, FLAG_ZSTD
+        kek_id, kek = self.keys.current()
+        sealed = seal(bytes(body), flags, blob_id, kek_id, kek)
+        staged = self.hot.stage(sealed.payload)
+        record = BlobRecord(id=blob_id, size=len(chunk), stored_size=len(sealed.payload),
+                            flags=flags, kek_id=kek_id, wrapped_key=sealed.wrapped_key,
+                            kind=kind, tier=self.hot.name)
+        return staged, record
+
+    def put(self, uuid: str, content_type: int, data: bytes) -> None:
+        """Store one attachment handed over by Orthanc."""
+        view = memoryview(data)
+        key = self.keys.dedup_key
+        spans = self._spans(content_type, view)
+        parts = [(blob_mac(key, view[s.start:s.end]), s.end - s.start) for s in spans]
+        digest = blob_mac(key, view) if len(spans) > 1 else parts[0][0]
+        kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
+        chunks = {blob_id: view[s.start:s.end] for (blob_id, _), s in
+                  zip(parts, spans, strict=True)}
+        staged: dict[bytes, Staged] = {}
+        records: dict[bytes, BlobRecord] = {}
+        try:
+            for _attempt in range(_MAX_ATTEMPTS):
+                present = self.catalog.existing_blobs(kinds)
+                for blob_id in kinds:
+                    if blob_id not in present and blob_id not in staged:
+                        staged[blob_id], records[blob_id] = self._make_payload(
+                            blob_id, chunks[blob_id], kinds[blob_id])
+                wanted = {b: records[b] for b in kinds if b not in present}
+                published: set[bytes] = set()
+
+                def on_inserted(blob_id: bytes) -> None:
+                    self.hot.publish(staged[blob_id], blob_id.hex())
+                    published.add(blob_id)
+
+                def on_lost_race(blob_id: bytes) -> None:
+                    self.hot.discard(staged[blob_id])
+                    published.add(blob_id)
+
+                done = self.catalog.add_attachment(uuid, content_type, len(data), digest,
+                                                   parts, wanted, on_inserted, on_lost_race)
+                for blob_id in published:
+                    staged.pop(blob_id, None)
+                if done:
+                    return
+                logger.info("a blob of attachment %s was collected meanwhile; retrying", uuid)
+            raise IntegrityError(f"could not store attachment {uuid}: blobs kept vanishing")
+        finally:
+            for leftover in staged.values():
+                self.hot.discard(leftover)
+
+    # -- read --------------------------------------------------------------------------
+
+    def read_blob(self, record: BlobRecord) -> bytes:
+        """Decrypt, decompress and verify one blob; IntegrityError on any mismatch."""
+        payload = self.hot.get(record.id.hex())
+        flags, body = open_sealed(payload, record.id, record.wrapped_key,
+                                  self.keys.kek(record.kek_id))
+        if flags & FLAG_ZSTD:
+            try:
+                body = self._decompressor().decompress(body, max_output_size=record.size)
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"blob {record.id.hex()} does not decompress") from exc
+        if len(body) != record.size or not verify_mac(self.keys.dedup_key, body, record.id):
+            raise IntegrityError(f"blob {record.id.hex()} does not match its name")
+        return body
+
+    def get(self, uuid: str) -> bytes:
+        """Return exactly the bytes of attachment ``uuid``."""
+        size, _digest, parts = self.catalog.attachment_parts(uuid)
+        if len(parts) == 1:
+            data = self.read_blob(parts[0][0])
+        else:
+            data = b"".join(self.read_blob(record) for record, _ in parts)
+        if len(data) != size:
+            raise IntegrityError(f"attachment {uuid} reassembles to {len(data)} bytes, "
+                                 f"expected {size}")
+        return data
+
+    def verify_attachment(self, uuid: str) -> None:
+        """Reassemble an attachment and check its whole-content digest."""
+        _size, digest, _parts = self.catalog.attachment_parts(uuid)
+        if not verify_mac(self.keys.dedup_key, self.get(uuid), digest):
+            raise IntegrityError(f"attachment {uuid} does not match its digest")
+
+    # -- remove, collect, check, rotate ------------------------------------------------
+
+    def remove(self, uuid: str) -> None:
+        if not self.catalog.remove_attachment(uuid):
+            logger.warning("asked to remove unknown attachment %s; nothing to do", uuid)
+
+    def collect(self, grace_seconds: float | None = None,
+                progress: Callable[[int], None] | None = None) -> int:
+        """Delete blobs unreferenced for longer than the grace period; returns the count."""
+        grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+        cutoff = time.time() - grace
+        removed = 0
+        while True:
+            batch = self.catalog.collectable_blobs(cutoff)
+            if not batch:
+                break
+            for blob_id in batch:
+                if self.catalog.collect_blob(blob_id, cutoff,
+                                             lambda _tier, b=blob_id: self.hot.delete(b.hex())):
+                    removed += 1
+                    if progress:
+                        progress(1)
+        self.hot.sweep_staged(max(grace, 60.0))
+        return removed
+
+    def check(self, progress: Callable[[int], None] | None = None,
+              attachments: bool = False) -> FsckReport:
+        """Verify every blob, every reference and every payload file."""
+        report = FsckReport()
+        known: set[str] = set()
+        for record in self.catalog.iter_blobs():
+            known.add(record.id.hex())
+            try:
+                self.read_blob(record)
+            except (IntegrityError, NotFound) as exc:
+                report.damaged_blobs.append((record.id.hex(), str(exc)))
+            report.blobs_checked += 1
+            report.bytes_checked += record.size
+            if progress:
+                progress(1)
+        report.refcount_errors = [(b.hex(), s, a) for b, s, a in
+                                  self.catalog.refcount_mismatches()]
+        report.dangling_parts = [(u, b.hex()) for u, b in self.catalog.dangling_parts()]
+        report.orphan_payloads = [key for key in self.hot.keys() if key not in known]
+        if attachments:
+            for uuid in sorted(self.catalog.attachment_uuids()):
+                try:
+                    self.verify_attachment(uuid)
+                except (IntegrityError, NotFound) as exc:
+                    report.damaged_attachments.append((uuid, str(exc)))
+        return report
+
+    def rewrap_all(self, progress: Callable[[int], None] | None = None) -> int:
+        """Re-wrap every data key not under the current KEK (resumable, idempotent)."""
+        current_id, current = self.keys.current()
+        old = [key_id for key_id in self.keys.key_ids() if key_id != current_id]
+        if not old:
+            return 0
+        total = 0
+        while True:
+            done = self.catalog.rewrap_batch(
+                old, current_id,
+                lambda wrapped, kek_id: rewrap(wrapped, self.keys.kek(kek_id), current))
+            if not done:
+                return total
+            total += done
+            if progress:
+                progress(done)

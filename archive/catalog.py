@@ -1,0 +1,741 @@
+"""The catalog: blobs, attachments and their parts, institutions, and the study index.
+
+SQLAlchemy Core (not the ORM) on the hot path: an attachment is one short transaction.
+SQLite in WAL mode by default; a PostgreSQL URL works unchanged for scaled-out nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from security.errors import Conflict, InvalidInput, NotFound
+
+__all__ = [
+    "BlobRecord",
+    "Catalog",
+    "InstanceRecord",
+    "Institution",
+    "SourceRecord",
+    "Stats",
+    "metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("stored_size", Integer, nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("kek_id", String(16), nullable=False),
+    Column("wrapped_key", LargeBinary(40), nullable=False),
+    Column("refcount", Integer, nullable=False),
+    Column("tier", String(32), nullable=False, default="hot"),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("unreferenced_since", Float),
+    Index("ix_blobs_unreferenced", "unreferenced_since"),
+    Index("ix_blobs_kek", "kek_id"),
+)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("content_type", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+attachment_parts = Table(
+    "attachment_parts",
+    metadata,
+    Column("uuid", String(64), ForeignKey("attachments.uuid", ondelete="CASCADE"),
+           primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("blob_id", LargeBinary(32), ForeignKey("blobs.id"), nullable=False),
+    Column("length", Integer, nullable=False),
+    Index("ix_parts_blob", "blob_id"),
+)
+
+institutions = Table(
+    "institutions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+institution_aes = Table(
+    "institution_aes",
+    metadata,
+    Column("ae_title", String(16), primary_key=True),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), nullable=False),
+    Column("host", String(255)),
+    Column("port", Integer),
+)
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("issuer", String(128), nullable=False),
+    Column("patient_id", String(128), nullable=False),
+    Column("patient_name", String(256)),
+    Column("birth_date", String(16)),
+    Column("sex", String(16)),
+    UniqueConstraint("issuer", "patient_id", name="uq_patient_issuer_id"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=False),
+    Column("study_date", String(16)),
+    Column("study_time", String(32)),
+    Column("accession_number", String(64)),
+    Column("study_id", String(64)),
+    Column("description", String(256)),
+    Column("referring_physician", String(256)),
+    Column("created_at", Float, nullable=False),
+    Index("ix_studies_date", "study_date"),
+    Index("ix_studies_patient", "patient_pk"),
+    Index("ix_studies_accession", "accession_number"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("series_uid", String(64), primary_key=True),
+    Column("study_uid", String(64), ForeignKey("studies.study_uid"), nullable=False),
+    Column("modality", String(16)),
+    Column("series_number", Integer),
+    Column("description", String(256)),
+    Column("series_date", String(16)),
+    Index("ix_series_study", "study_uid"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("sop_uid", String(64), primary_key=True),
+    Column("series_uid", String(64), ForeignKey("series.series_uid"), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64)),
+    Column("instance_number", Integer),
+    Column("number_of_frames", Integer),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("transfer_syntax", String(64)),
+    Column("orthanc_id", String(64), unique=True),
+    Column("attachment_uuid", String(64)),
+    Column("size", Integer),
+    Column("created_at", Float, nullable=False),
+    Index("ix_instances_series", "series_uid"),
+    Index("ix_instances_study", "study_uid"),
+)
+
+instance_sources = Table(
+    "instance_sources",
+    metadata,
+    Column("sop_uid", String(64), primary_key=True),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), primary_key=True),
+    Column("via", String(16), primary_key=True),
+    Column("sender", String(128), primary_key=True),
+    Column("remote_address", String(64)),
+    Column("first_received", Float, nullable=False),
+    Column("last_received", Float, nullable=False),
+    Column("times", Integer, nullable=False),
+    Index("ix_sources_institution", "institution_id"),
+)
+
+
+class _BlobVanished(Exception):
+    """A blob the writer counted on was garbage-collected meanwhile."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    """A blob as the catalog knows it."""
+
+    id: bytes
+    size: int
+    stored_size: int
+    flags: int
+    kek_id: str
+    wrapped_key: bytes
+    kind: str
+    tier: str = "hot"
+
+
+@dataclass(frozen=True, slots=True)
+class Institution:
+    id: int
+    name: str
+    ae_titles: tuple[tuple[str, str | None, int | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """The attributes the index keeps for an instance (taken from Orthanc's parse)."""
+
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    patient_id: str
+    issuer: str
+    patient_name: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    study_date: str | None = None
+    study_time: str | None = None
+    accession_number: str | None = None
+    study_id: str | None = None
+    study_description: str | None = None
+    referring_physician: str | None = None
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    series_date: str | None = None
+    sop_class_uid: str | None = None
+    instance_number: int | None = None
+    number_of_frames: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    transfer_syntax: str | None = None
+    orthanc_id: str | None = None
+    attachment_uuid: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    sop_uid: str
+    institution_id: int
+    via: str
+    sender: str
+    remote_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    instances: int
+    studies: int
+    attachments: int
+    logical_bytes: int
+    unique_bytes: int
+    stored_bytes: int
+    blobs: int
+    unreferenced_blobs: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.unique_bytes if self.unique_bytes else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.unique_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    @property
+    def total_ratio(self) -> float:
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # let SQLAlchemy's BEGIN below decide transactions (pysqlite's own handling defers them)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def _begin(conn: Connection) -> None:
+    # writers take the lock up front, so two of them never deadlock upgrading from read
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("vna_write", False) else "BEGIN")
+
+
+class Catalog:
+    """Access to the catalog database; one instance per process, thread-safe."""
+
+    def __init__(self, url: str, *, durable: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+            kwargs["pool_size"] = 8
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect",
+                         _sqlite_pragmas("FULL" if durable else "NORMAL"))
+            event.listen(self.engine, "begin", _begin)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.connect() as conn:
+            conn.info["vna_write"] = True
+            with conn.begin():
+                yield conn
+
+    def _insert_ignore(self, table: Table) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    # -- blobs and attachments -------------------------------------------------------
+
+    def existing_blobs(self, ids: Iterable[bytes]) -> set[bytes]:
+        wanted = list(set(ids))
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(blobs.c.id).where(blobs.c.id.in_(wanted)))
+            return {bytes(row[0]) for row in rows}
+
+    def add_attachment(
+        self,
+        uuid: str,
+        content_type: int,
+        size: int,
+        digest: bytes,
+        parts: list[tuple[bytes, int]],
+        new_blobs: dict[bytes, BlobRecord],
+        on_inserted: Callable[[bytes], None],
+        on_lost_race: Callable[[bytes], None],
+    ) -> bool:
+        """Record an attachment and take references on its blobs, in one transaction.
+
+        ``new_blobs`` were staged by the caller; for each one the catalog inserts, it calls
+        ``on_inserted`` (publish the payload) before commit; if another writer inserted the
+        same blob first, ``on_lost_race`` (discard the staged payload). Returns False, and
+        changes nothing, if a blob believed present was collected meanwhile: the caller
+        must stage it and try again.
+        """
+        now = time.time()
+        counts = Counter(blob_id for blob_id, _ in parts)
+        try:
+            with self.transaction() as conn:
+                # references first: a vanished blob aborts before anything is published
+                for blob_id, count in counts.items():
+                    if blob_id in new_blobs:
+                        continue
+                    updated = conn.execute(
+                        update(blobs).where(blobs.c.id == blob_id)
+                        .values(refcount=blobs.c.refcount + count, unreferenced_since=None)
+                    ).rowcount
+                    if not updated:
+                        raise _BlobVanished
+                for blob_id, record in new_blobs.items():
+                    inserted = conn.execute(
+                        self._insert_ignore(blobs),
+                        {"id": blob_id, "size": record.size, "stored_size": record.stored_size,
+                         "flags": record.flags, "kek_id": record.kek_id,
+                         "wrapped_key": record.wrapped_key, "refcount": counts[blob_id],
+                         "tier": record.tier, "kind": record.kind, "created_at": now,
+                         "unreferenced_since": None},
+                    ).rowcount
+                    if inserted:
+                        on_inserted(blob_id)
+                        continue
+                    on_lost_race(blob_id)
+                    updated = conn.execute(
+                        update(blobs).where(blobs.c.id == blob_id)
+                        .values(refcount=blobs.c.refcount + counts[blob_id],
+                                unreferenced_since=None)
+                    ).rowcount
+                    if not updated:
+                        raise _BlobVanished
+                exists = conn.execute(
+                    select(attachments.c.uuid).where(attachments.c.uuid == uuid)
+                ).first()
+                if exists:
+                    raise Conflict(f"attachment {uuid} already exists")
+                conn.execute(attachments.insert(), {"uuid": uuid, "content_type": content_type,
+                                                    "size": size, "digest": digest,
+                                                    "created_at": now})
+                conn.execute(attachment_parts.insert(), [
+                    {"uuid": uuid, "seq": seq, "blob_id": blob_id, "length": length}
+                    for seq, (blob_id, length) in enumerate(parts)
+                ])
+        except _BlobVanished:
+            return False
+        return True
+
+    def attachment_parts(self, uuid: str) -> tuple[int, bytes, list[tuple[BlobRecord, int]]]:
+        """Return (size, digest, [(blob, length) in order]) of an attachment."""
+        with self.engine.connect() as conn:
+            head = conn.execute(
+                select(attachments.c.size, attachments.c.digest)
+                .where(attachments.c.uuid == uuid)
+            ).first()
+            if head is None:
+                raise NotFound(f"attachment {uuid} is not in the catalog")
+            rows = conn.execute(
+                select(blobs, attachment_parts.c.length)
+                .join(attachment_parts, attachment_parts.c.blob_id == blobs.c.id)
+                .where(attachment_parts.c.uuid == uuid)
+                .order_by(attachment_parts.c.seq)
+            ).all()
+        parts = [(_blob_record(row._mapping), int(row.length)) for row in rows]
+        return int(head.size), bytes(head.digest), parts
+
+    def remove_attachment(self, uuid: str) -> bool:
+        """Drop an attachment and its references; returns False if it was unknown."""
+        now = time.time()
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(attachment_parts.c.blob_id).where(attachment_parts.c.uuid == uuid)
+            ).all()
+            deleted = conn.execute(attachments.delete().where(attachments.c.uuid == uuid))
+            if not deleted.rowcount:
+                return False
+            conn.execute(attachment_parts.delete().where(attachment_parts.c.uuid == uuid))
+            for blob_id, count in Counter(bytes(row[0]) for row in rows).items():
+                conn.execute(
+                    update(blobs).where(blobs.c.id == blob_id)
+                    .values(refcount=blobs.c.refcount - count)
+                )
+                conn.execute(
+                    update(blobs).where(blobs.c.id == blob_id, blobs.c.refcount <= 0)
+                    .values(unreferenced_since=now)
+                )
+        return True
+
+    def collectable_blobs(self, older_than: float, limit: int = 1000) -> list[bytes]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(blobs.c.id).where(blobs.c.refcount <= 0,
+                                         blobs.c.unreferenced_since < older_than).limit(limit)
+            )
+            return [bytes(row[0]) for row in rows]
+
+    def collect_blob(self, blob_id: bytes, older_than: float,
+                     delete_payload: Callable[[str], None]) -> bool:
+        """Delete one unreferenced blob; the payload goes while the row's lock is held."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                select(blobs.c.tier).where(blobs.c.id == blob_id, blobs.c.refcount <= 0,
+                                           blobs.c.unreferenced_since < older_than)
+            ).first()
+            if row is None:
+                return False
+            conn.execute(blobs.delete().where(blobs.c.id == blob_id))
+            delete_payload(row.tier)
+        return True
+
+    def iter_blobs(self, batch: int = 2000) -> Iterator[BlobRecord]:
+        last = b""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(blobs).where(blobs.c.id > last).order_by(blobs.c.id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _blob_record(row._mapping)
+            last = bytes(rows[-1].id)
+
+    def refcount_mismatches(self) -> list[tuple[bytes, int, int]]:
+        """Blobs whose refcount differs from the references that exist: (id, stored, actual)."""
+        actual = (
+            select(attachment_parts.c.blob_id, func.count().label("refs"))
+            .group_by(attachment_parts.c.blob_id).subquery()
+        )
+        query = (
+            select(blobs.c.id, blobs.c.refcount, func.coalesce(actual.c.refs, 0))
+            .outerjoin(actual, actual.c.blob_id == blobs.c.id)
+            .where(blobs.c.refcount != func.coalesce(actual.c.refs, 0))
+        )
+        with self.engine.connect() as conn:
+            return [(bytes(r[0]), int(r[1]), int(r[2])) for r in conn.execute(query)]
+
+    def dangling_parts(self) -> list[tuple[str, bytes]]:
+        query = (
+            select(attachment_parts.c.uuid, attachment_parts.c.blob_id)
+            .outerjoin(blobs, blobs.c.id == attachment_parts.c.blob_id)
+            .where(blobs.c.id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return [(str(r[0]), bytes(r[1])) for r in conn.execute(query)]
+
+    def attachment_uuids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return {str(r[0]) for r in conn.execute(select(attachments.c.uuid))}
+
+    def attachments_created_before(self, when: float) -> list[tuple[str, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(attachments.c.uuid, attachments.c.content_type)
+                .where(attachments.c.created_at < when)
+            )
+            return [(str(r[0]), int(r[1])) for r in rows]
+
+    def rewrap_batch(self, old_kek_ids: list[str], new_kek_id: str,
+                     rewrap: Callable[[bytes, str], bytes], batch: int = 500) -> int:
+        """Re-wrap up to ``batch`` data keys held under ``old_kek_ids``; returns how many."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(blobs.c.id, blobs.c.wrapped_key, blobs.c.kek_id)
+                .where(blobs.c.kek_id.in_(old_kek_ids)).limit(batch)
+            ).all()
+            for row in rows:
+                conn.execute(
+                    update(blobs).where(blobs.c.id == row.id, blobs.c.kek_id == row.kek_id)
+                    .values(wrapped_key=rewrap(bytes(row.wrapped_key), str(row.kek_id)),
+                            kek_id=new_kek_id)
+                )
+        return len(rows)
+
+    def kek_usage(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(blobs.c.kek_id, func.count()).group_by(blobs.c.kek_id))
+            return {str(r[0]): int(r[1]) for r in rows}
+
+    # -- institutions ----------------------------------------------------------------
+
+    def add_institution(self, name: str, ae_title: str | None = None, host: str | None = None,
+                        port: int | None = None) -> Institution:
+        """Create the institution if new and register ``ae_title`` to it (idempotent)."""
+        if not name.strip():
+            raise InvalidInput("an institution needs a name")
+        if ae_title is not None and not 0 < len(ae_title) <= 16:
+            raise InvalidInput(f"AE title {ae_title!r} must have 1 to 16 characters")
+        with self.transaction() as conn:
+            row = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
+            if row is None:
+                inst_id = conn.execute(
+                    institutions.insert().values(name=name, created_at=time.time())
+                ).inserted_primary_key[0]
+            else:
+                inst_id = row.id
+            if ae_title is not None:
+                owner = conn.execute(
+                    select(institution_aes.c.institution_id)
+                    .where(institution_aes.c.ae_title == ae_title)
+                ).first()
+                if owner is not None and owner.institution_id != inst_id:
+                    raise Conflict(f"AE title {ae_title} already belongs to another institution")
+                if owner is None:
+                    conn.execute(institution_aes.insert().values(
+                        ae_title=ae_title, institution_id=inst_id, host=host, port=port))
+                else:
+                    conn.execute(update(institution_aes)
+                                 .where(institution_aes.c.ae_title == ae_title)
+                                 .values(host=host, port=port))
+        return self.institution(name)
+
+    def institution(self, name: str) -> Institution:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(institutions).where(institutions.c.name == name)).first()
+            if row is None:
+                raise NotFound(f"no institution named {name!r}: add it with `vna institution add`")
+            aes = conn.execute(
+                select(institution_aes.c.ae_title, institution_aes.c.host, institution_aes.c.port)
+                .where(institution_aes.c.institution_id == row.id)
+                .order_by(institution_aes.c.ae_title)
+            ).all()
+        return Institution(int(row.id), str(row.name), tuple((a[0], a[1], a[2]) for a in aes))
+
+    def list_institutions(self) -> list[Institution]:
+        with self.engine.connect() as conn:
+            names = [str(r[0]) for r in conn.execute(
+                select(institutions.c.name).order_by(institutions.c.name))]
+        return [self.institution(name) for name in names]
+
+    def institution_for_ae(self, ae_title: str) -> Institution | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(institutions.c.name)
+                .join(institution_aes, institution_aes.c.institution_id == institutions.c.id)
+                .where(institution_aes.c.ae_title == ae_title.strip())
+            ).first()
+        return None if row is None else self.institution(str(row.name))
+
+    def ae_map(self) -> dict[str, Institution]:
+        return {ae: inst for inst in self.list_institutions() for ae, _, _ in inst.ae_titles}
+
+    # -- study index and provenance --------------------------------------------------
+
+    def index_instance(self, rec: InstanceRecord) -> None:
+        """Insert or refresh one instance and its patient, study and series rows."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(self._insert_ignore(patients), {
+                "issuer": rec.issuer, "patient_id": rec.patient_id,
+                "patient_name": rec.patient_name, "birth_date": rec.birth_date, "sex": rec.sex})
+            patient_pk = conn.execute(
+                select(patients.c.pk).where(patients.c.issuer == rec.issuer,
+                                            patients.c.patient_id == rec.patient_id)
+            ).scalar_one()
+            conn.execute(self._insert_ignore(studies), {
+                "study_uid": rec.study_uid, "patient_pk": patient_pk,
+                "study_date": rec.study_date, "study_time": rec.study_time,
+                "accession_number": rec.accession_number, "study_id": rec.study_id,
+                "description": rec.study_description,
+                "referring_physician": rec.referring_physician, "created_at": now})
+            conn.execute(self._insert_ignore(series), {
+                "series_uid": rec.series_uid, "study_uid": rec.study_uid,
+                "modality": rec.modality, "series_number": rec.series_number,
+                "description": rec.series_description, "series_date": rec.series_date})
+            values = {
+                "series_uid": rec.series_uid, "study_uid": rec.study_uid,
+                "sop_class_uid": rec.sop_class_uid, "instance_number": rec.instance_number,
+                "number_of_frames": rec.number_of_frames, "rows": rec.rows,
+                "columns": rec.columns, "transfer_syntax": rec.transfer_syntax,
+                "orthanc_id": rec.orthanc_id, "attachment_uuid": rec.attachment_uuid,
+                "size": rec.size}
+            updated = conn.execute(
+                update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(instances.insert().values(sop_uid=rec.sop_uid, created_at=now,
+                                                       **values))
+
+    def remove_instance(self, orthanc_id: str) -> None:
+        with self.transaction() as conn:
+            row = conn.execute(
+                select(instances.c.sop_uid, instances.c.series_uid, instances.c.study_uid)
+                .where(instances.c.orthanc_id == orthanc_id)
+            ).first()
+            if row is None:
+                return
+            conn.execute(instances.delete().where(instances.c.sop_uid == row.sop_uid))
+            conn.execute(instance_sources.delete()
+                         .where(instance_sources.c.sop_uid == row.sop_uid))
+            left = conn.execute(select(func.count()).select_from(instances)
+                                .where(instances.c.series_uid == row.series_uid)).scalar_one()
+            if not left:
+                conn.execute(series.delete().where(series.c.series_uid == row.series_uid))
+                left = conn.execute(select(func.count()).select_from(series)
+                                    .where(series.c.study_uid == row.study_uid)).scalar_one()
+                if not left:
+                    conn.execute(studies.delete().where(studies.c.study_uid == row.study_uid))
+
+    def record_source(self, src: SourceRecord) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            updated = conn.execute(
+                update(instance_sources).where(
+                    instance_sources.c.sop_uid == src.sop_uid,
+                    instance_sources.c.institution_id == src.institution_id,
+                    instance_sources.c.via == src.via,
+                    instance_sources.c.sender == src.sender,
+                ).values(last_received=now, times=instance_sources.c.times + 1,
+                         remote_address=src.remote_address)
+            ).rowcount
+            if not updated:
+                conn.execute(self._insert_ignore(instance_sources), {
+                    "sop_uid": src.sop_uid, "institution_id": src.institution_id,
+                    "via": src.via, "sender": src.sender,
+                    "remote_address": src.remote_address, "first_received": now,
+                    "last_received": now, "times": 1})
+
+    def sources_of(self, sop_uid: str) -> list[tuple[str, str, str]]:
+        """(institution name, via, sender) for every source of an instance."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(institutions.c.name, instance_sources.c.via, instance_sources.c.sender)
+                .join(institutions, institutions.c.id == instance_sources.c.institution_id)
+                .where(instance_sources.c.sop_uid == sop_uid)
+                .order_by(instance_sources.c.first_received)
+            )
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def patients_with_id(self, patient_id: str) -> list[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(patients.c.issuer, patients.c.patient_id)
+                                .where(patients.c.patient_id == patient_id))
+            return [(str(r[0]), str(r[1])) for r in rows]
+
+    def instance(self, sop_uid: str) -> InstanceRecord | None:
+        query = (
+            select(instances, series.c.modality, patients.c.patient_id, patients.c.issuer)
+            .join(series, series.c.series_uid == instances.c.series_uid)
+            .join(studies, studies.c.study_uid == instances.c.study_uid)
+            .join(patients, patients.c.pk == studies.c.patient_pk)
+            .where(instances.c.sop_uid == sop_uid)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return InstanceRecord(
+            sop_uid=m["sop_uid"], series_uid=m["series_uid"], study_uid=m["study_uid"],
+            patient_id=m["patient_id"], issuer=m["issuer"], modality=m["modality"],
+            sop_class_uid=m["sop_class_uid"], instance_number=m["instance_number"],
+            transfer_syntax=m["transfer_syntax"], orthanc_id=m["orthanc_id"],
+            attachment_uuid=m["attachment_uuid"], size=m["size"])
+
+    def indexed_orthanc_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return {str(r[0]) for r in conn.execute(
+                select(instances.c.orthanc_id).where(instances.c.orthanc_id.is_not(None)))}
+
+    def stats(self) -> Stats:
+        with self.engine.connect() as conn:
+            n_instances = conn.execute(select(func.count()).select_from(instances)).scalar_one()
+            n_studies = conn.execute(select(func.count()).select_from(studies)).scalar_one()
+            n_att, logical = conn.execute(
+                select(func.count(), func.coalesce(func.sum(attachments.c.size), 0))
+            ).one()
+            n_blobs, unique, stored = conn.execute(
+                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0),
+                       func.coalesce(func.sum(blobs.c.stored_size), 0))
+            ).one()
+            unreferenced = conn.execute(
+                select(func.count()).select_from(blobs).where(blobs.c.refcount <= 0)
+            ).scalar_one()
+        return Stats(int(n_instances), int(n_studies), int(n_att), int(logical), int(unique),
+                     int(stored), int(n_blobs), int(unreferenced))
+
+
+def _blob_record(m: Any) -> BlobRecord:
+    return BlobRecord(id=bytes(m["id"]), size=int(m["size"]), stored_size=int(m["stored_size"]),
+                      flags=int(m["flags"]), kek_id=str(m["kek_id"]),
+                      wrapped_key=bytes(m["wrapped_key"]), kind=str(m["kind"]),
+                      tier=str(m["tier"]))

@@ -1,0 +1,23 @@
+"""Entry script loaded by Orthanc's Python plugin: the only module that imports ``orthanc``.
+
+Orthanc runs the system Python; the project's virtual environment was built from that same
+interpreter, so its site-packages (named in the generated configuration) load here.
+"""
+
+import json
+import site
+import sys
+
+import orthanc
+
+_vna = json.loads(orthanc.GetConfiguration()).get("VNA", {})
+for _path in _vna.get("SitePackages", []):
+    site.addsitedir(_path)
+for _path in reversed(_vna.get("PythonPath", [])):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from archive.plugin import register  # noqa: E402
+from archive.settings import load_settings  # noqa: E402
+
+register(orthanc, load_settings(_vna["Home"]))

@@ -1,0 +1,255 @@
+"""Wire the archive into Orthanc: storage area, C-STORE filter, indexing callbacks.
+
+``register(sdk, settings)`` takes the ``orthanc`` module as an argument, so everything here
+is plain Python that tests can drive with a small fake SDK. Exceptions are translated once,
+in :func:`_guard`: Orthanc sees a failed call and its log gets a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from archive.blobstore import BlobStore
+from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
+from archive.settings import Settings
+from security.errors import IntegrityError, StorageFull, VnaError
+from security.keys import KeyRing
+from tiering.fs import FileStore
+
+__all__ = ["ArchivePlugin", "register", "instance_record"]
+
+logger = logging.getLogger(__name__)
+
+# DIMSE status for a C-STORE from an AE title no institution owns (PS3.7 C.5: Not Authorized)
+STATUS_NOT_AUTHORIZED = 0x0124
+_AE_CACHE_SECONDS = 2.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OrthancLogHandler(logging.Handler):
+    """Send Python log records to Orthanc's log."""
+
+    def __init__(self, sdk: Any) -> None:
+        super().__init__()
+        self.sdk = sdk
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self.sdk.LogError(message)
+        elif record.levelno >= logging.WARNING:
+            self.sdk.LogWarning(message)
+        else:
+            self.sdk.LogInfo(message)
+
+
+def _guard(what: str) -> Callable[[F], F]:
+    """Log a failing callback once, with the reason, and let Orthanc see the failure."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except StorageFull as exc:
+                logger.error("%s failed, storage full: %s", what, exc)
+                raise
+            except IntegrityError as exc:
+                logger.error("%s failed, DATA INTEGRITY: %s; run `vna fsck`", what, exc)
+                raise
+            except VnaError as exc:
+                logger.error("%s failed: %s", what, exc)
+                raise
+            except Exception:
+                logger.exception("%s failed unexpectedly", what)
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value).strip().split("\\")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, (list, dict)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def instance_record(tags: dict[str, Any], issuer_fallback: str, *, orthanc_id: str | None,
+                    attachment_uuid: str | None, size: int | None,
+                    transfer_syntax: str | None) -> InstanceRecord:
+    """Build the index row of an instance from Orthanc's simplified tags.
+
+    The patient is qualified by IssuerOfPatientID, else by the sending institution, so equal
+    patient IDs from two hospitals stay two patients.
+    """
+    return InstanceRecord(
+        sop_uid=str(tags["SOPInstanceUID"]),
+        series_uid=str(tags["SeriesInstanceUID"]),
+        study_uid=str(tags["StudyInstanceUID"]),
+        patient_id=_str(tags.get("PatientID")) or "",
+        issuer=_str(tags.get("IssuerOfPatientID")) or issuer_fallback,
+        patient_name=_str(tags.get("PatientName")),
+        birth_date=_str(tags.get("PatientBirthDate")),
+        sex=_str(tags.get("PatientSex")),
+        study_date=_str(tags.get("StudyDate")),
+        study_time=_str(tags.get("StudyTime")),
+        accession_number=_str(tags.get("AccessionNumber")),
+        study_id=_str(tags.get("StudyID")),
+        study_description=_str(tags.get("StudyDescription")),
+        referring_physician=_str(tags.get("ReferringPhysicianName")),
+        modality=_str(tags.get("Modality")),
+        series_number=_int(tags.get("SeriesNumber")),
+        series_description=_str(tags.get("SeriesDescription")),
+        series_date=_str(tags.get("SeriesDate")),
+        sop_class_uid=_str(tags.get("SOPClassUID")),
+        instance_number=_int(tags.get("InstanceNumber")),
+        number_of_frames=_int(tags.get("NumberOfFrames")),
+        rows=_int(tags.get("Rows")),
+        columns=_int(tags.get("Columns")),
+        transfer_syntax=transfer_syntax,
+        orthanc_id=orthanc_id,
+        attachment_uuid=attachment_uuid,
+        size=size,
+    )
+
+
+class ArchivePlugin:
+    """The archive as Orthanc sees it; one per Orthanc process."""
+
+    def __init__(self, sdk: Any, settings: Settings, store: BlobStore) -> None:
+        self.sdk = sdk
+        self.settings = settings
+        self.store = store
+        self.catalog = store.catalog
+        self._ae_map: dict[str, Institution] = {}
+        self._ae_loaded = 0.0
+        self._ae_lock = threading.Lock()
+
+    # -- storage area --------------------------------------------------------------------
+
+    @_guard("storing an attachment")
+    def create(self, uuid: str, content_type: Any, data: bytes) -> None:
+        self.store.put(uuid, int(content_type), data)
+
+    @_guard("reading an attachment")
+    def read(self, uuid: str, content_type: Any) -> bytes:
+        return self.store.get(uuid)
+
+    @_guard("removing an attachment")
+    def remove(self, uuid: str, content_type: Any) -> None:
+        self.store.remove(uuid)
+
+    # -- DIMSE admission and provenance --------------------------------------------------
+
+    def institution_for_ae(self, ae_title: str) -> Institution | None:
+        now = time.monotonic()
+        with self._ae_lock:
+            if now - self._ae_loaded > _AE_CACHE_SECONDS:
+                self._ae_map = self.catalog.ae_map()
+                self._ae_loaded = now
+            return self._ae_map.get(ae_title.strip())
+
+    @_guard("filtering an incoming C-STORE")
+    def filter_cstore(self, received: Any) -> int:
+        ae_title = received.GetInstanceRemoteAet() or ""
+        institution = self.institution_for_ae(ae_title)
+        if institution is None:
+            logger.warning("C-STORE refused: calling AE %r is not registered to an institution "
+                           "(register it with `vna institution add NAME --ae %s`)",
+                           ae_title, ae_title)
+            return STATUS_NOT_AUTHORIZED
+        tags = json.loads(received.GetInstanceSimplifiedJson())
+        sop_uid = tags.get("SOPInstanceUID")
+        # a re-send gets no stored-instance callback: record its source here when the
+        # instance is already archived (new instances are recorded once stored)
+        if sop_uid and self.catalog.instance(str(sop_uid)) is not None:
+            self.catalog.record_source(SourceRecord(str(sop_uid), institution.id, "dimse",
+                                                    ae_title))
+        return 0
+
+    @_guard("indexing a stored instance")
+    def on_stored(self, instance: Any, instance_id: str) -> None:
+        tags = json.loads(instance.GetInstanceSimplifiedJson())
+        ae_title = instance.GetInstanceRemoteAet() or ""
+        institution = self.institution_for_ae(ae_title) if ae_title else None
+        self.index(instance_id, tags, institution, instance.GetInstanceTransferSyntaxUid(),
+                   int(instance.GetInstanceSize()))
+        if institution is not None:
+            self.catalog.record_source(SourceRecord(str(tags["SOPInstanceUID"]),
+                                                    institution.id, "dimse", ae_title))
+
+    def index(self, instance_id: str, tags: dict[str, Any], institution: Institution | None,
+              transfer_syntax: str | None, size: int | None) -> None:
+        info = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
+        record = instance_record(
+            tags, institution.name if institution else "local", orthanc_id=instance_id,
+            attachment_uuid=info.get("Uuid"), size=size, transfer_syntax=transfer_syntax)
+        self.catalog.index_instance(record)
+
+    @_guard("handling an Orthanc change")
+    def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
+        sdk = self.sdk
+        if change_type == sdk.ChangeType.DELETED and level == sdk.ResourceType.INSTANCE:
+            self.catalog.remove_instance(resource_id)
+        elif change_type == sdk.ChangeType.ORTHANC_STARTED:
+            threading.Thread(target=self.reindex_missing, name="vna-reindex",
+                             daemon=True).start()
+
+    def reindex_missing(self) -> int:
+        """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
+        try:
+            known = self.catalog.indexed_orthanc_ids()
+            missing = [i for i in json.loads(self.sdk.RestApiGet("/instances"))
+                       if i not in known]
+            for instance_id in missing:
+                tags = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
+                meta = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
+                self.index(instance_id, tags, None, meta.get("TransferSyntax"), None)
+            if missing:
+                logger.warning("re-indexed %d instances missing from the catalog", len(missing))
+            return len(missing)
+        except Exception:
+            logger.exception("re-indexing after start failed; it will run again at next start")
+            return 0
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """Open the blob store of an archive home (keys are created on first use)."""
+    catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.fsync)
+    keys = KeyRing.open_or_create(settings.keys_dir)
+    hot = FileStore(settings.blob_dir, fsync=settings.storage.fsync)
+    return BlobStore(catalog, keys, hot, settings.storage)
+
+
+def register(sdk: Any, settings: Settings) -> ArchivePlugin:
+    """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module)."""
+    root = logging.getLogger()
+    if not any(isinstance(h, OrthancLogHandler) for h in root.handlers):
+        handler = OrthancLogHandler(sdk)
+        handler.setFormatter(logging.Formatter("vna %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    plugin = ArchivePlugin(sdk, settings, open_store(settings))
+    sdk.RegisterStorageArea(plugin.create, plugin.read, plugin.remove)
+    sdk.RegisterIncomingCStoreInstanceFilter(plugin.filter_cstore)
+    sdk.RegisterOnStoredInstanceCallback(plugin.on_stored)
+    sdk.RegisterOnChangeCallback(plugin.on_change)
+    logger.info("archive storage area active: home %s, catalog %s", settings.home,
+                settings.resolved_catalog_url.split("@")[-1])
+    return plugin

@@ -1,0 +1,74 @@
+"""Crash recovery and reconciliation with Orthanc's own index.
+
+Orthanc acknowledges an instance only after its index commits, and its index names the
+attachments it holds. After a crash the archive may hold attachments Orthanc never
+committed (stored, then killed before the index commit) and payload files whose catalog
+row never committed (published, then killed before commit). Both are removed here, while
+Orthanc is stopped; nothing Orthanc references is ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from archive.blobstore import BlobStore
+
+__all__ = ["RecoveryReport", "orthanc_attachment_uuids", "recover"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    staged_removed: int
+    orphan_payloads_removed: int
+    orphan_attachments_removed: int
+
+
+def orthanc_attachment_uuids(index_file: Path) -> set[str] | None:
+    """Attachment uuids in Orthanc's SQLite index, or None if it cannot be read."""
+    if not index_file.exists():
+        # no index at all is not "Orthanc references nothing": never reconcile against it
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{index_file}?mode=ro", uri=True, timeout=5)
+        try:
+            return {str(row[0]) for row in conn.execute("SELECT uuid FROM AttachedFiles")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        logger.warning("cannot read Orthanc's index %s: %s", index_file, exc)
+        return None
+
+
+def recover(store: BlobStore, orthanc_index: Path, since: float) -> RecoveryReport:
+    """Repair what an unclean stop left; call only while Orthanc is not running."""
+    staged = store.hot.sweep_staged(0)
+    known = {record.id.hex() for record in store.catalog.iter_blobs()}
+    orphans = 0
+    for key in store.hot.keys():
+        if key in known:
+            continue
+        try:
+            if store.hot.path(key).stat().st_mtime < since - 60:
+                logger.warning("payload %s has no catalog row and predates the last run; "
+                               "left for `vna fsck` to report", key)
+                continue
+        except FileNotFoundError:
+            continue
+        store.hot.delete(key)
+        orphans += 1
+    removed = 0
+    referenced = orthanc_attachment_uuids(orthanc_index)
+    if referenced is not None:
+        for uuid, _content_type in store.catalog.attachments_created_before(time.time()):
+            if uuid not in referenced:
+                store.remove(uuid)
+                removed += 1
+    report = RecoveryReport(staged, orphans, removed)
+    logger.info("recovery after unclean stop: %s", report)
+    return report

@@ -1,0 +1,109 @@
+"""One typed settings object for every entry point: ``<home>/vna.toml`` plus ``VNA_*``.
+
+Precedence, highest first: explicit arguments, environment (``VNA_DICOM_PORT``,
+``VNA_STORAGE__ZSTD_LEVEL`` for nested fields), the TOML file, the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["InstitutionConfig", "Settings", "StorageSettings", "load_settings"]
+
+# the TOML file of the settings being built; a context variable keeps load_settings reentrant
+_toml_file: ContextVar[Path | None] = ContextVar("vna_toml_file", default=None)
+
+
+class StorageSettings(BaseModel):
+    zstd_level: int = Field(3, ge=1, le=22)
+    fsync: bool = True
+    # compressed output must save at least this fraction, else the part is stored raw
+    min_compression_gain: float = Field(0.03, ge=0.0, lt=1.0)
+    gc_grace_seconds: int = Field(3600, ge=0)
+
+
+class InstitutionConfig(BaseModel):
+    name: str
+    ae_titles: list[str] = Field(default_factory=list)
+    host: str | None = None
+    port: int | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VNA_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    home: Path = Path("var")
+    dicom_aet: str = "VNA"
+    dicom_port: int = 4242
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    orthanc_http_port: int = 8042
+    catalog_url: str | None = None
+    orthanc_executable: str = "Orthanc"
+    orthanc_plugin_dir: Path = Path("/usr/share/orthanc/plugins")
+    dicom_threads: int = 4
+    log_level: str = "info"
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    institutions: list[InstitutionConfig] = Field(default_factory=list)
+
+    @field_validator("dicom_aet")
+    @classmethod
+    def _aet(cls, value: str) -> str:
+        if not 0 < len(value) <= 16:
+            raise ValueError("an AE title has 1 to 16 characters")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _toml_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+
+def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings for the archive home ``home`` (else ``VNA_HOME``, else ``./var``)."""
+    resolved = Path(home or os.environ.get("VNA_HOME") or "var").absolute()
+    toml = Path(os.environ.get("VNA_CONFIG") or resolved / "vna.toml")
+    token = _toml_file.set(toml if toml.exists() else None)
+    try:
+        return Settings(home=resolved, **overrides)
+    finally:
+        _toml_file.reset(token)

@@ -1,0 +1,198 @@
+"""Split a DICOM Part 10 file into content-defined parts for deduplication.
+
+Parts are contiguous byte ranges whose concatenation is the file, so a read is a join:
+
+* header: everything before the Pixel Data element (the same bytes Orthanc stores as its
+  "DICOM until pixel data" attachment, so that attachment deduplicates for free);
+* pixel data: native pixels as one part (chunked when very large); encapsulated pixels as
+  the element header with the Basic Offset Table, then one part per fragment, so the same
+  frame under another header (a corrected or de-identified copy) is stored once;
+* trailer: whatever follows the pixel data (padding, signatures), if anything.
+
+Only element headers are read (tag, VR, length); no value is decoded. Files this walker
+does not understand (deflated transfer syntax, no pixel data, odd encodings) become one
+part, which is always correct, merely less deduplicated.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+__all__ = ["NATIVE_CHUNK", "Span", "split_dicom", "pixel_data_offset"]
+
+NATIVE_CHUNK = 16 * 1024 * 1024
+
+_PIXEL_DATA = 0x7FE00010
+_FLOAT_PIXEL = 0x7FE00008
+_DOUBLE_PIXEL = 0x7FE00009
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+_DEFLATED = {b"1.2.840.10008.1.2.1.99", b"1.2.840.10008.1.2.1.99\x00"}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One part of a file: ``data[start:end]``; ``kind`` is header, pixels or trailer."""
+
+    start: int
+    end: int
+    kind: str
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Walker:
+    def __init__(self, data: bytes | memoryview, implicit: bool, little: bool) -> None:
+        self.data = data
+        self.implicit = implicit
+        self.end = len(data)
+        self.u16 = struct.Struct("<H" if little else ">H").unpack_from
+        self.u32 = struct.Struct("<I" if little else ">I").unpack_from
+        self.tag_fmt = struct.Struct("<HH" if little else ">HH").unpack_from
+
+    def tag_at(self, pos: int) -> int:
+        if pos + 8 > self.end:
+            raise _Malformed("truncated element header")
+        group, element = self.tag_fmt(self.data, pos)
+        return int(group << 16 | element)
+
+    def header(self, pos: int) -> tuple[int, int, int]:
+        """Return (tag, value offset, value length) of the element at ``pos``."""
+        tag = self.tag_at(pos)
+        if tag >> 16 == 0xFFFE or self.implicit:
+            return tag, pos + 8, int(self.u32(self.data, pos + 4)[0])
+        vr = bytes(self.data[pos + 4 : pos + 6])
+        if vr in _LONG_VRS:
+            if pos + 12 > self.end:
+                raise _Malformed("truncated element header")
+            return tag, pos + 12, int(self.u32(self.data, pos + 8)[0])
+        return tag, pos + 8, int(self.u16(self.data, pos + 6)[0])
+
+    def skip_undefined(self, pos: int, stop: int) -> int:
+        """Skip items/elements until the delimiter ``stop``; return the offset after it."""
+        while True:
+            tag, value, length = self.header(pos)
+            if tag == stop:
+                return value
+            if length == _UNDEFINED:
+                inner = _ITEM_END if tag == _ITEM else _SEQ_END
+                pos = self.skip_undefined(value, inner)
+            else:
+                pos = value + length
+            if pos > self.end:
+                raise _Malformed("value runs past the end of the file")
+
+    def find_pixel_data(self, pos: int) -> int | None:
+        while pos < self.end:
+            tag, value, length = self.header(pos)
+            if tag in (_PIXEL_DATA, _FLOAT_PIXEL, _DOUBLE_PIXEL):
+                return pos
+            if length == _UNDEFINED:
+                pos = self.skip_undefined(value, _SEQ_END)
+            else:
+                pos = value + length
+            if pos > self.end:
+                raise _Malformed("value runs past the end of the file")
+        return None
+
+
+def _dataset_start(data: bytes | memoryview) -> tuple[int, bytes] | None:
+    """Offset of the data set after the File Meta group, and the transfer syntax UID."""
+    if len(data) < 132 or bytes(data[128:132]) != b"DICM":
+        return None
+    pos = 132
+    syntax = b""
+    while pos + 8 <= len(data):
+        group = struct.unpack_from("<H", data, pos)[0]
+        if group != 0x0002:
+            break
+        vr = bytes(data[pos + 4 : pos + 6])
+        if vr in _LONG_VRS:
+            length = struct.unpack_from("<I", data, pos + 8)[0]
+            value = pos + 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            value = pos + 8
+        if struct.unpack_from("<H", data, pos + 2)[0] == 0x0010:
+            syntax = bytes(data[value : value + length]).rstrip(b"\x00 ")
+        pos = value + length
+    return pos, syntax
+
+
+def pixel_data_offset(data: bytes | memoryview) -> int | None:
+    """Offset of the top-level Pixel Data element, or None when absent or not walkable."""
+    start = _dataset_start(data)
+    if start is None:
+        return None
+    pos, syntax = start
+    if syntax in _DEFLATED:
+        return None
+    walker = _Walker(data, syntax == b"1.2.840.10008.1.2", syntax != b"1.2.840.10008.1.2.2")
+    try:
+        return walker.find_pixel_data(pos)
+    except (_Malformed, struct.error):
+        return None
+
+
+def split_dicom(data: bytes | memoryview) -> list[Span]:
+    """Cut a DICOM file into spans covering it exactly (see the module docstring)."""
+    size = len(data)
+    whole = [Span(0, size, "header")]
+    start = _dataset_start(data)
+    if start is None:
+        return whole
+    pos, syntax = start
+    if syntax in _DEFLATED:
+        return whole
+    walker = _Walker(data, syntax == b"1.2.840.10008.1.2", syntax != b"1.2.840.10008.1.2.2")
+    try:
+        offset = walker.find_pixel_data(pos)
+        if offset is None:
+            return whole
+        spans = [Span(0, offset, "header")] if offset else []
+        tag, value, length = walker.header(offset)
+        if length != _UNDEFINED:
+            end = value + length
+            if end > size:
+                return whole
+            chunk_start = offset
+            while end - chunk_start > NATIVE_CHUNK:
+                spans.append(Span(chunk_start, chunk_start + NATIVE_CHUNK, "pixels"))
+                chunk_start += NATIVE_CHUNK
+            spans.append(Span(chunk_start, end, "pixels"))
+        else:
+            # element header + Basic Offset Table item, then one span per fragment item
+            item_tag, item_value, item_length = walker.header(value)
+            if item_tag != _ITEM or item_length == _UNDEFINED:
+                return whole
+            cursor = item_value + item_length
+            spans.append(Span(offset, cursor, "pixels"))
+            while True:
+                item_tag, item_value, item_length = walker.header(cursor)
+                if item_tag == _SEQ_END:
+                    end = item_value
+                    break
+                if item_tag != _ITEM or item_length == _UNDEFINED:
+                    return whole
+                nxt = item_value + item_length
+                if nxt > size:
+                    return whole
+                spans.append(Span(cursor, nxt, "pixels"))
+                cursor = nxt
+            # the 8-byte sequence delimiter travels with the trailer
+            spans.append(Span(cursor, end, "trailer"))
+        if end < size:
+            if spans[-1].kind == "trailer":
+                spans[-1] = Span(spans[-1].start, size, "trailer")
+            else:
+                spans.append(Span(end, size, "trailer"))
+        return spans
+    except (_Malformed, struct.error):
+        return whole

@@ -1,0 +1,306 @@
+"""``vna``: run and operate the archive.
+
+Every command takes ``--home DIR`` (or ``VNA_HOME``); settings come from ``<home>/vna.toml``
+and ``VNA_*`` variables. Errors print one sentence that says what to do and exit with 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from archive.blobstore import BlobStore
+from archive.plugin import open_store
+from archive.recovery import orthanc_attachment_uuids
+from archive.settings import Settings, load_settings
+from deploy import supervisor
+from security.errors import VnaError
+
+app = typer.Typer(help="Regional imaging archive: run and operate it.", no_args_is_help=True,
+                  add_completion=False)
+keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
+institution_app = typer.Typer(help="Institutions and their DICOM AE titles.",
+                              no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(institution_app, name="institution")
+
+console = Console(stderr=True)
+out = Console()
+
+HomeOption = Annotated[Path | None, typer.Option("--home", envvar="VNA_HOME",
+                                                 help="Archive home directory [./var].")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings(home: Path | None) -> Settings:
+    return load_settings(home)
+
+
+def _store(home: Path | None) -> BlobStore:
+    settings = _settings(home)
+    if not (settings.keys_dir / "dedup.key").exists():
+        raise VnaError(f"{settings.home} is not an archive home yet: start it once with "
+                       f"`vna up --home {settings.home}`")
+    return open_store(settings)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+@app.command()
+def up(home: HomeOption = None,
+       detach: Annotated[bool, typer.Option("--detach", "-d",
+                                            help="Run in the background.")] = False) -> None:
+    """Start the archive (Orthanc with the archive plugin) and supervise it."""
+    settings = _settings(home)
+    if detach:
+        pid = supervisor.start_detached(settings)
+        out.print(f"VNA archive is up (supervisor pid {pid})")
+        for line in supervisor.endpoints(settings).lines():
+            out.print("  " + line)
+        out.print(f"  logs: {settings.home / 'log'}   stop with: vna down --home {settings.home}")
+        return
+    raise typer.Exit(supervisor.serve(settings))
+
+
+@app.command()
+def down(home: HomeOption = None) -> None:
+    """Stop the archive running for this home."""
+    settings = _settings(home)
+    if supervisor.stop(settings):
+        out.print(f"stopped the archive in {settings.home}")
+    else:
+        out.print(f"no archive runs in {settings.home}")
+
+
+@app.command()
+def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Show whether the archive runs and where it listens (exit 3 when stopped)."""
+    settings = _settings(home)
+    state = supervisor.status(settings)
+    if as_json:
+        out.print_json(json.dumps(state))
+    else:
+        word = "running" if state["running"] else "stopped"
+        out.print(f"archive in {state['home']}: {word}"
+                  + (f" (pid {state['pid']})" if state["pid"] else ""))
+        if state["running"]:
+            out.print(f"  Orthanc ready: {state['orthanc_ready']}")
+            for line in supervisor.endpoints(settings).lines():
+                out.print("  " + line)
+    if not state["running"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Instances, logical and stored bytes, dedup and compression ratios."""
+    store = _store(home)
+    s = store.catalog.stats()
+    data: dict[str, Any] = {
+        "instances": s.instances, "studies": s.studies, "attachments": s.attachments,
+        "logical_bytes": s.logical_bytes, "unique_bytes": s.unique_bytes,
+        "stored_bytes": s.stored_bytes, "blobs": s.blobs,
+        "unreferenced_blobs": s.unreferenced_blobs,
+        "dedup_ratio": round(s.dedup_ratio, 3),
+        "compression_ratio": round(s.compression_ratio, 3),
+        "total_ratio": round(s.total_ratio, 3),
+        "keys": store.catalog.kek_usage(),
+    }
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table(show_header=False)
+    for key, value in data.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    out.print(table)
+
+
+@app.command()
+def fsck(home: HomeOption = None,
+         attachments: Annotated[bool, typer.Option(
+             "--attachments", help="Also reassemble every attachment and check its digest.")
+         ] = False,
+         as_json: JsonOption = False) -> None:
+    """Verify every blob and reference; exit 1 and name what is damaged."""
+    settings = _settings(home)
+    store = _store(home)
+    total = store.catalog.stats().blobs
+    with _progress() as progress:
+        task = progress.add_task("verifying blobs", total=total)
+        report = store.check(lambda n: progress.advance(task, n), attachments=attachments)
+    if supervisor.running_pid(settings) is None:
+        referenced = orthanc_attachment_uuids(settings.home / "orthanc" / "index" / "index")
+        if referenced is not None:
+            ours = store.catalog.attachment_uuids()
+            report.missing_attachments = sorted(referenced - ours)
+            report.orphan_attachments = sorted(ours - referenced)
+    data = {
+        "ok": report.ok, "blobs_checked": report.blobs_checked,
+        "bytes_checked": report.bytes_checked,
+        "damaged_blobs": [{"blob": b, "error": e} for b, e in report.damaged_blobs],
+        "refcount_errors": [{"blob": b, "recorded": r, "actual": a}
+                            for b, r, a in report.refcount_errors],
+        "dangling_parts": [{"attachment": u, "blob": b} for u, b in report.dangling_parts],
+        "orphan_payloads": report.orphan_payloads,
+        "missing_attachments": report.missing_attachments,
+        "orphan_attachments": report.orphan_attachments,
+        "damaged_attachments": [{"attachment": u, "error": e}
+                                for u, e in report.damaged_attachments],
+    }
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        for blob, error in report.damaged_blobs:
+            out.print(f"[red]DAMAGED blob {blob}[/red]: {error}")
+        for blob, recorded, actual in report.refcount_errors:
+            out.print(f"[red]REFCOUNT blob {blob}[/red]: recorded {recorded}, actual {actual}")
+        for uuid, blob in report.dangling_parts:
+            out.print(f"[red]MISSING blob {blob}[/red] referenced by attachment {uuid}")
+        for key in report.orphan_payloads:
+            out.print(f"[yellow]ORPHAN payload {key}[/yellow] (no catalog row; `vna gc` "
+                      "removes it)")
+        for uuid in report.missing_attachments:
+            out.print(f"[red]MISSING attachment {uuid}[/red] (Orthanc references it)")
+        for uuid in report.orphan_attachments:
+            out.print(f"[yellow]ORPHAN attachment {uuid}[/yellow] (Orthanc does not know it)")
+        for uuid, error in report.damaged_attachments:
+            out.print(f"[red]DAMAGED attachment {uuid}[/red]: {error}")
+        verdict = "[green]clean[/green]" if report.ok else "[red]DAMAGE FOUND[/red]"
+        out.print(f"fsck: {report.blobs_checked} blobs, {report.bytes_checked:,} bytes "
+                  f"checked: {verdict}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gc(home: HomeOption = None,
+       grace: Annotated[float | None, typer.Option(
+           help="Seconds a blob must have been unreferenced [storage.gc_grace_seconds].")
+       ] = None) -> None:
+    """Delete blobs nothing has referenced for the grace period, and orphan payloads."""
+    store = _store(home)
+    with _progress() as progress:
+        task = progress.add_task("collecting", total=None)
+        removed = store.collect(grace, lambda n: progress.advance(task, n))
+    known = {record.id.hex() for record in store.catalog.iter_blobs()}
+    cutoff = time.time() - (store.settings.gc_grace_seconds if grace is None else grace)
+    orphans = 0
+    for key in list(store.hot.keys()):
+        if key not in known and store.hot.path(key).stat().st_mtime < cutoff:
+            store.hot.delete(key)
+            orphans += 1
+    out.print(f"gc: removed {removed} unreferenced blobs and {orphans} orphan payloads")
+
+
+@keys_app.command("rotate")
+def keys_rotate(home: HomeOption = None) -> None:
+    """Make a new key-encryption key current and re-wrap every data key under it."""
+    store = _store(home)
+    new_id = store.keys.rotate()
+    out.print(f"new key-encryption key {new_id} is current; re-wrapping data keys")
+    _rewrap(store)
+
+
+@keys_app.command("rewrap")
+def keys_rewrap(home: HomeOption = None) -> None:
+    """Resume re-wrapping data keys under the current key (after an interrupted rotate)."""
+    _rewrap(_store(home))
+
+
+def _rewrap(store: BlobStore) -> None:
+    usage = store.catalog.kek_usage()
+    pending = sum(n for k, n in usage.items() if k != store.keys.current_id)
+    with _progress() as progress:
+        task = progress.add_task("re-wrapping data keys", total=pending)
+        done = store.rewrap_all(lambda n: progress.advance(task, n))
+    out.print(f"re-wrapped {done} data keys; all blobs now use key {store.keys.current_id}")
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Key ids, which is current, and how many blobs each wraps (never the keys)."""
+    store = _store(home)
+    usage = store.catalog.kek_usage()
+    rows = [{"id": k, "current": k == store.keys.current_id, "blobs": usage.get(k, 0)}
+            for k in store.keys.key_ids()]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    for row in rows:
+        out.print(f"{row['id']}  blobs={row['blobs']}" + ("  (current)" if row["current"] else ""))
+
+
+@institution_app.command("add")
+def institution_add(
+    name: str,
+    ae: Annotated[list[str] | None, typer.Option("--ae", help="AE title (repeatable).")] = None,
+    host: Annotated[str | None, typer.Option(help="Host for C-MOVE to this AE.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for C-MOVE to this AE.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Register an institution and its AE titles (idempotent)."""
+    store = _store(home)
+    inst = store.catalog.add_institution(name)
+    for title in ae or []:
+        inst = store.catalog.add_institution(name, title, host, port)
+    aes = ", ".join(a for a, _, _ in inst.ae_titles) or "no AE title"
+    out.print(f"institution {inst.name!r} (id {inst.id}): {aes}")
+
+
+@institution_app.command("list")
+def institution_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Registered institutions and AE titles."""
+    store = _store(home)
+    rows = [{"id": i.id, "name": i.name,
+             "ae_titles": [{"ae": a, "host": h, "port": p} for a, h, p in i.ae_titles]}
+            for i in store.catalog.list_institutions()]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "institution", "AE titles")
+    for row in rows:
+        table.add_row(str(row["id"]), str(row["name"]),
+                      ", ".join(f"{a['ae']}" + (f" ({a['host']}:{a['port']})" if a["host"] else "")
+                                for a in row["ae_titles"]))  # type: ignore[attr-defined]
+    out.print(table)
+
+
+@app.command()
+def demo(home: HomeOption = None,
+         studies: Annotated[int, typer.Option(help="How many studies.")] = 3,
+         slices: Annotated[int, typer.Option(help="Slices per series.")] = 40) -> None:
+    """Load a few synthetic CT/MR studies into the running archive over DICOM."""
+    from deploy.demo import load_demo
+
+    settings = _settings(home)
+    if supervisor.running_pid(settings) is None:
+        raise VnaError(f"the archive in {settings.home} is not running: `vna up --detach` first")
+    with _progress() as progress:
+        task = progress.add_task("sending demo studies", total=None)
+        sent = load_demo(settings, studies, slices,
+                         lambda total: progress.update(task, total=total),
+                         lambda: progress.advance(task))
+    out.print(f"demo: stored {sent} instances from institution 'Demo Hospital' (AE VNADEMO)")
+
+
+def main() -> None:
+    try:
+        app()
+    except VnaError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Generate Orthanc's JSON configuration from the archive's settings."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import site
+from pathlib import Path
+from typing import Any
+
+from archive.catalog import Institution
+from archive.settings import Settings
+from security.keys import write_secret_file
+
+__all__ = ["OrthancCredentials", "orthanc_config", "write_orthanc_config", "credentials"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENTRY_SCRIPT = PROJECT_ROOT / "archive" / "orthanc_entry.py"
+
+
+class OrthancCredentials:
+    """The generated account the archive's own tools use on Orthanc's loopback HTTP port."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+
+    def __repr__(self) -> str:  # never print the password
+        return f"OrthancCredentials({self.username!r}, '***')"
+
+
+def credentials(settings: Settings) -> OrthancCredentials:
+    """Load, or on first start generate (0600), the Orthanc account."""
+    path = settings.home / "secrets" / "orthanc-credentials.json"
+    if not path.exists():
+        data = {"username": "vna-admin", "password": secrets.token_urlsafe(32)}
+        try:
+            write_secret_file(path, json.dumps(data).encode())
+        except FileExistsError:
+            pass
+    data = json.loads(path.read_text())
+    return OrthancCredentials(data["username"], data["password"])
+
+
+def _python_paths() -> tuple[list[str], list[str]]:
+    site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    return site_packages, [str(PROJECT_ROOT)]
+
+
+def orthanc_config(settings: Settings, creds: OrthancCredentials,
+                   institutions: list[Institution]) -> dict[str, Any]:
+    """The configuration document for the archive's Orthanc process."""
+    orthanc_dir = settings.home / "orthanc"
+    plugins = settings.orthanc_plugin_dir
+    modalities: dict[str, list[Any]] = {}
+    for inst in institutions:
+        for ae, host, port in inst.ae_titles:
+            # Orthanc needs a host and port even for AEs that only push; 127.0.0.1:104 is inert
+            modalities[ae] = [ae, host or "127.0.0.1", port or 104]
+    site_packages, python_path = _python_paths()
+    return {
+        "Name": f"VNA {settings.dicom_aet}",
+        "StorageDirectory": str(orthanc_dir / "storage"),
+        "IndexDirectory": str(orthanc_dir / "index"),
+        "TemporaryDirectory": str(orthanc_dir / "tmp"),
+        "StorageCompression": False,
+        "MaximumStorageSize": 0,
+        "HttpPort": settings.orthanc_http_port,
+        "HttpServerEnabled": True,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {creds.username: creds.password},
+        "HttpCompressionEnabled": False,
+        "KeepAlive": True,
+        "DicomServerEnabled": True,
+        "DicomAet": settings.dicom_aet,
+        "DicomPort": settings.dicom_port,
+        "DicomCheckCalledAet": False,
+        "DicomThreadsCount": settings.dicom_threads,
+        # C-STORE admission is decided by the archive's filter (institution AEs)
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
+        "DicomAlwaysAllowFind": False,
+        "DicomAlwaysAllowGet": False,
+        "DicomAlwaysAllowMove": False,
+        "DicomModalities": modalities,
+        "DicomModalitiesInDatabase": False,
+        "OverwriteInstances": False,
+        "StableAge": 60,
+        "SaveJobs": False,
+        "Plugins": [str(plugins / "libOrthancPython.so"), str(plugins / "libOrthancDicomWeb.so")],
+        "PythonScript": str(ENTRY_SCRIPT),
+        "PythonVerbose": False,
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True,
+                     "WadoRoot": "/wado", "Ssl": False, "StudiesMetadata": "Full",
+                     "SeriesMetadata": "Full"},
+        "VNA": {"Home": str(settings.home), "SitePackages": site_packages,
+                "PythonPath": python_path},
+    }
+
+
+def write_orthanc_config(settings: Settings, creds: OrthancCredentials,
+                         institutions: list[Institution]) -> Path:
+    """Write ``<home>/run/orthanc.json`` (0600: it holds the generated password)."""
+    run = settings.run_dir
+    run.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for sub in ("storage", "index", "tmp"):
+        (settings.home / "orthanc" / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = run / "orthanc.json"
+    tmp = run / "orthanc.json.tmp"
+    tmp.touch(mode=0o600)
+    tmp.write_text(json.dumps(orthanc_config(settings, creds, institutions), indent=2))
+    tmp.replace(path)
+    return path

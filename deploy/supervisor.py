@@ -1,0 +1,261 @@
+"""Start, supervise and stop the archive's processes for one home directory.
+
+``vna up`` runs :func:`serve` in the foreground (or detached, in its own session). It
+prepares the home (keys, credentials, catalog, Orthanc configuration), recovers from an
+unclean stop, starts Orthanc and restarts it if it dies, and stops it cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import requests
+
+from archive.catalog import Catalog
+from archive.plugin import open_store
+from archive.recovery import recover
+from archive.settings import Settings
+from deploy.orthanc_config import OrthancCredentials, credentials, write_orthanc_config
+from security.errors import VnaError
+
+__all__ = ["Endpoints", "prepare_home", "serve", "start_detached", "stop", "status"]
+
+logger = logging.getLogger(__name__)
+
+_RESTART_LIMIT = 5
+_RESTART_WINDOW = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    dicom: str
+    gateway: str
+    orthanc: str
+
+    def lines(self) -> list[str]:
+        return [f"DICOM (C-STORE/C-FIND/C-MOVE/C-GET): {self.dicom}",
+                f"DICOMweb gateway:                  {self.gateway}",
+                f"Orthanc HTTP (loopback, internal): {self.orthanc}"]
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    return Endpoints(
+        dicom=f"{settings.dicom_aet}@{settings.http_host}:{settings.dicom_port}",
+        gateway=f"http://{settings.http_host}:{settings.http_port}/dicom-web",
+        orthanc=f"http://127.0.0.1:{settings.orthanc_http_port}",
+    )
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.run_dir / "vna.pid"
+
+
+def _dirty_file(settings: Settings) -> Path:
+    return settings.run_dir / "dirty"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The supervisor's pid if one runs for this home."""
+    try:
+        pid = int(_pid_file(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def prepare_home(settings: Settings) -> tuple[OrthancCredentials, Path]:
+    """Create what a first start needs and reconcile after an unclean stop."""
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    for sub in ("run", "log", "secrets", "keys"):
+        (home / sub).mkdir(exist_ok=True, mode=0o700)
+    creds = credentials(settings)
+    store = open_store(settings)
+    try:
+        catalog: Catalog = store.catalog
+        for inst in settings.institutions:
+            catalog.add_institution(inst.name)
+            for ae in inst.ae_titles:
+                catalog.add_institution(inst.name, ae, inst.host, inst.port)
+        dirty = _dirty_file(settings)
+        if dirty.exists():
+            since = float(dirty.read_text().strip() or 0)
+            logger.warning("the archive did not stop cleanly last time; recovering")
+            recover(store, settings.home / "orthanc" / "index" / "index", since)
+        config = write_orthanc_config(settings, creds, catalog.list_institutions())
+    finally:
+        store.catalog.close()
+    return creds, config
+
+
+def orthanc_ready(settings: Settings, creds: OrthancCredentials) -> bool:
+    try:
+        answer = requests.get(f"http://127.0.0.1:{settings.orthanc_http_port}/system",
+                              auth=(creds.username, creds.password), timeout=2)
+    except requests.RequestException:
+        return False
+    return answer.ok and bool(answer.json().get("StorageAreaPlugin"))
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _Stop(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _start_orthanc(settings: Settings, config: Path) -> subprocess.Popen[bytes]:
+    log = open(settings.home / "log" / "orthanc.log", "ab")  # noqa: SIM115 - child owns it
+    env = dict(os.environ, VNA_HOME=str(settings.home))
+    return subprocess.Popen([settings.orthanc_executable, str(config)], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.error("Orthanc did not stop within %.0f s; killing it", timeout)
+        proc.kill()
+        proc.wait()
+
+
+def serve(settings: Settings, *, ready_message: bool = True) -> int:
+    """Run the archive in the foreground until SIGTERM/SIGINT; returns an exit code."""
+    other = running_pid(settings)
+    if other is not None and other != os.getpid():
+        raise VnaError(f"the archive in {settings.home} already runs (pid {other}); "
+                       "stop it with `vna down`")
+    creds, config = prepare_home(settings)
+    _pid_file(settings).write_text(f"{os.getpid()}\n")
+    _dirty_file(settings).write_text(f"{time.time()}\n")
+    restarts: list[float] = []
+    proc: subprocess.Popen[bytes] | None = None
+    clean = False
+    try:
+        with _signals():
+            proc = _start_orthanc(settings, config)
+            deadline = time.monotonic() + 120
+            while not orthanc_ready(settings, creds):
+                if proc.poll() is not None:
+                    raise VnaError(f"Orthanc exited with code {proc.returncode} during start; "
+                                   f"see {settings.home / 'log' / 'orthanc.log'}")
+                if time.monotonic() > deadline:
+                    raise VnaError("Orthanc did not become ready within 120 s; see "
+                                   f"{settings.home / 'log' / 'orthanc.log'}")
+                time.sleep(0.2)
+            (settings.run_dir / "ready").write_text(json.dumps({"pid": proc.pid}))
+            if ready_message:
+                print("VNA archive is up", flush=True)
+                for line in endpoints(settings).lines():
+                    print("  " + line, flush=True)
+                print(f"  home: {settings.home}   stop with: vna down --home {settings.home}",
+                      flush=True)
+            while True:
+                code = proc.wait()
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < _RESTART_WINDOW] + [now]
+                if len(restarts) > _RESTART_LIMIT:
+                    logger.error("Orthanc keeps dying (%d times in %.0f s); giving up",
+                                 len(restarts), _RESTART_WINDOW)
+                    return 1
+                logger.error("Orthanc exited with code %s; recovering and restarting", code)
+                print(f"Orthanc exited with code {code}; restarting", file=sys.stderr,
+                      flush=True)
+                creds, config = prepare_home(settings)
+                proc = _start_orthanc(settings, config)
+    except _Stop:
+        if proc is not None:
+            _terminate(proc)
+            clean = proc.returncode == 0
+        return 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            _terminate(proc)
+            clean = proc.returncode == 0
+        if clean:
+            _dirty_file(settings).unlink(missing_ok=True)
+        (settings.run_dir / "ready").unlink(missing_ok=True)
+        _pid_file(settings).unlink(missing_ok=True)
+
+
+def start_detached(settings: Settings, timeout: float = 120.0) -> int:
+    """Start ``vna up`` in its own session and wait until it is ready; returns its pid."""
+    other = running_pid(settings)
+    if other is not None:
+        raise VnaError(f"the archive in {settings.home} already runs (pid {other})")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "log").mkdir(exist_ok=True, mode=0o700)
+    log = open(settings.home / "log" / "vna.log", "ab")  # noqa: SIM115 - child owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "up", "--home", str(settings.home)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=dict(os.environ, VNA_HOME=str(settings.home)))
+    deadline = time.monotonic() + timeout
+    while not (settings.run_dir / "ready").exists():
+        if proc.poll() is not None:
+            raise VnaError(f"the archive failed to start (exit {proc.returncode}); see "
+                           f"{settings.home / 'log' / 'vna.log'}")
+        if time.monotonic() > deadline:
+            raise VnaError(f"the archive did not start within {timeout:.0f} s; see "
+                           f"{settings.home / 'log' / 'vna.log'}")
+        time.sleep(0.2)
+    return proc.pid
+
+
+def stop(settings: Settings, timeout: float = 90.0) -> bool:
+    """Stop the supervisor of this home; returns False if none was running."""
+    pid = running_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise VnaError(f"the archive (pid {pid}) did not stop within {timeout:.0f} s")
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    return True
+
+
+def status(settings: Settings) -> dict[str, object]:
+    pid = running_pid(settings)
+    creds = credentials(settings) if (settings.home / "secrets").exists() else None
+    ready = bool(pid) and creds is not None and orthanc_ready(settings, creds)
+    return {"home": str(settings.home), "running": pid is not None, "pid": pid,
+            "orthanc_ready": ready, "endpoints": endpoints(settings).lines()}

@@ -1,0 +1,95 @@
+"""Start a real archive (Orthanc + plugin) in a temporary home and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import tomli_w
+
+ROOT = Path(__file__).resolve().parents[2]
+VNA = [sys.executable, "-m", "deploy.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Archive:
+    home: Path
+    dicom_port: int = field(default_factory=free_port)
+    orthanc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    aet: str = "VNA"
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, VNA_HOME=str(self.home), VNA_DICOM_PORT=str(self.dicom_port),
+                    VNA_ORTHANC_HTTP_PORT=str(self.orthanc_port),
+                    VNA_HTTP_PORT=str(self.http_port))
+
+    def write_config(self, institutions: dict[str, list[str]]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        doc = {"institutions": [{"name": name, "ae_titles": aes}
+                                for name, aes in institutions.items()],
+               "storage": {"gc_grace_seconds": 3600}}
+        (self.home / "vna.toml").write_text(tomli_w.dumps(doc))
+
+    def vna(self, *args: str, check: bool = True, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*VNA, *args], cwd=ROOT, env=self.env(), capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"vna {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def up(self) -> None:
+        self.vna("up", "--detach", timeout=180)
+
+    def down(self) -> None:
+        self.vna("down", check=False, timeout=180)
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        data = json.loads((self.home / "secrets" / "orthanc-credentials.json").read_text())
+        return data["username"], data["password"]
+
+    @property
+    def orthanc_url(self) -> str:
+        return f"http://127.0.0.1:{self.orthanc_port}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.get(self.orthanc_url + path, auth=self.auth, timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.post(self.orthanc_url + path, auth=self.auth, timeout=60, **kwargs)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(json.loads(self.vna("stats", "--json").stdout))
+
+    def orthanc_pid(self) -> int:
+        return int(json.loads((self.home / "run" / "ready").read_text())["pid"])
+
+    def lookup(self, sop_uid: str) -> str | None:
+        answer = self.post("/tools/lookup", data=sop_uid).json()
+        for item in answer:
+            if item["Type"] == "Instance":
+                return str(item["ID"])
+        return None
+
+    def storescu(self, aet: str, *paths: Path | str, extra: tuple[str, ...] = ()
+                 ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["storescu", "-aet", aet, "-aec", self.aet, *extra, "127.0.0.1",
+             str(self.dicom_port), *map(str, paths)],
+            capture_output=True, text=True, timeout=600)

@@ -1,0 +1,41 @@
+"""Tier backends: where blob payloads live.
+
+A backend stores opaque payloads under a key (the blob id in hex). Writes are staged and
+then published so a crash never leaves a partial payload under its final name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["ObjectStore", "Staged"]
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A payload written durably under a temporary name, not yet visible."""
+
+    token: str
+    size: int
+
+
+class ObjectStore(Protocol):
+    name: str
+
+    def stage(self, data: bytes) -> Staged: ...
+
+    def publish(self, staged: Staged, key: str) -> None: ...
+
+    def discard(self, staged: Staged) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def keys(self) -> Iterator[str]: ...
+
+    def sweep_staged(self, older_than_seconds: float) -> int: ...

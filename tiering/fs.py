@@ -1,0 +1,107 @@
+"""Local-directory tier: ``<root>/<k[0:2]>/<k[2:4]>/<k>``, written with fsync and rename."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from security.errors import IntegrityError, NotFound, StorageFull
+from tiering.api import Staged
+
+__all__ = ["FileStore"]
+
+
+class FileStore:
+    """An :class:`~tiering.api.ObjectStore` on a local file system."""
+
+    def __init__(self, root: Path, *, fsync: bool = True, name: str = "hot") -> None:
+        self.root = root
+        self.name = name
+        self.fsync = fsync
+        self._staging = root / "staging"
+        self._staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._known_dirs: set[Path] = set()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[0:2] / key[2:4] / key
+
+    def stage(self, data: bytes) -> Staged:
+        token = secrets.token_hex(12)
+        path = self._staging / token
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno == 28:  # ENOSPC
+                raise StorageFull(f"tier {self.name} at {self.root} is full: free space") from exc
+            raise
+        return Staged(token, len(data))
+
+    def publish(self, staged: Staged, key: str) -> None:
+        target = self.path(key)
+        directory = target.parent
+        if directory not in self._known_dirs:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._known_dirs.add(directory)
+        os.replace(self._staging / staged.token, target)
+        if self.fsync:
+            # the rename is durable only once its directory is synced
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def discard(self, staged: Staged) -> None:
+        (self._staging / staged.token).unlink(missing_ok=True)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self.path(key), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"blob {key} is missing from tier {self.name}") from exc
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def keys(self) -> Iterator[str]:
+        for first in sorted(self.root.iterdir()):
+            if first.name == "staging" or not first.is_dir():
+                continue
+            for second in sorted(first.iterdir()):
+                for entry in sorted(second.iterdir()):
+                    yield entry.name
+
+    def sweep_staged(self, older_than_seconds: float) -> int:
+        """Remove staged payloads left by a crash; returns how many were removed."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in self._staging.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def size_of(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound(key) from exc

@@ -9,6 +9,7 @@ run in C and release the GIL, so Orthanc's storage threads overlap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -52,16 +53,23 @@ class FsckReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.damaged_blobs or self.refcount_errors or self.dangling_parts
-                    or self.orphan_payloads or self.missing_attachments
-                    or self.orphan_attachments or self.damaged_attachments)
+        return not (
+            self.damaged_blobs
+            or self.refcount_errors
+            or self.dangling_parts
+            or self.orphan_payloads
+            or self.missing_attachments
+            or self.orphan_attachments
+            or self.damaged_attachments
+        )
 
 
 class BlobStore:
     """Attachments in, attachments out, exactly the same bytes, stored once."""
 
-    def __init__(self, catalog: Catalog, keys: KeyRing, hot: FileStore,
-                 settings: StorageSettings) -> None:
+    def __init__(
+        self, catalog: Catalog, keys: KeyRing, hot: FileStore, settings: StorageSettings
+    ) -> None:
         self.catalog = catalog
         self.keys = keys
         self.hot = hot
@@ -91,8 +99,9 @@ class BlobStore:
         kind = "header" if content_type == CONTENT_DICOM_UNTIL_PIXEL_DATA else "other"
         return [Span(0, len(data), kind)]
 
-    def _make_payload(self, blob_id: bytes, chunk: memoryview, kind: str
-                      ) -> tuple[Staged, BlobRecord]:
+    def _make_payload(
+        self, blob_id: bytes, chunk: memoryview, kind: str
+    ) -> tuple[Staged, BlobRecord]:
         body: bytes | memoryview = chunk
         flags = 0
         if len(chunk) >= 64:
@@ -102,9 +111,16 @@ class BlobStore:
         kek_id, kek = self.keys.current()
         sealed = seal(bytes(body), flags, blob_id, kek_id, kek)
         staged = self.hot.stage(sealed.payload)
-        record = BlobRecord(id=blob_id, size=len(chunk), stored_size=len(sealed.payload),
-                            flags=flags, kek_id=kek_id, wrapped_key=sealed.wrapped_key,
-                            kind=kind, tier=self.hot.name)
+        record = BlobRecord(
+            id=blob_id,
+            size=len(chunk),
+            stored_size=len(sealed.payload),
+            flags=flags,
+            kek_id=kek_id,
+            wrapped_key=sealed.wrapped_key,
+            kind=kind,
+            tier=self.hot.name,
+        )
         return staged, record
 
     def put(self, uuid: str, content_type: int, data: bytes) -> None:
@@ -112,33 +128,37 @@ class BlobStore:
         view = memoryview(data)
         key = self.keys.dedup_key
         spans = self._spans(content_type, view)
-        parts = [(blob_mac(key, view[s.start:s.end]), s.end - s.start) for s in spans]
+        parts = [(blob_mac(key, view[s.start : s.end]), s.end - s.start) for s in spans]
         digest = blob_mac(key, view) if len(spans) > 1 else parts[0][0]
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
-        chunks = {blob_id: view[s.start:s.end] for (blob_id, _), s in
-                  zip(parts, spans, strict=True)}
+        chunks = {
+            blob_id: view[s.start : s.end] for (blob_id, _), s in zip(parts, spans, strict=True)
+        }
         staged: dict[bytes, Staged] = {}
         records: dict[bytes, BlobRecord] = {}
+        published: set[bytes] = set()
+
+        def on_inserted(blob_id: bytes) -> None:
+            self.hot.publish(staged[blob_id], blob_id.hex())
+            published.add(blob_id)
+
+        def on_lost_race(blob_id: bytes) -> None:
+            self.hot.discard(staged[blob_id])
+            published.add(blob_id)
+
         try:
             for _attempt in range(_MAX_ATTEMPTS):
                 present = self.catalog.existing_blobs(kinds)
                 for blob_id in kinds:
                     if blob_id not in present and blob_id not in staged:
                         staged[blob_id], records[blob_id] = self._make_payload(
-                            blob_id, chunks[blob_id], kinds[blob_id])
+                            blob_id, chunks[blob_id], kinds[blob_id]
+                        )
                 wanted = {b: records[b] for b in kinds if b not in present}
-                published: set[bytes] = set()
-
-                def on_inserted(blob_id: bytes) -> None:
-                    self.hot.publish(staged[blob_id], blob_id.hex())
-                    published.add(blob_id)
-
-                def on_lost_race(blob_id: bytes) -> None:
-                    self.hot.discard(staged[blob_id])
-                    published.add(blob_id)
-
-                done = self.catalog.add_attachment(uuid, content_type, len(data), digest,
-                                                   parts, wanted, on_inserted, on_lost_race)
+                published.clear()
+                done = self.catalog.add_attachment(
+                    uuid, content_type, len(data), digest, parts, wanted, on_inserted, on_lost_race
+                )
                 for blob_id in published:
                     staged.pop(blob_id, None)
                 if done:
@@ -154,8 +174,9 @@ class BlobStore:
     def read_blob(self, record: BlobRecord) -> bytes:
         """Decrypt, decompress and verify one blob; IntegrityError on any mismatch."""
         payload = self.hot.get(record.id.hex())
-        flags, body = open_sealed(payload, record.id, record.wrapped_key,
-                                  self.keys.kek(record.kek_id))
+        flags, body = open_sealed(
+            payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id)
+        )
         if flags & FLAG_ZSTD:
             try:
                 body = self._decompressor().decompress(body, max_output_size=record.size)
@@ -173,8 +194,9 @@ class BlobStore:
         else:
             data = b"".join(self.read_blob(record) for record, _ in parts)
         if len(data) != size:
-            raise IntegrityError(f"attachment {uuid} reassembles to {len(data)} bytes, "
-                                 f"expected {size}")
+            raise IntegrityError(
+                f"attachment {uuid} reassembles to {len(data)} bytes, expected {size}"
+            )
         return data
 
     def verify_attachment(self, uuid: str) -> None:
@@ -189,8 +211,9 @@ class BlobStore:
         if not self.catalog.remove_attachment(uuid):
             logger.warning("asked to remove unknown attachment %s; nothing to do", uuid)
 
-    def collect(self, grace_seconds: float | None = None,
-                progress: Callable[[int], None] | None = None) -> int:
+    def collect(
+        self, grace_seconds: float | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
         """Delete blobs unreferenced for longer than the grace period; returns the count."""
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
         cutoff = time.time() - grace
@@ -200,16 +223,43 @@ class BlobStore:
             if not batch:
                 break
             for blob_id in batch:
-                if self.catalog.collect_blob(blob_id, cutoff,
-                                             lambda _tier, b=blob_id: self.hot.delete(b.hex())):
+                if self.catalog.collect_blob(
+                    blob_id, cutoff, functools.partial(self._delete_payload, blob_id.hex())
+                ):
                     removed += 1
                     if progress:
                         progress(1)
         self.hot.sweep_staged(max(grace, 60.0))
         return removed
 
-    def check(self, progress: Callable[[int], None] | None = None,
-              attachments: bool = False) -> FsckReport:
+    def _delete_payload(self, key: str, tier: str) -> None:
+        self.hot.delete(key)
+
+    def remove_orphan_payloads(
+        self, *, newer_than: float | None = None, older_than: float | None = None
+    ) -> int:
+        """Delete payload files no catalog row names (left by a crash between publish and
+        commit), restricted to those modified in the given window; returns the count."""
+        known = {record.id.hex() for record in self.catalog.iter_blobs()}
+        removed = 0
+        for key in self.hot.iter_keys():
+            if key in known:
+                continue
+            try:
+                mtime = self.hot.path(key).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if (newer_than is not None and mtime < newer_than) or (
+                older_than is not None and mtime >= older_than
+            ):
+                continue
+            self.hot.delete(key)
+            removed += 1
+        return removed
+
+    def check(
+        self, progress: Callable[[int], None] | None = None, attachments: bool = False
+    ) -> FsckReport:
         """Verify every blob, every reference and every payload file."""
         report = FsckReport()
         known: set[str] = set()
@@ -223,10 +273,9 @@ class BlobStore:
             report.bytes_checked += record.size
             if progress:
                 progress(1)
-        report.refcount_errors = [(b.hex(), s, a) for b, s, a in
-                                  self.catalog.refcount_mismatches()]
+        report.refcount_errors = [(b.hex(), s, a) for b, s, a in self.catalog.refcount_mismatches()]
         report.dangling_parts = [(u, b.hex()) for u, b in self.catalog.dangling_parts()]
-        report.orphan_payloads = [key for key in self.hot.keys() if key not in known]
+        report.orphan_payloads = [key for key in self.hot.iter_keys() if key not in known]
         if attachments:
             for uuid in sorted(self.catalog.attachment_uuids()):
                 try:
@@ -244,8 +293,10 @@ class BlobStore:
         total = 0
         while True:
             done = self.catalog.rewrap_batch(
-                old, current_id,
-                lambda wrapped, kek_id: rewrap(wrapped, self.keys.kek(kek_id), current))
+                old,
+                current_id,
+                lambda wrapped, kek_id: rewrap(wrapped, self.keys.kek(kek_id), current),
+            )
             if not done:
                 return total
             total += done

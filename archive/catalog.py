@@ -81,8 +81,9 @@ attachments = Table(
 attachment_parts = Table(
     "attachment_parts",
     metadata,
-    Column("uuid", String(64), ForeignKey("attachments.uuid", ondelete="CASCADE"),
-           primary_key=True),
+    Column(
+        "uuid", String(64), ForeignKey("attachments.uuid", ondelete="CASCADE"), primary_key=True
+    ),
     Column("seq", Integer, primary_key=True),
     Column("blob_id", LargeBinary(32), ForeignKey("blobs.id"), nullable=False),
     Column("length", Integer, nullable=False),
@@ -304,8 +305,7 @@ class Catalog:
             kwargs["pool_size"] = 8
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine, "connect",
-                         _sqlite_pragmas("FULL" if durable else "NORMAL"))
+            event.listen(self.engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
             event.listen(self.engine, "begin", _begin)
         metadata.create_all(self.engine)
 
@@ -363,7 +363,8 @@ class Catalog:
                     if blob_id in new_blobs:
                         continue
                     updated = conn.execute(
-                        update(blobs).where(blobs.c.id == blob_id)
+                        update(blobs)
+                        .where(blobs.c.id == blob_id)
                         .values(refcount=blobs.c.refcount + count, unreferenced_since=None)
                     ).rowcount
                     if not updated:
@@ -371,20 +372,30 @@ class Catalog:
                 for blob_id, record in new_blobs.items():
                     inserted = conn.execute(
                         self._insert_ignore(blobs),
-                        {"id": blob_id, "size": record.size, "stored_size": record.stored_size,
-                         "flags": record.flags, "kek_id": record.kek_id,
-                         "wrapped_key": record.wrapped_key, "refcount": counts[blob_id],
-                         "tier": record.tier, "kind": record.kind, "created_at": now,
-                         "unreferenced_since": None},
+                        {
+                            "id": blob_id,
+                            "size": record.size,
+                            "stored_size": record.stored_size,
+                            "flags": record.flags,
+                            "kek_id": record.kek_id,
+                            "wrapped_key": record.wrapped_key,
+                            "refcount": counts[blob_id],
+                            "tier": record.tier,
+                            "kind": record.kind,
+                            "created_at": now,
+                            "unreferenced_since": None,
+                        },
                     ).rowcount
                     if inserted:
                         on_inserted(blob_id)
                         continue
                     on_lost_race(blob_id)
                     updated = conn.execute(
-                        update(blobs).where(blobs.c.id == blob_id)
-                        .values(refcount=blobs.c.refcount + counts[blob_id],
-                                unreferenced_since=None)
+                        update(blobs)
+                        .where(blobs.c.id == blob_id)
+                        .values(
+                            refcount=blobs.c.refcount + counts[blob_id], unreferenced_since=None
+                        )
                     ).rowcount
                     if not updated:
                         raise _BlobVanished
@@ -393,13 +404,23 @@ class Catalog:
                 ).first()
                 if exists:
                     raise Conflict(f"attachment {uuid} already exists")
-                conn.execute(attachments.insert(), {"uuid": uuid, "content_type": content_type,
-                                                    "size": size, "digest": digest,
-                                                    "created_at": now})
-                conn.execute(attachment_parts.insert(), [
-                    {"uuid": uuid, "seq": seq, "blob_id": blob_id, "length": length}
-                    for seq, (blob_id, length) in enumerate(parts)
-                ])
+                conn.execute(
+                    attachments.insert(),
+                    {
+                        "uuid": uuid,
+                        "content_type": content_type,
+                        "size": size,
+                        "digest": digest,
+                        "created_at": now,
+                    },
+                )
+                conn.execute(
+                    attachment_parts.insert(),
+                    [
+                        {"uuid": uuid, "seq": seq, "blob_id": blob_id, "length": length}
+                        for seq, (blob_id, length) in enumerate(parts)
+                    ],
+                )
         except _BlobVanished:
             return False
         return True
@@ -408,8 +429,7 @@ class Catalog:
         """Return (size, digest, [(blob, length) in order]) of an attachment."""
         with self.engine.connect() as conn:
             head = conn.execute(
-                select(attachments.c.size, attachments.c.digest)
-                .where(attachments.c.uuid == uuid)
+                select(attachments.c.size, attachments.c.digest).where(attachments.c.uuid == uuid)
             ).first()
             if head is None:
                 raise NotFound(f"attachment {uuid} is not in the catalog")
@@ -435,11 +455,13 @@ class Catalog:
             conn.execute(attachment_parts.delete().where(attachment_parts.c.uuid == uuid))
             for blob_id, count in Counter(bytes(row[0]) for row in rows).items():
                 conn.execute(
-                    update(blobs).where(blobs.c.id == blob_id)
+                    update(blobs)
+                    .where(blobs.c.id == blob_id)
                     .values(refcount=blobs.c.refcount - count)
                 )
                 conn.execute(
-                    update(blobs).where(blobs.c.id == blob_id, blobs.c.refcount <= 0)
+                    update(blobs)
+                    .where(blobs.c.id == blob_id, blobs.c.refcount <= 0)
                     .values(unreferenced_since=now)
                 )
         return True
@@ -447,18 +469,23 @@ class Catalog:
     def collectable_blobs(self, older_than: float, limit: int = 1000) -> list[bytes]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(blobs.c.id).where(blobs.c.refcount <= 0,
-                                         blobs.c.unreferenced_since < older_than).limit(limit)
+                select(blobs.c.id)
+                .where(blobs.c.refcount <= 0, blobs.c.unreferenced_since < older_than)
+                .limit(limit)
             )
             return [bytes(row[0]) for row in rows]
 
-    def collect_blob(self, blob_id: bytes, older_than: float,
-                     delete_payload: Callable[[str], None]) -> bool:
+    def collect_blob(
+        self, blob_id: bytes, older_than: float, delete_payload: Callable[[str], None]
+    ) -> bool:
         """Delete one unreferenced blob; the payload goes while the row's lock is held."""
         with self.transaction() as conn:
             row = conn.execute(
-                select(blobs.c.tier).where(blobs.c.id == blob_id, blobs.c.refcount <= 0,
-                                           blobs.c.unreferenced_since < older_than)
+                select(blobs.c.tier).where(
+                    blobs.c.id == blob_id,
+                    blobs.c.refcount <= 0,
+                    blobs.c.unreferenced_since < older_than,
+                )
             ).first()
             if row is None:
                 return False
@@ -483,7 +510,8 @@ class Catalog:
         """Blobs whose refcount differs from the references that exist: (id, stored, actual)."""
         actual = (
             select(attachment_parts.c.blob_id, func.count().label("refs"))
-            .group_by(attachment_parts.c.blob_id).subquery()
+            .group_by(attachment_parts.c.blob_id)
+            .subquery()
         )
         query = (
             select(blobs.c.id, blobs.c.refcount, func.coalesce(actual.c.refs, 0))
@@ -509,24 +537,34 @@ class Catalog:
     def attachments_created_before(self, when: float) -> list[tuple[str, int]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(attachments.c.uuid, attachments.c.content_type)
-                .where(attachments.c.created_at < when)
+                select(attachments.c.uuid, attachments.c.content_type).where(
+                    attachments.c.created_at < when
+                )
             )
             return [(str(r[0]), int(r[1])) for r in rows]
 
-    def rewrap_batch(self, old_kek_ids: list[str], new_kek_id: str,
-                     rewrap: Callable[[bytes, str], bytes], batch: int = 500) -> int:
+    def rewrap_batch(
+        self,
+        old_kek_ids: list[str],
+        new_kek_id: str,
+        rewrap: Callable[[bytes, str], bytes],
+        batch: int = 500,
+    ) -> int:
         """Re-wrap up to ``batch`` data keys held under ``old_kek_ids``; returns how many."""
         with self.transaction() as conn:
             rows = conn.execute(
                 select(blobs.c.id, blobs.c.wrapped_key, blobs.c.kek_id)
-                .where(blobs.c.kek_id.in_(old_kek_ids)).limit(batch)
+                .where(blobs.c.kek_id.in_(old_kek_ids))
+                .limit(batch)
             ).all()
             for row in rows:
                 conn.execute(
-                    update(blobs).where(blobs.c.id == row.id, blobs.c.kek_id == row.kek_id)
-                    .values(wrapped_key=rewrap(bytes(row.wrapped_key), str(row.kek_id)),
-                            kek_id=new_kek_id)
+                    update(blobs)
+                    .where(blobs.c.id == row.id, blobs.c.kek_id == row.kek_id)
+                    .values(
+                        wrapped_key=rewrap(bytes(row.wrapped_key), str(row.kek_id)),
+                        kek_id=new_kek_id,
+                    )
                 )
         return len(rows)
 
@@ -537,8 +575,13 @@ class Catalog:
 
     # -- institutions ----------------------------------------------------------------
 
-    def add_institution(self, name: str, ae_title: str | None = None, host: str | None = None,
-                        port: int | None = None) -> Institution:
+    def add_institution(
+        self,
+        name: str,
+        ae_title: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> Institution:
         """Create the institution if new and register ``ae_title`` to it (idempotent)."""
         if not name.strip():
             raise InvalidInput("an institution needs a name")
@@ -547,25 +590,34 @@ class Catalog:
         with self.transaction() as conn:
             row = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
             if row is None:
-                inst_id = conn.execute(
+                created = conn.execute(
                     institutions.insert().values(name=name, created_at=time.time())
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                if created is None:
+                    raise Conflict(f"institution {name!r} could not be created")
+                inst_id = created[0]
             else:
                 inst_id = row.id
             if ae_title is not None:
                 owner = conn.execute(
-                    select(institution_aes.c.institution_id)
-                    .where(institution_aes.c.ae_title == ae_title)
+                    select(institution_aes.c.institution_id).where(
+                        institution_aes.c.ae_title == ae_title
+                    )
                 ).first()
                 if owner is not None and owner.institution_id != inst_id:
                     raise Conflict(f"AE title {ae_title} already belongs to another institution")
                 if owner is None:
-                    conn.execute(institution_aes.insert().values(
-                        ae_title=ae_title, institution_id=inst_id, host=host, port=port))
+                    conn.execute(
+                        institution_aes.insert().values(
+                            ae_title=ae_title, institution_id=inst_id, host=host, port=port
+                        )
+                    )
                 else:
-                    conn.execute(update(institution_aes)
-                                 .where(institution_aes.c.ae_title == ae_title)
-                                 .values(host=host, port=port))
+                    conn.execute(
+                        update(institution_aes)
+                        .where(institution_aes.c.ae_title == ae_title)
+                        .values(host=host, port=port)
+                    )
         return self.institution(name)
 
     def institution(self, name: str) -> Institution:
@@ -582,8 +634,10 @@ class Catalog:
 
     def list_institutions(self) -> list[Institution]:
         with self.engine.connect() as conn:
-            names = [str(r[0]) for r in conn.execute(
-                select(institutions.c.name).order_by(institutions.c.name))]
+            names = [
+                str(r[0])
+                for r in conn.execute(select(institutions.c.name).order_by(institutions.c.name))
+            ]
         return [self.institution(name) for name in names]
 
     def institution_for_ae(self, ae_title: str) -> Institution | None:
@@ -604,54 +658,90 @@ class Catalog:
         """Insert or refresh one instance and its patient, study and series rows."""
         now = time.time()
         with self.transaction() as conn:
-            conn.execute(self._insert_ignore(patients), {
-                "issuer": rec.issuer, "patient_id": rec.patient_id,
-                "patient_name": rec.patient_name, "birth_date": rec.birth_date, "sex": rec.sex})
+            conn.execute(
+                self._insert_ignore(patients),
+                {
+                    "issuer": rec.issuer,
+                    "patient_id": rec.patient_id,
+                    "patient_name": rec.patient_name,
+                    "birth_date": rec.birth_date,
+                    "sex": rec.sex,
+                },
+            )
             patient_pk = conn.execute(
-                select(patients.c.pk).where(patients.c.issuer == rec.issuer,
-                                            patients.c.patient_id == rec.patient_id)
+                select(patients.c.pk).where(
+                    patients.c.issuer == rec.issuer, patients.c.patient_id == rec.patient_id
+                )
             ).scalar_one()
-            conn.execute(self._insert_ignore(studies), {
-                "study_uid": rec.study_uid, "patient_pk": patient_pk,
-                "study_date": rec.study_date, "study_time": rec.study_time,
-                "accession_number": rec.accession_number, "study_id": rec.study_id,
-                "description": rec.study_description,
-                "referring_physician": rec.referring_physician, "created_at": now})
-            conn.execute(self._insert_ignore(series), {
-                "series_uid": rec.series_uid, "study_uid": rec.study_uid,
-                "modality": rec.modality, "series_number": rec.series_number,
-                "description": rec.series_description, "series_date": rec.series_date})
+            conn.execute(
+                self._insert_ignore(studies),
+                {
+                    "study_uid": rec.study_uid,
+                    "patient_pk": patient_pk,
+                    "study_date": rec.study_date,
+                    "study_time": rec.study_time,
+                    "accession_number": rec.accession_number,
+                    "study_id": rec.study_id,
+                    "description": rec.study_description,
+                    "referring_physician": rec.referring_physician,
+                    "created_at": now,
+                },
+            )
+            conn.execute(
+                self._insert_ignore(series),
+                {
+                    "series_uid": rec.series_uid,
+                    "study_uid": rec.study_uid,
+                    "modality": rec.modality,
+                    "series_number": rec.series_number,
+                    "description": rec.series_description,
+                    "series_date": rec.series_date,
+                },
+            )
             values = {
-                "series_uid": rec.series_uid, "study_uid": rec.study_uid,
-                "sop_class_uid": rec.sop_class_uid, "instance_number": rec.instance_number,
-                "number_of_frames": rec.number_of_frames, "rows": rec.rows,
-                "columns": rec.columns, "transfer_syntax": rec.transfer_syntax,
-                "orthanc_id": rec.orthanc_id, "attachment_uuid": rec.attachment_uuid,
-                "size": rec.size}
+                "series_uid": rec.series_uid,
+                "study_uid": rec.study_uid,
+                "sop_class_uid": rec.sop_class_uid,
+                "instance_number": rec.instance_number,
+                "number_of_frames": rec.number_of_frames,
+                "rows": rec.rows,
+                "columns": rec.columns,
+                "transfer_syntax": rec.transfer_syntax,
+                "orthanc_id": rec.orthanc_id,
+                "attachment_uuid": rec.attachment_uuid,
+                "size": rec.size,
+            }
             updated = conn.execute(
                 update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values)
             ).rowcount
             if not updated:
-                conn.execute(instances.insert().values(sop_uid=rec.sop_uid, created_at=now,
-                                                       **values))
+                conn.execute(
+                    instances.insert().values(sop_uid=rec.sop_uid, created_at=now, **values)
+                )
 
     def remove_instance(self, orthanc_id: str) -> None:
         with self.transaction() as conn:
             row = conn.execute(
-                select(instances.c.sop_uid, instances.c.series_uid, instances.c.study_uid)
-                .where(instances.c.orthanc_id == orthanc_id)
+                select(instances.c.sop_uid, instances.c.series_uid, instances.c.study_uid).where(
+                    instances.c.orthanc_id == orthanc_id
+                )
             ).first()
             if row is None:
                 return
             conn.execute(instances.delete().where(instances.c.sop_uid == row.sop_uid))
-            conn.execute(instance_sources.delete()
-                         .where(instance_sources.c.sop_uid == row.sop_uid))
-            left = conn.execute(select(func.count()).select_from(instances)
-                                .where(instances.c.series_uid == row.series_uid)).scalar_one()
+            conn.execute(instance_sources.delete().where(instance_sources.c.sop_uid == row.sop_uid))
+            left = conn.execute(
+                select(func.count())
+                .select_from(instances)
+                .where(instances.c.series_uid == row.series_uid)
+            ).scalar_one()
             if not left:
                 conn.execute(series.delete().where(series.c.series_uid == row.series_uid))
-                left = conn.execute(select(func.count()).select_from(series)
-                                    .where(series.c.study_uid == row.study_uid)).scalar_one()
+                left = conn.execute(
+                    select(func.count())
+                    .select_from(series)
+                    .where(series.c.study_uid == row.study_uid)
+                ).scalar_one()
                 if not left:
                     conn.execute(studies.delete().where(studies.c.study_uid == row.study_uid))
 
@@ -659,20 +749,33 @@ class Catalog:
         now = time.time()
         with self.transaction() as conn:
             updated = conn.execute(
-                update(instance_sources).where(
+                update(instance_sources)
+                .where(
                     instance_sources.c.sop_uid == src.sop_uid,
                     instance_sources.c.institution_id == src.institution_id,
                     instance_sources.c.via == src.via,
                     instance_sources.c.sender == src.sender,
-                ).values(last_received=now, times=instance_sources.c.times + 1,
-                         remote_address=src.remote_address)
+                )
+                .values(
+                    last_received=now,
+                    times=instance_sources.c.times + 1,
+                    remote_address=src.remote_address,
+                )
             ).rowcount
             if not updated:
-                conn.execute(self._insert_ignore(instance_sources), {
-                    "sop_uid": src.sop_uid, "institution_id": src.institution_id,
-                    "via": src.via, "sender": src.sender,
-                    "remote_address": src.remote_address, "first_received": now,
-                    "last_received": now, "times": 1})
+                conn.execute(
+                    self._insert_ignore(instance_sources),
+                    {
+                        "sop_uid": src.sop_uid,
+                        "institution_id": src.institution_id,
+                        "via": src.via,
+                        "sender": src.sender,
+                        "remote_address": src.remote_address,
+                        "first_received": now,
+                        "last_received": now,
+                        "times": 1,
+                    },
+                )
 
     def sources_of(self, sop_uid: str) -> list[tuple[str, str, str]]:
         """(institution name, via, sender) for every source of an instance."""
@@ -687,8 +790,11 @@ class Catalog:
 
     def patients_with_id(self, patient_id: str) -> list[tuple[str, str]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(patients.c.issuer, patients.c.patient_id)
-                                .where(patients.c.patient_id == patient_id))
+            rows = conn.execute(
+                select(patients.c.issuer, patients.c.patient_id).where(
+                    patients.c.patient_id == patient_id
+                )
+            )
             return [(str(r[0]), str(r[1])) for r in rows]
 
     def instance(self, sop_uid: str) -> InstanceRecord | None:
@@ -705,16 +811,28 @@ class Catalog:
             return None
         m = row._mapping
         return InstanceRecord(
-            sop_uid=m["sop_uid"], series_uid=m["series_uid"], study_uid=m["study_uid"],
-            patient_id=m["patient_id"], issuer=m["issuer"], modality=m["modality"],
-            sop_class_uid=m["sop_class_uid"], instance_number=m["instance_number"],
-            transfer_syntax=m["transfer_syntax"], orthanc_id=m["orthanc_id"],
-            attachment_uuid=m["attachment_uuid"], size=m["size"])
+            sop_uid=m["sop_uid"],
+            series_uid=m["series_uid"],
+            study_uid=m["study_uid"],
+            patient_id=m["patient_id"],
+            issuer=m["issuer"],
+            modality=m["modality"],
+            sop_class_uid=m["sop_class_uid"],
+            instance_number=m["instance_number"],
+            transfer_syntax=m["transfer_syntax"],
+            orthanc_id=m["orthanc_id"],
+            attachment_uuid=m["attachment_uuid"],
+            size=m["size"],
+        )
 
     def indexed_orthanc_ids(self) -> set[str]:
         with self.engine.connect() as conn:
-            return {str(r[0]) for r in conn.execute(
-                select(instances.c.orthanc_id).where(instances.c.orthanc_id.is_not(None)))}
+            return {
+                str(r[0])
+                for r in conn.execute(
+                    select(instances.c.orthanc_id).where(instances.c.orthanc_id.is_not(None))
+                )
+            }
 
     def stats(self) -> Stats:
         with self.engine.connect() as conn:
@@ -724,18 +842,35 @@ class Catalog:
                 select(func.count(), func.coalesce(func.sum(attachments.c.size), 0))
             ).one()
             n_blobs, unique, stored = conn.execute(
-                select(func.count(), func.coalesce(func.sum(blobs.c.size), 0),
-                       func.coalesce(func.sum(blobs.c.stored_size), 0))
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(blobs.c.size), 0),
+                    func.coalesce(func.sum(blobs.c.stored_size), 0),
+                )
             ).one()
             unreferenced = conn.execute(
                 select(func.count()).select_from(blobs).where(blobs.c.refcount <= 0)
             ).scalar_one()
-        return Stats(int(n_instances), int(n_studies), int(n_att), int(logical), int(unique),
-                     int(stored), int(n_blobs), int(unreferenced))
+        return Stats(
+            int(n_instances),
+            int(n_studies),
+            int(n_att),
+            int(logical),
+            int(unique),
+            int(stored),
+            int(n_blobs),
+            int(unreferenced),
+        )
 
 
 def _blob_record(m: Any) -> BlobRecord:
-    return BlobRecord(id=bytes(m["id"]), size=int(m["size"]), stored_size=int(m["stored_size"]),
-                      flags=int(m["flags"]), kek_id=str(m["kek_id"]),
-                      wrapped_key=bytes(m["wrapped_key"]), kind=str(m["kind"]),
-                      tier=str(m["tier"]))
+    return BlobRecord(
+        id=bytes(m["id"]),
+        size=int(m["size"]),
+        stored_size=int(m["stored_size"]),
+        flags=int(m["flags"]),
+        kek_id=str(m["kek_id"]),
+        wrapped_key=bytes(m["wrapped_key"]),
+        kind=str(m["kind"]),
+        tier=str(m["tier"]),
+    )

@@ -90,9 +90,15 @@ def _str(value: Any) -> str | None:
     return text or None
 
 
-def instance_record(tags: dict[str, Any], issuer_fallback: str, *, orthanc_id: str | None,
-                    attachment_uuid: str | None, size: int | None,
-                    transfer_syntax: str | None) -> InstanceRecord:
+def instance_record(
+    tags: dict[str, Any],
+    issuer_fallback: str,
+    *,
+    orthanc_id: str | None,
+    attachment_uuid: str | None,
+    size: int | None,
+    transfer_syntax: str | None,
+) -> InstanceRecord:
     """Build the index row of an instance from Orthanc's simplified tags.
 
     The patient is qualified by IssuerOfPatientID, else by the sending institution, so equal
@@ -170,17 +176,21 @@ class ArchivePlugin:
         ae_title = received.GetInstanceRemoteAet() or ""
         institution = self.institution_for_ae(ae_title)
         if institution is None:
-            logger.warning("C-STORE refused: calling AE %r is not registered to an institution "
-                           "(register it with `vna institution add NAME --ae %s`)",
-                           ae_title, ae_title)
+            logger.warning(
+                "C-STORE refused: calling AE %r is not registered to an institution "
+                "(register it with `vna institution add NAME --ae %s`)",
+                ae_title,
+                ae_title,
+            )
             return STATUS_NOT_AUTHORIZED
         tags = json.loads(received.GetInstanceSimplifiedJson())
         sop_uid = tags.get("SOPInstanceUID")
         # a re-send gets no stored-instance callback: record its source here when the
         # instance is already archived (new instances are recorded once stored)
         if sop_uid and self.catalog.instance(str(sop_uid)) is not None:
-            self.catalog.record_source(SourceRecord(str(sop_uid), institution.id, "dimse",
-                                                    ae_title))
+            self.catalog.record_source(
+                SourceRecord(str(sop_uid), institution.id, "dimse", ae_title)
+            )
         return 0
 
     @_guard("indexing a stored instance")
@@ -188,18 +198,35 @@ class ArchivePlugin:
         tags = json.loads(instance.GetInstanceSimplifiedJson())
         ae_title = instance.GetInstanceRemoteAet() or ""
         institution = self.institution_for_ae(ae_title) if ae_title else None
-        self.index(instance_id, tags, institution, instance.GetInstanceTransferSyntaxUid(),
-                   int(instance.GetInstanceSize()))
+        self.index(
+            instance_id,
+            tags,
+            institution,
+            instance.GetInstanceTransferSyntaxUid(),
+            int(instance.GetInstanceSize()),
+        )
         if institution is not None:
-            self.catalog.record_source(SourceRecord(str(tags["SOPInstanceUID"]),
-                                                    institution.id, "dimse", ae_title))
+            self.catalog.record_source(
+                SourceRecord(str(tags["SOPInstanceUID"]), institution.id, "dimse", ae_title)
+            )
 
-    def index(self, instance_id: str, tags: dict[str, Any], institution: Institution | None,
-              transfer_syntax: str | None, size: int | None) -> None:
+    def index(
+        self,
+        instance_id: str,
+        tags: dict[str, Any],
+        institution: Institution | None,
+        transfer_syntax: str | None,
+        size: int | None,
+    ) -> None:
         info = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
         record = instance_record(
-            tags, institution.name if institution else "local", orthanc_id=instance_id,
-            attachment_uuid=info.get("Uuid"), size=size, transfer_syntax=transfer_syntax)
+            tags,
+            institution.name if institution else "local",
+            orthanc_id=instance_id,
+            attachment_uuid=info.get("Uuid"),
+            size=size,
+            transfer_syntax=transfer_syntax,
+        )
         self.catalog.index_instance(record)
 
     @_guard("handling an Orthanc change")
@@ -208,15 +235,13 @@ class ArchivePlugin:
         if change_type == sdk.ChangeType.DELETED and level == sdk.ResourceType.INSTANCE:
             self.catalog.remove_instance(resource_id)
         elif change_type == sdk.ChangeType.ORTHANC_STARTED:
-            threading.Thread(target=self.reindex_missing, name="vna-reindex",
-                             daemon=True).start()
+            threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
 
     def reindex_missing(self) -> int:
         """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
         try:
             known = self.catalog.indexed_orthanc_ids()
-            missing = [i for i in json.loads(self.sdk.RestApiGet("/instances"))
-                       if i not in known]
+            missing = [i for i in json.loads(self.sdk.RestApiGet("/instances")) if i not in known]
             for instance_id in missing:
                 tags = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
                 meta = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
@@ -250,6 +275,9 @@ def register(sdk: Any, settings: Settings) -> ArchivePlugin:
     sdk.RegisterIncomingCStoreInstanceFilter(plugin.filter_cstore)
     sdk.RegisterOnStoredInstanceCallback(plugin.on_stored)
     sdk.RegisterOnChangeCallback(plugin.on_change)
-    logger.info("archive storage area active: home %s, catalog %s", settings.home,
-                settings.resolved_catalog_url.split("@")[-1])
+    logger.info(
+        "archive storage area active: home %s, catalog %s",
+        settings.home,
+        settings.resolved_catalog_url.split("@")[-1],
+    )
     return plugin

@@ -48,20 +48,8 @@ def orthanc_attachment_uuids(index_file: Path) -> set[str] | None:
 def recover(store: BlobStore, orthanc_index: Path, since: float) -> RecoveryReport:
     """Repair what an unclean stop left; call only while Orthanc is not running."""
     staged = store.hot.sweep_staged(0)
-    known = {record.id.hex() for record in store.catalog.iter_blobs()}
-    orphans = 0
-    for key in store.hot.keys():
-        if key in known:
-            continue
-        try:
-            if store.hot.path(key).stat().st_mtime < since - 60:
-                logger.warning("payload %s has no catalog row and predates the last run; "
-                               "left for `vna fsck` to report", key)
-                continue
-        except FileNotFoundError:
-            continue
-        store.hot.delete(key)
-        orphans += 1
+    # only files from the interrupted run: anything older is for `vna fsck` to report
+    orphans = store.remove_orphan_payloads(newer_than=since - 60)
     removed = 0
     referenced = orthanc_attachment_uuids(orthanc_index)
     if referenced is not None:

@@ -55,8 +55,10 @@ class Settings(BaseSettings):
     orthanc_executable: str = "Orthanc"
     orthanc_plugin_dir: Path = Path("/usr/share/orthanc/plugins")
     dicom_threads: int = 4
+    # 0: every read is verified by the archive; raise it to trade that for speed
+    orthanc_storage_cache_mb: int = Field(0, ge=0)
     log_level: str = "info"
-    storage: StorageSettings = Field(default_factory=StorageSettings)
+    storage: StorageSettings = StorageSettings()
     institutions: list[InstitutionConfig] = Field(default_factory=list)
 
     @field_validator("dicom_aet")

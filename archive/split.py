@@ -30,8 +30,9 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _DEFLATED = {b"1.2.840.10008.1.2.1.99", b"1.2.840.10008.1.2.1.99\x00"}
 
 
@@ -94,10 +95,7 @@ class _Walker:
             tag, value, length = self.header(pos)
             if tag in (_PIXEL_DATA, _FLOAT_PIXEL, _DOUBLE_PIXEL):
                 return pos
-            if length == _UNDEFINED:
-                pos = self.skip_undefined(value, _SEQ_END)
-            else:
-                pos = value + length
+            pos = self.skip_undefined(value, _SEQ_END) if length == _UNDEFINED else value + length
             if pos > self.end:
                 raise _Malformed("value runs past the end of the file")
         return None

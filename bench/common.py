@@ -152,8 +152,12 @@ class Target:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- Orthanc REST ------------------------------------------------------------------------
@@ -180,8 +184,9 @@ class Target:
         pid = self.server_pid
         return process_cpu_seconds(pid) if pid else 0.0
 
-    def _wait_http(self, ready: Any, timeout: float, proc: subprocess.Popen[bytes] | None,
-                   log: Path) -> None:
+    def _wait_http(
+        self, ready: Any, timeout: float, proc: subprocess.Popen[bytes] | None, log: Path
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -190,8 +195,10 @@ class Target:
             except (requests.RequestException, ValueError):
                 pass
             if proc is not None and proc.poll() is not None:
-                raise BenchError(f"{self.name}: Orthanc exited with code {proc.returncode} "
-                                 f"during start; see {log}")
+                raise BenchError(
+                    f"{self.name}: Orthanc exited with code {proc.returncode} "
+                    f"during start; see {log}"
+                )
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name}: not ready within {timeout:.0f} s; see {log}")
             time.sleep(0.1)
@@ -202,8 +209,15 @@ class PlainOrthanc(Target):
 
     kind = "orthanc"
 
-    def __init__(self, name: str, home: Path, *, compression: bool = False,
-                 aet: str = "ORTHANC", executable: str = "Orthanc") -> None:
+    def __init__(
+        self,
+        name: str,
+        home: Path,
+        *,
+        compression: bool = False,
+        aet: str = "ORTHANC",
+        executable: str = "Orthanc",
+    ) -> None:
         super().__init__(name, home, aet)
         self.compression = compression
         self.executable = executable
@@ -239,9 +253,14 @@ class PlainOrthanc(Target):
             return
         with open(self.log_path, "ab") as log:
             # own session: a Ctrl-C in the terminal reaches the benchmark, which stops this
-            self.proc = subprocess.Popen([self.executable, str(self.config_path)], stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.home, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [self.executable, str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.home,
+                start_new_session=True,
+            )
         try:
             self._wait_http(lambda _s: True, timeout, self.proc, self.log_path)
         except BaseException:
@@ -274,10 +293,13 @@ class VnaArchive(Target):
         super().__init__(name, home, aet)
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("VNA_")}
-        self.env.update(VNA_HOME=str(self.home), VNA_DICOM_AET=aet,
-                        VNA_DICOM_PORT=str(self.dicom_port),
-                        VNA_ORTHANC_HTTP_PORT=str(self.http_port),
-                        VNA_HTTP_PORT=str(self.gateway_port))
+        self.env.update(
+            VNA_HOME=str(self.home),
+            VNA_DICOM_AET=aet,
+            VNA_DICOM_PORT=str(self.dicom_port),
+            VNA_ORTHANC_HTTP_PORT=str(self.http_port),
+            VNA_HTTP_PORT=str(self.gateway_port),
+        )
         self._started = False
 
     @staticmethod
@@ -289,11 +311,20 @@ class VnaArchive(Target):
     def vna(self, *args: str, timeout: float = 180.0) -> str:
         """Run ``vna ARGS --home HOME``; returns stdout, raises with stderr on failure."""
         argv = [*self.command(), *args, "--home", str(self.home)]
-        done = subprocess.run(argv, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=PROJECT_ROOT, check=False)
+        done = subprocess.run(
+            argv,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=PROJECT_ROOT,
+            check=False,
+        )
         if done.returncode != 0:
-            raise BenchError(f"{self.name}: `{' '.join(argv)}` failed ({done.returncode}): "
-                             f"{done.stderr.strip() or done.stdout.strip()}")
+            raise BenchError(
+                f"{self.name}: `{' '.join(argv)}` failed ({done.returncode}): "
+                f"{done.stderr.strip() or done.stdout.strip()}"
+            )
         return done.stdout
 
     @property
@@ -311,8 +342,9 @@ class VnaArchive(Target):
         self.vna("up", "--detach", timeout=timeout + 30)
         creds = credentials(load_settings(self.home))
         self.auth = (creds.username, creds.password)
-        self._wait_http(lambda s: bool(s.get("StorageAreaPlugin")), timeout, None,
-                        self.home / "log")
+        self._wait_http(
+            lambda s: bool(s.get("StorageAreaPlugin")), timeout, None, self.home / "log"
+        )
 
     def stop(self, timeout: float = 90.0) -> None:
         if not self._started:
@@ -322,8 +354,12 @@ class VnaArchive(Target):
         for name, key in (("vna.pid", None), ("ready", "pid")):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 text = (self.home / "run" / name).read_text()
-                pids.append((int(json.loads(text)[key] if key else text.strip()),
-                             "Orthanc" if key else str(self.home)))
+                pids.append(
+                    (
+                        int(json.loads(text)[key] if key else text.strip()),
+                        "Orthanc" if key else str(self.home),
+                    )
+                )
         try:
             self.vna("down", timeout=timeout)
         except (BenchError, subprocess.TimeoutExpired):
@@ -364,15 +400,26 @@ class SendResult:
         return self.bytes / 1e6 / self.seconds
 
 
-def storescu_command(inputs: Sequence[Path], *, calling_aet: str, called_aet: str, port: int,
-                     host: str = "127.0.0.1") -> list[str]:
+def storescu_command(
+    inputs: Sequence[Path], *, calling_aet: str, called_aet: str, port: int, host: str = "127.0.0.1"
+) -> list[str]:
     """dcmtk ``storescu`` sending files and (recursively) directories over one association.
 
     No ``-nh`` (``--no-halt``): with it, storescu 3.6.7 exits 0 even when the server refuses
     every instance; without it, the first failed C-STORE stops the send with exit code 1.
     """
-    return ["storescu", "-aet", calling_aet, "-aec", called_aet, "+sd", "+r",
-            host, str(port), *(str(p) for p in inputs)]
+    return [
+        "storescu",
+        "-aet",
+        calling_aet,
+        "-aec",
+        called_aet,
+        "+sd",
+        "+r",
+        host,
+        str(port),
+        *(str(p) for p in inputs),
+    ]
 
 
 def partition(files: Sequence[Path], parts: int, root: Path) -> list[Path]:
@@ -400,13 +447,13 @@ def partition(files: Sequence[Path], parts: int, root: Path) -> list[Path]:
 def _tree_files(inputs: Sequence[Path]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
-        found.extend(sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir()
-                     else [item])
+        found.extend(sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item])
     return found
 
 
-def send_parallel(groups: Sequence[Sequence[Path]], *, calling_aet: str, target: Target,
-                  log_dir: Path) -> SendResult:
+def send_parallel(
+    groups: Sequence[Sequence[Path]], *, calling_aet: str, target: Target, log_dir: Path
+) -> SendResult:
     """Send each group over its own storescu association, all at once; time the whole send.
 
     Raises :class:`BenchError` if any storescu exits non-zero (its log is kept in
@@ -421,10 +468,23 @@ def send_parallel(groups: Sequence[Sequence[Path]], *, calling_aet: str, target:
         for k, group in enumerate(groups):
             log = log_dir / f"storescu-{calling_aet}-{len(groups)}x-{k}.log"
             with open(log, "wb") as handle:
-                procs.append((subprocess.Popen(
-                    storescu_command(group, calling_aet=calling_aet, called_aet=target.aet,
-                                     port=target.dicom_port, host=target.host),
-                    stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log))
+                procs.append(
+                    (
+                        subprocess.Popen(
+                            storescu_command(
+                                group,
+                                calling_aet=calling_aet,
+                                called_aet=target.aet,
+                                port=target.dicom_port,
+                                host=target.host,
+                            ),
+                            stdout=handle,
+                            stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL,
+                        ),
+                        log,
+                    )
+                )
         for proc, _log in procs:
             proc.wait()
         seconds = time.perf_counter() - start
@@ -437,8 +497,9 @@ def send_parallel(groups: Sequence[Sequence[Path]], *, calling_aet: str, target:
     if failed:
         code, log = failed[0]
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-        raise BenchError(f"{target.name}: storescu -aet {calling_aet} exited {code}; "
-                         f"{log}: " + " | ".join(tail))
+        raise BenchError(
+            f"{target.name}: storescu -aet {calling_aet} exited {code}; {log}: " + " | ".join(tail)
+        )
     return SendResult(seconds, len(files), total, len(groups))
 
 
@@ -454,8 +515,11 @@ class DiskUsage:
     files: int
 
     def __add__(self, other: DiskUsage) -> DiskUsage:
-        return DiskUsage(self.allocated + other.allocated, self.apparent + other.apparent,
-                         self.files + other.files)
+        return DiskUsage(
+            self.allocated + other.allocated,
+            self.apparent + other.apparent,
+            self.files + other.files,
+        )
 
 
 def disk_usage(root: Path) -> DiskUsage:
@@ -504,8 +568,11 @@ def _mount_of(path: Path) -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/mounts").read_text().splitlines():
             fields = line.split()
-            if len(fields) >= 3 and (resolved == fields[1] or resolved.startswith(
-                    fields[1].rstrip("/") + "/")) and len(fields[1]) >= len(best):
+            if (
+                len(fields) >= 3
+                and (resolved == fields[1] or resolved.startswith(fields[1].rstrip("/") + "/"))
+                and len(fields[1]) >= len(best)
+            ):
                 best, fstype = fields[1], f"{fields[2]} ({fields[0]} on {fields[1]})"
     return fstype
 
@@ -533,8 +600,7 @@ def machine_facts(work_dir: Path, orthanc_version: str | None = None) -> dict[st
     }
 
 
-def write_section(path: Path, key: str, body: str,
-                  title: str = "# Benchmark results") -> None:
+def write_section(path: Path, key: str, body: str, title: str = "# Benchmark results") -> None:
     """Write ``body`` between ``<!-- BEGIN key -->`` and ``<!-- END key -->`` markers.
 
     The section replaces an earlier one with the same key; other sections stay as they are.
@@ -544,7 +610,7 @@ def write_section(path: Path, key: str, body: str,
     text = path.read_text() if path.exists() else f"{title}\n\n"
     i, j = text.find(begin), text.find(end)
     if i >= 0 and j > i:
-        rest = text[j + len(end):].lstrip("\n")
+        rest = text[j + len(end) :].lstrip("\n")
         text = text[:i] + block + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block

@@ -57,8 +57,10 @@ BASELINE = "orthanc"
 # key -> (label, factory(name, home))
 TARGETS: dict[str, tuple[str, Callable[[str, Path], Target]]] = {
     "orthanc": ("plain Orthanc", lambda n, h: PlainOrthanc(n, h)),
-    "orthanc-zip": ("plain Orthanc + StorageCompression",
-                    lambda n, h: PlainOrthanc(n, h, compression=True)),
+    "orthanc-zip": (
+        "plain Orthanc + StorageCompression",
+        lambda n, h: PlainOrthanc(n, h, compression=True),
+    ),
     "vna": ("VNA archive", lambda n, h: VnaArchive(n, h)),
 }
 
@@ -87,12 +89,21 @@ class TargetRun:
 # --------------------------------------------------------------------------- measuring
 
 
-def generate(directory: Path, studies: int, series: int, slices: int,
-             on_study: Callable[[], None]) -> list[Path]:
+def generate(
+    directory: Path, studies: int, series: int, slices: int, on_study: Callable[[], None]
+) -> list[Path]:
     """Write the synthetic CT studies once; every target gets the same files."""
-    base = StudySpec(modality="CT", series=series, slices=slices, rows=512, columns=512,
-                     patient_id="BENCH0001", patient_name="Bench^Patient",
-                     institution=FIRST_INSTITUTION, seed=1000)
+    base = StudySpec(
+        modality="CT",
+        series=series,
+        slices=slices,
+        rows=512,
+        columns=512,
+        patient_id="BENCH0001",
+        patient_name="Bench^Patient",
+        institution=FIRST_INSTITUTION,
+        seed=1000,
+    )
     files: list[Path] = []
     for k, spec in enumerate(generate_studies(studies, base)):
         files.extend(write_study(spec, directory / f"study{k:03d}"))
@@ -103,8 +114,10 @@ def generate(directory: Path, studies: int, series: int, slices: int,
 def _check_count(target: Target, expected: int, what: str) -> None:
     found = target.count_instances()
     if found != expected:
-        raise BenchError(f"{target.name}: {what}: Orthanc counts {found} instances, "
-                         f"{expected} files were sent; see {target.home}")
+        raise BenchError(
+            f"{target.name}: {what}: Orthanc counts {found} instances, "
+            f"{expected} files were sent; see {target.home}"
+        )
 
 
 def _prepare(target: Target) -> None:
@@ -113,15 +126,22 @@ def _prepare(target: Target) -> None:
         target.add_institution(SECOND_INSTITUTION, SECOND_AE)
 
 
-def _timed_send(target: Target, groups: Sequence[Sequence[Path]], aet: str,
-                log_dir: Path) -> tuple[SendResult, float]:
+def _timed_send(
+    target: Target, groups: Sequence[Sequence[Path]], aet: str, log_dir: Path
+) -> tuple[SendResult, float]:
     cpu = target.cpu_seconds()
     result = send_parallel(groups, calling_aet=aet, target=target, log_dir=log_dir)
     return result, target.cpu_seconds() - cpu
 
 
-def measure_target(key: str, root: Path, data_dir: Path, parts: list[Path], n_files: int,
-                   step: Callable[[str], None]) -> TargetRun:
+def measure_target(
+    key: str,
+    root: Path,
+    data_dir: Path,
+    parts: list[Path],
+    n_files: int,
+    step: Callable[[str], None],
+) -> TargetRun:
     """Fresh target: 1 association, restart, re-send; fresh target: parallel associations."""
     label, factory = TARGETS[key]
     logs = root / "logs"
@@ -152,8 +172,21 @@ def measure_target(key: str, root: Path, data_dir: Path, parts: list[Path], n_fi
         _check_count(target, n_files, f"after the {len(parts)}-association send")
     disk_parallel = disk_usage(target.home)
     shutil.rmtree(target.home)
-    return TargetRun(single, parallel, resend, cpu_single, cpu_parallel, cpu_resend,
-                     disk_live, disk, disk_parallel, disk_resend, breakdown, stats, stats_resend)
+    return TargetRun(
+        single,
+        parallel,
+        resend,
+        cpu_single,
+        cpu_parallel,
+        cpu_resend,
+        disk_live,
+        disk,
+        disk_parallel,
+        disk_resend,
+        breakdown,
+        stats,
+        stats_resend,
+    )
 
 
 def orthanc_version(work: Path) -> str:
@@ -174,23 +207,33 @@ def run_benchmark(args: argparse.Namespace) -> tuple[dict[str, list[TargetRun]],
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vna-bench-ingest-", dir=args.work_dir))
     runs: dict[str, list[TargetRun]] = {k: [] for k in keys}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
     try:
         with progress:
             gen = progress.add_task("generating studies", total=args.studies)
-            files = generate(work / "data", args.studies, args.series, args.slices,
-                             lambda: progress.advance(gen))
+            files = generate(
+                work / "data", args.studies, args.series, args.slices, lambda: progress.advance(gen)
+            )
             parts = partition(files, args.associations, work / "parts")
             meta: dict[str, Any] = {
-                "files": len(files), "bytes": sum(f.stat().st_size for f in files),
-                "facts": machine_facts(work, orthanc_version(work)), "work": str(work)}
+                "files": len(files),
+                "bytes": sum(f.stat().st_size for f in files),
+                "facts": machine_facts(work, orthanc_version(work)),
+                "work": str(work),
+            }
             total = args.runs * len(keys) * 3
             task = progress.add_task("measuring", total=total)
             started = False
 
             for run in range(args.runs):
                 for key in keys:
+
                     def step(text: str, run: int = run) -> None:
                         nonlocal started
                         if started:
@@ -198,8 +241,11 @@ def run_benchmark(args: argparse.Namespace) -> tuple[dict[str, list[TargetRun]],
                         started = True
                         progress.update(task, description=f"run {run + 1}/{args.runs} · {text}")
 
-                    runs[key].append(measure_target(key, work / f"run{run}-{key}",
-                                                    work / "data", parts, len(files), step))
+                    runs[key].append(
+                        measure_target(
+                            key, work / f"run{run}-{key}", work / "data", parts, len(files), step
+                        )
+                    )
             progress.advance(task)
             progress.update(task, description="measured")
     finally:
@@ -251,9 +297,10 @@ def summarize(key: str, results: list[TargetRun]) -> Summary:
         rate={s: _median([x.instances_per_s for x in v]) for s, v in sends.items()},
         mbps={s: _median([x.mb_per_s for x in v]) for s, v in sends.items()},
         seconds={s: _median([x.seconds for x in v]) for s, v in sends.items()},
-        cpu_per_instance_ms={s: 1000 * _median([c / x.files for c, x in zip(cpus[s], v,
-                                                                               strict=True)])
-                             for s, v in sends.items()},
+        cpu_per_instance_ms={
+            s: 1000 * _median([c / x.files for c, x in zip(cpus[s], v, strict=True)])
+            for s, v in sends.items()
+        },
         allocated=med(lambda r: r.disk.allocated),
         apparent=med(lambda r: r.disk.apparent),
         allocated_live=med(lambda r: r.disk_live.allocated),
@@ -266,8 +313,9 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}" if base else "n/a"
 
 
-def render_markdown(runs: dict[str, list[TargetRun]], meta: dict[str, Any],
-                    args: argparse.Namespace, command: str) -> str:
+def render_markdown(
+    runs: dict[str, list[TargetRun]], meta: dict[str, Any], args: argparse.Namespace, command: str
+) -> str:
     """The RESULTS.md section of this benchmark."""
     sums = {k: summarize(k, v) for k, v in runs.items()}
     base = sums.get(BASELINE)
@@ -308,9 +356,11 @@ def render_markdown(runs: dict[str, list[TargetRun]], meta: dict[str, Any],
     ]
     for s in sums.values():
         cpu = " / ".join(f"{s.cpu_per_instance_ms[x]:.1f}" for x in SCENARIOS)
-        lines.append(f"| {s.label} | {s.rate['single']:.1f} | {s.mbps['single']:.1f} | "
-                     f"{s.rate['parallel']:.1f} | {s.mbps['parallel']:.1f} | "
-                     f"{s.rate['resend']:.1f} | {s.mbps['resend']:.1f} | {cpu} |")
+        lines.append(
+            f"| {s.label} | {s.rate['single']:.1f} | {s.mbps['single']:.1f} | "
+            f"{s.rate['parallel']:.1f} | {s.mbps['parallel']:.1f} | "
+            f"{s.rate['resend']:.1f} | {s.mbps['resend']:.1f} | {cpu} |"
+        )
     lines += [
         "",
         "| target | on disk (allocated) | apparent | live, right after ingest | "
@@ -318,9 +368,11 @@ def render_markdown(runs: dict[str, list[TargetRun]], meta: dict[str, Any],
         "|---|--:|--:|--:|--:|--:|",
     ]
     for s in sums.values():
-        lines.append(f"| {s.label} | {_mib(s.allocated)} | {_mib(s.apparent)} | "
-                     f"{_mib(s.allocated_live)} | {_mib(s.allocated_parallel)} | "
-                     f"{_mib(s.resend_growth)} |")
+        lines.append(
+            f"| {s.label} | {_mib(s.allocated)} | {_mib(s.apparent)} | "
+            f"{_mib(s.allocated_live)} | {_mib(s.allocated_parallel)} | "
+            f"{_mib(s.resend_growth)} |"
+        )
     if base is not None:
         lines += [
             "",
@@ -339,28 +391,55 @@ def render_markdown(runs: dict[str, list[TargetRun]], meta: dict[str, Any],
                 f"| {s.label} | {_ratio(s.rate['single'], base.rate['single'])} | "
                 f"{_ratio(s.rate['parallel'], base.rate['parallel'])} | "
                 f"{_ratio(s.rate['resend'], base.rate['resend'])} | "
-                f"{_ratio(s.allocated, base.allocated)} | {_ratio(s.apparent, base.apparent)} |")
+                f"{_ratio(s.allocated, base.allocated)} | {_ratio(s.apparent, base.apparent)} |"
+            )
     vna_runs = runs.get("vna")
     if vna_runs:
         last = vna_runs[-1]
-        lines += ["", "Archive home at rest after the 1-association ingest (last run):", "",
-                  "| entry | allocated | apparent | files |", "|---|--:|--:|--:|"]
+        lines += [
+            "",
+            "Archive home at rest after the 1-association ingest (last run):",
+            "",
+            "| entry | allocated | apparent | files |",
+            "|---|--:|--:|--:|",
+        ]
         for name, usage in sorted(last.breakdown.items(), key=lambda kv: -kv[1].allocated):
-            lines.append(f"| {name} | {_mib(usage.allocated)} | {_mib(usage.apparent)} | "
-                         f"{usage.files} |")
+            lines.append(
+                f"| {name} | {_mib(usage.allocated)} | {_mib(usage.apparent)} | {usage.files} |"
+            )
         if last.stats is not None:
-            keep = ("instances", "attachments", "logical_bytes", "unique_bytes",
-                    "stored_bytes", "blobs", "dedup_ratio", "compression_ratio", "total_ratio")
+            keep = (
+                "instances",
+                "attachments",
+                "logical_bytes",
+                "unique_bytes",
+                "stored_bytes",
+                "blobs",
+                "dedup_ratio",
+                "compression_ratio",
+                "total_ratio",
+            )
             after = last.stats_resend or {}
-            lines += ["", "`vna stats --json` (last run), after the ingest and after the "
-                      "re-send:", "", "| field | after ingest | after re-send |",
-                      "|---|--:|--:|"]
+            lines += [
+                "",
+                "`vna stats --json` (last run), after the ingest and after the re-send:",
+                "",
+                "| field | after ingest | after re-send |",
+                "|---|--:|--:|",
+            ]
             for name in keep:
                 lines.append(f"| {name} | {last.stats.get(name)} | {after.get(name)} |")
     raw = {key: [_jsonable(r) for r in results] for key, results in runs.items()}
-    lines += ["", "<details><summary>raw per-run measurements (JSON)</summary>", "",
-              "```json", json.dumps(raw, indent=None, separators=(",", ":")), "```", "",
-              "</details>"]
+    lines += [
+        "",
+        "<details><summary>raw per-run measurements (JSON)</summary>",
+        "",
+        "```json",
+        json.dumps(raw, indent=None, separators=(",", ":")),
+        "```",
+        "",
+        "</details>",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -377,19 +456,38 @@ def print_table(runs: dict[str, list[TargetRun]], associations: int) -> None:
     sums = {k: summarize(k, v) for k, v in runs.items()}
     base = sums.get(BASELINE)
     table = Table(title="C-STORE ingest (medians)")
-    for col in ("target", "1 assoc inst/s", "MB/s", f"{associations} assoc inst/s", "MB/s",
-                "re-send inst/s", "MB/s", "on disk", "speed vs plain (1/N/re)", "bytes vs plain"):
+    for col in (
+        "target",
+        "1 assoc inst/s",
+        "MB/s",
+        f"{associations} assoc inst/s",
+        "MB/s",
+        "re-send inst/s",
+        "MB/s",
+        "on disk",
+        "speed vs plain (1/N/re)",
+        "bytes vs plain",
+    ):
         table.add_column(col, justify="left" if col == "target" else "right")
     for s in sums.values():
         ratios = bytes_ratio = "-"
         if base is not None:
-            ratios = " / ".join(_ratio(s.rate[x], base.rate[x]) for x in
-                                ("single", "parallel", "resend"))
+            ratios = " / ".join(
+                _ratio(s.rate[x], base.rate[x]) for x in ("single", "parallel", "resend")
+            )
             bytes_ratio = _ratio(s.allocated, base.allocated)
-        table.add_row(s.label, f"{s.rate['single']:.1f}", f"{s.mbps['single']:.1f}",
-                      f"{s.rate['parallel']:.1f}", f"{s.mbps['parallel']:.1f}",
-                      f"{s.rate['resend']:.1f}", f"{s.mbps['resend']:.1f}", _mib(s.allocated),
-                      ratios, bytes_ratio)
+        table.add_row(
+            s.label,
+            f"{s.rate['single']:.1f}",
+            f"{s.mbps['single']:.1f}",
+            f"{s.rate['parallel']:.1f}",
+            f"{s.mbps['parallel']:.1f}",
+            f"{s.rate['resend']:.1f}",
+            f"{s.mbps['resend']:.1f}",
+            _mib(s.allocated),
+            ratios,
+            bytes_ratio,
+        )
     console.print(table)
 
 
@@ -406,18 +504,29 @@ def _command(argv: Sequence[str]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--studies", type=int, default=4, help="synthetic CT studies [4]")
     parser.add_argument("--series", type=int, default=2, help="series per study [2]")
     parser.add_argument("--slices", type=int, default=50, help="slices per series [50]")
     parser.add_argument("--runs", type=int, default=1, help="repetitions, median kept [1]")
-    parser.add_argument("--associations", type=int, default=4,
-                        help="parallel storescu associations [4]")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help=f"comma-separated subset of {','.join(TARGETS)}")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md",
-                        help="results file whose ingest section is replaced [bench/RESULTS.md]")
+    parser.add_argument(
+        "--associations", type=int, default=4, help="parallel storescu associations [4]"
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)}",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BENCH_DIR / "RESULTS.md",
+        help="results file whose ingest section is replaced [bench/RESULTS.md]",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch --out")
     parser.add_argument("--work-dir", help="parent of the temporary directory [system temp]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -434,9 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with terminate_on_sigterm():
             runs, meta = run_benchmark(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:
         console.print("[yellow]interrupted; servers stopped and temporary files removed")
-        return 130
+        return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
     except BenchError as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}")
         return 1

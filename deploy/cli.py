@@ -24,19 +24,20 @@ from archive.settings import Settings, load_settings
 from deploy import supervisor
 from security.errors import VnaError
 
-app = typer.Typer(help="Regional imaging archive: run and operate it.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Regional imaging archive: run and operate it.", no_args_is_help=True, add_completion=False
+)
 keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
-institution_app = typer.Typer(help="Institutions and their DICOM AE titles.",
-                              no_args_is_help=True)
+institution_app = typer.Typer(help="Institutions and their DICOM AE titles.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(institution_app, name="institution")
 
 console = Console(stderr=True)
 out = Console()
 
-HomeOption = Annotated[Path | None, typer.Option("--home", envvar="VNA_HOME",
-                                                 help="Archive home directory [./var].")]
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -47,20 +48,32 @@ def _settings(home: Path | None) -> Settings:
 def _store(home: Path | None) -> BlobStore:
     settings = _settings(home)
     if not (settings.keys_dir / "dedup.key").exists():
-        raise VnaError(f"{settings.home} is not an archive home yet: start it once with "
-                       f"`vna up --home {settings.home}`")
+        raise VnaError(
+            f"{settings.home} is not an archive home yet: start it once with "
+            f"`vna up --home {settings.home}`"
+        )
     return open_store(settings)
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 @app.command()
-def up(home: HomeOption = None,
-       detach: Annotated[bool, typer.Option("--detach", "-d",
-                                            help="Run in the background.")] = False) -> None:
+def up(
+    home: HomeOption = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
+    offer_demo: Annotated[
+        bool, typer.Option("--offer-demo", help="On an empty archive, offer to load demo studies.")
+    ] = False,
+) -> None:
     """Start the archive (Orthanc with the archive plugin) and supervise it."""
     settings = _settings(home)
     if detach:
@@ -70,7 +83,38 @@ def up(home: HomeOption = None,
             out.print("  " + line)
         out.print(f"  logs: {settings.home / 'log'}   stop with: vna down --home {settings.home}")
         return
-    raise typer.Exit(supervisor.serve(settings))
+    raise typer.Exit(
+        supervisor.serve(settings, on_ready=(lambda: _offer_demo(settings)) if offer_demo else None)
+    )
+
+
+def _offer_demo(settings: Settings) -> None:
+    """Offer a newcomer some data to look at; never blocks a non-interactive start."""
+    store = open_store(settings)
+    try:
+        empty = store.catalog.stats().instances == 0
+    finally:
+        store.catalog.close()
+    if not empty:
+        return
+    if not sys.stdin.isatty():
+        out.print("  the archive is empty: `vna demo` loads a few synthetic studies")
+        return
+    if typer.confirm(
+        "The archive is empty. Load 3 synthetic demo studies (CT and MR)?", default=True
+    ):
+        from deploy.demo import load_demo
+
+        with _progress() as progress:
+            task = progress.add_task("sending demo studies", total=None)
+            sent = load_demo(
+                settings,
+                3,
+                40,
+                lambda total: progress.update(task, total=total),
+                lambda: progress.advance(task),
+            )
+        out.print(f"  demo: stored {sent} instances from 'Demo Hospital'; Ctrl-C stops")
 
 
 @app.command()
@@ -92,8 +136,10 @@ def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
         out.print_json(json.dumps(state))
     else:
         word = "running" if state["running"] else "stopped"
-        out.print(f"archive in {state['home']}: {word}"
-                  + (f" (pid {state['pid']})" if state["pid"] else ""))
+        out.print(
+            f"archive in {state['home']}: {word}"
+            + (f" (pid {state['pid']})" if state["pid"] else "")
+        )
         if state["running"]:
             out.print(f"  Orthanc ready: {state['orthanc_ready']}")
             for line in supervisor.endpoints(settings).lines():
@@ -108,9 +154,13 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
     store = _store(home)
     s = store.catalog.stats()
     data: dict[str, Any] = {
-        "instances": s.instances, "studies": s.studies, "attachments": s.attachments,
-        "logical_bytes": s.logical_bytes, "unique_bytes": s.unique_bytes,
-        "stored_bytes": s.stored_bytes, "blobs": s.blobs,
+        "instances": s.instances,
+        "studies": s.studies,
+        "attachments": s.attachments,
+        "logical_bytes": s.logical_bytes,
+        "unique_bytes": s.unique_bytes,
+        "stored_bytes": s.stored_bytes,
+        "blobs": s.blobs,
         "unreferenced_blobs": s.unreferenced_blobs,
         "dedup_ratio": round(s.dedup_ratio, 3),
         "compression_ratio": round(s.compression_ratio, 3),
@@ -127,11 +177,16 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def fsck(home: HomeOption = None,
-         attachments: Annotated[bool, typer.Option(
-             "--attachments", help="Also reassemble every attachment and check its digest.")
-         ] = False,
-         as_json: JsonOption = False) -> None:
+def fsck(
+    home: HomeOption = None,
+    attachments: Annotated[
+        bool,
+        typer.Option(
+            "--attachments", help="Also reassemble every attachment and check its digest."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Verify every blob and reference; exit 1 and name what is damaged."""
     settings = _settings(home)
     store = _store(home)
@@ -146,17 +201,20 @@ def fsck(home: HomeOption = None,
             report.missing_attachments = sorted(referenced - ours)
             report.orphan_attachments = sorted(ours - referenced)
     data = {
-        "ok": report.ok, "blobs_checked": report.blobs_checked,
+        "ok": report.ok,
+        "blobs_checked": report.blobs_checked,
         "bytes_checked": report.bytes_checked,
         "damaged_blobs": [{"blob": b, "error": e} for b, e in report.damaged_blobs],
-        "refcount_errors": [{"blob": b, "recorded": r, "actual": a}
-                            for b, r, a in report.refcount_errors],
+        "refcount_errors": [
+            {"blob": b, "recorded": r, "actual": a} for b, r, a in report.refcount_errors
+        ],
         "dangling_parts": [{"attachment": u, "blob": b} for u, b in report.dangling_parts],
         "orphan_payloads": report.orphan_payloads,
         "missing_attachments": report.missing_attachments,
         "orphan_attachments": report.orphan_attachments,
-        "damaged_attachments": [{"attachment": u, "error": e}
-                                for u, e in report.damaged_attachments],
+        "damaged_attachments": [
+            {"attachment": u, "error": e} for u, e in report.damaged_attachments
+        ],
     }
     if as_json:
         out.print_json(json.dumps(data))
@@ -168,8 +226,9 @@ def fsck(home: HomeOption = None,
         for uuid, blob in report.dangling_parts:
             out.print(f"[red]MISSING blob {blob}[/red] referenced by attachment {uuid}")
         for key in report.orphan_payloads:
-            out.print(f"[yellow]ORPHAN payload {key}[/yellow] (no catalog row; `vna gc` "
-                      "removes it)")
+            out.print(
+                f"[yellow]ORPHAN payload {key}[/yellow] (no catalog row; `vna gc` removes it)"
+            )
         for uuid in report.missing_attachments:
             out.print(f"[red]MISSING attachment {uuid}[/red] (Orthanc references it)")
         for uuid in report.orphan_attachments:
@@ -177,29 +236,28 @@ def fsck(home: HomeOption = None,
         for uuid, error in report.damaged_attachments:
             out.print(f"[red]DAMAGED attachment {uuid}[/red]: {error}")
         verdict = "[green]clean[/green]" if report.ok else "[red]DAMAGE FOUND[/red]"
-        out.print(f"fsck: {report.blobs_checked} blobs, {report.bytes_checked:,} bytes "
-                  f"checked: {verdict}")
+        out.print(
+            f"fsck: {report.blobs_checked} blobs, {report.bytes_checked:,} bytes checked: {verdict}"
+        )
     if not report.ok:
         raise typer.Exit(1)
 
 
 @app.command()
-def gc(home: HomeOption = None,
-       grace: Annotated[float | None, typer.Option(
-           help="Seconds a blob must have been unreferenced [storage.gc_grace_seconds].")
-       ] = None) -> None:
+def gc(
+    home: HomeOption = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds a blob must have been unreferenced [storage.gc_grace_seconds]."),
+    ] = None,
+) -> None:
     """Delete blobs nothing has referenced for the grace period, and orphan payloads."""
     store = _store(home)
     with _progress() as progress:
         task = progress.add_task("collecting", total=None)
         removed = store.collect(grace, lambda n: progress.advance(task, n))
-    known = {record.id.hex() for record in store.catalog.iter_blobs()}
     cutoff = time.time() - (store.settings.gc_grace_seconds if grace is None else grace)
-    orphans = 0
-    for key in list(store.hot.keys()):
-        if key not in known and store.hot.path(key).stat().st_mtime < cutoff:
-            store.hot.delete(key)
-            orphans += 1
+    orphans = store.remove_orphan_payloads(older_than=cutoff)
     out.print(f"gc: removed {removed} unreferenced blobs and {orphans} orphan payloads")
 
 
@@ -232,8 +290,10 @@ def keys_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Key ids, which is current, and how many blobs each wraps (never the keys)."""
     store = _store(home)
     usage = store.catalog.kek_usage()
-    rows = [{"id": k, "current": k == store.keys.current_id, "blobs": usage.get(k, 0)}
-            for k in store.keys.key_ids()]
+    rows = [
+        {"id": k, "current": k == store.keys.current_id, "blobs": usage.get(k, 0)}
+        for k in store.keys.key_ids()
+    ]
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -262,24 +322,32 @@ def institution_add(
 def institution_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Registered institutions and AE titles."""
     store = _store(home)
-    rows = [{"id": i.id, "name": i.name,
-             "ae_titles": [{"ae": a, "host": h, "port": p} for a, h, p in i.ae_titles]}
-            for i in store.catalog.list_institutions()]
+    rows = [
+        {
+            "id": i.id,
+            "name": i.name,
+            "ae_titles": [{"ae": a, "host": h, "port": p} for a, h, p in i.ae_titles],
+        }
+        for i in store.catalog.list_institutions()
+    ]
     if as_json:
         out.print_json(json.dumps(rows))
         return
     table = Table("id", "institution", "AE titles")
-    for row in rows:
-        table.add_row(str(row["id"]), str(row["name"]),
-                      ", ".join(f"{a['ae']}" + (f" ({a['host']}:{a['port']})" if a["host"] else "")
-                                for a in row["ae_titles"]))  # type: ignore[attr-defined]
+    for inst in store.catalog.list_institutions():
+        aes = ", ".join(
+            ae + (f" ({host}:{port})" if host else "") for ae, host, port in inst.ae_titles
+        )
+        table.add_row(str(inst.id), inst.name, aes)
     out.print(table)
 
 
 @app.command()
-def demo(home: HomeOption = None,
-         studies: Annotated[int, typer.Option(help="How many studies.")] = 3,
-         slices: Annotated[int, typer.Option(help="Slices per series.")] = 40) -> None:
+def demo(
+    home: HomeOption = None,
+    studies: Annotated[int, typer.Option(help="How many studies.")] = 3,
+    slices: Annotated[int, typer.Option(help="Slices per series.")] = 40,
+) -> None:
     """Load a few synthetic CT/MR studies into the running archive over DICOM."""
     from deploy.demo import load_demo
 
@@ -288,9 +356,13 @@ def demo(home: HomeOption = None,
         raise VnaError(f"the archive in {settings.home} is not running: `vna up --detach` first")
     with _progress() as progress:
         task = progress.add_task("sending demo studies", total=None)
-        sent = load_demo(settings, studies, slices,
-                         lambda total: progress.update(task, total=total),
-                         lambda: progress.advance(task))
+        sent = load_demo(
+            settings,
+            studies,
+            slices,
+            lambda total: progress.update(task, total=total),
+            lambda: progress.advance(task),
+        )
     out.print(f"demo: stored {sent} instances from institution 'Demo Hospital' (AE VNADEMO)")
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
+from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, MRImageStorage
 
 from archive.plugin import open_store
 from archive.settings import Settings
@@ -18,8 +19,13 @@ DEMO_AE = "VNADEMO"
 DEMO_INSTITUTION = "Demo Hospital"
 
 
-def load_demo(settings: Settings, studies: int, slices: int,
-              on_total: Callable[[int], None], on_sent: Callable[[], None]) -> int:
+def load_demo(
+    settings: Settings,
+    studies: int,
+    slices: int,
+    on_total: Callable[[int], None],
+    on_sent: Callable[[], None],
+) -> int:
     """Send ``studies`` synthetic studies (alternating CT and MR); returns instances stored."""
     store = open_store(settings)
     try:
@@ -27,11 +33,19 @@ def load_demo(settings: Settings, studies: int, slices: int,
     finally:
         store.catalog.close()
     specs = []
-    for i, spec in enumerate(generate_studies(studies, StudySpec(
-            slices=slices, patient_id="DEMO0001", patient_name="Demo^Patient",
-            institution=DEMO_INSTITUTION))):
+    for i, spec in enumerate(
+        generate_studies(
+            studies,
+            StudySpec(
+                slices=slices,
+                patient_id="DEMO0001",
+                patient_name="Demo^Patient",
+                institution=DEMO_INSTITUTION,
+            ),
+        )
+    ):
         if i % 2:
-            spec = StudySpec(**{**_fields(spec), "modality": "MR", "rows": 256, "columns": 256})
+            spec = dataclasses.replace(spec, modality="MR", rows=256, columns=256)
         specs.append(spec)
     on_total(sum(s.series * s.slices for s in specs))
     ae = AE(ae_title=DEMO_AE)
@@ -39,22 +53,22 @@ def load_demo(settings: Settings, studies: int, slices: int,
     ae.add_requested_context(MRImageStorage)
     assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_aet)
     if not assoc.is_established:
-        raise VnaError(f"could not associate with {settings.dicom_aet} on port "
-                       f"{settings.dicom_port}: is the archive running?")
+        raise VnaError(
+            f"could not associate with {settings.dicom_aet} on port "
+            f"{settings.dicom_port}: is the archive running?"
+        )
     stored = 0
     try:
         for spec in specs:
             for ds in generate_study(spec):
                 status = assoc.send_c_store(ds)
                 if not status or status.Status != 0:
-                    raise VnaError(f"the archive refused a demo instance (status "
-                                   f"{getattr(status, 'Status', 'none')}); see its log")
+                    raise VnaError(
+                        f"the archive refused a demo instance (status "
+                        f"{getattr(status, 'Status', 'none')}); see its log"
+                    )
                 stored += 1
                 on_sent()
     finally:
         assoc.release()
     return stored
-
-
-def _fields(spec: StudySpec) -> dict[str, object]:
-    return {name: getattr(spec, name) for name in spec.__dataclass_fields__}

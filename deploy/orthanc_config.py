@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import site
@@ -34,10 +35,8 @@ def credentials(settings: Settings) -> OrthancCredentials:
     path = settings.home / "secrets" / "orthanc-credentials.json"
     if not path.exists():
         data = {"username": "vna-admin", "password": secrets.token_urlsafe(32)}
-        try:
+        with contextlib.suppress(FileExistsError):
             write_secret_file(path, json.dumps(data).encode())
-        except FileExistsError:
-            pass
     data = json.loads(path.read_text())
     return OrthancCredentials(data["username"], data["password"])
 
@@ -47,8 +46,9 @@ def _python_paths() -> tuple[list[str], list[str]]:
     return site_packages, [str(PROJECT_ROOT)]
 
 
-def orthanc_config(settings: Settings, creds: OrthancCredentials,
-                   institutions: list[Institution]) -> dict[str, Any]:
+def orthanc_config(
+    settings: Settings, creds: OrthancCredentials, institutions: list[Institution]
+) -> dict[str, Any]:
     """The configuration document for the archive's Orthanc process."""
     orthanc_dir = settings.home / "orthanc"
     plugins = settings.orthanc_plugin_dir
@@ -65,6 +65,8 @@ def orthanc_config(settings: Settings, creds: OrthancCredentials,
         "TemporaryDirectory": str(orthanc_dir / "tmp"),
         "StorageCompression": False,
         "MaximumStorageSize": 0,
+        # Orthanc's own read cache would serve bytes without the archive verifying them
+        "MaximumStorageCacheSize": settings.orthanc_storage_cache_mb,
         "HttpPort": settings.orthanc_http_port,
         "HttpServerEnabled": True,
         "RemoteAccessAllowed": False,
@@ -91,16 +93,26 @@ def orthanc_config(settings: Settings, creds: OrthancCredentials,
         "Plugins": [str(plugins / "libOrthancPython.so"), str(plugins / "libOrthancDicomWeb.so")],
         "PythonScript": str(ENTRY_SCRIPT),
         "PythonVerbose": False,
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True,
-                     "WadoRoot": "/wado", "Ssl": False, "StudiesMetadata": "Full",
-                     "SeriesMetadata": "Full"},
-        "VNA": {"Home": str(settings.home), "SitePackages": site_packages,
-                "PythonPath": python_path},
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "EnableWado": True,
+            "WadoRoot": "/wado",
+            "Ssl": False,
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        },
+        "VNA": {
+            "Home": str(settings.home),
+            "SitePackages": site_packages,
+            "PythonPath": python_path,
+        },
     }
 
 
-def write_orthanc_config(settings: Settings, creds: OrthancCredentials,
-                         institutions: list[Institution]) -> Path:
+def write_orthanc_config(
+    settings: Settings, creds: OrthancCredentials, institutions: list[Institution]
+) -> Path:
     """Write ``<home>/run/orthanc.json`` (0600: it holds the generated password)."""
     run = settings.run_dir
     run.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -44,9 +44,11 @@ class Endpoints:
     orthanc: str
 
     def lines(self) -> list[str]:
-        return [f"DICOM (C-STORE/C-FIND/C-MOVE/C-GET): {self.dicom}",
-                f"DICOMweb gateway:                  {self.gateway}",
-                f"Orthanc HTTP (loopback, internal): {self.orthanc}"]
+        return [
+            f"DICOM (C-STORE/C-FIND/C-MOVE/C-GET): {self.dicom}",
+            f"DICOMweb gateway:                  {self.gateway}",
+            f"Orthanc HTTP (loopback, internal): {self.orthanc}",
+        ]
 
 
 def endpoints(settings: Settings) -> Endpoints:
@@ -111,8 +113,11 @@ def prepare_home(settings: Settings) -> tuple[OrthancCredentials, Path]:
 
 def orthanc_ready(settings: Settings, creds: OrthancCredentials) -> bool:
     try:
-        answer = requests.get(f"http://127.0.0.1:{settings.orthanc_http_port}/system",
-                              auth=(creds.username, creds.password), timeout=2)
+        answer = requests.get(
+            f"http://127.0.0.1:{settings.orthanc_http_port}/system",
+            auth=(creds.username, creds.password),
+            timeout=2,
+        )
     except requests.RequestException:
         return False
     return answer.ok and bool(answer.json().get("StorageAreaPlugin"))
@@ -138,8 +143,37 @@ def _signals() -> Iterator[None]:
 def _start_orthanc(settings: Settings, config: Path) -> subprocess.Popen[bytes]:
     log = open(settings.home / "log" / "orthanc.log", "ab")  # noqa: SIM115 - child owns it
     env = dict(os.environ, VNA_HOME=str(settings.home))
-    return subprocess.Popen([settings.orthanc_executable, str(config)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(
+        [settings.orthanc_executable, str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _launch(settings: Settings, config: Path, creds: OrthancCredentials) -> subprocess.Popen[bytes]:
+    """Start Orthanc, wait until its storage area answers, and record it as ready."""
+    (settings.run_dir / "ready").unlink(missing_ok=True)
+    # from now until a clean stop, a crash leaves work for recovery (see archive.recovery)
+    _dirty_file(settings).write_text(f"{time.time()}\n")
+    proc = _start_orthanc(settings, config)
+    log = settings.home / "log" / "orthanc.log"
+    deadline = time.monotonic() + 120
+    try:
+        while not orthanc_ready(settings, creds):
+            if proc.poll() is not None:
+                raise VnaError(
+                    f"Orthanc exited with code {proc.returncode} during start; see {log}"
+                )
+            if time.monotonic() > deadline:
+                raise VnaError(f"Orthanc did not become ready within 120 s; see {log}")
+            time.sleep(0.2)
+    except BaseException:
+        _terminate(proc)  # never leave an Orthanc behind, whatever interrupted the start
+        raise
+    (settings.run_dir / "ready").write_text(json.dumps({"pid": proc.pid}))
+    return proc
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -154,50 +188,48 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         proc.wait()
 
 
-def serve(settings: Settings, *, ready_message: bool = True) -> int:
+def serve(
+    settings: Settings, *, ready_message: bool = True, on_ready: Callable[[], None] | None = None
+) -> int:
     """Run the archive in the foreground until SIGTERM/SIGINT; returns an exit code."""
     other = running_pid(settings)
     if other is not None and other != os.getpid():
-        raise VnaError(f"the archive in {settings.home} already runs (pid {other}); "
-                       "stop it with `vna down`")
+        raise VnaError(
+            f"the archive in {settings.home} already runs (pid {other}); stop it with `vna down`"
+        )
     creds, config = prepare_home(settings)
     _pid_file(settings).write_text(f"{os.getpid()}\n")
-    _dirty_file(settings).write_text(f"{time.time()}\n")
     restarts: list[float] = []
     proc: subprocess.Popen[bytes] | None = None
     clean = False
     try:
         with _signals():
-            proc = _start_orthanc(settings, config)
-            deadline = time.monotonic() + 120
-            while not orthanc_ready(settings, creds):
-                if proc.poll() is not None:
-                    raise VnaError(f"Orthanc exited with code {proc.returncode} during start; "
-                                   f"see {settings.home / 'log' / 'orthanc.log'}")
-                if time.monotonic() > deadline:
-                    raise VnaError("Orthanc did not become ready within 120 s; see "
-                                   f"{settings.home / 'log' / 'orthanc.log'}")
-                time.sleep(0.2)
-            (settings.run_dir / "ready").write_text(json.dumps({"pid": proc.pid}))
+            proc = _launch(settings, config, creds)
             if ready_message:
                 print("VNA archive is up", flush=True)
                 for line in endpoints(settings).lines():
                     print("  " + line, flush=True)
-                print(f"  home: {settings.home}   stop with: vna down --home {settings.home}",
-                      flush=True)
+                print(
+                    f"  home: {settings.home}   stop with: vna down --home {settings.home}",
+                    flush=True,
+                )
+            if on_ready is not None:
+                on_ready()
             while True:
                 code = proc.wait()
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < _RESTART_WINDOW] + [now]
                 if len(restarts) > _RESTART_LIMIT:
-                    logger.error("Orthanc keeps dying (%d times in %.0f s); giving up",
-                                 len(restarts), _RESTART_WINDOW)
+                    logger.error(
+                        "Orthanc keeps dying (%d times in %.0f s); giving up",
+                        len(restarts),
+                        _RESTART_WINDOW,
+                    )
                     return 1
                 logger.error("Orthanc exited with code %s; recovering and restarting", code)
-                print(f"Orthanc exited with code {code}; restarting", file=sys.stderr,
-                      flush=True)
+                print(f"Orthanc exited with code {code}; restarting", file=sys.stderr, flush=True)
                 creds, config = prepare_home(settings)
-                proc = _start_orthanc(settings, config)
+                proc = _launch(settings, config, creds)
     except _Stop:
         if proc is not None:
             _terminate(proc)
@@ -223,16 +255,24 @@ def start_detached(settings: Settings, timeout: float = 120.0) -> int:
     log = open(settings.home / "log" / "vna.log", "ab")  # noqa: SIM115 - child owns it
     proc = subprocess.Popen(
         [sys.executable, "-m", "deploy.cli", "up", "--home", str(settings.home)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env=dict(os.environ, VNA_HOME=str(settings.home)))
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(os.environ, VNA_HOME=str(settings.home)),
+    )
     deadline = time.monotonic() + timeout
     while not (settings.run_dir / "ready").exists():
         if proc.poll() is not None:
-            raise VnaError(f"the archive failed to start (exit {proc.returncode}); see "
-                           f"{settings.home / 'log' / 'vna.log'}")
+            raise VnaError(
+                f"the archive failed to start (exit {proc.returncode}); see "
+                f"{settings.home / 'log' / 'vna.log'}"
+            )
         if time.monotonic() > deadline:
-            raise VnaError(f"the archive did not start within {timeout:.0f} s; see "
-                           f"{settings.home / 'log' / 'vna.log'}")
+            raise VnaError(
+                f"the archive did not start within {timeout:.0f} s; see "
+                f"{settings.home / 'log' / 'vna.log'}"
+            )
         time.sleep(0.2)
     return proc.pid
 
@@ -257,5 +297,10 @@ def status(settings: Settings) -> dict[str, object]:
     pid = running_pid(settings)
     creds = credentials(settings) if (settings.home / "secrets").exists() else None
     ready = bool(pid) and creds is not None and orthanc_ready(settings, creds)
-    return {"home": str(settings.home), "running": pid is not None, "pid": pid,
-            "orthanc_ready": ready, "endpoints": endpoints(settings).lines()}
+    return {
+        "home": str(settings.home),
+        "running": pid is not None,
+        "pid": pid,
+        "orthanc_ready": ready,
+        "endpoints": endpoints(settings).lines(),
+    }

@@ -53,7 +53,9 @@ def seal(body: bytes, flags: int, blob_id: bytes, kek_id: str, kek: bytes) -> Se
     return Sealed(header + ciphertext, aes_key_wrap(kek, dek), kek_id)
 
 
-def open_sealed(payload: bytes, blob_id: bytes, wrapped_key: bytes, kek: bytes) -> tuple[int, bytes]:
+def open_sealed(
+    payload: bytes, blob_id: bytes, wrapped_key: bytes, kek: bytes
+) -> tuple[int, bytes]:
     """Decrypt a stored payload; returns ``(flags, body)`` or raises IntegrityError."""
     if len(payload) < HEADER_SIZE + 16 or payload[:4] != MAGIC:
         raise IntegrityError(f"blob {blob_id.hex()} is truncated or not a VNA blob")

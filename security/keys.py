@@ -12,6 +12,7 @@ the archive (the blobs themselves are never re-encrypted).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -65,10 +66,8 @@ class KeyRing:
         os.chmod(directory, 0o700)
         dedup = directory / "dedup.key"
         if not dedup.exists():
-            try:
+            with contextlib.suppress(FileExistsError):
                 write_secret_file(dedup, secrets.token_bytes(32))
-            except FileExistsError:
-                pass
         if not (directory / "current").exists():
             cls._add_kek(directory)
         return cls(directory)

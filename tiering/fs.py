@@ -79,7 +79,7 @@ class FileStore:
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def keys(self) -> Iterator[str]:
+    def iter_keys(self) -> Iterator[str]:
         for first in sorted(self.root.iterdir()):
             if first.name == "staging" or not first.is_dir():
                 continue

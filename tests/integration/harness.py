@@ -33,24 +33,34 @@ class Archive:
     aet: str = "VNA"
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, VNA_HOME=str(self.home), VNA_DICOM_PORT=str(self.dicom_port),
-                    VNA_ORTHANC_HTTP_PORT=str(self.orthanc_port),
-                    VNA_HTTP_PORT=str(self.http_port))
+        return dict(
+            os.environ,
+            VNA_HOME=str(self.home),
+            VNA_DICOM_PORT=str(self.dicom_port),
+            VNA_ORTHANC_HTTP_PORT=str(self.orthanc_port),
+            VNA_HTTP_PORT=str(self.http_port),
+        )
 
     def write_config(self, institutions: dict[str, list[str]]) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        doc = {"institutions": [{"name": name, "ae_titles": aes}
-                                for name, aes in institutions.items()],
-               "storage": {"gc_grace_seconds": 3600}}
+        doc = {
+            "institutions": [
+                {"name": name, "ae_titles": aes} for name, aes in institutions.items()
+            ],
+            "storage": {"gc_grace_seconds": 3600},
+        }
         (self.home / "vna.toml").write_text(tomli_w.dumps(doc))
 
-    def vna(self, *args: str, check: bool = True, timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*VNA, *args], cwd=ROOT, env=self.env(), capture_output=True,
-                              text=True, timeout=timeout)
+    def vna(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*VNA, *args], cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"vna {' '.join(args)} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"vna {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def up(self) -> None:
@@ -87,9 +97,22 @@ class Archive:
                 return str(item["ID"])
         return None
 
-    def storescu(self, aet: str, *paths: Path | str, extra: tuple[str, ...] = ()
-                 ) -> subprocess.CompletedProcess[str]:
+    def storescu(
+        self, aet: str, *paths: Path | str, extra: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["storescu", "-aet", aet, "-aec", self.aet, *extra, "127.0.0.1",
-             str(self.dicom_port), *map(str, paths)],
-            capture_output=True, text=True, timeout=600)
+            [
+                "storescu",
+                "-aet",
+                aet,
+                "-aec",
+                self.aet,
+                *extra,
+                "127.0.0.1",
+                str(self.dicom_port),
+                *map(str, paths),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )

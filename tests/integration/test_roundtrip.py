@@ -67,8 +67,9 @@ def dataset_equal(sent: pydicom.Dataset, received: pydicom.Dataset) -> list[str]
     storescu itself. Neither carries data, so neither is compared.
     """
     differences = []
-    tags = {t for t in set(sent.keys()) | set(received.keys())
-            if t.element != 0 and t != 0xFFFCFFFC}
+    tags = {
+        t for t in set(sent.keys()) | set(received.keys()) if t.element != 0 and t != 0xFFFCFFFC
+    }
     for tag in sorted(tags):
         a = sent.get(tag)
         b = received.get(tag)
@@ -79,7 +80,8 @@ def dataset_equal(sent: pydicom.Dataset, received: pydicom.Dataset) -> list[str]
 
 def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
     message = message_from_bytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=HTTP)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=HTTP
+    )
     return [part.get_payload(decode=True) for part in message.iter_parts()]
 
 
@@ -100,8 +102,9 @@ def stored(archive: Archive) -> list[tuple[Path, pydicom.Dataset]]:
     return accepted
 
 
-def test_storage_area_returns_exact_bytes(archive: Archive,
-                                          stored: list[tuple[Path, pydicom.Dataset]]) -> None:
+def test_storage_area_returns_exact_bytes(
+    archive: Archive, stored: list[tuple[Path, pydicom.Dataset]]
+) -> None:
     """Orthanc's MD5 of every attachment (taken when it handed the bytes over) matches what
     the storage area returns, and the file holds every element that was sent."""
     dedup_key = (archive.home / "keys" / "dedup.key").read_bytes()
@@ -117,10 +120,12 @@ def test_storage_area_returns_exact_bytes(archive: Archive,
             assert archive.post(base + "/verify-md5").status_code == 200
             uuid = archive.get(base + "/info").json()["Uuid"]
             (digest,) = catalog.execute(
-                "select digest from attachments where uuid = ?", (uuid,)).fetchone()
+                "select digest from attachments where uuid = ?", (uuid,)
+            ).fetchone()
             assert digest == hashlib.blake2b(data, digest_size=32, key=dedup_key).digest()
             checked += 1
-        stored_file = pydicom.dcmread(BytesIO(archive.get(f"/instances/{instance_id}/file").content))
+        content = archive.get(f"/instances/{instance_id}/file").content
+        stored_file = pydicom.dcmread(BytesIO(content))
         assert dataset_equal(ds, stored_file) == [], f"{path.name}: elements differ"
         if "PixelData" in ds:
             assert stored_file.PixelData == ds.PixelData
@@ -130,8 +135,9 @@ def test_storage_area_returns_exact_bytes(archive: Archive,
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def test_getscu_returns_what_was_sent(archive: Archive, tmp_path: Path,
-                                      stored: list[tuple[Path, pydicom.Dataset]]) -> None:
+def test_getscu_returns_what_was_sent(
+    archive: Archive, tmp_path: Path, stored: list[tuple[Path, pydicom.Dataset]]
+) -> None:
     """dcmtk getscu, for the uncompressed syntaxes: the acceptor (Orthanc 1.10) picks an
     uncompressed syntax from getscu's proposals, so compressed files go to the next test."""
     checked = 0
@@ -142,16 +148,36 @@ def test_getscu_returns_what_was_sent(archive: Archive, tmp_path: Path,
         out = tmp_path / path.stem
         out.mkdir()
         proc = subprocess.run(
-            ["getscu", "-S", "+B", "+" + TS_OPTION[syntax], "-aet", "HOSPA", "-aec", archive.aet,
-             "-od", str(out), "-k", "QueryRetrieveLevel=IMAGE",
-             "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
-             "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
-             "-k", f"SOPInstanceUID={ds.SOPInstanceUID}",
-             "127.0.0.1", str(archive.dicom_port)],
-            capture_output=True, text=True, timeout=120)
+            [
+                "getscu",
+                "-S",
+                "+B",
+                "+" + TS_OPTION[syntax],
+                "-aet",
+                "HOSPA",
+                "-aec",
+                archive.aet,
+                "-od",
+                str(out),
+                "-k",
+                "QueryRetrieveLevel=IMAGE",
+                "-k",
+                f"StudyInstanceUID={ds.StudyInstanceUID}",
+                "-k",
+                f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+                "-k",
+                f"SOPInstanceUID={ds.SOPInstanceUID}",
+                "127.0.0.1",
+                str(archive.dicom_port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         received = list(out.iterdir())
         assert proc.returncode == 0 and len(received) == 1, (
-            f"{path.name}: getscu exit {proc.returncode}, {len(received)} files\n{proc.stderr}")
+            f"{path.name}: getscu exit {proc.returncode}, {len(received)} files\n{proc.stderr}"
+        )
         back = pydicom.dcmread(received[0])
         assert dataset_equal(ds, back) == [], f"{path.name} differs"
         if "PixelData" in ds and syntax == str(back.file_meta.TransferSyntaxUID):
@@ -161,32 +187,41 @@ def test_getscu_returns_what_was_sent(archive: Archive, tmp_path: Path,
 
 
 def test_cget_in_original_syntax_returns_what_was_sent(
-        archive: Archive, stored: list[tuple[Path, pydicom.Dataset]]) -> None:
+    archive: Archive, stored: list[tuple[Path, pydicom.Dataset]]
+) -> None:
     """pynetdicom C-GET proposing exactly the stored transfer syntax, for every file."""
+    received: list[pydicom.Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        received.append(dataset)
+        return 0x0000
+
     for path, ds in stored:
+        received.clear()
         syntax = str(ds.file_meta.TransferSyntaxUID)
         ae = AE(ae_title="HOSPA")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         ae.add_requested_context(ds.SOPClassUID, [syntax])
-        received: list[pydicom.Dataset] = []
-
-        def on_store(event: evt.Event) -> int:
-            dataset = event.dataset
-            dataset.file_meta = event.file_meta
-            received.append(dataset)
-            return 0x0000
-
-        assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet,
-                             ext_neg=[build_role(ds.SOPClassUID, scp_role=True)],
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assoc = ae.associate(
+            "127.0.0.1",
+            archive.dicom_port,
+            ae_title=archive.aet,
+            ext_neg=[build_role(ds.SOPClassUID, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
         assert assoc.is_established
         query = pydicom.Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         query.StudyInstanceUID = ds.StudyInstanceUID
         query.SeriesInstanceUID = ds.SeriesInstanceUID
         query.SOPInstanceUID = ds.SOPInstanceUID
-        statuses = [status.Status for status, _ in
-                    assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet) if status]
+        statuses = [
+            status.Status
+            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+            if status
+        ]
         assoc.release()
         assert statuses and statuses[-1] == 0x0000, f"{path.name}: C-GET statuses {statuses}"
         assert len(received) == 1, path.name
@@ -197,12 +232,15 @@ def test_cget_in_original_syntax_returns_what_was_sent(
             assert back.PixelData == ds.PixelData
 
 
-def test_wado_rs_returns_what_was_sent(archive: Archive,
-                                       stored: list[tuple[Path, pydicom.Dataset]]) -> None:
+def test_wado_rs_returns_what_was_sent(
+    archive: Archive, stored: list[tuple[Path, pydicom.Dataset]]
+) -> None:
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
     for path, ds in stored:
-        url = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-               f"/instances/{ds.SOPInstanceUID}")
+        url = (
+            f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}"
+        )
         answer = archive.get(url, headers={"Accept": accept})
         assert answer.status_code == 200, f"{path.name}: {answer.status_code}"
         parts = multipart_parts(answer.content, answer.headers["Content-Type"])

@@ -1,0 +1,282 @@
+"""The storage area inside a real Orthanc: dedup across institutions, header-only growth,
+compression, tamper detection, crash safety, key rotation, refusal of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.sop_class import CTImageStorage
+
+from archive.synthetic import StudySpec, write_study
+from tests.integration.harness import Archive
+
+
+@pytest.fixture(scope="module")
+def ct_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A realistic synthetic CT study: 2 series of 20 slices, 512x512 int16."""
+    spec = StudySpec(series=2, slices=20, patient_id="ITEST01", seed=7)
+    return write_study(spec, tmp_path_factory.mktemp("ct"))
+
+
+def catalog_rows(arch: Archive, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(arch.home / "catalog.db") as conn:
+        return list(conn.execute(sql, params))
+
+
+def blob_kinds(arch: Archive) -> dict[str, int]:
+    rows = catalog_rows(arch, "select kind, count(*) from blobs where refcount > 0 group by kind")
+    return {str(kind): int(n) for kind, n in rows}  # type: ignore[call-overload]
+
+
+def send(arch: Archive, aet: str, *paths: Path) -> None:
+    proc = arch.storescu(aet, *paths, extra=("+sd", "+r") if len(paths) == 1 else ())
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_second_institution_adds_no_blob_and_records_both(
+    archive: Archive, ct_files: list[Path]
+) -> None:
+    folder = ct_files[0].parent.parent
+    send(archive, "HOSPA", folder)
+    first = archive.stats()
+    send(archive, "HOSPB", folder)
+    second = archive.stats()
+    assert second["instances"] == first["instances"]
+    assert second["blobs"] == first["blobs"]
+    assert second["stored_bytes"] == first["stored_bytes"]
+    sop_uid = str(pydicom.dcmread(ct_files[3], stop_before_pixels=True).SOPInstanceUID)
+    sources = catalog_rows(
+        archive,
+        "select i.name, s.sender from instance_sources s join institutions i "
+        "on i.id = s.institution_id where s.sop_uid = ? order by i.name",
+        sop_uid,
+    )
+    assert sources == [("Hospital A", "HOSPA"), ("Hospital B", "HOSPB")]
+
+
+def test_edited_header_adds_only_header_blobs(
+    archive: Archive, ct_files: list[Path], tmp_path: Path
+) -> None:
+    send(archive, "HOSPA", ct_files[0].parent.parent)
+    before = blob_kinds(archive)
+    edited = []
+    for i, path in enumerate(ct_files[:5]):
+        ds = pydicom.dcmread(path)
+        ds.PatientName = "Corrected^Name"
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out = tmp_path / f"edited{i}.dcm"
+        ds.save_as(out, enforce_file_format=True)
+        edited.append(out)
+    send(archive, "HOSPA", *edited)
+    after = blob_kinds(archive)
+    assert after.get("pixels") == before.get("pixels"), "pixel blobs must be shared"
+    assert after["header"] - before["header"] == len(edited)
+    assert after.get("trailer", 0) == before.get("trailer", 0)
+
+
+def test_ct_study_is_stored_well_under_raw_size(
+    fresh_archive: Callable[[], Archive], ct_files: list[Path]
+) -> None:
+    arch = fresh_archive()
+    send(arch, "HOSPA", ct_files[0].parent.parent)
+    stats = arch.stats()
+    raw = sum(p.stat().st_size for p in ct_files)
+    assert stats["instances"] == len(ct_files)
+    ratio = stats["stored_bytes"] / raw
+    print(
+        f"synthetic CT: {raw:,} bytes sent, {stats['stored_bytes']:,} stored "
+        f"(ratio {ratio:.3f}; Orthanc handed over {stats['logical_bytes']:,})"
+    )
+    assert ratio < 0.5
+
+
+def test_flipped_byte_fails_loudly_and_fsck_names_it(
+    fresh_archive: Callable[[], Archive], ct_files: list[Path]
+) -> None:
+    arch = fresh_archive()
+    send(arch, "HOSPA", *ct_files[:3])
+    sop_uid = str(pydicom.dcmread(ct_files[1], stop_before_pixels=True).SOPInstanceUID)
+    ((blob_hex,),) = catalog_rows(
+        arch,
+        "select hex(b.id) from instances i join attachment_parts p on p.uuid = i.attachment_uuid "
+        "join blobs b on b.id = p.blob_id where i.sop_uid = ? and b.kind = 'pixels'",
+        sop_uid,
+    )
+    blob = str(blob_hex).lower()
+    payload = arch.home / "blobs" / blob[:2] / blob[2:4] / blob
+    data = bytearray(payload.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    payload.write_bytes(bytes(data))
+
+    instance_id = arch.lookup(sop_uid)
+    answer = arch.get(f"/instances/{instance_id}/file")
+    assert answer.status_code >= 500, "a tampered blob must never be served"
+    other = arch.lookup(str(pydicom.dcmread(ct_files[0], stop_before_pixels=True).SOPInstanceUID))
+    assert arch.get(f"/instances/{other}/file").status_code == 200
+
+    fsck = arch.vna("fsck", check=False)
+    assert fsck.returncode == 1
+    assert blob in fsck.stdout and "DAMAGED" in fsck.stdout
+    report = json.loads(arch.vna("fsck", "--json", check=False).stdout)
+    assert report["ok"] is False
+    assert [d["blob"] for d in report["damaged_blobs"]] == [blob]
+
+
+def test_sigkill_during_ingest_loses_nothing_acknowledged(
+    fresh_archive: Callable[[], Archive], tmp_path: Path
+) -> None:
+    arch = fresh_archive()
+    files = write_study(
+        StudySpec(series=2, slices=150, rows=128, columns=128, patient_id="KILL01", seed=3),
+        tmp_path / "kill",
+    )
+    acknowledged: list[str] = []
+    failures: list[str] = []
+
+    def sender() -> None:
+        ae = AE(ae_title="HOSPA")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet)
+        if not assoc.is_established:
+            failures.append("no association")
+            return
+        for path in files:
+            ds = pydicom.dcmread(path)
+            status = assoc.send_c_store(ds)
+            if not status or not assoc.is_established:
+                break
+            if status.Status == 0x0000:
+                acknowledged.append(str(ds.SOPInstanceUID))
+        if assoc.is_established:
+            assoc.release()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while len(acknowledged) < 40 and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.02)
+    old_pid = arch.orthanc_pid()
+    os.kill(old_pid, signal.SIGKILL)
+    thread.join(60)
+    assert not failures
+    assert 40 <= len(acknowledged) < len(files), "the kill must land mid-run"
+
+    # the supervisor restarts Orthanc after recovery
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready = arch.home / "run" / "ready"
+        if ready.exists() and json.loads(ready.read_text())["pid"] != old_pid:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("Orthanc was not restarted")
+
+    for sop_uid in acknowledged:
+        instance_id = arch.lookup(sop_uid)
+        assert instance_id, f"acknowledged instance {sop_uid} is missing"
+        answer = arch.get(f"/instances/{instance_id}/file")
+        assert answer.status_code == 200
+    arch.down()
+    fsck = json.loads(arch.vna("fsck", "--json", check=False).stdout)
+    assert fsck["ok"] is True, fsck
+    assert fsck["orphan_payloads"] == [] and fsck["orphan_attachments"] == []
+
+
+def test_key_rotation_keeps_old_blobs_readable(
+    fresh_archive: Callable[[], Archive], ct_files: list[Path], tmp_path: Path
+) -> None:
+    arch = fresh_archive()
+    send(arch, "HOSPA", *ct_files[:4])
+    (old_key,) = arch.stats()["keys"]
+    originals = {}
+    for path in ct_files[:4]:
+        instance_id = arch.lookup(
+            str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        )
+        originals[instance_id] = arch.get(f"/instances/{instance_id}/file").content
+
+    rotated_at = time.time()
+    arch.vna("keys", "rotate")
+    keys = json.loads(arch.vna("keys", "list", "--json").stdout)
+    current = [k["id"] for k in keys if k["current"]]
+    assert len(current) == 1 and current[0] != old_key
+    assert arch.stats()["keys"] == {current[0]: arch.stats()["blobs"]}
+    for instance_id, content in originals.items():
+        assert arch.get(f"/instances/{instance_id}/file").content == content
+
+    ds = pydicom.dcmread(ct_files[5])
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PixelData = bytes(reversed(ds.PixelData))  # new pixels: new blobs
+    path = tmp_path / "after-rotation.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    send(arch, "HOSPA", path)
+    new_keys = catalog_rows(
+        arch, "select distinct kek_id from blobs where created_at > ?", rotated_at
+    )
+    assert new_keys == [(current[0],)]
+
+
+def test_malformed_and_unauthorised_input_is_refused(
+    archive: Archive, ct_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(archive, "HOSPA", ct_files[0])
+    before = archive.stats()
+
+    # not DICOM at all, over Orthanc's REST API
+    answer = archive.post("/instances", data=b"this is not a DICOM file" * 10)
+    assert answer.status_code == 400
+
+    # a Part 10 file whose data set is garbage, over DIMSE
+    good = pydicom.dcmread(ct_files[1])
+    broken = tmp_path / "broken.dcm"
+    good.save_as(broken, enforce_file_format=True)
+    raw = bytearray(broken.read_bytes())
+    meta_end = 132 + 12 + int.from_bytes(raw[140:144], "little")
+    # keep the leading SOP Class/Instance UIDs (pynetdicom reads them), garble the rest
+    start = meta_end + 400
+    raw[start : start + 64] = b"\xff" * 64
+    broken.write_bytes(bytes(raw[: start + 1000]))
+    # send the file's bytes as they are, without pynetdicom decoding (and refusing) them
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    ae = AE(ae_title="HOSPA")
+    ae.dimse_timeout = 5  # a truncated stream may get no answer at all: that is a refusal too
+    ae.add_requested_context(CTImageStorage, good.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    assert assoc.is_established
+    status = assoc.send_c_store(broken)
+    if assoc.is_established:
+        assoc.release()
+    assert not status or status.Status != 0x0000
+
+    # a well-formed instance from an AE title no institution owns
+    ae = AE(ae_title="STRANGER")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
+    assert assoc.is_established
+    status = assoc.send_c_store(pydicom.dcmread(ct_files[2]))
+    assoc.release()
+    assert status.Status == 0x0124  # Refused: Not Authorized
+    proc = archive.storescu("STRANGER", ct_files[2])
+    assert proc.returncode != 0
+
+    after = archive.stats()
+    for key in ("instances", "blobs", "stored_bytes", "attachments"):
+        assert after[key] == before[key], key
+    assert (
+        archive.lookup(str(pydicom.dcmread(ct_files[2], stop_before_pixels=True).SOPInstanceUID))
+        is None
+    )

@@ -69,7 +69,10 @@ def orthanc_config(
         "MaximumStorageCacheSize": settings.orthanc_storage_cache_mb,
         "HttpPort": settings.orthanc_http_port,
         "HttpServerEnabled": True,
+        # refuse non-loopback clients (every version) and bind to loopback (Orthanc >= 1.12.10
+        # understands HttpBindAddresses; older versions ignore it)
         "RemoteAccessAllowed": False,
+        "HttpBindAddresses": ["127.0.0.1"],
         "AuthenticationEnabled": True,
         "RegisteredUsers": {creds.username: creds.password},
         "HttpCompressionEnabled": False,

@@ -10,6 +10,7 @@ run in C and release the GIL, so Orthanc's storage threads overlap.
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import threading
 import time
@@ -35,6 +36,17 @@ CONTENT_DICOM = 1
 CONTENT_DICOM_UNTIL_PIXEL_DATA = 3
 FLAG_ZSTD = 0x01
 _MAX_ATTEMPTS = 5
+
+
+def attachment_digest(key: bytes, parts: list[tuple[bytes, int]]) -> bytes:
+    """Keyed digest of an attachment: its part names and lengths, in order.
+
+    Each part name is already a keyed hash of the part's bytes, so this binds the whole
+    content without hashing it a second time.
+    """
+    if len(parts) == 1:
+        return parts[0][0]
+    return blob_mac(key, b"".join(blob_id + length.to_bytes(8, "big") for blob_id, length in parts))
 
 
 @dataclass(slots=True)
@@ -129,7 +141,7 @@ class BlobStore:
         key = self.keys.dedup_key
         spans = self._spans(content_type, view)
         parts = [(blob_mac(key, view[s.start : s.end]), s.end - s.start) for s in spans]
-        digest = blob_mac(key, view) if len(spans) > 1 else parts[0][0]
+        digest = attachment_digest(key, parts)
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
         chunks = {
             blob_id: view[s.start : s.end] for (blob_id, _), s in zip(parts, spans, strict=True)
@@ -200,9 +212,14 @@ class BlobStore:
         return data
 
     def verify_attachment(self, uuid: str) -> None:
-        """Reassemble an attachment and check its whole-content digest."""
-        _size, digest, _parts = self.catalog.attachment_parts(uuid)
-        if not verify_mac(self.keys.dedup_key, self.get(uuid), digest):
+        """Read every part of an attachment and check the digest binding them in order."""
+        size, digest, parts = self.catalog.attachment_parts(uuid)
+        for record, _length in parts:
+            self.read_blob(record)
+        listed = [(record.id, length) for record, length in parts]
+        if sum(length for _, length in listed) != size or not hmac.compare_digest(
+            attachment_digest(self.keys.dedup_key, listed), digest
+        ):
             raise IntegrityError(f"attachment {uuid} does not match its digest")
 
     # -- remove, collect, check, rotate ------------------------------------------------

@@ -304,18 +304,24 @@ class Catalog:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
             kwargs["pool_size"] = 8
         self.engine: Engine = create_engine(url, **kwargs)
+        # derived data (the study index) is written without waiting for the disk
+        self.index_engine: Engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
             event.listen(self.engine, "begin", _begin)
+            self.index_engine = create_engine(url, **kwargs)
+            event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
+            event.listen(self.index_engine, "begin", _begin)
         metadata.create_all(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+        self.index_engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, engine: Engine | None = None) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite)."""
-        with self.engine.connect() as conn:
+        with (engine or self.engine).connect() as conn:
             conn.info["vna_write"] = True
             with conn.begin():
                 yield conn
@@ -358,6 +364,12 @@ class Catalog:
         counts = Counter(blob_id for blob_id, _ in parts)
         try:
             with self.transaction() as conn:
+                # every check that can refuse comes before the first payload is published
+                exists = conn.execute(
+                    select(attachments.c.uuid).where(attachments.c.uuid == uuid)
+                ).first()
+                if exists:
+                    raise Conflict(f"attachment {uuid} already exists")
                 # references first: a vanished blob aborts before anything is published
                 for blob_id, count in counts.items():
                     if blob_id in new_blobs:
@@ -399,11 +411,6 @@ class Catalog:
                     ).rowcount
                     if not updated:
                         raise _BlobVanished
-                exists = conn.execute(
-                    select(attachments.c.uuid).where(attachments.c.uuid == uuid)
-                ).first()
-                if exists:
-                    raise Conflict(f"attachment {uuid} already exists")
                 conn.execute(
                     attachments.insert(),
                     {
@@ -583,8 +590,12 @@ class Catalog:
         port: int | None = None,
     ) -> Institution:
         """Create the institution if new and register ``ae_title`` to it (idempotent)."""
-        if not name.strip():
+        name = name.strip()
+        if not name:
             raise InvalidInput("an institution needs a name")
+        if ae_title is not None:
+            # DICOM pads AE titles with spaces; leading/trailing ones are not significant
+            ae_title = ae_title.strip()
         if ae_title is not None and not 0 < len(ae_title) <= 16:
             raise InvalidInput(f"AE title {ae_title!r} must have 1 to 16 characters")
         with self.transaction() as conn:
@@ -656,68 +667,139 @@ class Catalog:
 
     def index_instance(self, rec: InstanceRecord) -> None:
         """Insert or refresh one instance and its patient, study and series rows."""
+        self.index_batch([rec], [])
+
+    def record_source(self, src: SourceRecord) -> bool:
+        """Record that ``src`` sent an archived instance; False if the instance is unknown."""
+        return not self.index_batch([], [src])
+
+    def index_batch(
+        self, records: list[InstanceRecord], sources: list[SourceRecord]
+    ) -> list[SourceRecord]:
+        """Index instances, then record sources, in one transaction.
+
+        The index is derived data (Orthanc can re-supply it after a crash), so it is written
+        without waiting for the disk. Returns the sources whose instance is not indexed yet.
+        """
         now = time.time()
-        with self.transaction() as conn:
-            conn.execute(
-                self._insert_ignore(patients),
-                {
-                    "issuer": rec.issuer,
-                    "patient_id": rec.patient_id,
-                    "patient_name": rec.patient_name,
-                    "birth_date": rec.birth_date,
-                    "sex": rec.sex,
-                },
+        unmatched: list[SourceRecord] = []
+        with self.transaction(self.index_engine) as conn:
+            for rec in records:
+                self._index_one(conn, rec, now)
+            for src in sources:
+                if not self._add_source(conn, src, now):
+                    unmatched.append(src)
+        return unmatched
+
+    @staticmethod
+    def _upsert(
+        conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        """Update the row with ``key`` (NULLs never overwrite known values), else insert it."""
+        known = {k: v for k, v in values.items() if v is not None}
+        where = [table.c[name] == value for name, value in key.items()]
+        if known and conn.execute(update(table).where(*where).values(**known)).rowcount:
+            return
+        if not known and conn.execute(select(*[table.c[n] for n in key]).where(*where)).first():
+            return
+        conn.execute(table.insert().values(**key, **values))
+
+    def _index_one(self, conn: Connection, rec: InstanceRecord, now: float) -> None:
+        self._upsert(
+            conn,
+            patients,
+            {"issuer": rec.issuer, "patient_id": rec.patient_id},
+            {"patient_name": rec.patient_name, "birth_date": rec.birth_date, "sex": rec.sex},
+        )
+        patient_pk = conn.execute(
+            select(patients.c.pk).where(
+                patients.c.issuer == rec.issuer, patients.c.patient_id == rec.patient_id
             )
-            patient_pk = conn.execute(
-                select(patients.c.pk).where(
-                    patients.c.issuer == rec.issuer, patients.c.patient_id == rec.patient_id
+        ).scalar_one()
+        exists = conn.execute(
+            select(studies.c.study_uid).where(studies.c.study_uid == rec.study_uid)
+        ).first()
+        study_values = {
+            "study_date": rec.study_date,
+            "study_time": rec.study_time,
+            "accession_number": rec.accession_number,
+            "study_id": rec.study_id,
+            "description": rec.study_description,
+            "referring_physician": rec.referring_physician,
+        }
+        if exists is None:
+            conn.execute(
+                studies.insert().values(
+                    study_uid=rec.study_uid, patient_pk=patient_pk, created_at=now, **study_values
                 )
-            ).scalar_one()
-            conn.execute(
-                self._insert_ignore(studies),
-                {
-                    "study_uid": rec.study_uid,
-                    "patient_pk": patient_pk,
-                    "study_date": rec.study_date,
-                    "study_time": rec.study_time,
-                    "accession_number": rec.accession_number,
-                    "study_id": rec.study_id,
-                    "description": rec.study_description,
-                    "referring_physician": rec.referring_physician,
-                    "created_at": now,
-                },
             )
-            conn.execute(
-                self._insert_ignore(series),
-                {
-                    "series_uid": rec.series_uid,
-                    "study_uid": rec.study_uid,
-                    "modality": rec.modality,
-                    "series_number": rec.series_number,
-                    "description": rec.series_description,
-                    "series_date": rec.series_date,
-                },
-            )
-            values = {
-                "series_uid": rec.series_uid,
+        else:  # the first patient keeps the study; attributes follow the latest instance
+            self._upsert(conn, studies, {"study_uid": rec.study_uid}, study_values)
+        self._upsert(
+            conn,
+            series,
+            {"series_uid": rec.series_uid},
+            {
                 "study_uid": rec.study_uid,
-                "sop_class_uid": rec.sop_class_uid,
-                "instance_number": rec.instance_number,
-                "number_of_frames": rec.number_of_frames,
-                "rows": rec.rows,
-                "columns": rec.columns,
-                "transfer_syntax": rec.transfer_syntax,
-                "orthanc_id": rec.orthanc_id,
-                "attachment_uuid": rec.attachment_uuid,
-                "size": rec.size,
-            }
-            updated = conn.execute(
-                update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    instances.insert().values(sop_uid=rec.sop_uid, created_at=now, **values)
+                "modality": rec.modality,
+                "series_number": rec.series_number,
+                "description": rec.series_description,
+                "series_date": rec.series_date,
+            },
+        )
+        values = {
+            "series_uid": rec.series_uid,
+            "study_uid": rec.study_uid,
+            "sop_class_uid": rec.sop_class_uid,
+            "instance_number": rec.instance_number,
+            "number_of_frames": rec.number_of_frames,
+            "rows": rec.rows,
+            "columns": rec.columns,
+            "transfer_syntax": rec.transfer_syntax,
+            "orthanc_id": rec.orthanc_id,
+            "attachment_uuid": rec.attachment_uuid,
+            "size": rec.size,
+        }
+        updated = conn.execute(
+            update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(instances.insert().values(sop_uid=rec.sop_uid, created_at=now, **values))
+
+    def _add_source(self, conn: Connection, src: SourceRecord, now: float) -> bool:
+        known = conn.execute(
+            select(instances.c.sop_uid).where(instances.c.sop_uid == src.sop_uid)
+        ).first()
+        if known is None:
+            return False
+        updated = conn.execute(
+            update(instance_sources)
+            .where(
+                instance_sources.c.sop_uid == src.sop_uid,
+                instance_sources.c.institution_id == src.institution_id,
+                instance_sources.c.via == src.via,
+                instance_sources.c.sender == src.sender,
+            )
+            .values(
+                last_received=now,
+                times=instance_sources.c.times + 1,
+                remote_address=src.remote_address,
+            )
+        ).rowcount
+        if not updated:
+            conn.execute(
+                instance_sources.insert().values(
+                    sop_uid=src.sop_uid,
+                    institution_id=src.institution_id,
+                    via=src.via,
+                    sender=src.sender,
+                    remote_address=src.remote_address,
+                    first_received=now,
+                    last_received=now,
+                    times=1,
                 )
+            )
+        return True
 
     def remove_instance(self, orthanc_id: str) -> None:
         with self.transaction() as conn:
@@ -744,38 +826,6 @@ class Catalog:
                 ).scalar_one()
                 if not left:
                     conn.execute(studies.delete().where(studies.c.study_uid == row.study_uid))
-
-    def record_source(self, src: SourceRecord) -> None:
-        now = time.time()
-        with self.transaction() as conn:
-            updated = conn.execute(
-                update(instance_sources)
-                .where(
-                    instance_sources.c.sop_uid == src.sop_uid,
-                    instance_sources.c.institution_id == src.institution_id,
-                    instance_sources.c.via == src.via,
-                    instance_sources.c.sender == src.sender,
-                )
-                .values(
-                    last_received=now,
-                    times=instance_sources.c.times + 1,
-                    remote_address=src.remote_address,
-                )
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    self._insert_ignore(instance_sources),
-                    {
-                        "sop_uid": src.sop_uid,
-                        "institution_id": src.institution_id,
-                        "via": src.via,
-                        "sender": src.sender,
-                        "remote_address": src.remote_address,
-                        "first_received": now,
-                        "last_received": now,
-                        "times": 1,
-                    },
-                )
 
     def sources_of(self, sop_uid: str) -> list[tuple[str, str, str]]:
         """(institution name, via, sender) for every source of an instance."""

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
+from archive.indexer import Indexer, Stored
 from archive.settings import Settings
 from security.errors import IntegrityError, StorageFull, VnaError
 from security.keys import KeyRing
@@ -146,6 +147,7 @@ class ArchivePlugin:
         self._ae_map: dict[str, Institution] = {}
         self._ae_loaded = 0.0
         self._ae_lock = threading.Lock()
+        self.indexer = Indexer(self.catalog, self.attachment_uuid)
 
     # -- storage area --------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class ArchivePlugin:
 
     @_guard("filtering an incoming C-STORE")
     def filter_cstore(self, received: Any) -> int:
-        ae_title = received.GetInstanceRemoteAet() or ""
+        ae_title = (received.GetInstanceRemoteAet() or "").strip()
         institution = self.institution_for_ae(ae_title)
         if institution is None:
             logger.warning(
@@ -183,51 +185,38 @@ class ArchivePlugin:
                 ae_title,
             )
             return STATUS_NOT_AUTHORIZED
-        tags = json.loads(received.GetInstanceSimplifiedJson())
-        sop_uid = tags.get("SOPInstanceUID")
-        # a re-send gets no stored-instance callback: record its source here when the
-        # instance is already archived (new instances are recorded once stored)
-        if sop_uid and self.catalog.instance(str(sop_uid)) is not None:
-            self.catalog.record_source(
-                SourceRecord(str(sop_uid), institution.id, "dimse", ae_title)
-            )
+        sop_uid = json.loads(received.GetInstanceSimplifiedJson()).get("SOPInstanceUID")
+        if sop_uid:
+            # every C-STORE, new or a re-send of an archived instance, is a receipt; the
+            # indexer records it once the instance is in the catalog
+            self.indexer.received(SourceRecord(str(sop_uid), institution.id, "dimse", ae_title))
         return 0
 
     @_guard("indexing a stored instance")
     def on_stored(self, instance: Any, instance_id: str) -> None:
         tags = json.loads(instance.GetInstanceSimplifiedJson())
-        ae_title = instance.GetInstanceRemoteAet() or ""
+        ae_title = (instance.GetInstanceRemoteAet() or "").strip()
         institution = self.institution_for_ae(ae_title) if ae_title else None
-        self.index(
-            instance_id,
-            tags,
-            institution,
-            instance.GetInstanceTransferSyntaxUid(),
-            int(instance.GetInstanceSize()),
-        )
-        if institution is not None:
-            self.catalog.record_source(
-                SourceRecord(str(tags["SOPInstanceUID"]), institution.id, "dimse", ae_title)
+        syntax = instance.GetInstanceTransferSyntaxUid()
+        size = int(instance.GetInstanceSize())
+        issuer = institution.name if institution else "local"
+
+        def record(attachment_uuid: str | None) -> InstanceRecord:
+            return instance_record(
+                tags,
+                issuer,
+                orthanc_id=instance_id,
+                attachment_uuid=attachment_uuid,
+                size=size,
+                transfer_syntax=syntax,
             )
 
-    def index(
-        self,
-        instance_id: str,
-        tags: dict[str, Any],
-        institution: Institution | None,
-        transfer_syntax: str | None,
-        size: int | None,
-    ) -> None:
+        self.indexer.stored(Stored(instance_id, record))
+
+    def attachment_uuid(self, instance_id: str) -> str | None:
         info = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
-        record = instance_record(
-            tags,
-            institution.name if institution else "local",
-            orthanc_id=instance_id,
-            attachment_uuid=info.get("Uuid"),
-            size=size,
-            transfer_syntax=transfer_syntax,
-        )
-        self.catalog.index_instance(record)
+        uuid = info.get("Uuid")
+        return str(uuid) if uuid else None
 
     @_guard("handling an Orthanc change")
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
@@ -235,7 +224,10 @@ class ArchivePlugin:
         if change_type == sdk.ChangeType.DELETED and level == sdk.ResourceType.INSTANCE:
             self.catalog.remove_instance(resource_id)
         elif change_type == sdk.ChangeType.ORTHANC_STARTED:
+            self.indexer.start()
             threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
+        elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
+            self.indexer.stop()
 
     def reindex_missing(self) -> int:
         """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
@@ -245,7 +237,22 @@ class ArchivePlugin:
             for instance_id in missing:
                 tags = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
                 meta = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
-                self.index(instance_id, tags, None, meta.get("TransferSyntax"), None)
+                ae_title = str(meta.get("RemoteAET", "")).strip()
+                institution = self.institution_for_ae(ae_title) if ae_title else None
+                record = instance_record(
+                    tags,
+                    institution.name if institution else "local",
+                    orthanc_id=instance_id,
+                    attachment_uuid=self.attachment_uuid(instance_id),
+                    size=None,
+                    transfer_syntax=meta.get("TransferSyntax"),
+                )
+                source = (
+                    [SourceRecord(record.sop_uid, institution.id, "dimse", ae_title)]
+                    if institution
+                    else []
+                )
+                self.catalog.index_batch([record], source)
             if missing:
                 logger.warning("re-indexed %d instances missing from the catalog", len(missing))
             return len(missing)

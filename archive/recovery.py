@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def orthanc_attachment_uuids(index_file: Path) -> set[str] | None:
         # no index at all is not "Orthanc references nothing": never reconcile against it
         return None
     try:
-        conn = sqlite3.connect(f"file:{index_file}?mode=ro", uri=True, timeout=5)
+        uri = f"file:{urllib.parse.quote(str(index_file))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=5)
         try:
             return {str(row[0]) for row in conn.execute("SELECT uuid FROM AttachedFiles")}
         finally:

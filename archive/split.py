@@ -103,6 +103,13 @@ class _Walker:
 
 def _dataset_start(data: bytes | memoryview) -> tuple[int, bytes] | None:
     """Offset of the data set after the File Meta group, and the transfer syntax UID."""
+    try:
+        return _walk_meta(data)
+    except struct.error:  # truncated inside the File Meta group
+        return None
+
+
+def _walk_meta(data: bytes | memoryview) -> tuple[int, bytes] | None:
     if len(data) < 132 or bytes(data[128:132]) != b"DICM":
         return None
     pos = 132

@@ -10,6 +10,7 @@ processes. The rest are helpers every benchmark needs: free ports, DICOM sends w
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -34,18 +35,22 @@ from deploy.orthanc_config import credentials
 __all__ = [
     "BENCH_DIR",
     "PROJECT_ROOT",
+    "BenchError",
     "DiskUsage",
     "PlainOrthanc",
     "SendResult",
     "Target",
     "VnaArchive",
+    "dicom_env",
     "disk_breakdown",
     "disk_usage",
     "free_ports",
+    "git_head",
     "machine_facts",
     "partition",
     "process_cpu_seconds",
     "send_parallel",
+    "source_fingerprint",
     "storescu_command",
     "terminate_on_sigterm",
     "write_section",
@@ -61,6 +66,17 @@ class BenchError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- processes
+
+
+def dicom_env(tcp_nodelay: bool) -> dict[str, str]:
+    """This process's environment with dcmtk's ``TCP_NODELAY`` set explicitly.
+
+    dcmtk (storescu, and Orthanc's DICOM server, which is built on it) leaves Nagle's
+    algorithm on unless ``TCP_NODELAY=1``. With Nagle on at both ends, every C-STORE waits
+    for a delayed ACK (about 40 ms on Linux, twice per instance): a send on loopback then
+    measures that wait, not the server. Both the server and storescu get the same value.
+    """
+    return dict(os.environ, TCP_NODELAY="1" if tcp_nodelay else "0")
 
 
 def free_ports(count: int) -> list[int]:
@@ -126,10 +142,12 @@ class Target:
 
     kind = "target"
 
-    def __init__(self, name: str, home: Path, aet: str) -> None:
+    def __init__(self, name: str, home: Path, aet: str, *, tcp_nodelay: bool = True) -> None:
         self.name = name
         self.home = home
         self.aet = aet
+        self.tcp_nodelay = tcp_nodelay
+        self.env = dicom_env(tcp_nodelay)
         ports = free_ports(3)
         self.dicom_port, self.http_port, self.gateway_port = ports
         self.auth: tuple[str, str] | None = None
@@ -217,8 +235,9 @@ class PlainOrthanc(Target):
         compression: bool = False,
         aet: str = "ORTHANC",
         executable: str = "Orthanc",
+        tcp_nodelay: bool = True,
     ) -> None:
-        super().__init__(name, home, aet)
+        super().__init__(name, home, aet, tcp_nodelay=tcp_nodelay)
         self.compression = compression
         self.executable = executable
         self.proc: subprocess.Popen[bytes] | None = None
@@ -259,6 +278,7 @@ class PlainOrthanc(Target):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.home,
+                env=self.env,
                 start_new_session=True,
             )
         try:
@@ -289,10 +309,12 @@ class VnaArchive(Target):
 
     kind = "vna"
 
-    def __init__(self, name: str, home: Path, *, aet: str = "VNA") -> None:
-        super().__init__(name, home, aet)
+    def __init__(
+        self, name: str, home: Path, *, aet: str = "VNA", tcp_nodelay: bool = True
+    ) -> None:
+        super().__init__(name, home, aet, tcp_nodelay=tcp_nodelay)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("VNA_")}
+        self.env = {k: v for k, v in self.env.items() if not k.startswith("VNA_")}
         self.env.update(
             VNA_HOME=str(self.home),
             VNA_DICOM_AET=aet,
@@ -481,6 +503,7 @@ def send_parallel(
                             stdout=handle,
                             stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL,
+                            env=target.env,
                         ),
                         log,
                     )
@@ -575,6 +598,41 @@ def _mount_of(path: Path) -> str:
             ):
                 best, fstype = fields[1], f"{fields[2]} ({fields[0]} on {fields[1]})"
     return fstype
+
+
+SOURCE_DIRS = ("archive", "security", "tiering", "deploy", "dicomweb", "sharing")
+
+
+def source_fingerprint(dirs: Sequence[str] = SOURCE_DIRS, root: Path = PROJECT_ROOT) -> str:
+    """Short hash of the project's Python sources, to tell which code a run measured.
+
+    Taken before and after a run, it shows whether someone edited the code meanwhile.
+    """
+    digest = hashlib.sha256()
+    for name in dirs:
+        for path in sorted((root / name).rglob("*.py")):
+            with contextlib.suppress(OSError):
+                digest.update(str(path.relative_to(root)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def git_head(root: Path = PROJECT_ROOT) -> str | None:
+    """The commit HEAD names, read from ``.git`` (no git command runs)."""
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).exists():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
 
 
 def machine_facts(work_dir: Path, orthanc_version: str | None = None) -> dict[str, str]:

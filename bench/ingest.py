@@ -5,7 +5,8 @@ default file storage, plain Orthanc with ``StorageCompression``, and the VNA arc
 each: one storescu association, then a re-send of the same files from a second AE (after a
 restart, so the bytes at rest can be measured in between), and into a second fresh target
 ``--associations`` parallel storescu processes on disjoint file sets. Results go to a rich
-table and a section of ``bench/RESULTS.md``.
+table and a section of ``bench/RESULTS.md``. Servers and storescu run with ``TCP_NODELAY=1``
+unless ``--no-tcp-nodelay`` (see :func:`bench.common.dicom_env`).
 
     .venv/bin/python -m bench.ingest [--studies N] [--slices N] [--runs K] [--out FILE]
 """
@@ -41,9 +42,11 @@ from bench.common import (
     VnaArchive,
     disk_breakdown,
     disk_usage,
+    git_head,
     machine_facts,
     partition,
     send_parallel,
+    source_fingerprint,
     terminate_on_sigterm,
     write_section,
 )
@@ -51,17 +54,18 @@ from bench.common import (
 __all__ = ["TARGETS", "TargetRun", "main", "run_benchmark"]
 
 SECTION_KEY = "bench.ingest"
+SECTION_KEY_NAGLE = "bench.ingest.nagle"  # --no-tcp-nodelay: dcmtk's stock socket setting
 FIRST_AE, SECOND_AE = "BENCHA", "BENCHB"
 FIRST_INSTITUTION, SECOND_INSTITUTION = "Bench Hospital", "Second Hospital"
 BASELINE = "orthanc"
-# key -> (label, factory(name, home))
-TARGETS: dict[str, tuple[str, Callable[[str, Path], Target]]] = {
-    "orthanc": ("plain Orthanc", lambda n, h: PlainOrthanc(n, h)),
+# key -> (label, factory(name, home, tcp_nodelay))
+TARGETS: dict[str, tuple[str, Callable[[str, Path, bool], Target]]] = {
+    "orthanc": ("plain Orthanc", lambda n, h, nd: PlainOrthanc(n, h, tcp_nodelay=nd)),
     "orthanc-zip": (
         "plain Orthanc + StorageCompression",
-        lambda n, h: PlainOrthanc(n, h, compression=True),
+        lambda n, h, nd: PlainOrthanc(n, h, compression=True, tcp_nodelay=nd),
     ),
-    "vna": ("VNA archive", lambda n, h: VnaArchive(n, h)),
+    "vna": ("VNA archive", lambda n, h, nd: VnaArchive(n, h, tcp_nodelay=nd)),
 }
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -84,6 +88,7 @@ class TargetRun:
     breakdown: dict[str, DiskUsage] = field(default_factory=dict)
     stats: dict[str, Any] | None = None
     stats_resend: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -141,11 +146,12 @@ def measure_target(
     parts: list[Path],
     n_files: int,
     step: Callable[[str], None],
+    tcp_nodelay: bool = True,
 ) -> TargetRun:
     """Fresh target: 1 association, restart, re-send; fresh target: parallel associations."""
     label, factory = TARGETS[key]
     logs = root / "logs"
-    target = factory(f"{label} (1 assoc)", root / "single")
+    target = factory(f"{label} (1 assoc)", root / "single", tcp_nodelay)
     step(f"{label}: 1 association")
     with target:
         _prepare(target)
@@ -155,6 +161,7 @@ def measure_target(
     disk = disk_usage(target.home)
     breakdown = disk_breakdown(target.home)
     stats = target.stats() if isinstance(target, VnaArchive) else None
+    warnings = _catalog_warnings(label, stats, n_files, "after the 1-association ingest")
 
     step(f"{label}: re-send from {SECOND_AE}")
     with target:
@@ -162,10 +169,16 @@ def measure_target(
         _check_count(target, n_files, f"after the re-send from {SECOND_AE}")
     disk_resend = disk_usage(target.home)
     stats_resend = target.stats() if isinstance(target, VnaArchive) else None
+    warnings += _catalog_warnings(label, stats_resend, n_files, "after the re-send")
+    if stats and stats_resend and stats_resend.get("blobs") != stats.get("blobs"):
+        warnings.append(
+            f"{label}: the re-send added blobs ({stats.get('blobs')} -> "
+            f"{stats_resend.get('blobs')}); equal content should be stored once"
+        )
     shutil.rmtree(target.home)
 
     step(f"{label}: {len(parts)} associations")
-    target = factory(f"{label} ({len(parts)} assoc)", root / "parallel")
+    target = factory(f"{label} ({len(parts)} assoc)", root / "parallel", tcp_nodelay)
     with target:
         _prepare(target)
         parallel, cpu_parallel = _timed_send(target, [[p] for p in parts], FIRST_AE, logs)
@@ -186,7 +199,20 @@ def measure_target(
         breakdown,
         stats,
         stats_resend,
+        warnings,
     )
+
+
+def _catalog_warnings(
+    label: str, stats: dict[str, Any] | None, expected: int, when: str
+) -> list[str]:
+    """The archive's own count must match Orthanc's once it has stopped cleanly."""
+    if stats is None or stats.get("instances") == expected:
+        return []
+    return [
+        f"{label}: `vna stats` counts {stats.get('instances')} instances {when} (stopped), "
+        f"Orthanc stored {expected}: the catalog lost or did not flush index rows"
+    ]
 
 
 def orthanc_version(work: Path) -> str:
@@ -226,6 +252,8 @@ def run_benchmark(args: argparse.Namespace) -> tuple[dict[str, list[TargetRun]],
                 "bytes": sum(f.stat().st_size for f in files),
                 "facts": machine_facts(work, orthanc_version(work)),
                 "work": str(work),
+                "head": git_head(),
+                "sources_before": source_fingerprint(),
             }
             total = args.runs * len(keys) * 3
             task = progress.add_task("measuring", total=total)
@@ -243,11 +271,18 @@ def run_benchmark(args: argparse.Namespace) -> tuple[dict[str, list[TargetRun]],
 
                     runs[key].append(
                         measure_target(
-                            key, work / f"run{run}-{key}", work / "data", parts, len(files), step
+                            key,
+                            work / f"run{run}-{key}",
+                            work / "data",
+                            parts,
+                            len(files),
+                            step,
+                            args.tcp_nodelay,
                         )
                     )
             progress.advance(task)
             progress.update(task, description="measured")
+            meta["sources_after"] = source_fingerprint()
     finally:
         if args.keep:
             console.print(f"kept the work directory {work}")
@@ -322,7 +357,8 @@ def render_markdown(
     facts = meta["facts"]
     n_assoc = args.associations
     lines = [
-        "## Ingest (C-STORE): plain Orthanc vs VNA archive",
+        "## Ingest (C-STORE): plain Orthanc vs VNA archive"
+        + ("" if args.tcp_nodelay else ", stock dcmtk sockets (Nagle on)"),
         "",
         f"- command: `{command}`",
         f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
@@ -330,11 +366,24 @@ def render_markdown(
         f"kernel {facts['kernel']}, {facts['filesystem']}",
         f"- software: Orthanc {facts['orthanc']} (Debian), Python {facts['python']}, "
         f"{facts['dcmtk']}",
+        f"- code: HEAD {(meta.get('head') or 'unknown')[:12]}, {_sources_note(meta)}",
         f"- data: {args.studies} synthetic CT studies x {args.series} series x {args.slices} "
         f"slices, 512x512 int16, Explicit VR Little Endian = {meta['files']} instances, "
         f"{meta['bytes'] / 1e6:,.1f} MB (MB = 10^6 bytes of DICOM files sent)",
         f"- runs: {args.runs} (medians reported); every target fresh in its own temporary "
         "home on free ports, targets interleaved within a run",
+        "- sockets: "
+        + (
+            "`TCP_NODELAY=1` in the environment of storescu and of every server (Orthanc's "
+            "DICOM server is dcmtk too): dcmtk 3.6.7 otherwise leaves Nagle's algorithm on, "
+            "and every C-STORE then waits for delayed ACKs (~40 ms each on Linux), which caps "
+            "any server at ~20 instances/s per association; see the `bench.ingest.nagle` "
+            "section for that case"
+            if args.tcp_nodelay
+            else "`TCP_NODELAY=0` (dcmtk's default, Nagle on): every C-STORE waits for delayed "
+            "ACKs (~40 ms each on Linux), so these numbers measure that wait much more than "
+            "the servers; compare the `bench.ingest` section"
+        ),
         "",
         "How: `storescu +sd +r` from dcmtk (without `-nh`, so a refused instance "
         "fails the send with a non-zero exit); wall time from the first storescu start to the "
@@ -342,7 +391,9 @@ def render_markdown(
         f"files sent. *1 assoc*: one storescu ({FIRST_AE}) into a fresh target. *re-send*: the "
         f"same target is stopped (bytes at rest measured) and started again, then the same "
         f"files are sent again from {SECOND_AE} (for the archive a second registered "
-        f"institution). *{n_assoc} assoc*: {n_assoc} concurrent storescu processes on "
+        "institution); Orthanc 1.10 writes the attachments of an instance it already has, "
+        "then removes them and answers success, so a re-send is not free for any target. "
+        f"*{n_assoc} assoc*: {n_assoc} concurrent storescu processes on "
         f"{n_assoc} disjoint contiguous file sets into another fresh target. Bytes on disk: "
         "walk of the whole target home after a clean stop (plain Orthanc: storage + SQLite "
         "index + config + log; archive: blobs, catalog, keys, Orthanc index, config, logs); "
@@ -429,6 +480,9 @@ def render_markdown(
             ]
             for name in keep:
                 lines.append(f"| {name} | {last.stats.get(name)} | {after.get(name)} |")
+    warnings = all_warnings(runs, meta)
+    if warnings:
+        lines += ["", "**Warnings:**", ""] + [f"- {w}" for w in warnings]
     raw = {key: [_jsonable(r) for r in results] for key, results in runs.items()}
     lines += [
         "",
@@ -441,6 +495,27 @@ def render_markdown(
         "</details>",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sources_note(meta: dict[str, Any]) -> str:
+    before, after = meta.get("sources_before"), meta.get("sources_after")
+    if before == after:
+        return f"working-tree sources {before} (sha256 of the *.py files, unchanged during the run)"
+    return (
+        f"working-tree sources changed during the run ({before} -> {after}): "
+        "targets started later ran other code"
+    )
+
+
+def all_warnings(runs: dict[str, list[TargetRun]], meta: dict[str, Any]) -> list[str]:
+    """Everything a reader must know before trusting the numbers."""
+    found = [w for results in runs.values() for r in results for w in r.warnings]
+    if meta.get("sources_before") != meta.get("sources_after"):
+        found.append(
+            "the project's sources changed while the benchmark ran "
+            f"({meta.get('sources_before')} -> {meta.get('sources_after')}); run it again"
+        )
+    return list(dict.fromkeys(found))
 
 
 def _jsonable(run: TargetRun) -> dict[str, Any]:
@@ -530,6 +605,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not touch --out")
     parser.add_argument("--work-dir", help="parent of the temporary directory [system temp]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--tcp-nodelay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TCP_NODELAY=1 for storescu and every server (dcmtk keeps Nagle's algorithm on "
+        "otherwise and each C-STORE then waits ~40 ms for delayed ACKs) [on]",
+    )
     args = parser.parse_args(argv)
     for name in ("studies", "series", "slices", "runs", "associations"):
         if getattr(args, name) < 1:
@@ -550,9 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]benchmark failed:[/red] {exc}")
         return 1
     print_table(runs, args.associations)
+    for warning in all_warnings(runs, meta):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     if not args.no_write:
-        write_section(args.out, SECTION_KEY, render_markdown(runs, meta, args, _command(argv)))
-        console.print(f"wrote the {SECTION_KEY} section of {args.out}")
+        key = SECTION_KEY if args.tcp_nodelay else SECTION_KEY_NAGLE
+        write_section(args.out, key, render_markdown(runs, meta, args, _command(argv)))
+        console.print(f"wrote the {key} section of {args.out}")
     return 0
 
 

@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from security.errors import NotFound
@@ -37,14 +36,16 @@ def write_secret_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.link(tmp, path)  # fails if path exists: a concurrent first start keeps one key
-    tmp.unlink()
+    try:
+        os.link(tmp, path)  # fails if path exists: a concurrent first start keeps one key
+    finally:
+        tmp.unlink()
 
 
-@dataclass(frozen=True, slots=True)
-class _Kek:
-    key_id: str
-    key: bytes
+def _stamp(path: Path) -> tuple[int, int]:
+    """Identity of a version of `current`: rotation replaces it by rename, so a new inode."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 class KeyRing:
@@ -56,7 +57,7 @@ class KeyRing:
         self._keks: dict[str, bytes] = {}
         self._current: str = ""
         self._dedup: bytes = b""
-        self._current_mtime = 0
+        self._current_stamp: tuple[int, int] = (0, 0)
         self.reload()
 
     @classmethod
@@ -88,21 +89,29 @@ class KeyRing:
             raise NotFound(
                 f"no keys in {self.directory}: start the archive once (`vna up`) to create them"
             )
+        current_file = self.directory / "current"
+        # read `current` before listing keys: a rotation in between then adds a key we see
+        for _attempt in range(3):
+            stamp = _stamp(current_file)
+            current = current_file.read_text().strip()
+            keks = self._read_keks()
+            if current in keks:
+                break
+        else:
+            raise NotFound(f"current key {current!r} missing from {self.directory}")
+        with self._lock:
+            self._keks = keks
+            self._current = current
+            self._current_stamp = stamp
+            self._dedup = (self.directory / "dedup.key").read_bytes()
+
+    def _read_keks(self) -> dict[str, bytes]:
         keks: dict[str, bytes] = {}
         for entry in self.directory.iterdir():
             match = _KEK_NAME.match(entry.name)
             if match:
                 keks[match.group(1)] = entry.read_bytes()
-        current_file = self.directory / "current"
-        mtime = current_file.stat().st_mtime_ns
-        current = current_file.read_text().strip()
-        if current not in keks:
-            raise NotFound(f"current key {current!r} missing from {self.directory}")
-        with self._lock:
-            self._keks = keks
-            self._current = current
-            self._current_mtime = mtime
-            self._dedup = (self.directory / "dedup.key").read_bytes()
+        return keks
 
     @property
     def dedup_key(self) -> bytes:
@@ -114,7 +123,7 @@ class KeyRing:
 
     def current(self) -> tuple[str, bytes]:
         """The KEK for new data keys; notices a rotation done by another process."""
-        if (self.directory / "current").stat().st_mtime_ns != self._current_mtime:
+        if _stamp(self.directory / "current") != self._current_stamp:
             self.reload()
         with self._lock:
             return self._current, self._keks[self._current]

@@ -84,6 +84,8 @@ class FileStore:
             if first.name == "staging" or not first.is_dir():
                 continue
             for second in sorted(first.iterdir()):
+                if not second.is_dir():
+                    continue
                 for entry in sorted(second.iterdir()):
                     yield entry.name
 

@@ -262,21 +262,23 @@ def test_malformed_and_unauthorised_input_is_refused(
         assoc.release()
     assert not status or status.Status != 0x0000
 
-    # a well-formed instance from an AE title no institution owns
+    # a well-formed, new instance from an AE title no institution owns
+    stranger = pydicom.dcmread(ct_files[2])
+    stranger.SOPInstanceUID = generate_uid()
+    stranger.file_meta.MediaStorageSOPInstanceUID = stranger.SOPInstanceUID
+    stranger_file = tmp_path / "stranger.dcm"
+    stranger.save_as(stranger_file, enforce_file_format=True)
     ae = AE(ae_title="STRANGER")
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=archive.aet)
     assert assoc.is_established
-    status = assoc.send_c_store(pydicom.dcmread(ct_files[2]))
+    status = assoc.send_c_store(stranger)
     assoc.release()
     assert status.Status == 0x0124  # Refused: Not Authorized
-    proc = archive.storescu("STRANGER", ct_files[2])
+    proc = archive.storescu("STRANGER", stranger_file)
     assert proc.returncode != 0
 
     after = archive.stats()
     for key in ("instances", "blobs", "stored_bytes", "attachments"):
         assert after[key] == before[key], key
-    assert (
-        archive.lookup(str(pydicom.dcmread(ct_files[2], stop_before_pixels=True).SOPInstanceUID))
-        is None
-    )
+    assert archive.lookup(str(stranger.SOPInstanceUID)) is None

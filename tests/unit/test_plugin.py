@@ -1,0 +1,409 @@
+"""The Orthanc adapter driven through a small fake SDK (archive.plugin)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from archive.blobstore import CONTENT_DICOM
+from archive.plugin import (
+    STATUS_NOT_AUTHORIZED,
+    ArchivePlugin,
+    OrthancLogHandler,
+    instance_record,
+    register,
+)
+from archive.settings import StorageSettings, load_settings
+from security.errors import IntegrityError, NotFound
+
+
+class FakeSdk:
+    """The few parts of the `orthanc` module the plugin uses, recording what it is given."""
+
+    class ChangeType:
+        DELETED = 2
+        NEW_INSTANCE = 5
+        ORTHANC_STARTED = 11
+        ORTHANC_STOPPED = 12
+
+    class ResourceType:
+        PATIENT = 0
+        STUDY = 1
+        SERIES = 2
+        INSTANCE = 3
+
+    def __init__(self) -> None:
+        self.storage: tuple[Callable[..., Any], ...] | None = None
+        self.cstore_filter: Callable[..., Any] | None = None
+        self.on_stored: Callable[..., Any] | None = None
+        self.on_change: Callable[..., Any] | None = None
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+        self.rest: dict[str, Any] = {}
+        self.rest_calls: list[str] = []
+
+    def RegisterStorageArea(self, create: Any, read: Any, remove: Any) -> None:  # noqa: N802
+        self.storage = (create, read, remove)
+
+    def RegisterIncomingCStoreInstanceFilter(self, callback: Any) -> None:  # noqa: N802
+        self.cstore_filter = callback
+
+    def RegisterOnStoredInstanceCallback(self, callback: Any) -> None:  # noqa: N802
+        self.on_stored = callback
+
+    def RegisterOnChangeCallback(self, callback: Any) -> None:  # noqa: N802
+        self.on_change = callback
+
+    def LogInfo(self, message: str) -> None:  # noqa: N802
+        self.infos.append(message)
+
+    def LogWarning(self, message: str) -> None:  # noqa: N802
+        self.warnings.append(message)
+
+    def LogError(self, message: str) -> None:  # noqa: N802
+        self.errors.append(message)
+
+    def RestApiGet(self, uri: str) -> bytes:  # noqa: N802
+        self.rest_calls.append(uri)
+        return json.dumps(self.rest[uri]).encode()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.infos + self.warnings + self.errors)
+
+
+class FakeInstance:
+    """What Orthanc hands to the C-STORE filter and the stored-instance callback."""
+
+    def __init__(self, tags: dict[str, Any], aet: str, size: int = 1234) -> None:
+        self.tags = tags
+        self.aet = aet
+        self.size = size
+
+    def GetInstanceRemoteAet(self) -> str:  # noqa: N802
+        return self.aet
+
+    def GetInstanceSimplifiedJson(self) -> str:  # noqa: N802
+        return json.dumps(self.tags)
+
+    def GetInstanceTransferSyntaxUid(self) -> str:  # noqa: N802
+        return "1.2.840.10008.1.2.1"
+
+    def GetInstanceSize(self) -> int:  # noqa: N802
+        return self.size
+
+
+TAGS: dict[str, Any] = {
+    "SOPInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.2",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.3",
+    "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+    "PatientID": "PID-7",
+    "PatientName": "Secret^Patient",
+    "Modality": "CT",
+    "InstanceNumber": "3",
+    "SeriesNumber": "2",
+    "Rows": "64",
+    "Columns": "64",
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """register() installs a bridge on the root logger; take it away after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def sdk() -> FakeSdk:
+    return FakeSdk()
+
+
+@pytest.fixture
+def plugin(sdk: FakeSdk, tmp_path: Path) -> Iterator[ArchivePlugin]:
+    settings = load_settings(tmp_path, storage=StorageSettings(fsync=False))
+    plug = register(sdk, settings)
+    plug.indexer.start()
+    try:
+        yield plug
+    finally:
+        plug.catalog.close()
+
+
+def _ct_bytes() -> bytes:
+    return Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+
+# --------------------------------------------------------------------- registration
+
+
+def test_register_wires_all_four_callbacks(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    assert sdk.storage == (plugin.create, plugin.read, plugin.remove)
+    assert sdk.cstore_filter == plugin.filter_cstore
+    assert sdk.on_stored == plugin.on_stored
+    assert sdk.on_change == plugin.on_change
+    assert any("archive storage area active" in m for m in sdk.infos)
+
+
+def test_register_opens_the_home(plugin: ArchivePlugin, tmp_path: Path) -> None:
+    assert (tmp_path / "catalog.db").exists()
+    assert (tmp_path / "keys" / "dedup.key").exists()
+    assert (tmp_path / "blobs").is_dir()
+
+
+def test_python_logging_reaches_orthanc_by_level(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    log = logging.getLogger("archive.test")
+    log.info("an info line")
+    log.warning("a warning line")
+    log.error("an error line")
+    assert any(m.endswith("an info line") for m in sdk.infos)
+    assert any(m.endswith("a warning line") for m in sdk.warnings)
+    assert any(m.endswith("an error line") for m in sdk.errors)
+    bridges = [h for h in logging.getLogger().handlers if isinstance(h, OrthancLogHandler)]
+    assert len(bridges) == 1
+
+
+# --------------------------------------------------------------------- storage area
+
+
+def test_create_read_remove_through_the_registered_functions(
+    sdk: FakeSdk, plugin: ArchivePlugin
+) -> None:
+    assert sdk.storage is not None
+    create, read, remove = sdk.storage
+    data = _ct_bytes()
+    create("att-1", CONTENT_DICOM, data)
+    assert read("att-1", CONTENT_DICOM) == data
+    remove("att-1", CONTENT_DICOM)
+    with pytest.raises(NotFound):
+        read("att-1", CONTENT_DICOM)
+    assert any("reading an attachment failed" in m for m in sdk.errors)
+
+
+def test_content_type_may_arrive_as_an_enum_like_value(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    class ContentType:
+        def __int__(self) -> int:
+            return CONTENT_DICOM
+
+    assert sdk.storage is not None
+    create, read, _remove = sdk.storage
+    create("att-enum", ContentType(), _ct_bytes())
+    assert read("att-enum", ContentType()) == _ct_bytes()
+    assert len(plugin.catalog.attachment_parts("att-enum")[2]) == 3  # split as DICOM
+
+
+def test_integrity_failure_in_read_raises_and_logs(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    assert sdk.storage is not None
+    create, read, _remove = sdk.storage
+    create("att-1", CONTENT_DICOM, _ct_bytes())
+    for key in plugin.store.hot.iter_keys():
+        path = plugin.store.hot.path(key)
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        read("att-1", CONTENT_DICOM)
+    assert any("DATA INTEGRITY" in m and "vna fsck" in m for m in sdk.errors)
+
+
+def test_unexpected_errors_are_logged_with_the_callback_name(
+    sdk: FakeSdk, plugin: ArchivePlugin
+) -> None:
+    assert sdk.storage is not None
+    create, _read, _remove = sdk.storage
+    with pytest.raises(TypeError):
+        create("att-x", CONTENT_DICOM, None)
+    assert any("storing an attachment failed unexpectedly" in m for m in sdk.errors)
+
+
+# --------------------------------------------------------------------- C-STORE admission
+
+
+def test_filter_refuses_an_unknown_ae(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    status = plugin.filter_cstore(FakeInstance(TAGS, "STRANGER"))
+    assert status == STATUS_NOT_AUTHORIZED == 0x0124
+    refusal = [m for m in sdk.warnings if "STRANGER" in m]
+    assert refusal
+    assert "vna institution add" in refusal[0]
+
+
+def test_filter_admits_a_known_ae(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    plugin.catalog.add_institution("Hospital A", "HOSPA")
+    assert sdk.cstore_filter is not None
+    assert sdk.cstore_filter(FakeInstance(TAGS, "HOSPA")) == 0
+    assert sdk.cstore_filter(FakeInstance(TAGS, "HOSPA ")) == 0  # DICOM pads AE titles
+    assert sdk.cstore_filter(FakeInstance(TAGS, "HOSPB")) == STATUS_NOT_AUTHORIZED
+    assert not [m for m in sdk.warnings if "HOSPA" in m]
+
+
+def test_filter_records_the_source_of_a_re_send(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    plugin.catalog.add_institution("Hospital A", "HOSPA")
+    plugin.catalog.add_institution("Hospital B", "HOSPB")
+    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-1"}
+    assert plugin.filter_cstore(FakeInstance(TAGS, "HOSPA")) == 0
+    plugin.on_stored(FakeInstance(TAGS, "HOSPA"), "orth-1")
+    # the same instance arrives again from another hospital: Orthanc will not call on_stored
+    assert plugin.filter_cstore(FakeInstance(TAGS, "HOSPB")) == 0
+    assert plugin.indexer.flush(10)
+    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == [
+        ("Hospital A", "dimse", "HOSPA"),
+        ("Hospital B", "dimse", "HOSPB"),
+    ]
+
+
+def test_filter_does_not_record_sources_of_new_instances(
+    sdk: FakeSdk, plugin: ArchivePlugin
+) -> None:
+    plugin.catalog.add_institution("Hospital A", "HOSPA")
+    assert plugin.filter_cstore(FakeInstance(TAGS, "HOSPA")) == 0
+    assert plugin.indexer.flush(10)
+    # a receipt waits for its instance to be stored; it is not recorded before
+    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == []
+
+
+# --------------------------------------------------------------------- indexing
+
+
+def test_on_stored_indexes_the_instance_and_its_source(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    plugin.catalog.add_institution("Hospital A", "HOSPA")
+    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-uuid-1", "Size": 99}
+    assert sdk.on_stored is not None and sdk.cstore_filter is not None
+    assert sdk.cstore_filter(FakeInstance(TAGS, "HOSPA", size=4321)) == 0
+    sdk.on_stored(FakeInstance(TAGS, "HOSPA", size=4321), "orth-1")
+    assert plugin.indexer.flush(10)
+    rec = plugin.catalog.instance(TAGS["SOPInstanceUID"])
+    assert rec is not None
+    assert rec.orthanc_id == "orth-1"
+    assert rec.attachment_uuid == "att-uuid-1"
+    assert rec.size == 4321
+    assert rec.transfer_syntax == "1.2.840.10008.1.2.1"
+    assert rec.issuer == "Hospital A"  # no IssuerOfPatientID: the sending institution
+    assert rec.instance_number == 3
+    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == [("Hospital A", "dimse", "HOSPA")]
+    assert "/instances/orth-1/attachments/dicom/info" in sdk.rest_calls
+    assert "Secret" not in sdk.log, "patient names must never reach the log"
+
+
+def test_on_stored_without_a_calling_ae_is_local(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    sdk.rest["/instances/orth-2/attachments/dicom/info"] = {"Uuid": "att-2"}
+    plugin.on_stored(FakeInstance(TAGS, ""), "orth-2")
+    assert plugin.indexer.flush(10)
+    rec = plugin.catalog.instance(TAGS["SOPInstanceUID"])
+    assert rec is not None
+    assert rec.issuer == "local"
+    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == []
+
+
+def test_deleted_instance_leaves_the_index(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-1"}
+    plugin.on_stored(FakeInstance(TAGS, ""), "orth-1")
+    assert plugin.indexer.flush(10)
+    assert sdk.on_change is not None
+    sdk.on_change(FakeSdk.ChangeType.DELETED, FakeSdk.ResourceType.STUDY, "orth-1")
+    assert plugin.catalog.instance(TAGS["SOPInstanceUID"]) is not None
+    sdk.on_change(FakeSdk.ChangeType.NEW_INSTANCE, FakeSdk.ResourceType.INSTANCE, "orth-1")
+    assert plugin.catalog.instance(TAGS["SOPInstanceUID"]) is not None
+    sdk.on_change(FakeSdk.ChangeType.DELETED, FakeSdk.ResourceType.INSTANCE, "orth-1")
+    assert plugin.catalog.instance(TAGS["SOPInstanceUID"]) is None
+
+
+def test_reindex_missing_fills_the_catalog(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-1"}
+    plugin.on_stored(FakeInstance(TAGS, ""), "orth-1")
+    assert plugin.indexer.flush(10)
+    other = dict(TAGS, SOPInstanceUID="1.2.826.0.1.3680043.8.498.9")
+    sdk.rest["/instances"] = ["orth-1", "orth-9"]
+    sdk.rest["/instances/orth-9/simplified-tags"] = other
+    sdk.rest["/instances/orth-9/metadata?expand"] = {"TransferSyntax": "1.2.840.10008.1.2"}
+    sdk.rest["/instances/orth-9/attachments/dicom/info"] = {"Uuid": "att-9"}
+    assert plugin.reindex_missing() == 1
+    rec = plugin.catalog.instance(other["SOPInstanceUID"])
+    assert rec is not None
+    assert (rec.orthanc_id, rec.attachment_uuid) == ("orth-9", "att-9")
+    assert rec.transfer_syntax == "1.2.840.10008.1.2"
+    assert "/instances/orth-1/simplified-tags" not in sdk.rest_calls
+    assert plugin.reindex_missing() == 0
+
+
+def test_reindex_missing_survives_a_failing_orthanc(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    # no canned answer for /instances: RestApiGet raises, the thread must not die loudly
+    assert plugin.reindex_missing() == 0
+    assert any("re-indexing after start failed" in m for m in sdk.errors)
+
+
+# --------------------------------------------------------------------- instance_record
+
+
+def _record(tags: dict[str, Any], fallback: str = "Hospital A") -> Any:
+    return instance_record(
+        tags, fallback, orthanc_id="o", attachment_uuid="a", size=1, transfer_syntax="ts"
+    )
+
+
+def test_instance_record_prefers_issuer_of_patient_id() -> None:
+    assert _record(dict(TAGS, IssuerOfPatientID="NHS")).issuer == "NHS"
+    assert _record(TAGS).issuer == "Hospital A"
+    assert _record(dict(TAGS, IssuerOfPatientID="  ")).issuer == "Hospital A"
+    assert _record(dict(TAGS, IssuerOfPatientID="")).issuer == "Hospital A"
+
+
+def test_instance_record_fields() -> None:
+    rec = _record(
+        dict(
+            TAGS,
+            InstanceNumber="12\\13",
+            NumberOfFrames="x",
+            StudyDescription="  Chest  ",
+            AccessionNumber="",
+            PatientBirthDate=[],
+        )
+    )
+    assert rec.sop_uid == TAGS["SOPInstanceUID"]
+    assert rec.study_uid == TAGS["StudyInstanceUID"]
+    assert rec.patient_id == "PID-7"
+    assert rec.instance_number == 12
+    assert rec.series_number == 2
+    assert (rec.rows, rec.columns) == (64, 64)
+    assert rec.number_of_frames is None
+    assert rec.study_description == "Chest"
+    assert rec.accession_number is None
+    assert rec.birth_date is None
+    assert (rec.orthanc_id, rec.attachment_uuid, rec.size, rec.transfer_syntax) == (
+        "o",
+        "a",
+        1,
+        "ts",
+    )
+
+
+def test_instance_record_without_patient_id() -> None:
+    tags = {k: v for k, v in TAGS.items() if k != "PatientID"}
+    assert _record(tags).patient_id == ""
+
+
+def test_instance_record_from_a_real_file() -> None:
+    ds = pydicom.dcmread(io.BytesIO(_ct_bytes()))
+    tags = {
+        "SOPInstanceUID": ds.SOPInstanceUID,
+        "SeriesInstanceUID": ds.SeriesInstanceUID,
+        "StudyInstanceUID": ds.StudyInstanceUID,
+        "PatientID": ds.PatientID,
+        "Modality": ds.Modality,
+    }
+    rec = _record(tags, "local")
+    assert (rec.sop_uid, rec.modality, rec.issuer) == (ds.SOPInstanceUID, "CT", "local")

@@ -32,6 +32,7 @@ __all__ = ["BlobStore", "FsckReport", "CONTENT_DICOM", "CONTENT_DICOM_UNTIL_PIXE
 
 logger = logging.getLogger(__name__)
 
+INLINE = "inline"
 CONTENT_DICOM = 1
 CONTENT_DICOM_UNTIL_PIXEL_DATA = 3
 FLAG_ZSTD = 0x01
@@ -113,7 +114,9 @@ class BlobStore:
 
     def _make_payload(
         self, blob_id: bytes, chunk: memoryview, kind: str
-    ) -> tuple[Staged, BlobRecord]:
+    ) -> tuple[Staged | None, BlobRecord]:
+        """Compress and seal one part; stage it as a file unless it is small enough to
+        live in its catalog row."""
         body: bytes | memoryview = chunk
         flags = 0
         if len(chunk) >= 64:
@@ -122,7 +125,8 @@ class BlobStore:
                 body, flags = packed, FLAG_ZSTD
         kek_id, kek = self.keys.current()
         sealed = seal(bytes(body), flags, blob_id, kek_id, kek)
-        staged = self.hot.stage(sealed.payload)
+        inline = len(sealed.payload) <= self.settings.inline_max_bytes
+        staged = None if inline else self.hot.stage(sealed.payload, blob_id.hex())
         record = BlobRecord(
             id=blob_id,
             size=len(chunk),
@@ -131,7 +135,8 @@ class BlobStore:
             kek_id=kek_id,
             wrapped_key=sealed.wrapped_key,
             kind=kind,
-            tier=self.hot.name,
+            tier=INLINE if inline else self.hot.name,
+            payload=sealed.payload if inline else None,
         )
         return staged, record
 
@@ -148,32 +153,29 @@ class BlobStore:
         }
         staged: dict[bytes, Staged] = {}
         records: dict[bytes, BlobRecord] = {}
-        published: set[bytes] = set()
 
         def on_inserted(blob_id: bytes) -> None:
-            self.hot.publish(staged[blob_id], blob_id.hex())
-            published.add(blob_id)
+            if blob_id in staged:
+                self.hot.publish(staged.pop(blob_id))
 
         def on_lost_race(blob_id: bytes) -> None:
-            self.hot.discard(staged[blob_id])
-            published.add(blob_id)
+            if blob_id in staged:
+                self.hot.discard(staged.pop(blob_id))
 
         try:
             for _attempt in range(_MAX_ATTEMPTS):
                 present = self.catalog.existing_blobs(kinds)
                 for blob_id in kinds:
-                    if blob_id not in present and blob_id not in staged:
-                        staged[blob_id], records[blob_id] = self._make_payload(
+                    if blob_id not in present and blob_id not in records:
+                        payload, records[blob_id] = self._make_payload(
                             blob_id, chunks[blob_id], kinds[blob_id]
                         )
+                        if payload is not None:
+                            staged[blob_id] = payload
                 wanted = {b: records[b] for b in kinds if b not in present}
-                published.clear()
-                done = self.catalog.add_attachment(
+                if self.catalog.add_attachment(
                     uuid, content_type, len(data), digest, parts, wanted, on_inserted, on_lost_race
-                )
-                for blob_id in published:
-                    staged.pop(blob_id, None)
-                if done:
+                ):
                     return
                 logger.info("a blob of attachment %s was collected meanwhile; retrying", uuid)
             raise IntegrityError(f"could not store attachment {uuid}: blobs kept vanishing")
@@ -185,7 +187,12 @@ class BlobStore:
 
     def read_blob(self, record: BlobRecord) -> bytes:
         """Decrypt, decompress and verify one blob; IntegrityError on any mismatch."""
-        payload = self.hot.get(record.id.hex())
+        if record.tier == INLINE:
+            if record.payload is None:
+                raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
+            payload = record.payload
+        else:
+            payload = self.hot.get(record.id.hex())
         flags, body = open_sealed(
             payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id)
         )
@@ -250,7 +257,40 @@ class BlobStore:
         return removed
 
     def _delete_payload(self, key: str, tier: str) -> None:
-        self.hot.delete(key)
+        if tier != INLINE:
+            self.hot.delete(key)
+
+    def finish_interrupted_publishes(self) -> tuple[int, int]:
+        """After a crash: move staged payloads whose catalog row committed into place
+        (a lost rename), and delete the others. Returns (published, discarded)."""
+        published = discarded = 0
+        for staged in list(self.hot.staged_payloads()):
+            try:
+                blob_id = bytes.fromhex(staged.key)
+            except ValueError:
+                blob_id = b""
+            record = self.catalog.blob(blob_id) if blob_id else None
+            if (
+                record is not None
+                and record.tier == self.hot.name
+                and not self.hot.exists(staged.key)
+            ):
+                try:
+                    open_sealed(
+                        self.hot.read_staged(staged),
+                        record.id,
+                        record.wrapped_key,
+                        self.keys.kek(record.kek_id),
+                    )
+                except IntegrityError:
+                    pass  # a racing writer's copy under another data key: not ours to keep
+                else:
+                    self.hot.publish(staged)
+                    published += 1
+                    continue
+            self.hot.discard(staged)
+            discarded += 1
+        return published, discarded
 
     def remove_orphan_payloads(
         self, *, newer_than: float | None = None, older_than: float | None = None

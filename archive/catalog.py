@@ -64,6 +64,8 @@ blobs = Table(
     Column("kind", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("unreferenced_since", Float),
+    # small payloads (headers, delimiters) live in the row: no file, no fsync
+    Column("payload", LargeBinary),
     Index("ix_blobs_unreferenced", "unreferenced_since"),
     Index("ix_blobs_kek", "kek_id"),
 )
@@ -199,6 +201,7 @@ class BlobRecord:
     wrapped_key: bytes
     kind: str
     tier: str = "hot"
+    payload: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +399,7 @@ class Catalog:
                             "kind": record.kind,
                             "created_at": now,
                             "unreferenced_since": None,
+                            "payload": record.payload,
                         },
                     ).rowcount
                     if inserted:
@@ -472,6 +476,11 @@ class Catalog:
                     .values(unreferenced_since=now)
                 )
         return True
+
+    def blob(self, blob_id: bytes) -> BlobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(blobs).where(blobs.c.id == blob_id)).first()
+        return None if row is None else _blob_record(row._mapping)
 
     def collectable_blobs(self, older_than: float, limit: int = 1000) -> list[bytes]:
         with self.engine.connect() as conn:
@@ -923,4 +932,5 @@ def _blob_record(m: Any) -> BlobRecord:
         wrapped_key=bytes(m["wrapped_key"]),
         kind=str(m["kind"]),
         tier=str(m["tier"]),
+        payload=None if m["payload"] is None else bytes(m["payload"]),
     )

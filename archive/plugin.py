@@ -263,7 +263,7 @@ class ArchivePlugin:
 
 def open_store(settings: Settings) -> BlobStore:
     """Open the blob store of an archive home (keys are created on first use)."""
-    catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.fsync)
+    catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
     keys = KeyRing.open_or_create(settings.keys_dir)
     hot = FileStore(settings.blob_dir, fsync=settings.storage.fsync)
     return BlobStore(catalog, keys, hot, settings.storage)

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
+    staged_published: int
     staged_removed: int
     orphan_payloads_removed: int
     orphan_attachments_removed: int
@@ -49,7 +50,7 @@ def orthanc_attachment_uuids(index_file: Path) -> set[str] | None:
 
 def recover(store: BlobStore, orthanc_index: Path, since: float) -> RecoveryReport:
     """Repair what an unclean stop left; call only while Orthanc is not running."""
-    staged = store.hot.sweep_staged(0)
+    republished, staged = store.finish_interrupted_publishes()
     # only files from the interrupted run: anything older is for `vna fsck` to report
     orphans = store.remove_orphan_payloads(newer_than=since - 60)
     removed = 0
@@ -59,6 +60,6 @@ def recover(store: BlobStore, orthanc_index: Path, since: float) -> RecoveryRepo
             if uuid not in referenced:
                 store.remove(uuid)
                 removed += 1
-    report = RecoveryReport(staged, orphans, removed)
+    report = RecoveryReport(republished, staged, orphans, removed)
     logger.info("recovery after unclean stop: %s", report)
     return report

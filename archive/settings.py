@@ -34,6 +34,13 @@ class StorageSettings(BaseModel):
     # compressed output must save at least this fraction, else the part is stored raw
     min_compression_gain: float = Field(0.03, ge=0.0, lt=1.0)
     gc_grace_seconds: int = Field(3600, ge=0)
+    # sealed payloads up to this size live in the catalog row instead of a file
+    inline_max_bytes: int = Field(4096, ge=0, le=65536)
+    # FULL: every catalog commit waits for the disk (survives power loss at ~1 fsync per
+    # attachment); NORMAL (WAL): survives any process crash, and on power loss may lose
+    # the last commits, which recovery reconciles with Orthanc's index (whose own commits
+    # are not synced either)
+    durable_catalog: bool = False
 
 
 class InstitutionConfig(BaseModel):

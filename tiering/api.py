@@ -15,18 +15,23 @@ __all__ = ["ObjectStore", "Staged"]
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """A payload written durably under a temporary name, not yet visible."""
+    """A payload written durably under a temporary name, not yet visible.
+
+    The temporary name starts with the payload's key, so recovery can finish a publish
+    that a crash interrupted.
+    """
 
     token: str
+    key: str
     size: int
 
 
 class ObjectStore(Protocol):
     name: str
 
-    def stage(self, data: bytes) -> Staged: ...
+    def stage(self, data: bytes, key: str) -> Staged: ...
 
-    def publish(self, staged: Staged, key: str) -> None: ...
+    def publish(self, staged: Staged) -> None: ...
 
     def discard(self, staged: Staged) -> None: ...
 
@@ -39,3 +44,7 @@ class ObjectStore(Protocol):
     def iter_keys(self) -> Iterator[str]: ...
 
     def sweep_staged(self, older_than_seconds: float) -> int: ...
+
+    def staged_payloads(self) -> Iterator[Staged]: ...
+
+    def read_staged(self, staged: Staged) -> bytes: ...

@@ -28,8 +28,8 @@ class FileStore:
     def path(self, key: str) -> Path:
         return self.root / key[0:2] / key[2:4] / key
 
-    def stage(self, data: bytes) -> Staged:
-        token = secrets.token_hex(12)
+    def stage(self, data: bytes, key: str) -> Staged:
+        token = f"{key}.{secrets.token_hex(8)}"
         path = self._staging / token
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -38,7 +38,7 @@ class FileStore:
                 while view:
                     view = view[os.write(fd, view) :]
                 if self.fsync:
-                    os.fsync(fd)
+                    os.fdatasync(fd)  # data and size; mtime need not wait
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -46,22 +46,21 @@ class FileStore:
             if exc.errno == 28:  # ENOSPC
                 raise StorageFull(f"tier {self.name} at {self.root} is full: free space") from exc
             raise
-        return Staged(token, len(data))
+        return Staged(token, key, len(data))
 
-    def publish(self, staged: Staged, key: str) -> None:
-        target = self.path(key)
+    def publish(self, staged: Staged) -> None:
+        """Move a staged payload under its key.
+
+        The payload was fsynced when staged (which also makes its staging name durable on
+        Linux file systems); the rename is not synced here: if a crash loses it, the payload
+        is still in staging under a name that starts with its key, and recovery moves it.
+        """
+        target = self.path(staged.key)
         directory = target.parent
         if directory not in self._known_dirs:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._known_dirs.add(directory)
         os.replace(self._staging / staged.token, target)
-        if self.fsync:
-            # the rename is durable only once its directory is synced
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def discard(self, staged: Staged) -> None:
         (self._staging / staged.token).unlink(missing_ok=True)
@@ -101,6 +100,17 @@ class FileStore:
             except FileNotFoundError:
                 continue
         return removed
+
+    def staged_payloads(self) -> Iterator[Staged]:
+        for entry in self._staging.iterdir():
+            key, _, _ = entry.name.partition(".")
+            try:
+                yield Staged(entry.name, key, entry.stat().st_size)
+            except FileNotFoundError:
+                continue
+
+    def read_staged(self, staged: Staged) -> bytes:
+        return (self._staging / staged.token).read_bytes()
 
     def size_of(self, key: str) -> int:
         try:

@@ -47,7 +47,8 @@ def hot(tmp_path: Path) -> FileStore:
 
 @pytest.fixture
 def store(catalog: Catalog, keys: KeyRing, hot: FileStore) -> BlobStore:
-    return BlobStore(catalog, keys, hot, StorageSettings(fsync=False))
+    # every payload in a file, so tests can reach it; inline blobs have their own tests
+    return BlobStore(catalog, keys, hot, StorageSettings(fsync=False, inline_max_bytes=0))
 
 
 def dicom_bytes(ds: pydicom.Dataset) -> bytes:

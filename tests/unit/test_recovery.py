@@ -41,7 +41,7 @@ def _stray_payload(store: BlobStore, key: str, age_seconds: float = 0.0) -> Path
 
 
 def _staged(store: BlobStore) -> Path:
-    staged = store.hot.stage(b"staged, then killed before publish")
+    staged = store.hot.stage(b"staged, then killed before publish", "dd" * 32)
     path = store.hot.root / "staging" / staged.token
     when = time.time() - 5
     os.utime(path, (when, when))
@@ -90,7 +90,10 @@ def test_recover_after_an_unclean_stop(store: BlobStore, small_ct: list[bytes]) 
     report = recover(store, index, since)
 
     assert report == RecoveryReport(
-        staged_removed=1, orphan_payloads_removed=1, orphan_attachments_removed=2
+        staged_published=0,
+        staged_removed=1,
+        orphan_payloads_removed=1,
+        orphan_attachments_removed=2,
     )
     assert not staged.exists()
     assert not fresh_orphan.exists()
@@ -118,7 +121,7 @@ def test_recover_keeps_everything_orthanc_references(
         store.put(uuid, CONTENT_DICOM, data)
     index = _orthanc_index(store.hot.root.parent / "index", [*uuids, "unknown-to-us"])
     report = recover(store, index, time.time())
-    assert report == RecoveryReport(0, 0, 0)
+    assert report == RecoveryReport(0, 0, 0, 0)
     assert store.catalog.attachment_uuids() == set(uuids)
     assert store.check(attachments=True).ok
 
@@ -130,7 +133,7 @@ def test_recover_without_an_index_touches_no_attachment(
     staged = _staged(store)
     orphan = _stray_payload(store, "ef" * 32)
     report = recover(store, store.hot.root.parent / "no-index-here", time.time())
-    assert report == RecoveryReport(1, 1, 0)
+    assert report == RecoveryReport(0, 1, 1, 0)
     assert not staged.exists()
     assert not orphan.exists()
     assert store.get("att-0") == small_ct[0]
@@ -151,5 +154,5 @@ def test_recover_is_idempotent(store: BlobStore, small_ct: list[bytes]) -> None:
     store.put("att-1", CONTENT_DICOM, small_ct[1])
     index = _orthanc_index(store.hot.root.parent / "index", ["att-0"])
     assert recover(store, index, time.time()).orphan_attachments_removed == 1
-    assert recover(store, index, time.time()) == RecoveryReport(0, 0, 0)
+    assert recover(store, index, time.time()) == RecoveryReport(0, 0, 0, 0)
     assert store.get("att-0") == small_ct[0]

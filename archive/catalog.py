@@ -7,6 +7,8 @@ SQLite in WAL mode by default; a PostgreSQL URL works unchanged for scaled-out n
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -27,8 +29,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    exc,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -185,6 +189,55 @@ instance_sources = Table(
 )
 
 
+class _HotPath:
+    """The few statements run for every attachment, as plain SQL.
+
+    On SQLite they go straight to a per-thread ``sqlite3`` connection: SQLAlchemy's pool
+    and compilation cost more than the statements themselves (tens of microseconds each,
+    held under the GIL that Orthanc's other DICOM threads wait for). On other databases the
+    same SQL runs through SQLAlchemy ``text()``. Named parameters suit both.
+    """
+
+    def __init__(self, catalog: Catalog, path: str | None, synchronous: str) -> None:
+        self.catalog = catalog
+        self.path = path
+        self.synchronous = synchronous
+        self._local = threading.local()
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self.path is not None
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            _sqlite_pragmas(self.synchronous)(conn, None)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[Callable[[str, Any], Any]]:
+        """A write transaction; yields ``run(sql, params) -> cursor-like``."""
+        if self.path is None:
+            with self.catalog.transaction() as sa_conn:
+                yield lambda sql, params: sa_conn.execute(text(sql), params)
+            return
+        lite = self._sqlite()
+        lite.execute("BEGIN IMMEDIATE")
+        try:
+            yield lambda sql, params: lite.execute(sql, params)
+        except BaseException:
+            lite.execute("ROLLBACK")
+            raise
+        lite.execute("COMMIT")
+
+    def read(self, sql: str, params: Any) -> list[Any]:
+        if self.path is None:
+            with self.catalog.engine.connect() as conn:
+                return list(conn.execute(text(sql), params))
+        return self._sqlite().execute(sql, params).fetchall()
+
+
 class _BlobVanished(Exception):
     """A blob the writer counted on was garbage-collected meanwhile."""
 
@@ -277,6 +330,34 @@ class Stats:
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
 
+_INSERT_ATTACHMENT = (
+    "INSERT INTO attachments (uuid, content_type, size, digest, created_at) "
+    "VALUES (:uuid, :content_type, :size, :digest, :now)"
+)
+_ADD_REFERENCES = (
+    "UPDATE blobs SET refcount = refcount + :n, unreferenced_since = NULL WHERE id = :id"
+)
+_DROP_REFERENCES = (
+    "UPDATE blobs SET refcount = refcount - :n, unreferenced_since = CASE "
+    "WHEN refcount - :n <= 0 THEN :now ELSE unreferenced_since END WHERE id = :id"
+)
+_INSERT_BLOB = (
+    "INSERT INTO blobs (id, size, stored_size, flags, kek_id, wrapped_key, refcount, tier, "
+    "kind, created_at, unreferenced_since, payload) VALUES (:id, :size, :stored_size, :flags, "
+    ":kek_id, :wrapped_key, :refcount, :tier, :kind, :now, NULL, :payload) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_PART = (
+    "INSERT INTO attachment_parts (uuid, seq, blob_id, length) "
+    "VALUES (:uuid, :seq, :blob_id, :length)"
+)
+_SELECT_PARTS = (
+    "SELECT b.id, b.size, b.stored_size, b.flags, b.kek_id, b.wrapped_key, b.kind, b.tier, "
+    "b.payload, p.length FROM attachment_parts p JOIN blobs b ON b.id = p.blob_id "
+    "WHERE p.uuid = :uuid ORDER BY p.seq"
+)
+
+
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # let SQLAlchemy's BEGIN below decide transactions (pysqlite's own handling defers them)
@@ -316,6 +397,8 @@ class Catalog:
             event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
             event.listen(self.index_engine, "begin", _begin)
         metadata.create_all(self.engine)
+        sqlite_path = self.engine.url.database if self.is_sqlite else None
+        self._hot = _HotPath(self, sqlite_path, "FULL" if durable else "NORMAL")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -340,9 +423,12 @@ class Catalog:
         wanted = list(set(ids))
         if not wanted:
             return set()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(blobs.c.id).where(blobs.c.id.in_(wanted)))
-            return {bytes(row[0]) for row in rows}
+        names = ", ".join(f":b{i}" for i in range(len(wanted)))
+        rows = self._hot.read(
+            f"SELECT id FROM blobs WHERE id IN ({names})",  # noqa: S608 - placeholders only
+            {f"b{i}": blob_id for i, blob_id in enumerate(wanted)},
+        )
+        return {bytes(row[0]) for row in rows}
 
     def add_attachment(
         self,
@@ -366,27 +452,31 @@ class Catalog:
         now = time.time()
         counts = Counter(blob_id for blob_id, _ in parts)
         try:
-            with self.transaction() as conn:
+            with self._hot.write() as run:
                 # every check that can refuse comes before the first payload is published
-                exists = conn.execute(
-                    select(attachments.c.uuid).where(attachments.c.uuid == uuid)
-                ).first()
-                if exists:
-                    raise Conflict(f"attachment {uuid} already exists")
-                # references first: a vanished blob aborts before anything is published
+                try:
+                    run(
+                        _INSERT_ATTACHMENT,
+                        {
+                            "uuid": uuid,
+                            "content_type": content_type,
+                            "size": size,
+                            "digest": digest,
+                            "now": now,
+                        },
+                    )
+                except (sqlite3.IntegrityError, exc.IntegrityError) as error:
+                    raise Conflict(f"attachment {uuid} already exists") from error
+                # references next: a vanished blob aborts before anything is published
                 for blob_id, count in counts.items():
-                    if blob_id in new_blobs:
-                        continue
-                    updated = conn.execute(
-                        update(blobs)
-                        .where(blobs.c.id == blob_id)
-                        .values(refcount=blobs.c.refcount + count, unreferenced_since=None)
-                    ).rowcount
-                    if not updated:
+                    if (
+                        blob_id not in new_blobs
+                        and not run(_ADD_REFERENCES, {"id": blob_id, "n": count}).rowcount
+                    ):
                         raise _BlobVanished
                 for blob_id, record in new_blobs.items():
-                    inserted = conn.execute(
-                        self._insert_ignore(blobs),
+                    inserted = run(
+                        _INSERT_BLOB,
                         {
                             "id": blob_id,
                             "size": record.size,
@@ -397,8 +487,7 @@ class Catalog:
                             "refcount": counts[blob_id],
                             "tier": record.tier,
                             "kind": record.kind,
-                            "created_at": now,
-                            "unreferenced_since": None,
+                            "now": now,
                             "payload": record.payload,
                         },
                     ).rowcount
@@ -406,75 +495,56 @@ class Catalog:
                         on_inserted(blob_id)
                         continue
                     on_lost_race(blob_id)
-                    updated = conn.execute(
-                        update(blobs)
-                        .where(blobs.c.id == blob_id)
-                        .values(
-                            refcount=blobs.c.refcount + counts[blob_id], unreferenced_since=None
-                        )
-                    ).rowcount
-                    if not updated:
+                    if not run(_ADD_REFERENCES, {"id": blob_id, "n": counts[blob_id]}).rowcount:
                         raise _BlobVanished
-                conn.execute(
-                    attachments.insert(),
-                    {
-                        "uuid": uuid,
-                        "content_type": content_type,
-                        "size": size,
-                        "digest": digest,
-                        "created_at": now,
-                    },
-                )
-                conn.execute(
-                    attachment_parts.insert(),
-                    [
-                        {"uuid": uuid, "seq": seq, "blob_id": blob_id, "length": length}
-                        for seq, (blob_id, length) in enumerate(parts)
-                    ],
-                )
+                for seq, (blob_id, length) in enumerate(parts):
+                    run(
+                        _INSERT_PART,
+                        {"uuid": uuid, "seq": seq, "blob_id": blob_id, "length": length},
+                    )
         except _BlobVanished:
             return False
         return True
 
     def attachment_parts(self, uuid: str) -> tuple[int, bytes, list[tuple[BlobRecord, int]]]:
         """Return (size, digest, [(blob, length) in order]) of an attachment."""
-        with self.engine.connect() as conn:
-            head = conn.execute(
-                select(attachments.c.size, attachments.c.digest).where(attachments.c.uuid == uuid)
-            ).first()
-            if head is None:
-                raise NotFound(f"attachment {uuid} is not in the catalog")
-            rows = conn.execute(
-                select(blobs, attachment_parts.c.length)
-                .join(attachment_parts, attachment_parts.c.blob_id == blobs.c.id)
-                .where(attachment_parts.c.uuid == uuid)
-                .order_by(attachment_parts.c.seq)
-            ).all()
-        parts = [(_blob_record(row._mapping), int(row.length)) for row in rows]
-        return int(head.size), bytes(head.digest), parts
+        head = self._hot.read(
+            "SELECT size, digest FROM attachments WHERE uuid = :uuid", {"uuid": uuid}
+        )
+        if not head:
+            raise NotFound(f"attachment {uuid} is not in the catalog")
+        rows = self._hot.read(_SELECT_PARTS, {"uuid": uuid})
+        parts = [
+            (
+                BlobRecord(
+                    id=bytes(r[0]),
+                    size=int(r[1]),
+                    stored_size=int(r[2]),
+                    flags=int(r[3]),
+                    kek_id=str(r[4]),
+                    wrapped_key=bytes(r[5]),
+                    kind=str(r[6]),
+                    tier=str(r[7]),
+                    payload=None if r[8] is None else bytes(r[8]),
+                ),
+                int(r[9]),
+            )
+            for r in rows
+        ]
+        return int(head[0][0]), bytes(head[0][1]), parts
 
     def remove_attachment(self, uuid: str) -> bool:
         """Drop an attachment and its references; returns False if it was unknown."""
         now = time.time()
-        with self.transaction() as conn:
-            rows = conn.execute(
-                select(attachment_parts.c.blob_id).where(attachment_parts.c.uuid == uuid)
-            ).all()
-            deleted = conn.execute(attachments.delete().where(attachments.c.uuid == uuid))
-            if not deleted.rowcount:
+        with self._hot.write() as run:
+            rows = run(
+                "SELECT blob_id FROM attachment_parts WHERE uuid = :uuid", {"uuid": uuid}
+            ).fetchall()
+            if not run("DELETE FROM attachments WHERE uuid = :uuid", {"uuid": uuid}).rowcount:
                 return False
-            conn.execute(attachment_parts.delete().where(attachment_parts.c.uuid == uuid))
+            run("DELETE FROM attachment_parts WHERE uuid = :uuid", {"uuid": uuid})
             for blob_id, count in Counter(bytes(row[0]) for row in rows).items():
-                conn.execute(
-                    update(blobs)
-                    .where(blobs.c.id == blob_id)
-                    .values(refcount=blobs.c.refcount - count)
-                )
-                conn.execute(
-                    update(blobs)
-                    .where(blobs.c.id == blob_id, blobs.c.refcount <= 0)
-                    .values(unreferenced_since=now)
-                )
+                run(_DROP_REFERENCES, {"id": blob_id, "n": count, "now": now})
         return True
 
     def blob(self, blob_id: bytes) -> BlobRecord | None:

@@ -185,16 +185,23 @@ class ArchivePlugin:
                 ae_title,
             )
             return STATUS_NOT_AUTHORIZED
-        sop_uid = json.loads(received.GetInstanceSimplifiedJson()).get("SOPInstanceUID")
-        if sop_uid:
-            # every C-STORE, new or a re-send of an archived instance, is a receipt; the
-            # indexer records it once the instance is in the catalog
-            self.indexer.received(SourceRecord(str(sop_uid), institution.id, "dimse", ae_title))
+        # every C-STORE, new or a re-send of an archived instance, is a receipt; the indexer
+        # parses it off this thread and records it once the instance is in the catalog
+        raw_tags = received.GetInstanceSimplifiedJson()
+        institution_id = institution.id
+
+        def source() -> SourceRecord | None:
+            sop_uid = json.loads(raw_tags).get("SOPInstanceUID")
+            return (
+                SourceRecord(str(sop_uid), institution_id, "dimse", ae_title) if sop_uid else None
+            )
+
+        self.indexer.received(source)
         return 0
 
     @_guard("indexing a stored instance")
     def on_stored(self, instance: Any, instance_id: str) -> None:
-        tags = json.loads(instance.GetInstanceSimplifiedJson())
+        raw_tags = instance.GetInstanceSimplifiedJson()
         ae_title = (instance.GetInstanceRemoteAet() or "").strip()
         institution = self.institution_for_ae(ae_title) if ae_title else None
         syntax = instance.GetInstanceTransferSyntaxUid()
@@ -203,7 +210,7 @@ class ArchivePlugin:
 
         def record(attachment_uuid: str | None) -> InstanceRecord:
             return instance_record(
-                tags,
+                json.loads(raw_tags),
                 issuer,
                 orthanc_id=instance_id,
                 attachment_uuid=attachment_uuid,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -19,14 +20,14 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from archive.catalog import BlobRecord, Catalog
+from archive.catalog import BlobRecord, Catalog, PendingAttachment
 from archive.settings import StorageSettings
 from archive.split import Span, split_dicom
 from security.envelope import blob_mac, open_sealed, rewrap, seal, verify_mac
-from security.errors import IntegrityError, NotFound
+from security.errors import Conflict, IntegrityError, NotFound
 from security.keys import KeyRing
 from tiering.api import Staged
-from tiering.fs import FileStore
+from tiering.fs import FileStore, Journal
 
 __all__ = ["BlobStore", "FsckReport", "CONTENT_DICOM", "CONTENT_DICOM_UNTIL_PIXEL_DATA"]
 
@@ -81,13 +82,21 @@ class BlobStore:
     """Attachments in, attachments out, exactly the same bytes, stored once."""
 
     def __init__(
-        self, catalog: Catalog, keys: KeyRing, hot: FileStore, settings: StorageSettings
+        self,
+        catalog: Catalog,
+        keys: KeyRing,
+        hot: FileStore,
+        settings: StorageSettings,
+        journal: Journal | None = None,
     ) -> None:
         self.catalog = catalog
         self.keys = keys
         self.hot = hot
         self.settings = settings
+        self.journal = journal
         self._local = threading.local()
+        self._digest_queue: queue.Queue[str | None] | None = None
+        self._digester: threading.Thread | None = None
 
     # zstd contexts are not thread-safe; one per thread is cheap
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -141,7 +150,22 @@ class BlobStore:
         return staged, record
 
     def put(self, uuid: str, content_type: int, data: bytes) -> None:
-        """Store one attachment handed over by Orthanc."""
+        """Store one attachment handed over by Orthanc.
+
+        With write-behind running, a large DICOM file is journaled (sealed whole, fsynced)
+        and digested in the background; otherwise it is split and stored at once.
+        """
+        if (
+            self._digest_queue is not None
+            and self.journal is not None
+            and content_type == CONTENT_DICOM
+            and len(data) >= self.settings.write_behind_min_bytes
+        ):
+            self._journal_put(uuid, content_type, data)
+            return
+        self._put_parts(uuid, content_type, data, from_pending=False)
+
+    def _put_parts(self, uuid: str, content_type: int, data: bytes, *, from_pending: bool) -> None:
         view = memoryview(data)
         key = self.keys.dedup_key
         spans = self._spans(content_type, view)
@@ -174,7 +198,15 @@ class BlobStore:
                             staged[blob_id] = payload
                 wanted = {b: records[b] for b in kinds if b not in present}
                 if self.catalog.add_attachment(
-                    uuid, content_type, len(data), digest, parts, wanted, on_inserted, on_lost_race
+                    uuid,
+                    content_type,
+                    len(data),
+                    digest,
+                    parts,
+                    wanted,
+                    on_inserted,
+                    on_lost_race,
+                    from_pending=from_pending,
                 ):
                     return
                 logger.info("a blob of attachment %s was collected meanwhile; retrying", uuid)
@@ -206,17 +238,29 @@ class BlobStore:
         return body
 
     def get(self, uuid: str) -> bytes:
-        """Return exactly the bytes of attachment ``uuid``."""
-        size, _digest, parts = self.catalog.attachment_parts(uuid)
-        if len(parts) == 1:
-            data = self.read_blob(parts[0][0])
-        else:
-            data = b"".join(self.read_blob(record) for record, _ in parts)
-        if len(data) != size:
-            raise IntegrityError(
-                f"attachment {uuid} reassembles to {len(data)} bytes, expected {size}"
-            )
-        return data
+        """Return exactly the bytes of attachment ``uuid`` (digested or still journaled)."""
+        for _attempt in range(3):
+            try:
+                size, _digest, parts = self.catalog.attachment_parts(uuid)
+            except NotFound:
+                pending = self.catalog.pending(uuid)
+                if pending is not None:
+                    try:
+                        return self._read_journal(pending)
+                    except IntegrityError:
+                        if self.catalog.pending(uuid) is not None:
+                            raise
+                continue  # digested between the two lookups: look again
+            if len(parts) == 1:
+                data = self.read_blob(parts[0][0])
+            else:
+                data = b"".join(self.read_blob(record) for record, _ in parts)
+            if len(data) != size:
+                raise IntegrityError(
+                    f"attachment {uuid} reassembles to {len(data)} bytes, expected {size}"
+                )
+            return data
+        raise NotFound(f"attachment {uuid} is not in the archive")
 
     def verify_attachment(self, uuid: str) -> None:
         """Read every part of an attachment and check the digest binding them in order."""
@@ -232,8 +276,113 @@ class BlobStore:
     # -- remove, collect, check, rotate ------------------------------------------------
 
     def remove(self, uuid: str) -> None:
-        if not self.catalog.remove_attachment(uuid):
-            logger.warning("asked to remove unknown attachment %s; nothing to do", uuid)
+        for _attempt in range(3):
+            if self.catalog.remove_attachment(uuid):
+                return
+            if self.catalog.remove_pending(uuid):
+                if self.journal is not None:
+                    self.journal.delete(uuid)
+                return
+        logger.warning("asked to remove unknown attachment %s; nothing to do", uuid)
+
+    # -- write-behind --------------------------------------------------------------------
+
+    @staticmethod
+    def _journal_aad(uuid: str) -> bytes:
+        return b"journal:" + uuid.encode()
+
+    def _journal_put(self, uuid: str, content_type: int, data: bytes) -> None:
+        assert self.journal is not None and self._digest_queue is not None
+        kek_id, kek = self.keys.current()
+        sealed = seal(data, 0, self._journal_aad(uuid), kek_id, kek)
+        try:
+            self.journal.write(uuid, sealed.payload)
+        except FileExistsError as exc:
+            raise Conflict(f"attachment {uuid} already exists") from exc
+        try:
+            self.catalog.add_pending(
+                PendingAttachment(
+                    uuid, content_type, len(data), len(sealed.payload), kek_id, sealed.wrapped_key
+                )
+            )
+        except BaseException:
+            self.journal.delete(uuid)
+            raise
+        self._digest_queue.put(uuid)
+
+    def _read_journal(self, pending: PendingAttachment) -> bytes:
+        assert self.journal is not None
+        _flags, data = open_sealed(
+            self.journal.read(pending.uuid),
+            self._journal_aad(pending.uuid),
+            pending.wrapped_key,
+            self.keys.kek(pending.kek_id),
+        )
+        if len(data) != pending.size:
+            raise IntegrityError(f"journal entry {pending.uuid} has the wrong size")
+        return data
+
+    def digest(self, uuid: str) -> bool:
+        """Split, deduplicate and compress one journaled attachment; False if it is gone."""
+        pending = self.catalog.pending(uuid)
+        if pending is None or self.journal is None:
+            return False
+        data = self._read_journal(pending)
+        try:
+            self._put_parts(uuid, pending.content_type, data, from_pending=True)
+        except NotFound:
+            return False  # removed meanwhile; the remover deleted the journal entry
+        self.journal.delete(uuid)
+        return True
+
+    def start_digester(self) -> None:
+        """Turn write-behind on: journal large DICOM files, digest them on a thread."""
+        if self.journal is None or self._digester is not None:
+            return
+        self._digest_queue = queue.Queue()
+        for pending in self.catalog.all_pending():  # left by the previous run
+            self._digest_queue.put(pending.uuid)
+        self._digester = threading.Thread(
+            target=self._digest_loop, name="vna-digester", daemon=True
+        )
+        self._digester.start()
+
+    def stop_digester(self, timeout: float = 60.0) -> None:
+        """Finish the attachment in hand and stop; the rest waits for the next start."""
+        if self._digest_queue is not None and self._digester is not None:
+            self._digest_queue.put(None)
+            self._digester.join(timeout)
+            self._digester = None
+
+    def flush_digester(self, timeout: float = 60.0) -> bool:
+        """Wait until every queued attachment is digested (tests, benchmarks)."""
+        if self._digest_queue is None:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._digest_queue.all_tasks_done:
+            while self._digest_queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._digest_queue.all_tasks_done.wait(remaining)
+        return True
+
+    def _digest_loop(self) -> None:
+        assert self._digest_queue is not None
+        while True:
+            uuid = self._digest_queue.get()
+            try:
+                if uuid is None:
+                    return
+                self.digest(uuid)
+            except Exception:
+                logger.exception(
+                    "digesting attachment %s failed; it stays journaled and is "
+                    "retried at the next start",
+                    uuid,
+                )
+            finally:
+                self._digest_queue.task_done()
 
     def collect(
         self, grace_seconds: float | None = None, progress: Callable[[int], None] | None = None
@@ -333,6 +482,11 @@ class BlobStore:
         report.refcount_errors = [(b.hex(), s, a) for b, s, a in self.catalog.refcount_mismatches()]
         report.dangling_parts = [(u, b.hex()) for u, b in self.catalog.dangling_parts()]
         report.orphan_payloads = [key for key in self.hot.iter_keys() if key not in known]
+        for pending in self.catalog.all_pending():
+            try:
+                self._read_journal(pending)
+            except (IntegrityError, NotFound) as exc:
+                report.damaged_attachments.append((pending.uuid, str(exc)))
         if attachments:
             for uuid in sorted(self.catalog.attachment_uuids()):
                 try:
@@ -347,7 +501,9 @@ class BlobStore:
         old = [key_id for key_id in self.keys.key_ids() if key_id != current_id]
         if not old:
             return 0
-        total = 0
+        total = self.catalog.rewrap_pending(
+            old, current_id, lambda wrapped, kek_id: rewrap(wrapped, self.keys.kek(kek_id), current)
+        )
         while True:
             done = self.catalog.rewrap_batch(
                 old,

@@ -84,6 +84,19 @@ attachments = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# attachments acknowledged to Orthanc and journaled, not yet split, deduplicated, compressed
+pending_attachments = Table(
+    "pending_attachments",
+    metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("content_type", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("journal_size", Integer, nullable=False),
+    Column("kek_id", String(16), nullable=False),
+    Column("wrapped_key", LargeBinary(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 attachment_parts = Table(
     "attachment_parts",
     metadata,
@@ -238,6 +251,10 @@ class _HotPath:
         return self._sqlite().execute(sql, params).fetchall()
 
 
+class _Withdrawn(Exception):
+    """The pending attachment was removed while it was being digested."""
+
+
 class _BlobVanished(Exception):
     """A blob the writer counted on was garbage-collected meanwhile."""
 
@@ -255,6 +272,18 @@ class BlobRecord:
     kind: str
     tier: str = "hot"
     payload: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAttachment:
+    """A journaled attachment waiting for the digester."""
+
+    uuid: str
+    content_type: int
+    size: int
+    journal_size: int
+    kek_id: str
+    wrapped_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +345,7 @@ class Stats:
     stored_bytes: int
     blobs: int
     unreferenced_blobs: int
+    pending: int = 0
 
     @property
     def dedup_ratio(self) -> float:
@@ -346,6 +376,15 @@ _INSERT_BLOB = (
     "kind, created_at, unreferenced_since, payload) VALUES (:id, :size, :stored_size, :flags, "
     ":kek_id, :wrapped_key, :refcount, :tier, :kind, :now, NULL, :payload) "
     "ON CONFLICT (id) DO NOTHING"
+)
+_DELETE_PENDING = "DELETE FROM pending_attachments WHERE uuid = :uuid"
+_INSERT_PENDING = (
+    "INSERT INTO pending_attachments (uuid, content_type, size, journal_size, kek_id, "
+    "wrapped_key, created_at) VALUES (:uuid, :content_type, :size, :journal_size, :kek_id, "
+    ":wrapped_key, :now)"
+)
+_SELECT_PENDING = (
+    "SELECT uuid, content_type, size, journal_size, kek_id, wrapped_key FROM pending_attachments"
 )
 _INSERT_PART = (
     "INSERT INTO attachment_parts (uuid, seq, blob_id, length) "
@@ -440,6 +479,7 @@ class Catalog:
         new_blobs: dict[bytes, BlobRecord],
         on_inserted: Callable[[bytes], None],
         on_lost_race: Callable[[bytes], None],
+        from_pending: bool = False,
     ) -> bool:
         """Record an attachment and take references on its blobs, in one transaction.
 
@@ -454,6 +494,8 @@ class Catalog:
         try:
             with self._hot.write() as run:
                 # every check that can refuse comes before the first payload is published
+                if from_pending and not run(_DELETE_PENDING, {"uuid": uuid}).rowcount:
+                    raise _Withdrawn
                 try:
                     run(
                         _INSERT_ATTACHMENT,
@@ -504,7 +546,63 @@ class Catalog:
                     )
         except _BlobVanished:
             return False
+        except _Withdrawn:
+            raise NotFound(f"attachment {uuid} was removed while being digested") from None
         return True
+
+    def add_pending(self, pending: PendingAttachment) -> None:
+        """Record a journaled attachment (Conflict if the uuid is taken)."""
+        with self._hot.write() as run:
+            taken = run(
+                "SELECT 1 FROM attachments WHERE uuid = :uuid", {"uuid": pending.uuid}
+            ).fetchall()
+            if taken:
+                raise Conflict(f"attachment {pending.uuid} already exists")
+            try:
+                run(
+                    _INSERT_PENDING,
+                    {
+                        "uuid": pending.uuid,
+                        "content_type": pending.content_type,
+                        "size": pending.size,
+                        "journal_size": pending.journal_size,
+                        "kek_id": pending.kek_id,
+                        "wrapped_key": pending.wrapped_key,
+                        "now": time.time(),
+                    },
+                )
+            except (sqlite3.IntegrityError, exc.IntegrityError) as error:
+                raise Conflict(f"attachment {pending.uuid} already exists") from error
+
+    def pending(self, uuid: str) -> PendingAttachment | None:
+        rows = self._hot.read(_SELECT_PENDING + " WHERE uuid = :uuid", {"uuid": uuid})
+        return _pending(rows[0]) if rows else None
+
+    def all_pending(self) -> list[PendingAttachment]:
+        return [_pending(r) for r in self._hot.read(_SELECT_PENDING + " ORDER BY created_at", {})]
+
+    def remove_pending(self, uuid: str) -> bool:
+        with self._hot.write() as run:
+            return bool(run(_DELETE_PENDING, {"uuid": uuid}).rowcount)
+
+    def rewrap_pending(
+        self, old_kek_ids: list[str], new_kek_id: str, rewrap: Callable[[bytes, str], bytes]
+    ) -> int:
+        done = 0
+        for item in self.all_pending():
+            if item.kek_id in old_kek_ids:
+                with self._hot.write() as run:
+                    done += run(
+                        "UPDATE pending_attachments SET wrapped_key = :w, kek_id = :k "
+                        "WHERE uuid = :uuid AND kek_id = :old",
+                        {
+                            "w": rewrap(item.wrapped_key, item.kek_id),
+                            "k": new_kek_id,
+                            "uuid": item.uuid,
+                            "old": item.kek_id,
+                        },
+                    ).rowcount
+        return done
 
     def attachment_parts(self, uuid: str) -> tuple[int, bytes, list[tuple[BlobRecord, int]]]:
         """Return (size, digest, [(blob, length) in order]) of an attachment."""
@@ -617,14 +715,24 @@ class Catalog:
             return [(str(r[0]), bytes(r[1])) for r in conn.execute(query)]
 
     def attachment_uuids(self) -> set[str]:
+        """Every attachment the archive holds, digested or still journaled."""
         with self.engine.connect() as conn:
-            return {str(r[0]) for r in conn.execute(select(attachments.c.uuid))}
+            done = {str(r[0]) for r in conn.execute(select(attachments.c.uuid))}
+            pending = {str(r[0]) for r in conn.execute(select(pending_attachments.c.uuid))}
+        return done | pending
 
     def attachments_created_before(self, when: float) -> list[tuple[str, int]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(attachments.c.uuid, attachments.c.content_type).where(
-                    attachments.c.created_at < when
+            rows = list(
+                conn.execute(
+                    select(attachments.c.uuid, attachments.c.content_type).where(
+                        attachments.c.created_at < when
+                    )
+                )
+            )
+            rows += conn.execute(
+                select(pending_attachments.c.uuid, pending_attachments.c.content_type).where(
+                    pending_attachments.c.created_at < when
                 )
             )
             return [(str(r[0]), int(r[1])) for r in rows]
@@ -980,16 +1088,31 @@ class Catalog:
             unreferenced = conn.execute(
                 select(func.count()).select_from(blobs).where(blobs.c.refcount <= 0)
             ).scalar_one()
+            n_pending, pending_logical, pending_stored = conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(pending_attachments.c.size), 0),
+                    func.coalesce(func.sum(pending_attachments.c.journal_size), 0),
+                )
+            ).one()
+        # journaled attachments count as held: their bytes are on disk until digested
         return Stats(
             int(n_instances),
             int(n_studies),
-            int(n_att),
-            int(logical),
+            int(n_att) + int(n_pending),
+            int(logical) + int(pending_logical),
             int(unique),
-            int(stored),
+            int(stored) + int(pending_stored),
             int(n_blobs),
             int(unreferenced),
+            int(n_pending),
         )
+
+
+def _pending(row: Any) -> PendingAttachment:
+    return PendingAttachment(
+        str(row[0]), int(row[1]), int(row[2]), int(row[3]), str(row[4]), bytes(row[5])
+    )
 
 
 def _blob_record(m: Any) -> BlobRecord:

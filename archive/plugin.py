@@ -21,7 +21,7 @@ from archive.indexer import Indexer, Stored
 from archive.settings import Settings
 from security.errors import IntegrityError, StorageFull, VnaError
 from security.keys import KeyRing
-from tiering.fs import FileStore
+from tiering.fs import FileStore, Journal
 
 __all__ = ["ArchivePlugin", "register", "instance_record"]
 
@@ -235,6 +235,7 @@ class ArchivePlugin:
             threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
         elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
             self.indexer.stop()
+            self.store.stop_digester()
 
     def reindex_missing(self) -> int:
         """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
@@ -273,7 +274,8 @@ def open_store(settings: Settings) -> BlobStore:
     catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
     keys = KeyRing.open_or_create(settings.keys_dir)
     hot = FileStore(settings.blob_dir, fsync=settings.storage.fsync)
-    return BlobStore(catalog, keys, hot, settings.storage)
+    journal = Journal(settings.home / "journal", fsync=settings.storage.fsync)
+    return BlobStore(catalog, keys, hot, settings.storage, journal)
 
 
 def register(sdk: Any, settings: Settings) -> ArchivePlugin:
@@ -285,6 +287,8 @@ def register(sdk: Any, settings: Settings) -> ArchivePlugin:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
     plugin = ArchivePlugin(sdk, settings, open_store(settings))
+    if settings.storage.write_behind:
+        plugin.store.start_digester()
     sdk.RegisterStorageArea(plugin.create, plugin.read, plugin.remove)
     sdk.RegisterIncomingCStoreInstanceFilter(plugin.filter_cstore)
     sdk.RegisterOnStoredInstanceCallback(plugin.on_stored)

@@ -51,6 +51,13 @@ def orthanc_attachment_uuids(index_file: Path) -> set[str] | None:
 def recover(store: BlobStore, orthanc_index: Path, since: float) -> RecoveryReport:
     """Repair what an unclean stop left; call only while Orthanc is not running."""
     republished, staged = store.finish_interrupted_publishes()
+    if store.journal is not None:
+        # journal entries whose catalog row never committed were never acknowledged
+        pending = {p.uuid for p in store.catalog.all_pending()}
+        for name in list(store.journal.names()):
+            if name not in pending:
+                store.journal.delete(name)
+                staged += 1
     # only files from the interrupted run: anything older is for `vna fsck` to report
     orphans = store.remove_orphan_payloads(newer_than=since - 60)
     removed = 0

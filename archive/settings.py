@@ -41,6 +41,11 @@ class StorageSettings(BaseModel):
     # the last commits, which recovery reconciles with Orthanc's index (whose own commits
     # are not synced either)
     durable_catalog: bool = False
+    # acknowledge a DICOM file once it is journaled (encrypted, on disk) and split,
+    # deduplicate and compress it in the background: the C-STORE path then costs about
+    # what plain Orthanc's file write costs
+    write_behind: bool = True
+    write_behind_min_bytes: int = Field(65536, ge=0)
 
 
 class InstitutionConfig(BaseModel):

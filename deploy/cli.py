@@ -162,6 +162,7 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
         "stored_bytes": s.stored_bytes,
         "blobs": s.blobs,
         "unreferenced_blobs": s.unreferenced_blobs,
+        "pending": s.pending,
         "dedup_ratio": round(s.dedup_ratio, 3),
         "compression_ratio": round(s.compression_ratio, 3),
         "total_ratio": round(s.total_ratio, 3),

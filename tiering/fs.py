@@ -117,3 +117,54 @@ class FileStore:
             return self.path(key).stat().st_size
         except FileNotFoundError as exc:
             raise NotFound(key) from exc
+
+
+class Journal:
+    """Durable named files for write-behind: each written once, fdatasynced, then deleted.
+
+    A name is an attachment uuid; the catalog row that makes a journal entry visible is
+    committed only after the file is on disk, so a file without a row is crash residue.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise IntegrityError(f"invalid journal entry name {name!r}")
+        return self.root / name
+
+    def write(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno == 28:  # ENOSPC
+                raise StorageFull(f"journal at {self.root} is full: free space") from exc
+            raise
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"journal entry {name} is missing") from exc
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def names(self) -> Iterator[str]:
+        for entry in self.root.iterdir():
+            yield entry.name

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,14 @@ class Archive:
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.post(self.orthanc_url + path, auth=self.auth, timeout=60, **kwargs)
 
-    def stats(self) -> dict[str, Any]:
-        return dict(json.loads(self.vna("stats", "--json").stdout))
+    def stats(self, settled: bool = True) -> dict[str, Any]:
+        """`vna stats --json`; by default once write-behind has digested everything."""
+        deadline = time.monotonic() + 120
+        while True:
+            data = dict(json.loads(self.vna("stats", "--json").stdout))
+            if not settled or data["pending"] == 0 or time.monotonic() > deadline:
+                return data
+            time.sleep(0.2)
 
     def orthanc_pid(self) -> int:
         return int(json.loads((self.home / "run" / "ready").read_text())["pid"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -785,3 +787,99 @@ def test_an_interrupted_publish_is_finished_by_recovery(
     assert store.finish_interrupted_publishes() == (1, 1)
     assert store.get("att-1") == data
     assert list((store.hot.root / "staging").iterdir()) == []
+
+
+# --------------------------------------------------------------------- write-behind
+
+
+@pytest.fixture
+def behind(catalog: Catalog, keys: KeyRing, tmp_path: Path) -> Iterator[BlobStore]:
+    from tiering.fs import Journal
+
+    store = BlobStore(
+        catalog,
+        keys,
+        FileStore(tmp_path / "wb-tier", fsync=False),
+        StorageSettings(fsync=False, write_behind_min_bytes=1024),
+        Journal(tmp_path / "journal", fsync=False),
+    )
+    yield store
+    store.stop_digester()
+
+
+def test_write_behind_reads_before_and_after_digest(
+    behind: BlobStore, small_ct: list[bytes], big_ct: bytes
+) -> None:
+    behind.put("plain", 1, small_ct[0])  # no digester yet: stored at once
+    assert behind.catalog.pending("plain") is None
+    behind._digest_queue = queue.Queue()  # journal without a running digester
+    behind.put("later", 1, big_ct)
+    pending = behind.catalog.pending("later")
+    assert pending is not None and pending.size == len(big_ct)
+    assert behind.get("later") == big_ct
+    assert list(behind.journal.names()) == ["later"]  # type: ignore[union-attr]
+    assert behind.catalog.stats().pending == 1
+    journal_bytes = (behind.journal.root / "later").read_bytes()  # type: ignore[union-attr]
+    assert big_ct[1000:1100] not in journal_bytes, "the journal is encrypted"
+    behind._digest_queue = None
+    behind.start_digester()  # picks up what the previous run left
+    assert behind.flush_digester(30)
+    assert behind.catalog.pending("later") is None
+    assert list(behind.journal.names()) == []  # type: ignore[union-attr]
+    assert behind.get("later") == big_ct
+    assert behind.check(attachments=True).ok
+
+
+def test_write_behind_deduplicates_after_digest(behind: BlobStore, big_ct: bytes) -> None:
+    behind.start_digester()
+    behind.put("first", 1, big_ct)
+    behind.put("second", 1, big_ct)
+    assert behind.flush_digester(30)
+    stats = behind.catalog.stats()
+    assert stats.attachments == 2 and stats.pending == 0
+    assert stats.unique_bytes == len(big_ct)
+
+
+def test_removing_a_journaled_attachment(behind: BlobStore, big_ct: bytes) -> None:
+    behind._digest_queue = queue.Queue()  # journal, never digest
+    behind.put("gone", 1, big_ct)
+    behind.remove("gone")
+    assert behind.catalog.pending("gone") is None
+    assert list(behind.journal.names()) == []  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        behind.get("gone")
+    assert behind.digest("gone") is False
+
+
+def test_a_removed_attachment_is_not_digested(behind: BlobStore, big_ct: bytes) -> None:
+    behind._digest_queue = queue.Queue()
+    behind.put("racy", 1, big_ct)
+    pending = behind.catalog.pending("racy")
+    assert pending is not None
+    data = behind._read_journal(pending)
+    behind.remove("racy")  # Orthanc removes it while the digester holds its bytes
+    with pytest.raises(NotFound):
+        behind._put_parts("racy", 1, data, from_pending=True)
+    assert behind.catalog.stats().attachments == 0
+
+
+def test_a_tampered_journal_entry_fails_loudly(behind: BlobStore, big_ct: bytes) -> None:
+    behind._digest_queue = queue.Queue()
+    behind.put("t", 1, big_ct)
+    path = behind.journal.root / "t"  # type: ignore[union-attr]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        behind.get("t")
+    assert [u for u, _ in behind.check().damaged_attachments] == ["t"]
+
+
+def test_same_uuid_twice_is_a_conflict_and_keeps_the_first(
+    behind: BlobStore, big_ct: bytes
+) -> None:
+    behind._digest_queue = queue.Queue()
+    behind.put("dup", 1, big_ct)
+    with pytest.raises(Conflict):
+        behind.put("dup", 1, big_ct[::-1])
+    assert behind.get("dup") == big_ct

@@ -892,19 +892,8 @@ class Catalog:
         conn.execute(table.insert().values(**key, **values))
 
     def _index_one(self, conn: Connection, rec: InstanceRecord, now: float) -> None:
-        self._upsert(
-            conn,
-            patients,
-            {"issuer": rec.issuer, "patient_id": rec.patient_id},
-            {"patient_name": rec.patient_name, "birth_date": rec.birth_date, "sex": rec.sex},
-        )
-        patient_pk = conn.execute(
-            select(patients.c.pk).where(
-                patients.c.issuer == rec.issuer, patients.c.patient_id == rec.patient_id
-            )
-        ).scalar_one()
-        exists = conn.execute(
-            select(studies.c.study_uid).where(studies.c.study_uid == rec.study_uid)
+        study = conn.execute(
+            select(studies.c.patient_pk).where(studies.c.study_uid == rec.study_uid)
         ).first()
         study_values = {
             "study_date": rec.study_date,
@@ -914,13 +903,33 @@ class Catalog:
             "description": rec.study_description,
             "referring_physician": rec.referring_physician,
         }
-        if exists is None:
+        patient_values = {
+            "patient_name": rec.patient_name,
+            "birth_date": rec.birth_date,
+            "sex": rec.sex,
+        }
+        if study is None:
+            self._upsert(
+                conn,
+                patients,
+                {"issuer": rec.issuer, "patient_id": rec.patient_id},
+                patient_values,
+            )
+            patient_pk = conn.execute(
+                select(patients.c.pk).where(
+                    patients.c.issuer == rec.issuer, patients.c.patient_id == rec.patient_id
+                )
+            ).scalar_one()
             conn.execute(
                 studies.insert().values(
                     study_uid=rec.study_uid, patient_pk=patient_pk, created_at=now, **study_values
                 )
             )
-        else:  # the first patient keeps the study; attributes follow the latest instance
+        else:
+            # the study keeps the patient it was first filed under: a re-send from another
+            # institution (whose name would be the issuer) must not create a second patient
+            if self._same_patient(conn, study.patient_pk, rec):
+                self._upsert(conn, patients, {"pk": study.patient_pk}, patient_values)
             self._upsert(conn, studies, {"study_uid": rec.study_uid}, study_values)
         self._upsert(
             conn,
@@ -952,6 +961,13 @@ class Catalog:
         ).rowcount
         if not updated:
             conn.execute(instances.insert().values(sop_uid=rec.sop_uid, created_at=now, **values))
+
+    @staticmethod
+    def _same_patient(conn: Connection, patient_pk: int, rec: InstanceRecord) -> bool:
+        row = conn.execute(
+            select(patients.c.issuer, patients.c.patient_id).where(patients.c.pk == patient_pk)
+        ).first()
+        return row is not None and (row.issuer, row.patient_id) == (rec.issuer, rec.patient_id)
 
     def _add_source(self, conn: Connection, src: SourceRecord, now: float) -> bool:
         known = conn.execute(

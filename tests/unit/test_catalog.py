@@ -350,3 +350,12 @@ def test_reindexing_refreshes_descriptive_attributes(catalog: Catalog) -> None:
     with catalog.engine.connect() as conn:
         names = [r[0] for r in conn.exec_driver_sql("select patient_name from patients")]
     assert names == ["Right^Name"]
+
+
+def test_a_re_send_from_another_institution_keeps_one_patient(catalog: Catalog) -> None:
+    catalog.index_instance(_record("5.1", issuer="Hospital A"))
+    # Orthanc calls the stored-instance callback for a re-send too; the fallback issuer is
+    # then the second sender
+    catalog.index_instance(_record("5.1", issuer="Hospital B"))
+    assert _count(catalog, "patients") == 1
+    assert catalog.patients_with_id("PID-1") == [("Hospital A", "PID-1")]

@@ -376,12 +376,8 @@ class VnaArchive(Target):
         for name, key in (("vna.pid", None), ("ready", "pid")):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 text = (self.home / "run" / name).read_text()
-                pids.append(
-                    (
-                        int(json.loads(text)[key] if key else text.strip()),
-                        "Orthanc" if key else str(self.home),
-                    )
-                )
+                # both command lines name the home: the supervisor's --home, Orthanc's config
+                pids.append((int(json.loads(text)[key] if key else text.strip()), str(self.home)))
         try:
             self.vna("down", timeout=timeout)
         except (BenchError, subprocess.TimeoutExpired):
@@ -666,7 +662,8 @@ def write_section(path: Path, key: str, body: str, title: str = "# Benchmark res
     begin, end = f"<!-- BEGIN {key} -->", f"<!-- END {key} -->"
     block = f"{begin}\n{body.strip()}\n{end}\n"
     text = path.read_text() if path.exists() else f"{title}\n\n"
-    i, j = text.find(begin), text.find(end)
+    i = text.find(begin)
+    j = text.find(end, i) if i >= 0 else -1
     if i >= 0 and j > i:
         rest = text[j + len(end) :].lstrip("\n")
         text = text[:i] + block + ("\n" + rest if rest else "")

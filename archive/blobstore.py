@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from archive.catalog import BlobRecord, Catalog, PendingAttachment
+from archive.perthread import PerThread
 from archive.settings import StorageSettings
 from archive.split import Span, split_dicom
 from security.envelope import blob_mac, open_sealed, rewrap, seal, verify_mac
@@ -94,24 +95,21 @@ class BlobStore:
         self.hot = hot
         self.settings = settings
         self.journal = journal
-        self._local = threading.local()
+        self._compressors: PerThread[zstandard.ZstdCompressor] = PerThread(
+            lambda: zstandard.ZstdCompressor(level=settings.zstd_level)
+        )
+        self._decompressors: PerThread[zstandard.ZstdDecompressor] = PerThread(
+            zstandard.ZstdDecompressor
+        )
         self._digest_queue: queue.Queue[str | None] | None = None
         self._digester: threading.Thread | None = None
 
     # zstd contexts are not thread-safe; one per thread is cheap
     def _compressor(self) -> zstandard.ZstdCompressor:
-        comp: zstandard.ZstdCompressor | None = getattr(self._local, "comp", None)
-        if comp is None:
-            comp = zstandard.ZstdCompressor(level=self.settings.zstd_level)
-            self._local.comp = comp
-        return comp
+        return self._compressors.get()
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
-        dec: zstandard.ZstdDecompressor | None = getattr(self._local, "dec", None)
-        if dec is None:
-            dec = zstandard.ZstdDecompressor()
-            self._local.dec = dec
-        return dec
+        return self._decompressors.get()
 
     # -- write -------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from archive.perthread import PerThread
 from security.errors import Conflict, InvalidInput, NotFound
 
 __all__ = [
@@ -215,18 +215,20 @@ class _HotPath:
         self.catalog = catalog
         self.path = path
         self.synchronous = synchronous
-        self._local = threading.local()
+        self._connections: PerThread[sqlite3.Connection] = PerThread(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        _sqlite_pragmas(self.synchronous)(conn, None)
+        return conn
 
     def _sqlite(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            assert self.path is not None
-            conn = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            _sqlite_pragmas(self.synchronous)(conn, None)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
+
+    def close(self) -> None:
+        for conn in self._connections.values():
+            conn.close()
 
     @contextmanager
     def write(self) -> Iterator[Callable[[str, Any], Any]]:
@@ -440,6 +442,7 @@ class Catalog:
         self._hot = _HotPath(self, sqlite_path, "FULL" if durable else "NORMAL")
 
     def close(self) -> None:
+        self._hot.close()
         self.engine.dispose()
         self.index_engine.dispose()
 

@@ -61,8 +61,8 @@ class Indexer:
     def stored(self, item: Stored) -> None:
         self._queue.put(item)
 
-    def received(self, source: Callable[[], SourceRecord | None]) -> None:
-        """Queue a receipt; ``source`` is called on the indexer thread (parsing is deferred)."""
+    def received(self, source: SourceRecord) -> None:
+        """Queue a receipt: recorded once its instance is indexed."""
         self._queue.put(source)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -119,14 +119,8 @@ class Indexer:
                     continue
                 if item.source is not None:
                     sources.append(item.source)
-            elif callable(item):
-                try:
-                    source = item()
-                except Exception:
-                    logger.exception("cannot read a C-STORE receipt; its source is not recorded")
-                    continue
-                if source is not None:
-                    self._pending.append(_Pending(source))
+            elif isinstance(item, SourceRecord):
+                self._pending.append(_Pending(item))
         sources.extend(p.source for p in self._pending)
         since = {id(p.source): p.since for p in self._pending}
         try:

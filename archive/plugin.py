@@ -19,6 +19,7 @@ from archive.blobstore import BlobStore
 from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
 from archive.indexer import Indexer, Stored
 from archive.settings import Settings
+from archive.split import sop_instance_uid
 from security.errors import IntegrityError, StorageFull, VnaError
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
@@ -186,17 +187,11 @@ class ArchivePlugin:
             )
             return STATUS_NOT_AUTHORIZED
         # every C-STORE, new or a re-send of an archived instance, is a receipt; the indexer
-        # parses it off this thread and records it once the instance is in the catalog
-        raw_tags = received.GetInstanceSimplifiedJson()
-        institution_id = institution.id
-
-        def source() -> SourceRecord | None:
-            sop_uid = json.loads(raw_tags).get("SOPInstanceUID")
-            return (
-                SourceRecord(str(sop_uid), institution_id, "dimse", ae_title) if sop_uid else None
-            )
-
-        self.indexer.received(source)
+        # records it once the instance is in the catalog. The SOP Instance UID is read from
+        # the file itself: asking Orthanc for the tags as JSON converts the whole data set.
+        sop_uid = sop_instance_uid(received.GetInstanceData())
+        if sop_uid:
+            self.indexer.received(SourceRecord(sop_uid, institution.id, "dimse", ae_title))
         return 0
 
     @_guard("indexing a stored instance")

@@ -42,9 +42,10 @@ class StorageSettings(BaseModel):
     # are not synced either)
     durable_catalog: bool = False
     # acknowledge a DICOM file once it is journaled (encrypted, on disk) and split,
-    # deduplicate and compress it in the background: the C-STORE path then costs about
-    # what plain Orthanc's file write costs
-    write_behind: bool = True
+    # deduplicate and compress it on a background thread. Off by default: on a 2-core
+    # machine the background work competes with Orthanc and ingest is slower (bench/);
+    # meant for machines with cores to spare, where it shortens each C-STORE
+    write_behind: bool = False
     write_behind_min_bytes: int = Field(65536, ge=0)
 
 

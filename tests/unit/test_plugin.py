@@ -95,6 +95,20 @@ class FakeInstance:
     def GetInstanceSimplifiedJson(self) -> str:  # noqa: N802
         return json.dumps(self.tags)
 
+    def GetInstanceData(self) -> bytes:  # noqa: N802
+        """The Part 10 file (only the UIDs matter to the plugin's filter)."""
+        ds = pydicom.Dataset()
+        ds.SOPClassUID = self.tags["SOPClassUID"]
+        ds.SOPInstanceUID = self.tags["SOPInstanceUID"]
+        ds.PatientID = self.tags.get("PatientID", "")
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        return buffer.getvalue()
+
     def GetInstanceTransferSyntaxUid(self) -> str:  # noqa: N802
         return "1.2.840.10008.1.2.1"
 

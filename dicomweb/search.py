@@ -1,0 +1,155 @@
+"""Run QIDO-RS queries and WADO-RS look-ups against the catalog (blocking; call from a thread).
+
+Every statement carries :func:`dicomweb.access.reachable`, so what an institution cannot
+reach is indistinguishable from what does not exist.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from dicomweb.access import reachable
+from dicomweb.attributes import RETRIEVE_URL, Level
+from dicomweb.dicomjson import element
+from dicomweb.query import Query, build_select
+from dicomweb.store import Catalog, instances, series, studies
+
+__all__ = ["StoredInstance", "instances_to_retrieve", "search"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """One instance to send: its UIDs, stored transfer syntax and attachment."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    transfer_syntax: str | None
+    attachment_uuid: str
+
+
+def search(catalog: Catalog, query: Query, institution: str, base_url: str) -> list[dict[str, Any]]:
+    """Answer ``query`` for ``institution`` as DICOM JSON datasets (PS3.18 10.6).
+
+    Parameters
+    ----------
+    base_url : str
+        The DICOMweb root (``http://host:port/dicom-web``) for Retrieve URL.
+    """
+    stmt = build_select(query, institution, dialect=catalog.engine.dialect.name)
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+        computed = _computed(conn, query, rows)
+    nkeys = int(query.level)
+    stored = [a for a in query.returned if a.column is not None]
+    results = []
+    for row in rows:
+        keys = [str(v) for v in row[:nkeys]]
+        values = dict(zip((a.tag for a in stored), row[nkeys:], strict=True))
+        extra = computed.get(keys[-1], {})
+        dataset: dict[str, Any] = {}
+        for attr in query.returned:
+            value = values[attr.tag] if attr.column is not None else extra.get(attr.keyword)
+            dataset[attr.tag] = element(attr.vr, value)
+        url = f"{base_url}/studies/{keys[0]}"
+        if nkeys >= 2:
+            url += f"/series/{keys[1]}"
+        if nkeys >= 3:
+            url += f"/instances/{keys[2]}"
+        dataset[RETRIEVE_URL] = element("UR", url)
+        results.append(dict(sorted(dataset.items())))
+    return results
+
+
+def _computed(conn: Any, query: Query, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """ModalitiesInStudy and the related-object counts, for the page of results only."""
+    wanted = {a.keyword for a in query.returned if a.computed}
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    if not wanted or not rows:
+        return out
+    if query.level == Level.STUDY:
+        uids = [str(r[0]) for r in rows]
+        if "ModalitiesInStudy" in wanted:
+            mods: dict[str, set[str]] = defaultdict(set)
+            for uid, modality in conn.execute(
+                select(series.c.study_uid, series.c.modality)
+                .where(series.c.study_uid.in_(uids), series.c.modality.is_not(None))
+                .distinct()
+            ):
+                mods[uid].add(modality)
+            for uid in uids:
+                out[uid]["ModalitiesInStudy"] = sorted(mods.get(uid, ()))
+        if "NumberOfStudyRelatedSeries" in wanted:
+            for uid, n in conn.execute(
+                select(series.c.study_uid, func.count())
+                .where(series.c.study_uid.in_(uids))
+                .group_by(series.c.study_uid)
+            ):
+                out[uid]["NumberOfStudyRelatedSeries"] = n
+        if "NumberOfStudyRelatedInstances" in wanted:
+            for uid, n in conn.execute(
+                select(instances.c.study_uid, func.count())
+                .where(instances.c.study_uid.in_(uids))
+                .group_by(instances.c.study_uid)
+            ):
+                out[uid]["NumberOfStudyRelatedInstances"] = n
+    elif query.level == Level.SERIES and "NumberOfSeriesRelatedInstances" in wanted:
+        uids = [str(r[1]) for r in rows]
+        for uid, n in conn.execute(
+            select(instances.c.series_uid, func.count())
+            .where(instances.c.series_uid.in_(uids))
+            .group_by(instances.c.series_uid)
+        ):
+            out[uid]["NumberOfSeriesRelatedInstances"] = n
+    return out
+
+
+def instances_to_retrieve(
+    catalog: Catalog,
+    institution: str,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[StoredInstance]:
+    """The stored instances of a study, series or instance that ``institution`` reaches.
+
+    An empty list means "not found" to the caller, whether the resource does not exist
+    or is not reachable: the two must not be told apart.
+    """
+    stmt = (
+        select(
+            instances.c.study_uid,
+            instances.c.series_uid,
+            instances.c.sop_uid,
+            instances.c.transfer_syntax,
+            instances.c.attachment_uuid,
+        )
+        .join(studies, studies.c.study_uid == instances.c.study_uid)
+        .where(
+            instances.c.study_uid == study_uid,
+            instances.c.attachment_uuid.is_not(None),
+            reachable(studies.c.study_uid, institution),
+        )
+        .order_by(instances.c.series_uid, instances.c.instance_number, instances.c.sop_uid)
+    )
+    if series_uid is not None:
+        stmt = stmt.where(instances.c.series_uid == series_uid)
+    if sop_uid is not None:
+        stmt = stmt.where(instances.c.sop_uid == sop_uid)
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        StoredInstance(
+            study_uid=str(r[0]),
+            series_uid=str(r[1]),
+            sop_uid=str(r[2]),
+            transfer_syntax=None if r[3] is None else str(r[3]),
+            attachment_uuid=str(r[4]),
+        )
+        for r in rows
+    ]

@@ -1,0 +1,236 @@
+"""The DICOMweb gateway against a real archive: dicomweb-client with embedded-issuer tokens,
+per-institution visibility, byte-identical retrieval, token refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+from archive.synthetic import StudySpec, write_study
+from security.issuer import EmbeddedIssuer
+from tests.integration.harness import ROOT, Archive, free_port
+
+SPEC = StudySpec(series=2, slices=3, rows=64, columns=64, patient_id="GW0001", seed=31)
+N_INSTANCES = SPEC.series * SPEC.slices
+
+
+@dataclass
+class Gateway:
+    url: str
+    issuer: EmbeddedIssuer
+    study_uid: str
+    files: list[Path]
+    log: Path
+
+    @property
+    def root(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def token(self, institution: str, scopes: tuple[str, ...] = ("dicom.read",)) -> str:
+        subject = f"client-{institution}"
+        return self.issuer.mint(subject=subject, institution=institution, scopes=scopes)
+
+    def client(self, institution: str) -> DICOMwebClient:
+        headers = {"Authorization": f"Bearer {self.token(institution)}"}
+        return DICOMwebClient(url=self.root, headers=headers)
+
+
+def _wait_until(check: object, what: str, deadline: float = 120.0) -> None:
+    """Poll ``check()`` until it is true; a readiness wait, not a timing assertion."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = archive.home / "log" / "gateway-test.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
+        + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
+        cwd=ROOT,
+        env=archive.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
+        issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
+        files = write_study(SPEC, tmp_path_factory.mktemp("gw-study"))
+        sent = archive.storescu("HOSPA", *files)
+        assert sent.returncode == 0, sent.stderr
+        study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        gw = Gateway(url, issuer, study_uid, files, log_path)
+        headers = {"Authorization": f"Bearer {gw.token('Hospital A')}"}
+
+        def indexed() -> bool:
+            answer = requests.get(
+                f"{gw.root}/studies/{study_uid}/instances", headers=headers, timeout=10
+            )
+            return answer.ok and len(answer.json()) == N_INSTANCES
+
+        _wait_until(indexed, "the catalog to index the study")
+        yield gw
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def test_search_studies_series_instances(gateway: Gateway) -> None:
+    client = gateway.client("Hospital A")
+    studies = client.search_for_studies(search_filters={"PatientID": SPEC.patient_id})
+    assert [s["0020000D"]["Value"][0] for s in studies] == [gateway.study_uid]
+    study = studies[0]
+    assert study["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": SPEC.patient_name}]}
+    assert study["00201208"]["Value"] == [N_INSTANCES]
+    assert study["00080061"]["Value"] == ["CT"]
+    wildcard = client.search_for_studies(search_filters={"PatientName": "synthetic*"})
+    assert gateway.study_uid in [s["0020000D"]["Value"][0] for s in wildcard]
+    dated = client.search_for_studies(search_filters={"StudyDate": f"{SPEC.study_date}-"})
+    assert gateway.study_uid in [s["0020000D"]["Value"][0] for s in dated]
+    series = client.search_for_series(study_instance_uid=gateway.study_uid)
+    assert len(series) == SPEC.series
+    series_uid = series[0]["0020000E"]["Value"][0]
+    instances = client.search_for_instances(
+        study_instance_uid=gateway.study_uid, series_instance_uid=series_uid
+    )
+    assert len(instances) == SPEC.slices
+
+
+def test_retrieve_instance_is_byte_identical_to_orthanc(gateway: Gateway, archive: Archive) -> None:
+    client = gateway.client("Hospital A")
+    ds = pydicom.dcmread(gateway.files[0], stop_before_pixels=True)
+    sop_uid = str(ds.SOPInstanceUID)
+    headers = {
+        "Authorization": f"Bearer {gateway.token('Hospital A')}",
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+    }
+    url = f"{gateway.root}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    answer = requests.get(f"{url}/instances/{sop_uid}", headers=headers, timeout=60)
+    assert answer.status_code == 200
+    orthanc_id = archive.lookup(sop_uid)
+    assert orthanc_id is not None
+    expected = archive.get(f"/instances/{orthanc_id}/file").content
+    parts = list(client._decode_multipart_message(answer, stream=False))
+    assert parts == [expected]
+    # and through dicomweb-client's own call
+    got = client.retrieve_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_uid)
+    assert str(got.SOPInstanceUID) == sop_uid
+
+
+def test_retrieve_series_and_study(gateway: Gateway) -> None:
+    client = gateway.client("Hospital A")
+    study = client.retrieve_study(gateway.study_uid)
+    assert len(study) == N_INSTANCES
+    ds = study[0]
+    series = client.retrieve_series(gateway.study_uid, str(ds.SeriesInstanceUID))
+    assert len(series) == SPEC.slices
+
+
+def test_other_institution_sees_nothing(gateway: Gateway) -> None:
+    client = gateway.client("Hospital B")
+    found = client.search_for_studies(search_filters={"PatientID": SPEC.patient_id})
+    assert found == []
+    assert client.search_for_series(study_instance_uid=gateway.study_uid) == []
+    headers = {"Authorization": f"Bearer {gateway.token('Hospital B')}"}
+    ds = pydicom.dcmread(gateway.files[0], stop_before_pixels=True)
+    urls = [
+        f"{gateway.root}/studies/{gateway.study_uid}",
+        f"{gateway.root}/studies/{gateway.study_uid}/series/{ds.SeriesInstanceUID}",
+        f"{gateway.root}/studies/{gateway.study_uid}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}",
+    ]
+    missing = f"{gateway.root}/studies/1.2.3.4.5.6.7.8.9"
+    for url in [*urls, missing]:
+        answer = requests.get(url, headers=headers, timeout=30)
+        assert answer.status_code == 404, url
+        assert answer.json()["error"] == "not_found"
+    # an admin scope does not widen what an institution reaches
+    admin = {"Authorization": f"Bearer {gateway.token('Hospital B', ('dicom.read', 'admin'))}"}
+    assert requests.get(urls[0], headers=admin, timeout=30).status_code == 404
+
+
+def test_token_refusals(gateway: Gateway, tmp_path: Path) -> None:
+    studies = f"{gateway.root}/studies"
+    answer = requests.get(studies, timeout=30)
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="vna"'
+
+    expired = gateway.issuer.mint(
+        subject="x", institution="Hospital A", scopes=["dicom.read"], now=time.time() - 3600
+    )
+    forger = EmbeddedIssuer.open_or_create(
+        tmp_path / "forged-keys", gateway.issuer.issuer, gateway.issuer.audience
+    )
+    forged = forger.mint(subject="x", institution="Hospital A", scopes=["dicom.read"])
+    for bad in (expired, forged, "not-a-token"):
+        answer = requests.get(studies, headers={"Authorization": f"Bearer {bad}"}, timeout=30)
+        assert answer.status_code == 401
+        assert 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+
+    good = gateway.token("Hospital A")
+    answer = requests.get(studies, params={"access_token": good}, timeout=30)
+    assert answer.status_code == 401
+    both = requests.get(
+        studies,
+        params={"access_token": good},
+        headers={"Authorization": f"Bearer {good}"},
+        timeout=30,
+    )
+    assert both.status_code == 401
+
+    no_scope = gateway.token("Hospital A", ("share",))
+    answer = requests.get(studies, headers={"Authorization": f"Bearer {no_scope}"}, timeout=30)
+    assert answer.status_code == 403
+    assert 'error="insufficient_scope"' in answer.headers["WWW-Authenticate"]
+
+    # the access log names the path, never the query string or the token
+    logged = gateway.log.read_text()
+    assert '"GET /dicom-web/studies 401' in logged
+    for secret in (good, expired, forged, no_scope, "access_token"):
+        assert secret not in logged
+
+
+def test_bad_query_is_400_and_cors_and_metrics(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.token('Hospital A')}", "Origin": "https://ohif"}
+    answer = requests.get(
+        f"{gateway.root}/studies", params={"StudyDate": "last week"}, headers=headers, timeout=30
+    )
+    assert answer.status_code == 400
+    assert "StudyDate" in answer.json()["message"]
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    preflight = requests.options(
+        f"{gateway.root}/studies",
+        headers={
+            "Origin": "https://ohif",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+        timeout=30,
+    )
+    assert preflight.status_code == 204
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    metrics = requests.get(f"{gateway.url}/metrics", timeout=30).text
+    assert "vna_gateway_requests_total" in metrics
+    assert "vna_gateway_token_refusals_total" in metrics

@@ -150,7 +150,10 @@ studies = Table(
     Column("description", String(256)),
     Column("referring_physician", String(256)),
     Column("created_at", Float, nullable=False),
+    # the institution whose instance was recorded first; others reach it only by a grant
+    Column("owner_institution_id", Integer, ForeignKey("institutions.id")),
     Index("ix_studies_date", "study_date"),
+    Index("ix_studies_owner", "owner_institution_id"),
     Index("ix_studies_patient", "patient_pk"),
     Index("ix_studies_accession", "accession_number"),
 )
@@ -974,10 +977,15 @@ class Catalog:
 
     def _add_source(self, conn: Connection, src: SourceRecord, now: float) -> bool:
         known = conn.execute(
-            select(instances.c.sop_uid).where(instances.c.sop_uid == src.sop_uid)
+            select(instances.c.study_uid).where(instances.c.sop_uid == src.sop_uid)
         ).first()
         if known is None:
             return False
+        conn.execute(
+            update(studies)
+            .where(studies.c.study_uid == known.study_uid, studies.c.owner_institution_id.is_(None))
+            .values(owner_institution_id=src.institution_id)
+        )
         updated = conn.execute(
             update(instance_sources)
             .where(

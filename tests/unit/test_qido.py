@@ -86,6 +86,15 @@ def test_institution_sees_only_its_studies(cat: Catalog) -> None:
     assert studies(cat, "Nobody") == []
 
 
+def test_an_injected_instance_does_not_open_another_institutions_study(cat: Catalog) -> None:
+    """Hospital B stores one made-up instance carrying Hospital A's Study Instance UID."""
+    b = cat.institution("Hospital B").id
+    forged = rec(99, series_uid="1.2.2.99", issuer="Hospital B", patient_name="Forged^Name")
+    assert cat.index_batch([forged], [SourceRecord("1.2.3.99", b, "dimse", "HOSPB")]) == []
+    assert studies(cat, "Hospital B") == ["1.2.1.3"]
+    assert studies(cat) == ["1.2.1.1", "1.2.1.2"]
+
+
 def test_study_level_rendering(cat: Catalog) -> None:
     query = parse_query([("StudyInstanceUID", "1.2.1.1")], Level.STUDY)
     (result,) = search(cat, query, "Hospital A", ROOT)

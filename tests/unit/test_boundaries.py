@@ -1,0 +1,67 @@
+"""Imports point one way (style guide table), and only one module imports ``orthanc``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = {
+    "archive",
+    "dicomweb",
+    "sharing",
+    "tiering",
+    "security",
+    "inference",
+    "viewer",
+    "deploy",
+    "bench",
+}
+
+# package -> project modules it may import (a module name or a package prefix)
+ALLOWED: dict[str, set[str]] = {
+    "security": {"security"},
+    "tiering": {"tiering", "security"},
+    "archive": {"archive", "tiering", "security"},
+    "sharing": {"sharing", "archive.api", "security"},
+    "dicomweb": {"dicomweb", "archive.api", "sharing.api", "security"},
+    "inference": {"inference"},
+    "viewer": {"viewer"},
+}
+
+
+def imports_of(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def allowed(name: str, rules: set[str]) -> bool:
+    return any(name == rule or name.startswith(rule + ".") for rule in rules)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_point_one_way(package: str) -> None:
+    offenders = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in imports_of(path):
+            if name.split(".")[0] in PROJECT and not allowed(name, ALLOWED[package]):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []
+
+
+def test_only_the_entry_script_imports_orthanc() -> None:
+    importers = sorted(
+        str(path.relative_to(ROOT))
+        for package in PROJECT
+        for path in (ROOT / package).rglob("*.py")
+        if "orthanc" in {name.split(".")[0] for name in imports_of(path)}
+    )
+    assert importers == ["archive/orthanc_entry.py"]

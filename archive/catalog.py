@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -241,13 +242,14 @@ class _HotPath:
                 yield lambda sql, params: sa_conn.execute(text(sql), params)
             return
         lite = self._sqlite()
-        lite.execute("BEGIN IMMEDIATE")
-        try:
-            yield lambda sql, params: lite.execute(sql, params)
-        except BaseException:
-            lite.execute("ROLLBACK")
-            raise
-        lite.execute("COMMIT")
+        with self.catalog.write_lock:
+            lite.execute("BEGIN IMMEDIATE")
+            try:
+                yield lambda sql, params: lite.execute(sql, params)
+            except BaseException:
+                lite.execute("ROLLBACK")
+                raise
+            lite.execute("COMMIT")
 
     def read(self, sql: str, params: Any) -> list[Any]:
         if self.path is None:
@@ -427,6 +429,9 @@ class Catalog:
     def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # SQLite admits one writer; queueing this process's writers on a mutex is immediate
+        # and fair, where SQLite's busy handler sleeps in growing steps (1, 2, 5, ... ms)
+        self.write_lock = threading.RLock()
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
@@ -452,7 +457,7 @@ class Catalog:
     @contextmanager
     def transaction(self, engine: Engine | None = None) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite)."""
-        with (engine or self.engine).connect() as conn:
+        with self.write_lock, (engine or self.engine).connect() as conn:
             conn.info["vna_write"] = True
             with conn.begin():
                 yield conn

@@ -23,7 +23,7 @@ import zstandard
 from archive.catalog import BlobRecord, Catalog, PendingAttachment
 from archive.perthread import PerThread
 from archive.settings import StorageSettings
-from archive.split import Span, split_dicom
+from archive.split import Span, pixel_data_offset, split_dicom
 from security.envelope import blob_mac, open_sealed, rewrap, seal, verify_mac
 from security.errors import Conflict, IntegrityError, NotFound
 from security.keys import KeyRing
@@ -147,11 +147,12 @@ class BlobStore:
         )
         return staged, record
 
-    def put(self, uuid: str, content_type: int, data: bytes) -> None:
+    def put(self, uuid: str, content_type: int, data: bytes) -> int | None:
         """Store one attachment handed over by Orthanc.
 
         With write-behind running, a large DICOM file is journaled (sealed whole, fsynced)
-        and digested in the background; otherwise it is split and stored at once.
+        and digested in the background; otherwise it is split and stored at once. Returns,
+        for a DICOM file, the length of its header (the bytes before Pixel Data).
         """
         if (
             self._digest_queue is not None
@@ -160,10 +161,12 @@ class BlobStore:
             and len(data) >= self.settings.write_behind_min_bytes
         ):
             self._journal_put(uuid, content_type, data)
-            return
-        self._put_parts(uuid, content_type, data, from_pending=False)
+            return pixel_data_offset(data) or len(data)
+        return self._put_parts(uuid, content_type, data, from_pending=False)
 
-    def _put_parts(self, uuid: str, content_type: int, data: bytes, *, from_pending: bool) -> None:
+    def _put_parts(
+        self, uuid: str, content_type: int, data: bytes, *, from_pending: bool
+    ) -> int | None:
         view = memoryview(data)
         key = self.keys.dedup_key
         spans = self._spans(content_type, view)
@@ -206,7 +209,7 @@ class BlobStore:
                     on_lost_race,
                     from_pending=from_pending,
                 ):
-                    return
+                    return spans[0].end if content_type == CONTENT_DICOM else None
                 logger.info("a blob of attachment %s was collected meanwhile; retrying", uuid)
             raise IntegrityError(f"could not store attachment {uuid}: blobs kept vanishing")
         finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
@@ -967,11 +968,27 @@ class Catalog:
             "attachment_uuid": rec.attachment_uuid,
             "size": rec.size,
         }
-        updated = conn.execute(
-            update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values)
-        ).rowcount
-        if not updated:
+        current = conn.execute(
+            select(instances.c.attachment_uuid).where(instances.c.sop_uid == rec.sop_uid)
+        ).first()
+        if current is None:
             conn.execute(instances.insert().values(sop_uid=rec.sop_uid, created_at=now, **values))
+            return
+        if current.attachment_uuid and current.attachment_uuid != rec.attachment_uuid:
+            still_stored = conn.execute(
+                select(attachments.c.uuid)
+                .where(attachments.c.uuid == current.attachment_uuid)
+                .union(
+                    select(pending_attachments.c.uuid).where(
+                        pending_attachments.c.uuid == current.attachment_uuid
+                    )
+                )
+            ).first()
+            if still_stored is not None:
+                # a re-send: Orthanc keeps the instance it has and drops the new copy
+                values.pop("attachment_uuid")
+                values.pop("size")
+        conn.execute(update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values))
 
     @staticmethod
     def _same_patient(conn: Connection, patient_pk: int, rec: InstanceRecord) -> bool:
@@ -1021,14 +1038,23 @@ class Catalog:
         return True
 
     def remove_instance(self, orthanc_id: str) -> None:
-        with self.transaction() as conn:
-            row = conn.execute(
-                select(instances.c.sop_uid, instances.c.series_uid, instances.c.study_uid).where(
-                    instances.c.orthanc_id == orthanc_id
-                )
-            ).first()
-            if row is None:
-                return
+        """Drop an instance (by Orthanc id) and any series or study left empty."""
+        with self.transaction(self.index_engine) as conn:
+            self._drop_instances(conn, instances.c.orthanc_id == orthanc_id)
+
+    def forget_attachment(self, attachment_uuid: str) -> None:
+        """Drop the index rows of instances stored as ``attachment_uuid`` (it was removed)."""
+        with self.transaction(self.index_engine) as conn:
+            self._drop_instances(conn, instances.c.attachment_uuid == attachment_uuid)
+
+    @staticmethod
+    def _drop_instances(conn: Connection, condition: ColumnElement[bool]) -> None:
+        rows = conn.execute(
+            select(instances.c.sop_uid, instances.c.series_uid, instances.c.study_uid).where(
+                condition
+            )
+        ).all()
+        for row in rows:
             conn.execute(instances.delete().where(instances.c.sop_uid == row.sop_uid))
             conn.execute(instance_sources.delete().where(instance_sources.c.sop_uid == row.sop_uid))
             left = conn.execute(

@@ -1,9 +1,10 @@
-"""Background indexing: keeps catalog writes for the study index off the DICOM path.
+"""Background indexing: keeps the study index off the DICOM path.
 
-Orthanc calls the stored-instance callback on the thread that answers the C-STORE, so the
-callback only queues what Orthanc already parsed; this thread writes batches in one
-transaction each. The index is derived data: after a crash the plugin re-indexes whatever
-Orthanc holds that the catalog lacks.
+The storage area hands each stored DICOM file's header to this thread; it reads the indexed
+attributes and writes batches in one transaction each. Removing a file's attachment removes
+its index row (Orthanc removes attachments when it deletes an instance, and right after
+storing when it finds an instance is a duplicate). The index is derived data: after a
+crash the plugin re-indexes whatever Orthanc holds that the catalog lacks.
 """
 
 from __future__ import annotations
@@ -12,44 +13,49 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
+from archive.headers import header_record
 
-__all__ = ["Indexer", "Stored"]
+__all__ = ["Indexer", "Sender", "StoredFile"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 256
-# a source is recorded only once its instance is indexed; give the instance this long
-_RECEIPT_PATIENCE = 120.0
 
 
 @dataclass(frozen=True, slots=True)
-class Stored:
-    """An instance Orthanc stored; the record lacks what must be asked of Orthanc."""
+class Sender:
+    """Who sent a file over DIMSE: the calling AE and the institution that owns it."""
 
-    instance_id: str
-    record: Callable[[str | None], InstanceRecord]
-    source: SourceRecord | None = None
+    institution_id: int
+    institution: str
+    ae_title: str
 
 
-@dataclass(slots=True)
-class _Pending:
-    source: SourceRecord
-    since: float = field(default_factory=time.monotonic)
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A DICOM file the storage area stored: its attachment, header bytes and sender."""
+
+    attachment_uuid: str
+    header: bytes
+    size: int
+    sender: Sender | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Removed:
+    attachment_uuid: str
 
 
 class Indexer:
-    """One thread that indexes stored instances and records their sources in batches."""
+    """One thread that indexes stored files and records their senders, in batches."""
 
-    def __init__(self, catalog: Catalog, attachment_uuid: Callable[[str], str | None]) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.attachment_uuid = attachment_uuid
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._pending: list[_Pending] = []
         self._thread = threading.Thread(target=self._run, name="vna-indexer", daemon=True)
         self._started = False
 
@@ -58,12 +64,11 @@ class Indexer:
             self._started = True
             self._thread.start()
 
-    def stored(self, item: Stored) -> None:
+    def stored(self, item: StoredFile) -> None:
         self._queue.put(item)
 
-    def received(self, source: SourceRecord) -> None:
-        """Queue a receipt: recorded once its instance is indexed."""
-        self._queue.put(source)
+    def removed(self, attachment_uuid: str) -> None:
+        self._queue.put(_Removed(attachment_uuid))
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._started and self._thread.is_alive():
@@ -83,61 +88,53 @@ class Indexer:
 
     def _run(self) -> None:
         while True:
-            try:
-                # receipts waiting for their instance are looked at again every 0.2 s
-                first = self._queue.get(timeout=0.2 if self._pending else None)
-            except queue.Empty:
-                self._write([])
-                continue
-            batch = [first]
-            while len(batch) < _BATCH and first is not None:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH and batch[-1] is not None:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(item is None for item in batch)
             try:
                 self._write([item for item in batch if item is not None])
+            except Exception:
+                logger.exception(
+                    "indexing a batch failed; its instances are re-indexed at the next start"
+                )
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            if stop:
+            if batch[-1] is None:
                 return
 
     def _write(self, batch: list[Any]) -> None:
+        """Apply events in order: runs of stored files in one transaction, then removals."""
         records: list[InstanceRecord] = []
         sources: list[SourceRecord] = []
         for item in batch:
-            if isinstance(item, Stored):
-                try:
-                    records.append(item.record(self.attachment_uuid(item.instance_id)))
-                except Exception:
-                    logger.exception(
-                        "cannot index instance %s; it will be re-indexed at the next start",
-                        item.instance_id,
-                    )
-                    continue
-                if item.source is not None:
-                    sources.append(item.source)
-            elif isinstance(item, SourceRecord):
-                self._pending.append(_Pending(item))
-        sources.extend(p.source for p in self._pending)
-        since = {id(p.source): p.since for p in self._pending}
-        try:
-            unmatched = self.catalog.index_batch(records, sources)
-        except Exception:
-            logger.exception(
-                "indexing %d instances failed; they will be re-indexed at the next start",
-                len(records),
-            )
-            self._pending = []
-            return
-        now = time.monotonic()
-        keep = []
-        for src in unmatched:
-            started = since.get(id(src), now)
-            if now - started < _RECEIPT_PATIENCE:
-                keep.append(_Pending(src, started))
-            else:
-                logger.info("instance %s never got stored; not recording its source", src.sop_uid)
-        self._pending = keep
+            if isinstance(item, _Removed):
+                if records:
+                    self.catalog.index_batch(records, sources)
+                    records, sources = [], []
+                self.catalog.forget_attachment(item.attachment_uuid)
+                continue
+            sender = item.sender
+            try:
+                record = header_record(
+                    item.header,
+                    sender.institution if sender else "local",
+                    attachment_uuid=item.attachment_uuid,
+                    size=item.size,
+                )
+            except Exception:
+                logger.exception(
+                    "cannot index stored file %s; it is re-indexed at the next start",
+                    item.attachment_uuid,
+                )
+                continue
+            records.append(record)
+            if sender is not None:
+                sources.append(
+                    SourceRecord(record.sop_uid, sender.institution_id, "dimse", sender.ae_title)
+                )
+        if records:
+            self.catalog.index_batch(records, sources)

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from archive.blobstore import BlobStore
+from archive.blobstore import CONTENT_DICOM, BlobStore
 from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
-from archive.indexer import Indexer, Stored
+from archive.indexer import Indexer, Sender, StoredFile
 from archive.settings import Settings
-from archive.split import sop_instance_uid
 from security.errors import IntegrityError, StorageFull, VnaError
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
@@ -31,6 +30,7 @@ logger = logging.getLogger(__name__)
 # DIMSE status for a C-STORE from an AE title no institution owns (PS3.7 C.5: Not Authorized)
 STATUS_NOT_AUTHORIZED = 0x0124
 _AE_CACHE_SECONDS = 2.0
+_SENDER_FRESH_SECONDS = 60.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -148,13 +148,23 @@ class ArchivePlugin:
         self._ae_map: dict[str, Institution] = {}
         self._ae_loaded = 0.0
         self._ae_lock = threading.Lock()
-        self.indexer = Indexer(self.catalog, self.attachment_uuid)
+        self.indexer = Indexer(self.catalog)
+        # calling AE of the C-STORE each Orthanc thread is handling (see filter_cstore)
+        self._senders: dict[int, tuple[Sender, float]] = {}
 
     # -- storage area --------------------------------------------------------------------
 
     @_guard("storing an attachment")
     def create(self, uuid: str, content_type: Any, data: bytes) -> None:
-        self.store.put(uuid, int(content_type), data)
+        kind = int(content_type)
+        header_end = self.store.put(uuid, kind, data)
+        if kind == CONTENT_DICOM and header_end is not None:
+            sender = self._senders.pop(threading.get_ident(), None)
+            if sender is not None and time.monotonic() - sender[1] > _SENDER_FRESH_SECONDS:
+                sender = None
+            self.indexer.stored(
+                StoredFile(uuid, bytes(data[:header_end]), len(data), sender[0] if sender else None)
+            )
 
     @_guard("reading an attachment")
     def read(self, uuid: str, content_type: Any) -> bytes:
@@ -163,6 +173,8 @@ class ArchivePlugin:
     @_guard("removing an attachment")
     def remove(self, uuid: str, content_type: Any) -> None:
         self.store.remove(uuid)
+        if int(content_type) == CONTENT_DICOM:
+            self.indexer.removed(uuid)
 
     # -- DIMSE admission and provenance --------------------------------------------------
 
@@ -186,51 +198,28 @@ class ArchivePlugin:
                 ae_title,
             )
             return STATUS_NOT_AUTHORIZED
-        # every C-STORE, new or a re-send of an archived instance, is a receipt; the indexer
-        # records it once the instance is in the catalog. The SOP Instance UID is read from
-        # the file itself: asking Orthanc for the tags as JSON converts the whole data set.
-        sop_uid = sop_instance_uid(received.GetInstanceData())
-        if sop_uid:
-            self.indexer.received(SourceRecord(sop_uid, institution.id, "dimse", ae_title))
+        # Orthanc writes the file on this same thread right after this filter: the storage
+        # area picks the sender up there (every C-STORE, new or a re-send, is recorded)
+        self._senders[threading.get_ident()] = (
+            Sender(institution.id, institution.name, ae_title),
+            time.monotonic(),
+        )
         return 0
-
-    @_guard("indexing a stored instance")
-    def on_stored(self, instance: Any, instance_id: str) -> None:
-        raw_tags = instance.GetInstanceSimplifiedJson()
-        ae_title = (instance.GetInstanceRemoteAet() or "").strip()
-        institution = self.institution_for_ae(ae_title) if ae_title else None
-        syntax = instance.GetInstanceTransferSyntaxUid()
-        size = int(instance.GetInstanceSize())
-        issuer = institution.name if institution else "local"
-
-        def record(attachment_uuid: str | None) -> InstanceRecord:
-            return instance_record(
-                json.loads(raw_tags),
-                issuer,
-                orthanc_id=instance_id,
-                attachment_uuid=attachment_uuid,
-                size=size,
-                transfer_syntax=syntax,
-            )
-
-        self.indexer.stored(Stored(instance_id, record))
-
-    def attachment_uuid(self, instance_id: str) -> str | None:
-        info = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
-        uuid = info.get("Uuid")
-        return str(uuid) if uuid else None
 
     @_guard("handling an Orthanc change")
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         sdk = self.sdk
-        if change_type == sdk.ChangeType.DELETED and level == sdk.ResourceType.INSTANCE:
-            self.catalog.remove_instance(resource_id)
-        elif change_type == sdk.ChangeType.ORTHANC_STARTED:
+        if change_type == sdk.ChangeType.ORTHANC_STARTED:
             self.indexer.start()
             threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
         elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
             self.indexer.stop()
             self.store.stop_digester()
+
+    def attachment_uuid(self, instance_id: str) -> str | None:
+        info = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
+        uuid = info.get("Uuid")
+        return str(uuid) if uuid else None
 
     def reindex_missing(self) -> int:
         """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
@@ -286,7 +275,6 @@ def register(sdk: Any, settings: Settings) -> ArchivePlugin:
         plugin.store.start_digester()
     sdk.RegisterStorageArea(plugin.create, plugin.read, plugin.remove)
     sdk.RegisterIncomingCStoreInstanceFilter(plugin.filter_cstore)
-    sdk.RegisterOnStoredInstanceCallback(plugin.on_stored)
     sdk.RegisterOnChangeCallback(plugin.on_change)
     logger.info(
         "archive storage area active: home %s, catalog %s",

@@ -14,6 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from archive.blobstore import CONTENT_DICOM
+from archive.headers import orthanc_instance_id
 from archive.plugin import (
     STATUS_NOT_AUTHORIZED,
     ArchivePlugin,
@@ -166,10 +167,11 @@ def _ct_bytes() -> bytes:
 # --------------------------------------------------------------------- registration
 
 
-def test_register_wires_all_four_callbacks(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+def test_register_wires_the_callbacks(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     assert sdk.storage == (plugin.create, plugin.read, plugin.remove)
     assert sdk.cstore_filter == plugin.filter_cstore
-    assert sdk.on_stored == plugin.on_stored
+    # no stored-instance callback: Orthanc serialises C-STOREs around it
+    assert sdk.on_stored is None
     assert sdk.on_change == plugin.on_change
     assert any("archive storage area active" in m for m in sdk.infos)
 
@@ -265,83 +267,96 @@ def test_filter_admits_a_known_ae(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     assert not [m for m in sdk.warnings if "HOSPA" in m]
 
 
-def test_filter_records_the_source_of_a_re_send(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+def _store(sdk: FakeSdk, uuid: str, data: bytes, aet: str | None) -> None:
+    """What Orthanc does for a C-STORE from ``aet`` (None: a REST upload, no filter)."""
+    assert sdk.storage is not None and sdk.cstore_filter is not None
+    if aet is not None:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        assert (
+            sdk.cstore_filter(FakeInstance(dict(TAGS, SOPInstanceUID=ds.SOPInstanceUID), aet)) == 0
+        )
+    sdk.storage[0](uuid, CONTENT_DICOM, data)
+
+
+def test_a_c_store_is_indexed_with_its_sender(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     plugin.catalog.add_institution("Hospital A", "HOSPA")
-    plugin.catalog.add_institution("Hospital B", "HOSPB")
-    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-1"}
-    assert plugin.filter_cstore(FakeInstance(TAGS, "HOSPA")) == 0
-    plugin.on_stored(FakeInstance(TAGS, "HOSPA"), "orth-1")
-    # the same instance arrives again from another hospital: Orthanc will not call on_stored
-    assert plugin.filter_cstore(FakeInstance(TAGS, "HOSPB")) == 0
+    data = _ct_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    _store(sdk, "att-1", data, "HOSPA")
     assert plugin.indexer.flush(10)
-    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == [
-        ("Hospital A", "dimse", "HOSPA"),
-        ("Hospital B", "dimse", "HOSPB"),
-    ]
+    rec = plugin.catalog.instance(str(ds.SOPInstanceUID))
+    assert rec is not None
+    assert rec.attachment_uuid == "att-1"
+    assert rec.size == len(data)
+    assert rec.transfer_syntax == str(ds.file_meta.TransferSyntaxUID)
+    assert rec.issuer == "Hospital A"  # no IssuerOfPatientID: the sending institution
+    assert rec.orthanc_id == orthanc_instance_id(
+        str(ds.PatientID),
+        str(ds.StudyInstanceUID),
+        str(ds.SeriesInstanceUID),
+        str(ds.SOPInstanceUID),
+    )
+    assert plugin.catalog.sources_of(str(ds.SOPInstanceUID)) == [("Hospital A", "dimse", "HOSPA")]
+    assert str(ds.PatientName) not in sdk.log, "patient names must never reach the log"
 
 
-def test_filter_does_not_record_sources_of_new_instances(
+def test_a_re_send_keeps_the_instance_and_records_both_senders(
     sdk: FakeSdk, plugin: ArchivePlugin
 ) -> None:
     plugin.catalog.add_institution("Hospital A", "HOSPA")
-    assert plugin.filter_cstore(FakeInstance(TAGS, "HOSPA")) == 0
+    plugin.catalog.add_institution("Hospital B", "HOSPB")
+    data = _ct_bytes()
+    sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+    _store(sdk, "att-1", data, "HOSPA")
+    # Orthanc stores the duplicate, then removes it once its index finds the instance
+    _store(sdk, "att-2", data, "HOSPB")
+    assert sdk.storage is not None
+    sdk.storage[2]("att-2", CONTENT_DICOM)
     assert plugin.indexer.flush(10)
-    # a receipt waits for its instance to be stored; it is not recorded before
-    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == []
+    rec = plugin.catalog.instance(sop)
+    assert rec is not None and rec.attachment_uuid == "att-1"
+    assert plugin.catalog.sources_of(sop) == [
+        ("Hospital A", "dimse", "HOSPA"),
+        ("Hospital B", "dimse", "HOSPB"),
+    ]
+    assert plugin.catalog.patients_with_id(str(pydicom.dcmread(io.BytesIO(data)).PatientID)) == [
+        ("Hospital A", str(pydicom.dcmread(io.BytesIO(data)).PatientID))
+    ]
 
 
-# --------------------------------------------------------------------- indexing
-
-
-def test_on_stored_indexes_the_instance_and_its_source(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
-    plugin.catalog.add_institution("Hospital A", "HOSPA")
-    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-uuid-1", "Size": 99}
-    assert sdk.on_stored is not None and sdk.cstore_filter is not None
-    assert sdk.cstore_filter(FakeInstance(TAGS, "HOSPA", size=4321)) == 0
-    sdk.on_stored(FakeInstance(TAGS, "HOSPA", size=4321), "orth-1")
+def test_a_rest_upload_is_local_and_has_no_sender(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    data = _ct_bytes()
+    sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+    _store(sdk, "att-2", data, None)
     assert plugin.indexer.flush(10)
-    rec = plugin.catalog.instance(TAGS["SOPInstanceUID"])
-    assert rec is not None
-    assert rec.orthanc_id == "orth-1"
-    assert rec.attachment_uuid == "att-uuid-1"
-    assert rec.size == 4321
-    assert rec.transfer_syntax == "1.2.840.10008.1.2.1"
-    assert rec.issuer == "Hospital A"  # no IssuerOfPatientID: the sending institution
-    assert rec.instance_number == 3
-    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == [("Hospital A", "dimse", "HOSPA")]
-    assert "/instances/orth-1/attachments/dicom/info" in sdk.rest_calls
-    assert "Secret" not in sdk.log, "patient names must never reach the log"
+    rec = plugin.catalog.instance(sop)
+    assert rec is not None and rec.issuer == "local"
+    assert plugin.catalog.sources_of(sop) == []
 
 
-def test_on_stored_without_a_calling_ae_is_local(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
-    sdk.rest["/instances/orth-2/attachments/dicom/info"] = {"Uuid": "att-2"}
-    plugin.on_stored(FakeInstance(TAGS, ""), "orth-2")
+def test_removing_the_file_removes_the_index_row(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    data = _ct_bytes()
+    sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+    _store(sdk, "att-1", data, None)
+    assert sdk.storage is not None
+    sdk.storage[0]("att-3", 3, data[:100])  # another content type: not an instance
+    sdk.storage[2]("att-3", 3)
     assert plugin.indexer.flush(10)
-    rec = plugin.catalog.instance(TAGS["SOPInstanceUID"])
-    assert rec is not None
-    assert rec.issuer == "local"
-    assert plugin.catalog.sources_of(TAGS["SOPInstanceUID"]) == []
-
-
-def test_deleted_instance_leaves_the_index(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
-    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-1"}
-    plugin.on_stored(FakeInstance(TAGS, ""), "orth-1")
+    assert plugin.catalog.instance(sop) is not None
+    sdk.storage[2]("att-1", CONTENT_DICOM)
     assert plugin.indexer.flush(10)
-    assert sdk.on_change is not None
-    sdk.on_change(FakeSdk.ChangeType.DELETED, FakeSdk.ResourceType.STUDY, "orth-1")
-    assert plugin.catalog.instance(TAGS["SOPInstanceUID"]) is not None
-    sdk.on_change(FakeSdk.ChangeType.NEW_INSTANCE, FakeSdk.ResourceType.INSTANCE, "orth-1")
-    assert plugin.catalog.instance(TAGS["SOPInstanceUID"]) is not None
-    sdk.on_change(FakeSdk.ChangeType.DELETED, FakeSdk.ResourceType.INSTANCE, "orth-1")
-    assert plugin.catalog.instance(TAGS["SOPInstanceUID"]) is None
+    assert plugin.catalog.instance(sop) is None
+    assert plugin.catalog.stats().studies == 0
 
 
 def test_reindex_missing_fills_the_catalog(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
-    sdk.rest["/instances/orth-1/attachments/dicom/info"] = {"Uuid": "att-1"}
-    plugin.on_stored(FakeInstance(TAGS, ""), "orth-1")
+    data = _ct_bytes()
+    _store(sdk, "att-1", data, None)
     assert plugin.indexer.flush(10)
+    known = plugin.catalog.instance(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID))
+    assert known is not None and known.orthanc_id is not None
     other = dict(TAGS, SOPInstanceUID="1.2.826.0.1.3680043.8.498.9")
-    sdk.rest["/instances"] = ["orth-1", "orth-9"]
+    sdk.rest["/instances"] = [known.orthanc_id, "orth-9"]
     sdk.rest["/instances/orth-9/simplified-tags"] = other
     sdk.rest["/instances/orth-9/metadata?expand"] = {"TransferSyntax": "1.2.840.10008.1.2"}
     sdk.rest["/instances/orth-9/attachments/dicom/info"] = {"Uuid": "att-9"}
@@ -350,7 +365,7 @@ def test_reindex_missing_fills_the_catalog(sdk: FakeSdk, plugin: ArchivePlugin) 
     assert rec is not None
     assert (rec.orthanc_id, rec.attachment_uuid) == ("orth-9", "att-9")
     assert rec.transfer_syntax == "1.2.840.10008.1.2"
-    assert "/instances/orth-1/simplified-tags" not in sdk.rest_calls
+    assert f"/instances/{known.orthanc_id}/simplified-tags" not in sdk.rest_calls
     assert plugin.reindex_missing() == 0
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from archive.catalog import BlobRecord, Catalog, PendingAttachment
+from archive.catalog import BlobRecord, Catalog, PendingAttachment, Sender
 from archive.perthread import PerThread
 from archive.settings import StorageSettings
 from archive.split import Span, pixel_data_offset, split_dicom
@@ -147,12 +147,12 @@ class BlobStore:
         )
         return staged, record
 
-    def put(self, uuid: str, content_type: int, data: bytes) -> int | None:
+    def put(self, uuid: str, content_type: int, data: bytes, sender: Sender | None = None) -> None:
         """Store one attachment handed over by Orthanc.
 
         With write-behind running, a large DICOM file is journaled (sealed whole, fsynced)
-        and digested in the background; otherwise it is split and stored at once. Returns,
-        for a DICOM file, the length of its header (the bytes before Pixel Data).
+        and digested in the background; otherwise it is split and stored at once. A DICOM
+        file's header and ``sender`` are queued for the indexer in the same transaction.
         """
         if (
             self._digest_queue is not None
@@ -160,13 +160,19 @@ class BlobStore:
             and content_type == CONTENT_DICOM
             and len(data) >= self.settings.write_behind_min_bytes
         ):
-            self._journal_put(uuid, content_type, data)
-            return pixel_data_offset(data) or len(data)
-        return self._put_parts(uuid, content_type, data, from_pending=False)
+            self._journal_put(uuid, content_type, data, sender)
+            return
+        self._put_parts(uuid, content_type, data, from_pending=False, sender=sender)
 
     def _put_parts(
-        self, uuid: str, content_type: int, data: bytes, *, from_pending: bool
-    ) -> int | None:
+        self,
+        uuid: str,
+        content_type: int,
+        data: bytes,
+        *,
+        from_pending: bool,
+        sender: Sender | None = None,
+    ) -> None:
         view = memoryview(data)
         key = self.keys.dedup_key
         spans = self._spans(content_type, view)
@@ -208,8 +214,12 @@ class BlobStore:
                     on_inserted,
                     on_lost_race,
                     from_pending=from_pending,
+                    index_header=(
+                        bytes(view[: spans[0].end]) if content_type == CONTENT_DICOM else None
+                    ),
+                    sender=sender,
                 ):
-                    return spans[0].end if content_type == CONTENT_DICOM else None
+                    return
                 logger.info("a blob of attachment %s was collected meanwhile; retrying", uuid)
             raise IntegrityError(f"could not store attachment {uuid}: blobs kept vanishing")
         finally:
@@ -292,7 +302,9 @@ class BlobStore:
     def _journal_aad(uuid: str) -> bytes:
         return b"journal:" + uuid.encode()
 
-    def _journal_put(self, uuid: str, content_type: int, data: bytes) -> None:
+    def _journal_put(
+        self, uuid: str, content_type: int, data: bytes, sender: Sender | None
+    ) -> None:
         assert self.journal is not None and self._digest_queue is not None
         kek_id, kek = self.keys.current()
         sealed = seal(data, 0, self._journal_aad(uuid), kek_id, kek)
@@ -304,7 +316,9 @@ class BlobStore:
             self.catalog.add_pending(
                 PendingAttachment(
                     uuid, content_type, len(data), len(sealed.payload), kek_id, sealed.wrapped_key
-                )
+                ),
+                index_header=data[: pixel_data_offset(data) or len(data)],
+                sender=sender,
             )
         except BaseException:
             self.journal.delete(uuid)

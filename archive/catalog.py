@@ -99,6 +99,21 @@ pending_attachments = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# stored and removed DICOM files waiting for the indexer process, in order; written in the
+# same transaction as the attachment itself, so the index can always catch up
+index_queue = Table(
+    "index_queue",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("attachment_uuid", String(64), nullable=False),
+    Column("header", LargeBinary),
+    Column("size", Integer),
+    Column("institution_id", Integer),
+    Column("institution", String(128)),
+    Column("ae_title", String(16)),
+    Column("removed", Integer, nullable=False, default=0),
+)
+
 attachment_parts = Table(
     "attachment_parts",
     metadata,
@@ -283,6 +298,27 @@ class BlobRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Sender:
+    """Who sent a file over DIMSE: the calling AE and the institution that owns it."""
+
+    institution_id: int
+    institution: str
+    ae_title: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A stored DICOM file for the indexer: its header bytes and sender (or a removal)."""
+
+    seq: int
+    attachment_uuid: str
+    header: bytes | None
+    size: int | None
+    sender: Sender | None
+    removed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PendingAttachment:
     """A journaled attachment waiting for the digester."""
 
@@ -386,6 +422,12 @@ _INSERT_BLOB = (
     "ON CONFLICT (id) DO NOTHING"
 )
 _DELETE_PENDING = "DELETE FROM pending_attachments WHERE uuid = :uuid"
+_QUEUE_STORED = (
+    "INSERT INTO index_queue (attachment_uuid, header, size, institution_id, institution, "
+    "ae_title, removed) VALUES (:uuid, :header, :size, :institution_id, :institution, "
+    ":ae_title, 0)"
+)
+_QUEUE_REMOVED = "INSERT INTO index_queue (attachment_uuid, removed) VALUES (:uuid, 1)"
 _INSERT_PENDING = (
     "INSERT INTO pending_attachments (uuid, content_type, size, journal_size, kek_id, "
     "wrapped_key, created_at) VALUES (:uuid, :content_type, :size, :journal_size, :kek_id, "
@@ -492,6 +534,8 @@ class Catalog:
         on_inserted: Callable[[bytes], None],
         on_lost_race: Callable[[bytes], None],
         from_pending: bool = False,
+        index_header: bytes | None = None,
+        sender: Sender | None = None,
     ) -> bool:
         """Record an attachment and take references on its blobs, in one transaction.
 
@@ -556,13 +600,20 @@ class Catalog:
                         _INSERT_PART,
                         {"uuid": uuid, "seq": seq, "blob_id": blob_id, "length": length},
                     )
+                if index_header is not None and not from_pending:
+                    run(_QUEUE_STORED, _queue_params(uuid, index_header, size, sender))
         except _BlobVanished:
             return False
         except _Withdrawn:
             raise NotFound(f"attachment {uuid} was removed while being digested") from None
         return True
 
-    def add_pending(self, pending: PendingAttachment) -> None:
+    def add_pending(
+        self,
+        pending: PendingAttachment,
+        index_header: bytes | None = None,
+        sender: Sender | None = None,
+    ) -> None:
         """Record a journaled attachment (Conflict if the uuid is taken)."""
         with self._hot.write() as run:
             taken = run(
@@ -585,6 +636,8 @@ class Catalog:
                 )
             except (sqlite3.IntegrityError, exc.IntegrityError) as error:
                 raise Conflict(f"attachment {pending.uuid} already exists") from error
+            if index_header is not None:
+                run(_QUEUE_STORED, _queue_params(pending.uuid, index_header, pending.size, sender))
 
     def pending(self, uuid: str) -> PendingAttachment | None:
         rows = self._hot.read(_SELECT_PENDING + " WHERE uuid = :uuid", {"uuid": uuid})
@@ -595,7 +648,51 @@ class Catalog:
 
     def remove_pending(self, uuid: str) -> bool:
         with self._hot.write() as run:
-            return bool(run(_DELETE_PENDING, {"uuid": uuid}).rowcount)
+            if not run(_DELETE_PENDING, {"uuid": uuid}).rowcount:
+                return False
+            run(_QUEUE_REMOVED, {"uuid": uuid})
+            return True
+
+    # -- the index queue -----------------------------------------------------------------
+
+    def index_backlog(self) -> int:
+        return int(self._hot.read("SELECT count(*) FROM index_queue", {})[0][0])
+
+    def next_index_entries(self, limit: int = 500) -> list[IndexEntry]:
+        rows = self._hot.read(
+            "SELECT seq, attachment_uuid, header, size, institution_id, institution, ae_title, "
+            "removed FROM index_queue ORDER BY seq LIMIT :limit",
+            {"limit": limit},
+        )
+        return [
+            IndexEntry(
+                seq=int(r[0]),
+                attachment_uuid=str(r[1]),
+                header=None if r[2] is None else bytes(r[2]),
+                size=None if r[3] is None else int(r[3]),
+                sender=None if r[4] is None else Sender(int(r[4]), str(r[5]), str(r[6])),
+                removed=bool(r[7]),
+            )
+            for r in rows
+        ]
+
+    def apply_index_entries(self, done_through: int, steps: list[tuple[str, Any]]) -> None:
+        """Apply parsed queue entries in order and drop them from the queue, atomically.
+
+        ``steps`` holds ``("index", (records, sources))`` and ``("forget", uuid)`` items.
+        """
+        now = time.time()
+        with self.transaction(self.index_engine) as conn:
+            for kind, payload in steps:
+                if kind == "index":
+                    records, sources = payload
+                    for rec in records:
+                        self._index_one(conn, rec, now)
+                    for src in sources:
+                        self._add_source(conn, src, now)
+                else:
+                    self._drop_instances(conn, instances.c.attachment_uuid == payload)
+            conn.execute(index_queue.delete().where(index_queue.c.seq <= done_through))
 
     def rewrap_pending(
         self, old_kek_ids: list[str], new_kek_id: str, rewrap: Callable[[bytes, str], bytes]
@@ -647,11 +744,17 @@ class Catalog:
         """Drop an attachment and its references; returns False if it was unknown."""
         now = time.time()
         with self._hot.write() as run:
+            head = run(
+                "SELECT content_type FROM attachments WHERE uuid = :uuid", {"uuid": uuid}
+            ).fetchall()
+            if not head:
+                return False
             rows = run(
                 "SELECT blob_id FROM attachment_parts WHERE uuid = :uuid", {"uuid": uuid}
             ).fetchall()
-            if not run("DELETE FROM attachments WHERE uuid = :uuid", {"uuid": uuid}).rowcount:
-                return False
+            run("DELETE FROM attachments WHERE uuid = :uuid", {"uuid": uuid})
+            if int(head[0][0]) == 1:
+                run(_QUEUE_REMOVED, {"uuid": uuid})
             run("DELETE FROM attachment_parts WHERE uuid = :uuid", {"uuid": uuid})
             for blob_id, count in Counter(bytes(row[0]) for row in rows).items():
                 run(_DROP_REFERENCES, {"id": blob_id, "n": count, "now": now})
@@ -1165,6 +1268,17 @@ class Catalog:
             int(unreferenced),
             int(n_pending),
         )
+
+
+def _queue_params(uuid: str, header: bytes, size: int, sender: Sender | None) -> dict[str, Any]:
+    return {
+        "uuid": uuid,
+        "header": header,
+        "size": size,
+        "institution_id": sender.institution_id if sender else None,
+        "institution": sender.institution if sender else None,
+        "ae_title": sender.ae_title if sender else None,
+    }
 
 
 def _pending(row: Any) -> PendingAttachment:

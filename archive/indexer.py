@@ -1,134 +1,69 @@
-"""Background indexing: keeps the study index off the DICOM path.
+"""The indexer: a process of its own that turns the index queue into the study index.
 
-The storage area hands each stored DICOM file's header to this thread; it reads the indexed
-attributes and writes batches in one transaction each. Removing a file's attachment removes
-its index row (Orthanc removes attachments when it deletes an instance, and right after
-storing when it finds an instance is a duplicate). The index is derived data: after a
-crash the plugin re-indexes whatever Orthanc holds that the catalog lacks.
+The storage area queues each stored DICOM file's header and sender (and each removal) in
+the same transaction that stores the file; this process reads the queue in order, reads
+the indexed attributes from the headers and writes them in batches. Running it outside
+Orthanc keeps its Python work off the interpreter lock that Orthanc's DICOM threads need.
+The queue is durable, so a crash of either process loses nothing; ``vna stats`` shows
+the backlog.
+
+Run by ``vna up`` as ``python -m archive.indexer --home DIR``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-import queue
+import os
+import signal
 import threading
-import time
-from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from archive.headers import header_record
+from archive.settings import load_settings
 
-__all__ = ["Indexer", "Sender", "StoredFile"]
+__all__ = ["Indexer", "main"]
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    """Who sent a file over DIMSE: the calling AE and the institution that owns it."""
-
-    institution_id: int
-    institution: str
-    ae_title: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """A DICOM file the storage area stored: its attachment, header bytes and sender."""
-
-    attachment_uuid: str
-    header: bytes
-    size: int
-    sender: Sender | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Removed:
-    attachment_uuid: str
-
 
 class Indexer:
-    """One thread that indexes stored files and records their senders, in batches."""
+    """Drains the index queue of one catalog."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, batch: int = 50) -> None:
         self.catalog = catalog
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="vna-indexer", daemon=True)
-        self._started = False
+        self.batch = batch
 
-    def start(self) -> None:
-        if not self._started:
-            self._started = True
-            self._thread.start()
-
-    def stored(self, item: StoredFile) -> None:
-        self._queue.put(item)
-
-    def removed(self, attachment_uuid: str) -> None:
-        self._queue.put(_Removed(attachment_uuid))
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._started and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout)
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued so far is written (for tests and shutdown)."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < _BATCH and batch[-1] is not None:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._write([item for item in batch if item is not None])
-            except Exception:
-                logger.exception(
-                    "indexing a batch failed; its instances are re-indexed at the next start"
-                )
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-            if batch[-1] is None:
-                return
-
-    def _write(self, batch: list[Any]) -> None:
-        """Apply events in order: runs of stored files in one transaction, then removals."""
+    def run_once(self) -> int:
+        """Index one batch of queued entries; returns how many were consumed."""
+        entries = self.catalog.next_index_entries(self.batch)
+        if not entries:
+            return 0
+        steps: list[tuple[str, Any]] = []
         records: list[InstanceRecord] = []
         sources: list[SourceRecord] = []
-        for item in batch:
-            if isinstance(item, _Removed):
+        for entry in entries:
+            if entry.removed:
                 if records:
-                    self.catalog.index_batch(records, sources)
+                    steps.append(("index", (records, sources)))
                     records, sources = [], []
-                self.catalog.forget_attachment(item.attachment_uuid)
+                steps.append(("forget", entry.attachment_uuid))
                 continue
-            sender = item.sender
+            sender = entry.sender
             try:
                 record = header_record(
-                    item.header,
+                    entry.header or b"",
                     sender.institution if sender else "local",
-                    attachment_uuid=item.attachment_uuid,
-                    size=item.size,
+                    attachment_uuid=entry.attachment_uuid,
+                    size=entry.size or 0,
                 )
             except Exception:
                 logger.exception(
-                    "cannot index stored file %s; it is re-indexed at the next start",
-                    item.attachment_uuid,
+                    "cannot index stored file %s; skipped (its instance stays "
+                    "retrievable through Orthanc)",
+                    entry.attachment_uuid,
                 )
                 continue
             records.append(record)
@@ -137,4 +72,49 @@ class Indexer:
                     SourceRecord(record.sop_uid, sender.institution_id, "dimse", sender.ae_title)
                 )
         if records:
-            self.catalog.index_batch(records, sources)
+            steps.append(("index", (records, sources)))
+        self.catalog.apply_index_entries(entries[-1].seq, steps)
+        return len(entries)
+
+    def drain(self) -> int:
+        """Index until the queue is empty (tests, benchmarks)."""
+        total = 0
+        while done := self.run_once():
+            total += done
+        return total
+
+    def run(self, stop: threading.Event, idle_seconds: float = 0.2) -> None:
+        while not stop.is_set():
+            try:
+                if not self.run_once():
+                    stop.wait(idle_seconds)
+            except Exception:
+                logger.exception("indexing failed; retrying in 5 s")
+                stop.wait(5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m archive.indexer", description=__doc__)
+    parser.add_argument("--home", default=None, help="archive home [VNA_HOME or ./var]")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s indexer %(levelname)s %(message)s")
+    settings = load_settings(args.home)
+    # ingest first: the index may lag a moment, a C-STORE should not wait for it
+    os.nice(10)
+    catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("indexing %s", settings.home)
+    try:
+        Indexer(catalog).run(stop)
+    finally:
+        catalog.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from archive.blobstore import CONTENT_DICOM, BlobStore
-from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
-from archive.indexer import Indexer, Sender, StoredFile
+from archive.blobstore import BlobStore
+from archive.catalog import Catalog, InstanceRecord, Institution, Sender, SourceRecord
 from archive.settings import Settings
 from security.errors import IntegrityError, StorageFull, VnaError
 from security.keys import KeyRing
@@ -148,7 +147,6 @@ class ArchivePlugin:
         self._ae_map: dict[str, Institution] = {}
         self._ae_loaded = 0.0
         self._ae_lock = threading.Lock()
-        self.indexer = Indexer(self.catalog)
         # calling AE of the C-STORE each Orthanc thread is handling (see filter_cstore)
         self._senders: dict[int, tuple[Sender, float]] = {}
 
@@ -156,15 +154,10 @@ class ArchivePlugin:
 
     @_guard("storing an attachment")
     def create(self, uuid: str, content_type: Any, data: bytes) -> None:
-        kind = int(content_type)
-        header_end = self.store.put(uuid, kind, data)
-        if kind == CONTENT_DICOM and header_end is not None:
-            sender = self._senders.pop(threading.get_ident(), None)
-            if sender is not None and time.monotonic() - sender[1] > _SENDER_FRESH_SECONDS:
-                sender = None
-            self.indexer.stored(
-                StoredFile(uuid, bytes(data[:header_end]), len(data), sender[0] if sender else None)
-            )
+        sender = self._senders.pop(threading.get_ident(), None)
+        if sender is not None and time.monotonic() - sender[1] > _SENDER_FRESH_SECONDS:
+            sender = None
+        self.store.put(uuid, int(content_type), data, sender[0] if sender else None)
 
     @_guard("reading an attachment")
     def read(self, uuid: str, content_type: Any) -> bytes:
@@ -173,8 +166,6 @@ class ArchivePlugin:
     @_guard("removing an attachment")
     def remove(self, uuid: str, content_type: Any) -> None:
         self.store.remove(uuid)
-        if int(content_type) == CONTENT_DICOM:
-            self.indexer.removed(uuid)
 
     # -- DIMSE admission and provenance --------------------------------------------------
 
@@ -210,10 +201,8 @@ class ArchivePlugin:
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         sdk = self.sdk
         if change_type == sdk.ChangeType.ORTHANC_STARTED:
-            self.indexer.start()
             threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
         elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
-            self.indexer.stop()
             self.store.stop_digester()
 
     def attachment_uuid(self, instance_id: str) -> str | None:
@@ -224,6 +213,10 @@ class ArchivePlugin:
     def reindex_missing(self) -> int:
         """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
         try:
+            # what is still queued will be indexed by the indexer process: wait for it
+            deadline = time.monotonic() + 600
+            while self.catalog.index_backlog() and time.monotonic() < deadline:
+                time.sleep(1.0)
             known = self.catalog.indexed_orthanc_ids()
             missing = [i for i in json.loads(self.sdk.RestApiGet("/instances")) if i not in known]
             for instance_id in missing:

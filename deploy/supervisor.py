@@ -155,6 +155,19 @@ def _start_orthanc(settings: Settings, config: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _start_indexer(settings: Settings) -> subprocess.Popen[bytes]:
+    log = open(settings.home / "log" / "indexer.log", "ab")  # noqa: SIM115 - child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "archive.indexer", "--home", str(settings.home)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=dict(os.environ, VNA_HOME=str(settings.home)),
+        start_new_session=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+
+
 def _launch(settings: Settings, config: Path, creds: OrthancCredentials) -> subprocess.Popen[bytes]:
     """Start Orthanc, wait until its storage area answers, and record it as ready."""
     (settings.run_dir / "ready").unlink(missing_ok=True)
@@ -204,6 +217,7 @@ def serve(
     _pid_file(settings).write_text(f"{os.getpid()}\n")
     restarts: list[float] = []
     proc: subprocess.Popen[bytes] | None = None
+    indexer: subprocess.Popen[bytes] | None = None
     clean = False
     try:
         with _signals():
@@ -218,8 +232,18 @@ def serve(
                 )
             if on_ready is not None:
                 on_ready()
+            indexer = _start_indexer(settings)
             while True:
-                code = proc.wait()
+                time.sleep(0.5)
+                if indexer.poll() is not None:
+                    logger.error(
+                        "the indexer exited with code %s; restarting it", indexer.returncode
+                    )
+                    time.sleep(1.0)
+                    indexer = _start_indexer(settings)
+                code = proc.poll()
+                if code is None:
+                    continue
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < _RESTART_WINDOW] + [now]
                 if len(restarts) > _RESTART_LIMIT:
@@ -242,6 +266,8 @@ def serve(
         if proc is not None and proc.poll() is None:
             _terminate(proc)
             clean = proc.returncode == 0
+        if indexer is not None:
+            _terminate(indexer)
         if clean:
             _dirty_file(settings).unlink(missing_ok=True)
         (settings.run_dir / "ready").unlink(missing_ok=True)

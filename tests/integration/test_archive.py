@@ -42,8 +42,10 @@ def blob_kinds(arch: Archive) -> dict[str, int]:
 
 
 def send(arch: Archive, aet: str, *paths: Path) -> None:
+    """storescu, then wait until the catalog has indexed what was sent."""
     proc = arch.storescu(aet, *paths, extra=("+sd", "+r") if len(paths) == 1 else ())
     assert proc.returncode == 0, proc.stderr
+    arch.stats()
 
 
 def test_second_institution_adds_no_blob_and_records_both(

@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 
 from archive.blobstore import CONTENT_DICOM
 from archive.headers import orthanc_instance_id
+from archive.indexer import Indexer
 from archive.plugin import (
     STATUS_NOT_AUTHORIZED,
     ArchivePlugin,
@@ -153,7 +154,6 @@ def sdk() -> FakeSdk:
 def plugin(sdk: FakeSdk, tmp_path: Path) -> Iterator[ArchivePlugin]:
     settings = load_settings(tmp_path, storage=StorageSettings(fsync=False))
     plug = register(sdk, settings)
-    plug.indexer.start()
     try:
         yield plug
     finally:
@@ -283,7 +283,7 @@ def test_a_c_store_is_indexed_with_its_sender(sdk: FakeSdk, plugin: ArchivePlugi
     data = _ct_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))
     _store(sdk, "att-1", data, "HOSPA")
-    assert plugin.indexer.flush(10)
+    Indexer(plugin.catalog).drain()
     rec = plugin.catalog.instance(str(ds.SOPInstanceUID))
     assert rec is not None
     assert rec.attachment_uuid == "att-1"
@@ -312,7 +312,7 @@ def test_a_re_send_keeps_the_instance_and_records_both_senders(
     _store(sdk, "att-2", data, "HOSPB")
     assert sdk.storage is not None
     sdk.storage[2]("att-2", CONTENT_DICOM)
-    assert plugin.indexer.flush(10)
+    Indexer(plugin.catalog).drain()
     rec = plugin.catalog.instance(sop)
     assert rec is not None and rec.attachment_uuid == "att-1"
     assert plugin.catalog.sources_of(sop) == [
@@ -328,7 +328,7 @@ def test_a_rest_upload_is_local_and_has_no_sender(sdk: FakeSdk, plugin: ArchiveP
     data = _ct_bytes()
     sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
     _store(sdk, "att-2", data, None)
-    assert plugin.indexer.flush(10)
+    Indexer(plugin.catalog).drain()
     rec = plugin.catalog.instance(sop)
     assert rec is not None and rec.issuer == "local"
     assert plugin.catalog.sources_of(sop) == []
@@ -341,10 +341,10 @@ def test_removing_the_file_removes_the_index_row(sdk: FakeSdk, plugin: ArchivePl
     assert sdk.storage is not None
     sdk.storage[0]("att-3", 3, data[:100])  # another content type: not an instance
     sdk.storage[2]("att-3", 3)
-    assert plugin.indexer.flush(10)
+    Indexer(plugin.catalog).drain()
     assert plugin.catalog.instance(sop) is not None
     sdk.storage[2]("att-1", CONTENT_DICOM)
-    assert plugin.indexer.flush(10)
+    Indexer(plugin.catalog).drain()
     assert plugin.catalog.instance(sop) is None
     assert plugin.catalog.stats().studies == 0
 
@@ -352,7 +352,7 @@ def test_removing_the_file_removes_the_index_row(sdk: FakeSdk, plugin: ArchivePl
 def test_reindex_missing_fills_the_catalog(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     data = _ct_bytes()
     _store(sdk, "att-1", data, None)
-    assert plugin.indexer.flush(10)
+    Indexer(plugin.catalog).drain()
     known = plugin.catalog.instance(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID))
     assert known is not None and known.orthanc_id is not None
     other = dict(TAGS, SOPInstanceUID="1.2.826.0.1.3680043.8.498.9")
@@ -436,3 +436,16 @@ def test_instance_record_from_a_real_file() -> None:
     }
     rec = _record(tags, "local")
     assert (rec.sop_uid, rec.modality, rec.issuer) == (ds.SOPInstanceUID, "CT", "local")
+
+
+def test_the_index_queue_is_consumed_in_order(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
+    data = _ct_bytes()
+    _store(sdk, "att-1", data, None)
+    assert sdk.storage is not None
+    sdk.storage[2]("att-1", CONTENT_DICOM)
+    _store(sdk, "att-2", data, None)
+    assert plugin.catalog.index_backlog() == 3
+    assert Indexer(plugin.catalog, batch=2).drain() == 3
+    assert plugin.catalog.index_backlog() == 0
+    rec = plugin.catalog.instance(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID))
+    assert rec is not None and rec.attachment_uuid == "att-2"

@@ -46,8 +46,8 @@ class Endpoints:
     def lines(self) -> list[str]:
         return [
             f"DICOM (C-STORE/C-FIND/C-MOVE/C-GET): {self.dicom}",
-            f"DICOMweb gateway:                  {self.gateway}",
             f"Orthanc HTTP (loopback, internal): {self.orthanc}",
+            f"DICOMweb gateway (preview, not started by `vna up` yet): {self.gateway}",
         ]
 
 

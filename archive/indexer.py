@@ -83,11 +83,25 @@ class Indexer:
             total += done
         return total
 
-    def run(self, stop: threading.Event, idle_seconds: float = 0.2) -> None:
+    def run(
+        self, stop: threading.Event, idle_seconds: float = 0.25, burst_limit: int = 500
+    ) -> None:
+        """Index until ``stop``; during an ingest burst, wait for it to settle.
+
+        Every batch takes the catalog's write lock that the storage area needs on each
+        C-STORE, so while the queue is still growing (and below ``burst_limit``) the indexer
+        waits: the index lags by a moment and the C-STOREs do not.
+        """
+        previous = -1
         while not stop.is_set():
             try:
-                if not self.run_once():
+                backlog = self.catalog.index_backlog()
+                if backlog == 0 or (previous < backlog < burst_limit):
+                    previous = backlog
                     stop.wait(idle_seconds)
+                    continue
+                self.run_once()
+                previous = self.catalog.index_backlog()
             except Exception:
                 logger.exception("indexing failed; retrying in 5 s")
                 stop.wait(5)

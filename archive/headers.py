@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from io import BytesIO
+from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -17,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from archive.catalog import InstanceRecord
 from security.errors import InvalidInput
 
-__all__ = ["INDEXED_KEYWORDS", "header_record", "orthanc_instance_id"]
+__all__ = ["INDEXED_KEYWORDS", "header_record", "instance_record", "orthanc_instance_id"]
 
 INDEXED_KEYWORDS = (
     "SpecificCharacterSet",
@@ -55,18 +56,63 @@ def orthanc_instance_id(patient_id: str, study_uid: str, series_uid: str, sop_ui
     return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
 
 
-def _text(value: object) -> str | None:
-    if value is None or value == "":
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value).strip().split("\\")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, (list, dict)):
         return None
     text = str(value).strip()
     return text or None
 
 
-def _number(value: object) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
+def instance_record(
+    tags: dict[str, Any],
+    issuer_fallback: str,
+    *,
+    orthanc_id: str | None,
+    attachment_uuid: str | None,
+    size: int | None,
+    transfer_syntax: str | None,
+) -> InstanceRecord:
+    """Build the index row of an instance from Orthanc's simplified tags.
+
+    The patient is qualified by IssuerOfPatientID, else by the sending institution, so equal
+    patient IDs from two hospitals stay two patients.
+    """
+    return InstanceRecord(
+        sop_uid=str(tags["SOPInstanceUID"]),
+        series_uid=str(tags["SeriesInstanceUID"]),
+        study_uid=str(tags["StudyInstanceUID"]),
+        patient_id=_str(tags.get("PatientID")) or "",
+        issuer=_str(tags.get("IssuerOfPatientID")) or issuer_fallback,
+        patient_name=_str(tags.get("PatientName")),
+        birth_date=_str(tags.get("PatientBirthDate")),
+        sex=_str(tags.get("PatientSex")),
+        study_date=_str(tags.get("StudyDate")),
+        study_time=_str(tags.get("StudyTime")),
+        accession_number=_str(tags.get("AccessionNumber")),
+        study_id=_str(tags.get("StudyID")),
+        study_description=_str(tags.get("StudyDescription")),
+        referring_physician=_str(tags.get("ReferringPhysicianName")),
+        modality=_str(tags.get("Modality")),
+        series_number=_int(tags.get("SeriesNumber")),
+        series_description=_str(tags.get("SeriesDescription")),
+        series_date=_str(tags.get("SeriesDate")),
+        sop_class_uid=_str(tags.get("SOPClassUID")),
+        instance_number=_int(tags.get("InstanceNumber")),
+        number_of_frames=_int(tags.get("NumberOfFrames")),
+        rows=_int(tags.get("Rows")),
+        columns=_int(tags.get("Columns")),
+        transfer_syntax=transfer_syntax,
+        orthanc_id=orthanc_id,
+        attachment_uuid=attachment_uuid,
+        size=size,
+    )
 
 
 def header_record(
@@ -83,40 +129,20 @@ def header_record(
         )
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise InvalidInput(f"the stored file {attachment_uuid} has an unreadable header") from exc
-    sop_uid = _text(ds.get("SOPInstanceUID"))
-    study_uid = _text(ds.get("StudyInstanceUID"))
-    series_uid = _text(ds.get("SeriesInstanceUID"))
+    tags = {keyword: ds.get(keyword) for keyword in INDEXED_KEYWORDS}
+    sop_uid = _str(tags["SOPInstanceUID"])
+    study_uid = _str(tags["StudyInstanceUID"])
+    series_uid = _str(tags["SeriesInstanceUID"])
     if not (sop_uid and study_uid and series_uid):
         raise InvalidInput(f"the stored file {attachment_uuid} lacks its UIDs")
-    patient_id = str(ds.get("PatientID", "") or "")
     meta = getattr(ds, "file_meta", None)
-    syntax = _text(meta.get("TransferSyntaxUID")) if meta is not None else None
-    return InstanceRecord(
-        sop_uid=sop_uid,
-        series_uid=series_uid,
-        study_uid=study_uid,
-        patient_id=patient_id.strip(),
-        issuer=_text(ds.get("IssuerOfPatientID")) or issuer_fallback,
-        patient_name=_text(ds.get("PatientName")),
-        birth_date=_text(ds.get("PatientBirthDate")),
-        sex=_text(ds.get("PatientSex")),
-        study_date=_text(ds.get("StudyDate")),
-        study_time=_text(ds.get("StudyTime")),
-        accession_number=_text(ds.get("AccessionNumber")),
-        study_id=_text(ds.get("StudyID")),
-        study_description=_text(ds.get("StudyDescription")),
-        referring_physician=_text(ds.get("ReferringPhysicianName")),
-        modality=_text(ds.get("Modality")),
-        series_number=_number(ds.get("SeriesNumber")),
-        series_description=_text(ds.get("SeriesDescription")),
-        series_date=_text(ds.get("SeriesDate")),
-        sop_class_uid=_text(ds.get("SOPClassUID")),
-        instance_number=_number(ds.get("InstanceNumber")),
-        number_of_frames=_number(ds.get("NumberOfFrames")),
-        rows=_number(ds.get("Rows")),
-        columns=_number(ds.get("Columns")),
-        transfer_syntax=syntax,
-        orthanc_id=orthanc_instance_id(patient_id, study_uid, series_uid, sop_uid),
+    return instance_record(
+        tags,
+        issuer_fallback,
+        orthanc_id=orthanc_instance_id(
+            _str(tags["PatientID"]) or "", study_uid, series_uid, sop_uid
+        ),
         attachment_uuid=attachment_uuid,
         size=size,
+        transfer_syntax=_str(meta.get("TransferSyntaxUID")) if meta is not None else None,
     )

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from archive.blobstore import BlobStore
-from archive.catalog import Catalog, InstanceRecord, Institution, Sender, SourceRecord
+from archive.catalog import Catalog, Institution, Sender, SourceRecord
+from archive.headers import instance_record
 from archive.settings import Settings
 from security.errors import IntegrityError, StorageFull, VnaError
 from security.keys import KeyRing
@@ -75,65 +76,6 @@ def _guard(what: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value).strip().split("\\")[0])
-    except (TypeError, ValueError):
-        return None
-
-
-def _str(value: Any) -> str | None:
-    if value is None or isinstance(value, (list, dict)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def instance_record(
-    tags: dict[str, Any],
-    issuer_fallback: str,
-    *,
-    orthanc_id: str | None,
-    attachment_uuid: str | None,
-    size: int | None,
-    transfer_syntax: str | None,
-) -> InstanceRecord:
-    """Build the index row of an instance from Orthanc's simplified tags.
-
-    The patient is qualified by IssuerOfPatientID, else by the sending institution, so equal
-    patient IDs from two hospitals stay two patients.
-    """
-    return InstanceRecord(
-        sop_uid=str(tags["SOPInstanceUID"]),
-        series_uid=str(tags["SeriesInstanceUID"]),
-        study_uid=str(tags["StudyInstanceUID"]),
-        patient_id=_str(tags.get("PatientID")) or "",
-        issuer=_str(tags.get("IssuerOfPatientID")) or issuer_fallback,
-        patient_name=_str(tags.get("PatientName")),
-        birth_date=_str(tags.get("PatientBirthDate")),
-        sex=_str(tags.get("PatientSex")),
-        study_date=_str(tags.get("StudyDate")),
-        study_time=_str(tags.get("StudyTime")),
-        accession_number=_str(tags.get("AccessionNumber")),
-        study_id=_str(tags.get("StudyID")),
-        study_description=_str(tags.get("StudyDescription")),
-        referring_physician=_str(tags.get("ReferringPhysicianName")),
-        modality=_str(tags.get("Modality")),
-        series_number=_int(tags.get("SeriesNumber")),
-        series_description=_str(tags.get("SeriesDescription")),
-        series_date=_str(tags.get("SeriesDate")),
-        sop_class_uid=_str(tags.get("SOPClassUID")),
-        instance_number=_int(tags.get("InstanceNumber")),
-        number_of_frames=_int(tags.get("NumberOfFrames")),
-        rows=_int(tags.get("Rows")),
-        columns=_int(tags.get("Columns")),
-        transfer_syntax=transfer_syntax,
-        orthanc_id=orthanc_id,
-        attachment_uuid=attachment_uuid,
-        size=size,
-    )
 
 
 class ArchivePlugin:

@@ -14,6 +14,31 @@ from tiering.api import Staged
 __all__ = ["FileStore"]
 
 
+def write_new_file(path: Path, data: bytes, *, sync: bool, what: str) -> None:
+    """Create ``path`` (0600, must not exist) holding ``data``, fdatasynced when ``sync``.
+
+    On failure nothing is left behind; a full disk is a StorageFull naming ``what``.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fdatasync(fd)  # data and size; mtime need not wait
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno == 28:  # ENOSPC
+            raise StorageFull(f"{what} is full: free space") from exc
+        raise
+
+
 class FileStore:
     """An :class:`~tiering.api.ObjectStore` on a local file system."""
 
@@ -30,22 +55,9 @@ class FileStore:
 
     def stage(self, data: bytes, key: str) -> Staged:
         token = f"{key}.{secrets.token_hex(8)}"
-        path = self._staging / token
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fdatasync(fd)  # data and size; mtime need not wait
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            if exc.errno == 28:  # ENOSPC
-                raise StorageFull(f"tier {self.name} at {self.root} is full: free space") from exc
-            raise
+        write_new_file(
+            self._staging / token, data, sync=self.fsync, what=f"tier {self.name} at {self.root}"
+        )
         return Staged(token, key, len(data))
 
     def publish(self, staged: Staged) -> None:
@@ -137,24 +149,7 @@ class Journal:
         return self.root / name
 
     def write(self, name: str, data: bytes) -> None:
-        path = self._path(name)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        except FileExistsError:
-            raise
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            if exc.errno == 28:  # ENOSPC
-                raise StorageFull(f"journal at {self.root} is full: free space") from exc
-            raise
+        write_new_file(self._path(name), data, sync=self.fsync, what=f"journal at {self.root}")
 
     def read(self, name: str) -> bytes:
         try:

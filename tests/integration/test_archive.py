@@ -67,6 +67,15 @@ def test_second_institution_adds_no_blob_and_records_both(
         sop_uid,
     )
     assert sources == [("Hospital A", "HOSPA"), ("Hospital B", "HOSPB")]
+    # the index names instances with Orthanc's own ids (computed, not asked for)
+    ((orthanc_id, attachment),) = catalog_rows(
+        archive, "select orthanc_id, attachment_uuid from instances where sop_uid = ?", sop_uid
+    )
+    instance_id = archive.lookup(sop_uid)
+    assert orthanc_id == instance_id
+    assert (
+        attachment == archive.get(f"/instances/{instance_id}/attachments/dicom/info").json()["Uuid"]
+    )
 
 
 def test_edited_header_adds_only_header_blobs(

@@ -22,6 +22,7 @@ from archive.plugin import open_store
 from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
+from security.clients import ClientRegistry
 from security.errors import VnaError
 
 app = typer.Typer(
@@ -31,6 +32,10 @@ keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
 institution_app = typer.Typer(help="Institutions and their DICOM AE titles.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(institution_app, name="institution")
+client_app = typer.Typer(
+    help="OAuth2 clients (institution systems) of the embedded issuer.", no_args_is_help=True
+)
+app.add_typer(client_app, name="client")
 
 console = Console(stderr=True)
 out = Console()
@@ -342,6 +347,32 @@ def institution_list(home: HomeOption = None, as_json: JsonOption = False) -> No
         )
         table.add_row(str(inst.id), inst.name, aes)
     out.print(table)
+
+
+@client_app.command("add")
+def client_add(
+    name: str,
+    institution: Annotated[str, typer.Option(help="Institution the client acts for.")],
+    scopes: Annotated[str, typer.Option(help='Space-separated, e.g. "dicom.read dicom.write".')],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a client for client_credentials; prints its id and secret ONCE."""
+    store = _store(home)
+    inst = store.catalog.institution(institution)  # NotFound names `vna institution add`
+    client, secret = ClientRegistry(store.catalog.engine).add(name, inst.name, scopes)
+    data = {
+        "client_id": client.client_id,
+        "client_secret": secret,
+        "institution": client.institution,
+        "scopes": " ".join(sorted(client.scopes)),
+    }
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    for key, value in data.items():
+        out.print(f"{key}: {value}")
+    out.print("[yellow]the secret is shown only now: store it in the client's configuration[/]")
 
 
 @app.command()

@@ -32,10 +32,12 @@ from dicomweb.auth import authorize
 from dicomweb.config import GatewaySettings
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
+from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
 from dicomweb.query import parse_query
 from dicomweb.search import instances_to_retrieve, search
 from dicomweb.store import BlobStore, Settings, open_store
 from dicomweb.wado import negotiate_dicom, stream_instances
+from security.clients import ClientRegistry
 from security.errors import NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
@@ -62,7 +64,6 @@ class GatewayView:
 
 BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
 VALIDATOR: web.AppKey[TokenValidator] = web.AppKey("validator", TokenValidator)
-ISSUER: web.AppKey[EmbeddedIssuer] = web.AppKey("issuer", EmbeddedIssuer)
 VIEW: web.AppKey[GatewayView] = web.AppKey("view", GatewayView)
 
 
@@ -178,6 +179,8 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(series, retrieve_series)
     app.router.add_get(series + "/instances/{instance}", retrieve_instance)
     app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_get("/.well-known/openid-configuration", openid_configuration)
+    app.router.add_post("/oauth/token", token)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
 
@@ -214,6 +217,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)
         app[BLOBS] = store
+        app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
         logger.info("gateway serving archive %s at %s", settings.home, view.dicomweb_root)
         yield
         store.catalog.close()

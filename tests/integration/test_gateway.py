@@ -3,6 +3,7 @@ per-institution visibility, byte-identical retrieval, token refusals."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -234,3 +235,74 @@ def test_bad_query_is_400_and_cors_and_metrics(gateway: Gateway) -> None:
     metrics = requests.get(f"{gateway.url}/metrics", timeout=30).text
     assert "vna_gateway_requests_total" in metrics
     assert "vna_gateway_token_refusals_total" in metrics
+
+
+def test_client_credentials_flow(archive: Archive, gateway: Gateway) -> None:
+    """`vna client add` -> token endpoint -> dicomweb-client, and the endpoint's refusals."""
+    made = json.loads(
+        archive.vna(
+            "client",
+            "add",
+            "pacs-a",
+            "--institution",
+            "Hospital A",
+            "--scopes",
+            "dicom.read dicom.write",
+            "--json",
+        ).stdout
+    )
+    client_id, secret = made["client_id"], made["client_secret"]
+    assert (
+        secret
+        not in archive.vna(
+            "client", "add", "pacs-a2", "--institution", "Hospital A", "--scopes", "dicom.read"
+        ).stdout
+    )
+    discovery = requests.get(f"{gateway.url}/.well-known/openid-configuration", timeout=10).json()
+    assert discovery["issuer"] == gateway.url
+    endpoint = discovery["token_endpoint"]
+
+    answer = requests.post(
+        endpoint,
+        data={"grant_type": "client_credentials", "scope": "dicom.read"},
+        auth=(client_id, secret),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and body["scope"] == "dicom.read"
+    web = DICOMwebClient(
+        url=gateway.root, headers={"Authorization": f"Bearer {body['access_token']}"}
+    )
+    assert [s["0020000D"]["Value"][0] for s in web.search_for_studies()] == [gateway.study_uid]
+
+    refused = [
+        requests.post(
+            endpoint,
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, "wrong"),
+            timeout=10,
+        ),
+        requests.post(endpoint, data={"grant_type": "client_credentials"}, timeout=10),
+        requests.post(
+            endpoint, data={"grant_type": "password"}, auth=(client_id, secret), timeout=10
+        ),
+        requests.post(
+            endpoint,
+            data={"grant_type": "client_credentials", "scope": "admin"},
+            auth=(client_id, secret),
+            timeout=10,
+        ),
+    ]
+    assert [(r.status_code, r.json()["error"]) for r in refused] == [
+        (401, "invalid_client"),
+        (401, "invalid_client"),
+        (400, "unsupported_grant_type"),
+        (400, "invalid_scope"),
+    ]
+    assert secret not in gateway.log.read_text()
+    unknown = archive.vna(
+        "client", "add", "x", "--institution", "Nowhere", "--scopes", "dicom.read", check=False
+    )
+    assert unknown.returncode == 2 and "vna institution add" in unknown.stderr

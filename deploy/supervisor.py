@@ -47,7 +47,7 @@ class Endpoints:
         return [
             f"DICOM (C-STORE/C-FIND/C-MOVE/C-GET): {self.dicom}",
             f"Orthanc HTTP (loopback, internal): {self.orthanc}",
-            f"DICOMweb gateway (preview, not started by `vna up` yet): {self.gateway}",
+            f"DICOMweb gateway (OAuth2 bearer tokens):  {self.gateway}",
         ]
 
 
@@ -155,10 +155,14 @@ def _start_orthanc(settings: Settings, config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _start_indexer(settings: Settings) -> subprocess.Popen[bytes]:
-    log = open(settings.home / "log" / "indexer.log", "ab")  # noqa: SIM115 - child owns it
+# the processes that run beside Orthanc: name -> python module
+HELPERS = {"indexer": "archive.indexer", "gateway": "dicomweb"}
+
+
+def _start_helper(settings: Settings, name: str) -> subprocess.Popen[bytes]:
+    log = open(settings.home / "log" / f"{name}.log", "ab")  # noqa: SIM115 - child owns it
     return subprocess.Popen(
-        [sys.executable, "-m", "archive.indexer", "--home", str(settings.home)],
+        [sys.executable, "-m", HELPERS[name], "--home", str(settings.home)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -217,11 +221,13 @@ def serve(
     _pid_file(settings).write_text(f"{os.getpid()}\n")
     restarts: list[float] = []
     proc: subprocess.Popen[bytes] | None = None
-    indexer: subprocess.Popen[bytes] | None = None
+    helpers: dict[str, subprocess.Popen[bytes]] = {}
     clean = False
     try:
         with _signals():
             proc = _launch(settings, config, creds)
+            for name in HELPERS:
+                helpers[name] = _start_helper(settings, name)
             if ready_message:
                 print("VNA archive is up", flush=True)
                 for line in endpoints(settings).lines():
@@ -232,15 +238,18 @@ def serve(
                 )
             if on_ready is not None:
                 on_ready()
-            indexer = _start_indexer(settings)
             while True:
                 time.sleep(0.5)
-                if indexer.poll() is not None:
-                    logger.error(
-                        "the indexer exited with code %s; restarting it", indexer.returncode
-                    )
-                    time.sleep(1.0)
-                    indexer = _start_indexer(settings)
+                for name, helper in helpers.items():
+                    if helper.poll() is not None:
+                        logger.error(
+                            "the %s exited with code %s (see %s); restarting it",
+                            name,
+                            helper.returncode,
+                            settings.home / "log" / f"{name}.log",
+                        )
+                        time.sleep(1.0)
+                        helpers[name] = _start_helper(settings, name)
                 code = proc.poll()
                 if code is None:
                     continue
@@ -266,8 +275,8 @@ def serve(
         if proc is not None and proc.poll() is None:
             _terminate(proc)
             clean = proc.returncode == 0
-        if indexer is not None:
-            _terminate(indexer)
+        for helper in helpers.values():
+            _terminate(helper)
         if clean:
             _dirty_file(settings).unlink(missing_ok=True)
         (settings.run_dir / "ready").unlink(missing_ok=True)

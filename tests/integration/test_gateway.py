@@ -275,7 +275,8 @@ def test_client_credentials_flow(archive: Archive, gateway: Gateway) -> None:
     web = DICOMwebClient(
         url=gateway.root, headers={"Authorization": f"Bearer {body['access_token']}"}
     )
-    assert [s["0020000D"]["Value"][0] for s in web.search_for_studies()] == [gateway.study_uid]
+    found = web.search_for_studies(search_filters={"StudyInstanceUID": gateway.study_uid})
+    assert [s["0020000D"]["Value"][0] for s in found] == [gateway.study_uid]
 
     refused = [
         requests.post(

@@ -6,6 +6,7 @@ and ``VNA_*`` variables. Errors print one sentence that says what to do and exit
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ from archive.plugin import open_store
 from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
+from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
 from security.errors import VnaError
 
@@ -36,6 +38,8 @@ client_app = typer.Typer(
     help="OAuth2 clients (institution systems) of the embedded issuer.", no_args_is_help=True
 )
 app.add_typer(client_app, name="client")
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 console = Console(stderr=True)
 out = Console()
@@ -373,6 +377,49 @@ def client_add(
     for key, value in data.items():
         out.print(f"{key}: {value}")
     out.print("[yellow]the secret is shown only now: store it in the client's configuration[/]")
+
+
+def _audit_log(home: Path | None) -> AuditLog:
+    settings = _settings(home)
+    store = _store(home)
+    return AuditLog.open(store.catalog.engine, settings.keys_dir)
+
+
+@audit_app.command("verify")
+def audit_verify(home: HomeOption = None) -> None:
+    """Check every audit record and link; exit 1 and name the first broken one."""
+    broken = _audit_log(home).verify()
+    if broken is not None:
+        out.print(f"[red]audit log BROKEN at record {broken.seq}[/red]: {broken.reason}")
+        raise typer.Exit(1)
+    out.print("audit log intact")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="dicom (PS3.15 XML) or fhir.")] = "dicom",
+    home: HomeOption = None,
+) -> None:
+    """Print every record as DICOM audit messages or FHIR AuditEvents (itself audited)."""
+    if fmt not in ("dicom", "fhir"):
+        raise VnaError("--format is dicom or fhir")
+    log = _audit_log(home)
+    log.append(
+        AuditEvent("audit-log-used", "R", 0, f"vna-cli:{getpass.getuser()}", detail={"format": fmt})
+    )
+    records = list(log.records())
+    if fmt == "fhir":
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": fhir_audit_event(seq, e)} for seq, e in records],
+        }
+        sys.stdout.write(json.dumps(bundle, indent=1) + "\n")
+    else:
+        sys.stdout.write("<AuditMessages>\n")
+        for _seq, event in records:
+            sys.stdout.write(dicom_xml(event) + "\n")
+        sys.stdout.write("</AuditMessages>\n")
 
 
 @app.command()

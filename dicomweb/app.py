@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from dicomweb.attributes import Level
+from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.config import GatewaySettings
 from dicomweb.metrics import GatewayMetrics
@@ -37,6 +38,7 @@ from dicomweb.query import parse_query
 from dicomweb.search import instances_to_retrieve, search
 from dicomweb.store import BlobStore, Settings, open_store
 from dicomweb.wado import negotiate_dicom, stream_instances
+from security.audit import AuditLog
 from security.clients import ClientRegistry
 from security.errors import NotFound
 from security.issuer import EmbeddedIssuer
@@ -86,6 +88,16 @@ async def _search(
     results = await asyncio.to_thread(
         search, catalog, query, principal.institution, view.dicomweb_root
     )
+    await audit(
+        request,
+        "query",
+        "E",
+        0,
+        principal.subject,
+        principal.institution,
+        study,
+        {"level": level.name.lower(), "results": str(len(results))},
+    )
     response = web.json_response(results, content_type="application/dicom+json")
     if query.ignored:
         names = ", ".join(sorted(set(query.ignored)))
@@ -126,7 +138,27 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
         info.get("instance"),
     )
     if not items:
+        await audit(
+            request,
+            "instances-transferred",
+            "R",
+            4,
+            principal.subject,
+            principal.institution,
+            info["study"],
+            {"refused": "not reachable"},
+        )
         raise NotFound(f"no such {what}")  # the same answer when it exists but is not reachable
+    await audit(
+        request,
+        "instances-transferred",
+        "R",
+        0,
+        principal.subject,
+        principal.institution,
+        info["study"],
+        {"instances": str(len(items))},
+    )
     response, sent = await stream_instances(request, items, blobs, accepted)
     request.app[METRICS].bytes_sent.inc(sent)
     return response
@@ -218,6 +250,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
         store = await asyncio.to_thread(open_store, settings)
         app[BLOBS] = store
         app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
+        app[AUDIT] = await asyncio.to_thread(AuditLog.open, store.catalog.engine, settings.keys_dir)
         logger.info("gateway serving archive %s at %s", settings.home, view.dicomweb_root)
         yield
         store.catalog.close()

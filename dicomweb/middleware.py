@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 
+from dicomweb.auditing import REQUEST_ID, audit
 from dicomweb.metrics import GatewayMetrics
 from security.errors import (
     Conflict,
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
-REQUEST_ID = "vna_request_id"
 STREAMING = "vna_streaming"
 """Set on a request once a streamed body has started: an error can no longer be answered."""
 
@@ -73,6 +73,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except BearerError as exc:
         request.app[METRICS].token_refusals.labels(str(exc.status)).inc()
+        await audit(
+            request,
+            "authentication",
+            "E",
+            4,
+            "unknown",
+            detail={"refused": exc.error or "invalid_token", "path": request.path},
+        )
         response = _json_error(exc.status, exc.error or "invalid_token", exc.description, request)
         response.headers["WWW-Authenticate"] = exc.www_authenticate()
         return response

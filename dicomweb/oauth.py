@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from dicomweb.auditing import audit
 from security.clients import ClientRegistry
 from security.issuer import DEFAULT_LIFETIME, EmbeddedIssuer
 from security.tokens import SCOPES
@@ -61,11 +62,28 @@ async def token(request: web.Request) -> web.Response:
         return _error(401, "invalid_client", "authenticate with the client id and secret")
     client = await asyncio.to_thread(request.app[CLIENTS].authenticate, *credentials)
     if client is None:
+        await audit(
+            request,
+            "authentication",
+            "E",
+            4,
+            credentials[0][:64],
+            detail={"refused": "invalid_client"},
+        )
         return _error(401, "invalid_client", "unknown client or wrong secret")
     requested = frozenset(form.get("scope", "").split()) or client.scopes
     if not requested <= client.scopes:
         extra = " ".join(sorted(requested - client.scopes))
         return _error(400, "invalid_scope", f"this client may not ask for: {extra}")
+    await audit(
+        request,
+        "authentication",
+        "E",
+        0,
+        client.client_id,
+        client.institution,
+        detail={"grant": "client_credentials", "scope": " ".join(sorted(requested))},
+    )
     access_token = request.app[ISSUER].mint(
         subject=client.client_id,
         institution=client.institution,

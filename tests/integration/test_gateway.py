@@ -4,6 +4,7 @@ per-institution visibility, byte-identical retrieval, token refusals."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -307,3 +308,37 @@ def test_client_credentials_flow(archive: Archive, gateway: Gateway) -> None:
         "client", "add", "x", "--institution", "Nowhere", "--scopes", "dicom.read", check=False
     )
     assert unknown.returncode == 2 and "vna institution add" in unknown.stderr
+
+
+def test_audit_log_records_and_detects_tampering(archive: Archive, gateway: Gateway) -> None:
+    """Queries, retrievals, token refusals are audited; an edited record breaks the chain."""
+    client = gateway.client("Hospital A")
+    client.search_for_studies(search_filters={"StudyInstanceUID": gateway.study_uid})
+    refused = requests.get(
+        f"{gateway.root}/studies", headers={"Authorization": "Bearer not-a-token"}, timeout=10
+    )
+    assert refused.status_code == 401
+    assert "intact" in archive.vna("audit", "verify").stdout
+
+    bundle = json.loads(archive.vna("audit", "export", "--format", "fhir").stdout)
+    events = [entry["resource"] for entry in bundle["entry"]]
+    codes = {(e["type"]["code"], e["outcome"]) for e in events}
+    assert ("110112", "0") in codes  # a query
+    assert ("110114", "4") in codes  # a refused token
+    assert ("110104", "0") in codes  # instances transferred
+    assert "not-a-token" not in json.dumps(bundle)
+    xml = archive.vna("audit", "export", "--format", "dicom").stdout
+    assert xml.count("<AuditMessage>") == len(events) + 1  # the first export is audited too
+
+    db = sqlite3.connect(archive.home / "catalog.db")
+    with db:
+        seq, body = db.execute(
+            "SELECT seq, body FROM audit_events ORDER BY seq LIMIT 1 OFFSET 2"
+        ).fetchone()
+        db.execute(
+            "UPDATE audit_events SET body = ? WHERE seq = ?",
+            (body.replace('"user":"', '"user":"forged-'), seq),
+        )
+    db.close()
+    verdict = archive.vna("audit", "verify", check=False)
+    assert verdict.returncode == 1 and f"record {seq}" in verdict.stdout

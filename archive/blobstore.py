@@ -273,6 +273,19 @@ class BlobStore:
             return data
         raise NotFound(f"attachment {uuid} is not in the archive")
 
+    def get_header(self, uuid: str) -> bytes:
+        """The bytes of a DICOM attachment before Pixel Data, reading only that part.
+
+        For metadata: a study of thousands of instances costs one small blob each.
+        """
+        try:
+            _size, _digest, parts = self.catalog.attachment_parts(uuid)
+        except NotFound:
+            data = self.get(uuid)  # still journaled (write-behind): cut the whole file
+            return data[: pixel_data_offset(data) or len(data)]
+        record, _length = parts[0]
+        return self.read_blob(record)
+
     def verify_attachment(self, uuid: str) -> None:
         """Read every part of an attachment and check the digest binding them in order."""
         size, digest, parts = self.catalog.attachment_parts(uuid)

@@ -31,6 +31,7 @@ from dicomweb.attributes import Level
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.config import GatewaySettings
+from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
 from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
@@ -164,6 +165,59 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     return response
 
 
+async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
+    principal = await authorize(request, request.app[VALIDATOR], READ)
+    info = request.match_info
+    blobs = request.app[BLOBS]
+    items = await asyncio.to_thread(
+        instances_to_retrieve,
+        blobs.catalog,
+        principal.institution,
+        info["study"],
+        info.get("series"),
+        info.get("instance"),
+    )
+    if not items:
+        await audit(
+            request,
+            "instances-accessed",
+            "R",
+            4,
+            principal.subject,
+            principal.institution,
+            info["study"],
+            {"refused": "not reachable"},
+        )
+        raise NotFound(f"no such {what}")
+    documents = await asyncio.to_thread(metadata_of, blobs, items)
+    await audit(
+        request,
+        "instances-accessed",
+        "R",
+        0,
+        principal.subject,
+        principal.institution,
+        info["study"],
+        {"metadata": str(len(items))},
+    )
+    return web.json_response(documents, content_type="application/dicom+json")
+
+
+async def retrieve_study_metadata(request: web.Request) -> web.Response:
+    """WADO-RS study metadata, from the header blobs."""
+    return await _retrieve_metadata(request, "study")
+
+
+async def retrieve_series_metadata(request: web.Request) -> web.Response:
+    """WADO-RS series metadata."""
+    return await _retrieve_metadata(request, "series")
+
+
+async def retrieve_instance_metadata(request: web.Request) -> web.Response:
+    """WADO-RS instance metadata."""
+    return await _retrieve_metadata(request, "instance")
+
+
 async def retrieve_study(request: web.Request) -> web.StreamResponse:
     """WADO-RS study retrieval (PS3.18 10.4), stored transfer syntax, streamed."""
     return await _retrieve(request, "study")
@@ -207,6 +261,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(root + "/instances", search_for_instances)
     app.router.add_get(study + "/instances", search_for_instances)
     app.router.add_get(series + "/instances", search_for_instances)
+    app.router.add_get(study + "/metadata", retrieve_study_metadata)
+    app.router.add_get(series + "/metadata", retrieve_series_metadata)
+    app.router.add_get(series + "/instances/{instance}/metadata", retrieve_instance_metadata)
     app.router.add_get(study, retrieve_study)
     app.router.add_get(series, retrieve_series)
     app.router.add_get(series + "/instances/{instance}", retrieve_instance)

@@ -163,14 +163,44 @@ def test_other_institution_sees_nothing(gateway: Gateway) -> None:
         f"{gateway.root}/studies/{gateway.study_uid}/series/{ds.SeriesInstanceUID}"
         f"/instances/{ds.SOPInstanceUID}",
     ]
+    urls += [f"{url}/metadata" for url in urls]
     missing = f"{gateway.root}/studies/1.2.3.4.5.6.7.8.9"
-    for url in [*urls, missing]:
+    for url in [*urls, missing, f"{missing}/metadata"]:
         answer = requests.get(url, headers=headers, timeout=30)
         assert answer.status_code == 404, url
         assert answer.json()["error"] == "not_found"
     # an admin scope does not widen what an institution reaches
     admin = {"Authorization": f"Bearer {gateway.token('Hospital B', ('dicom.read', 'admin'))}"}
     assert requests.get(urls[0], headers=admin, timeout=30).status_code == 404
+
+
+def test_metadata_from_the_header_blobs(gateway: Gateway) -> None:
+    client = gateway.client("Hospital A")
+    documents = client.retrieve_study_metadata(gateway.study_uid)
+    assert len(documents) == N_INSTANCES
+    sent = {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p) for p in gateway.files}
+    for document in documents:
+        back = pydicom.Dataset.from_json(document)
+        original = sent[str(back.SOPInstanceUID)]
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "Rows",
+            "Columns",
+            "ImagePositionPatient",
+            "PixelSpacing",
+            "RescaleIntercept",
+            "WindowCenter",
+        ):
+            assert back.get(keyword) == original.get(keyword), keyword
+        assert "7FE00010" not in document  # frames are not served yet: no dangling URI
+    ds = pydicom.dcmread(gateway.files[0], stop_before_pixels=True)
+    one = client.retrieve_instance_metadata(  # the client unwraps the one-element array
+        gateway.study_uid, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    )
+    assert one["00080018"]["Value"] == [str(ds.SOPInstanceUID)]
 
 
 def test_token_refusals(gateway: Gateway, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -36,7 +36,7 @@ from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
 from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
 from dicomweb.query import parse_query
-from dicomweb.search import instances_to_retrieve, search
+from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.store import BlobStore, Settings, open_store
 from dicomweb.wado import negotiate_dicom, stream_instances
 from security.audit import AuditLog
@@ -125,81 +125,58 @@ async def search_for_instances(request: web.Request) -> web.Response:
 # -- WADO-RS -------------------------------------------------------------------------------
 
 
-async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
+async def _reachable(
+    request: web.Request, what: str, event: str, detail: str
+) -> tuple[list[StoredInstance], Callable[[], Awaitable[None]]]:
+    """Authorise, find the instances the token's institution reaches, and audit.
+
+    Nothing reachable is a 404, whether the resource exists or not, and an audited refusal.
+    Returns the instances and a coroutine function that records the success.
+    """
     principal = await authorize(request, request.app[VALIDATOR], READ)
-    accepted = negotiate_dicom(request.headers.get("Accept"))
     info = request.match_info
-    blobs = request.app[BLOBS]
     items = await asyncio.to_thread(
         instances_to_retrieve,
-        blobs.catalog,
+        request.app[BLOBS].catalog,
         principal.institution,
         info["study"],
         info.get("series"),
         info.get("instance"),
     )
-    if not items:
+    outcome = 0 if items else 4
+    note = {detail: str(len(items))} if items else {"refused": "not reachable"}
+
+    async def record() -> None:
         await audit(
             request,
-            "instances-transferred",
+            event,
             "R",
-            4,
+            outcome,
             principal.subject,
             principal.institution,
             info["study"],
-            {"refused": "not reachable"},
+            note,
         )
+
+    if not items:
+        await record()
         raise NotFound(f"no such {what}")  # the same answer when it exists but is not reachable
-    await audit(
-        request,
-        "instances-transferred",
-        "R",
-        0,
-        principal.subject,
-        principal.institution,
-        info["study"],
-        {"instances": str(len(items))},
-    )
-    response, sent = await stream_instances(request, items, blobs, accepted)
+    return items, record
+
+
+async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
+    accepted = negotiate_dicom(request.headers.get("Accept"))
+    items, record = await _reachable(request, what, "instances-transferred", "instances")
+    await record()
+    response, sent = await stream_instances(request, items, request.app[BLOBS], accepted)
     request.app[METRICS].bytes_sent.inc(sent)
     return response
 
 
 async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], READ)
-    info = request.match_info
-    blobs = request.app[BLOBS]
-    items = await asyncio.to_thread(
-        instances_to_retrieve,
-        blobs.catalog,
-        principal.institution,
-        info["study"],
-        info.get("series"),
-        info.get("instance"),
-    )
-    if not items:
-        await audit(
-            request,
-            "instances-accessed",
-            "R",
-            4,
-            principal.subject,
-            principal.institution,
-            info["study"],
-            {"refused": "not reachable"},
-        )
-        raise NotFound(f"no such {what}")
-    documents = await asyncio.to_thread(metadata_of, blobs, items)
-    await audit(
-        request,
-        "instances-accessed",
-        "R",
-        0,
-        principal.subject,
-        principal.institution,
-        info["study"],
-        {"metadata": str(len(items))},
-    )
+    items, record = await _reachable(request, what, "instances-accessed", "metadata")
+    documents = await asyncio.to_thread(metadata_of, request.app[BLOBS], items)
+    await record()
     return web.json_response(documents, content_type="application/dicom+json")
 
 

@@ -19,10 +19,22 @@ ROOT = Path(__file__).resolve().parents[2]
 VNA = [sys.executable, "-m", "deploy.cli"]
 
 
+_issued: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port on loopback, never one this test run has handed out before.
+
+    The kernel may offer a port it just offered again once the probing socket is closed,
+    so two ports asked for one after the other could collide; remembering them prevents it.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _issued:
+            _issued.add(port)
+            return port
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["NATIVE_CHUNK", "Span", "pixel_data_offset", "sop_instance_uid", "split_dicom"]
+__all__ = ["NATIVE_CHUNK", "Span", "pixel_data_offset", "split_dicom"]
 
 NATIVE_CHUNK = 16 * 1024 * 1024
 
@@ -144,28 +144,6 @@ def pixel_data_offset(data: bytes | memoryview) -> int | None:
         return walker.find_pixel_data(pos)
     except (_Malformed, struct.error):
         return None
-
-
-def sop_instance_uid(data: bytes | memoryview) -> str | None:
-    """The SOP Instance UID (0008,0018) of a Part 10 file, read without parsing the rest."""
-    start = _dataset_start(data)
-    if start is None or start[1] in _DEFLATED:
-        return None
-    pos, syntax = start
-    walker = _Walker(data, syntax == b"1.2.840.10008.1.2", syntax != b"1.2.840.10008.1.2.2")
-    try:
-        while pos < walker.end:
-            tag, value, length = walker.header(pos)
-            if tag == 0x00080018 and length != _UNDEFINED:
-                return bytes(data[value : value + length]).rstrip(b"\x00 ").decode("ascii")
-            if tag > 0x00080018:
-                return None
-            pos = (
-                walker.skip_undefined(value, _SEQ_END) if length == _UNDEFINED else (value + length)
-            )
-    except (_Malformed, struct.error, UnicodeDecodeError):
-        return None
-    return None
 
 
 def split_dicom(data: bytes | memoryview) -> list[Span]:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from archive.api import load_settings
 from dicomweb.app import create_app
 from dicomweb.config import GatewaySettings
 from dicomweb.middleware import AccessLogger
-from dicomweb.store import load_settings
 
 __all__ = ["main", "serve"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.orm import aliased
 
-from dicomweb.store import institutions, studies
+from archive.api import institutions, studies
 
 __all__ = ["reachable"]
 

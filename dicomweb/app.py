@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from archive.api import BlobStore, Settings, open_store
 from dicomweb.attributes import Level
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
@@ -37,7 +38,6 @@ from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middlew
 from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
 from dicomweb.query import parse_query
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
-from dicomweb.store import BlobStore, Settings, open_store
 from dicomweb.wado import negotiate_dicom, stream_instances
 from security.audit import AuditLog
 from security.clients import ClientRegistry

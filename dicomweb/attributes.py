@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement
 
-from dicomweb.store import instances as instances_table
-from dicomweb.store import patients, series, studies
+from archive.api import instances as instances_table
+from archive.api import patients, series, studies
 
 __all__ = [
     "ATTRIBUTES",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dicomweb.store import Settings
+from archive.api import Settings
 
 __all__ = ["ExternalIssuer", "GatewaySettings"]
 

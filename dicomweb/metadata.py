@@ -14,8 +14,8 @@ from typing import Any
 import pydicom
 from pydicom.dataelem import DataElement
 
+from archive.api import BlobStore
 from dicomweb.search import StoredInstance
-from dicomweb.store import BlobStore
 
 __all__ = ["instance_metadata", "metadata_of"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 
+from archive.api import instances, patients, series, studies
 from dicomweb.access import reachable
 from dicomweb.attributes import DEFAULT_RETURN, Attribute, Level, lookup
-from dicomweb.store import instances, patients, series, studies
 from security.errors import InvalidInput
 
 __all__ = ["Condition", "Query", "build_select", "parse_query"]

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from archive.api import Catalog, instances, series, studies
 from dicomweb.access import reachable
 from dicomweb.attributes import RETRIEVE_URL, Level
 from dicomweb.dicomjson import element
 from dicomweb.query import Query, build_select
-from dicomweb.store import Catalog, instances, series, studies
 
 __all__ = ["StoredInstance", "instances_to_retrieve", "search"]
 

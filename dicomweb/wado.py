@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from archive.api import BlobStore
 from dicomweb.middleware import STREAMING
 from dicomweb.search import StoredInstance
-from dicomweb.store import BlobStore
 
 __all__ = ["AcceptedDicom", "negotiate_dicom", "stream_instances"]
 

@@ -19,10 +19,7 @@ def write_new_file(path: Path, data: bytes, *, sync: bool, what: str) -> None:
 
     On failure nothing is left behind; a full disk is a StorageFull naming ``what``.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # exists: FileExistsError
     try:
         try:
             view = memoryview(data)

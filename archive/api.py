@@ -16,16 +16,21 @@ from archive.catalog import (
     series,
     studies,
 )
+from archive.credentials import OrthancCredentials, credentials
 from archive.plugin import open_store
-from archive.settings import Settings, load_settings
+from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
 
 __all__ = [
     "BlobStore",
     "Catalog",
+    "ExternalIssuer",
+    "GatewaySettings",
     "InstanceRecord",
+    "OrthancCredentials",
     "Institution",
     "Settings",
     "SourceRecord",
+    "credentials",
     "instance_sources",
     "instances",
     "institutions",

@@ -19,7 +19,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["InstitutionConfig", "Settings", "StorageSettings", "load_settings"]
+__all__ = [
+    "ExternalIssuer",
+    "GatewaySettings",
+    "InstitutionConfig",
+    "Settings",
+    "StorageSettings",
+    "load_settings",
+]
 
 # the TOML file of the settings being built; a context variable keeps load_settings reentrant
 _toml_file: ContextVar[Path | None] = ContextVar("vna_toml_file", default=None)
@@ -58,6 +65,41 @@ class InstitutionConfig(BaseModel):
     port: int | None = None
 
 
+class ExternalIssuer(BaseModel):
+    """An external OIDC provider whose access tokens the gateway accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    jwks_uri: str
+    audience: str | None = None
+    institution_claim: str = "institution"
+    require_at_jwt: bool = True
+
+
+class GatewaySettings(BaseModel):
+    """Public face of the gateway (untrusted input: validated by pydantic)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    public_url: str | None = Field(
+        None, description="Base URL clients use; the embedded issuer's `iss` [http://HOST:PORT]"
+    )
+    audience: str | None = Field(None, description="`aud` of access tokens [PUBLIC_URL/dicom-web]")
+    cors_origins: tuple[str, ...] = ("*",)
+    qido_max_results: int = Field(1000, ge=1, le=100_000)
+    token_leeway_seconds: int = Field(30, ge=0, le=300)
+    external_issuers: tuple[ExternalIssuer, ...] = ()
+    # largest request body (STOW-RS, token and form posts) the gateway reads
+    max_request_mb: int = Field(2048, ge=1)
+
+    def resolved_public_url(self, settings: Settings) -> str:
+        return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+
+    def resolved_audience(self, settings: Settings) -> str:
+        return self.audience or f"{self.resolved_public_url(settings)}/dicom-web"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VNA_", env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -78,6 +120,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     storage: StorageSettings = StorageSettings()
     institutions: list[InstitutionConfig] = Field(default_factory=list)
+    gateway: GatewaySettings = GatewaySettings()
 
     @field_validator("dicom_aet")
     @classmethod

@@ -29,8 +29,8 @@ from typing import Any
 
 import requests
 
+from archive.credentials import credentials
 from archive.settings import load_settings
-from deploy.orthanc_config import credentials
 
 __all__ = [
     "BENCH_DIR",

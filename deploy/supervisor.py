@@ -23,10 +23,11 @@ from types import FrameType
 import requests
 
 from archive.catalog import Catalog
+from archive.credentials import OrthancCredentials, credentials
 from archive.plugin import open_store
 from archive.recovery import recover
 from archive.settings import Settings
-from deploy.orthanc_config import OrthancCredentials, credentials, write_orthanc_config
+from deploy.orthanc_config import write_orthanc_config
 from security.errors import VnaError
 
 __all__ = ["Endpoints", "prepare_home", "serve", "start_detached", "stop", "status"]

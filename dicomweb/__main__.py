@@ -19,7 +19,6 @@ from aiohttp import web
 
 from archive.api import load_settings
 from dicomweb.app import create_app
-from dicomweb.config import GatewaySettings
 from dicomweb.middleware import AccessLogger
 
 __all__ = ["main", "serve"]
@@ -74,10 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     host = args.host or settings.http_host
     port = args.port or settings.http_port
-    gateway = GatewaySettings(
-        public_url=args.public_url or f"http://{host}:{port}",
-        cors_origins=tuple(args.cors_origin or ("*",)),
-    )
+    overrides: dict[str, object] = {}
+    if args.public_url or not settings.gateway.public_url:
+        overrides["public_url"] = args.public_url or f"http://{host}:{port}"
+    if args.cors_origin:
+        overrides["cors_origins"] = tuple(args.cors_origin)
+    gateway = settings.gateway.model_copy(update=overrides)
     serve(create_app(settings, gateway), host, port)
     return 0
 

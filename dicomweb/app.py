@@ -15,7 +15,7 @@ Routes (PS3.18 names)::
     GET /healthz                                                liveness
 
 Every DICOMweb route needs a token with ``dicom.read``; what it sees is limited to the
-studies of the token's institution (``dicomweb.access``).
+studies of the token's institution (``sharing.api``).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from archive.api import BlobStore, Settings, open_store
+from archive.api import BlobStore, GatewaySettings, Settings, open_store
 from dicomweb.attributes import Level
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
-from dicomweb.config import GatewaySettings
 from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
 from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
+from dicomweb.orthanc import OrthancClient
 from dicomweb.query import parse_query
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.wado import negotiate_dicom, stream_instances
@@ -45,7 +45,7 @@ from security.errors import NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
 
-__all__ = ["BLOBS", "ISSUER", "VALIDATOR", "VIEW", "GatewayView", "create_app"]
+__all__ = ["BLOBS", "ISSUER", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class GatewayView:
 
 
 BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
+ORTHANC: web.AppKey[OrthancClient] = web.AppKey("orthanc", OrthancClient)
 VALIDATOR: web.AppKey[TokenValidator] = web.AppKey("validator", TokenValidator)
 VIEW: web.AppKey[GatewayView] = web.AppKey("view", GatewayView)
 
@@ -257,7 +258,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     The catalog and blob store open in a ``cleanup_ctx`` (on startup, closed on
     shutdown); the embedded issuer's signing key is created on first use.
     """
-    gateway = gateway or GatewaySettings()
+    gateway = gateway or settings.gateway
     public_url = gateway.resolved_public_url(settings)
     view = GatewayView(public_url, gateway.resolved_audience(settings), gateway.qido_max_results)
     issuer = EmbeddedIssuer.open_or_create(settings.keys_dir, public_url, view.audience)
@@ -273,7 +274,10 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
             )
         )
     preflight, add_cors_headers = cors(gateway.cors_origins)
-    app = web.Application(middlewares=[preflight, metrics_middleware, error_middleware])
+    app = web.Application(
+        middlewares=[preflight, metrics_middleware, error_middleware],
+        client_max_size=gateway.max_request_mb * 1024 * 1024,
+    )
     app[VIEW] = view
     app[ISSUER] = issuer
     app[VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
@@ -285,8 +289,10 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
         app[BLOBS] = store
         app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
         app[AUDIT] = await asyncio.to_thread(AuditLog.open, store.catalog.engine, settings.keys_dir)
+        app[ORTHANC] = OrthancClient(settings)
         logger.info("gateway serving archive %s at %s", settings.home, view.dicomweb_root)
         yield
+        await app[ORTHANC].close()
         store.catalog.close()
 
     app.cleanup_ctx.append(archive_ctx)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 
 from archive.api import instances, patients, series, studies
-from dicomweb.access import reachable
 from dicomweb.attributes import DEFAULT_RETURN, Attribute, Level, lookup
 from security.errors import InvalidInput
+from sharing.api import reachable
 
 __all__ = ["Condition", "Query", "build_select", "parse_query"]
 

@@ -1,6 +1,6 @@
 """Run QIDO-RS queries and WADO-RS look-ups against the catalog (blocking; call from a thread).
 
-Every statement carries :func:`dicomweb.access.reachable`, so what an institution cannot
+Every statement carries :func:`sharing.api.reachable`, so what an institution cannot
 reach is indistinguishable from what does not exist.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from archive.api import Catalog, instances, series, studies
-from dicomweb.access import reachable
 from dicomweb.attributes import RETRIEVE_URL, Level
 from dicomweb.dicomjson import element
 from dicomweb.query import Query, build_select
+from sharing.api import reachable
 
 __all__ = ["StoredInstance", "instances_to_retrieve", "search"]
 

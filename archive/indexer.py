@@ -20,9 +20,10 @@ import threading
 from types import FrameType
 from typing import Any
 
-from archive.catalog import Catalog, InstanceRecord, SourceRecord
+from archive.catalog import Catalog, InstanceRecord, Sender, SourceRecord
 from archive.headers import header_record
 from archive.settings import load_settings
+from security.audit import AuditEvent, AuditLog
 
 __all__ = ["Indexer", "main"]
 
@@ -32,9 +33,10 @@ logger = logging.getLogger(__name__)
 class Indexer:
     """Drains the index queue of one catalog."""
 
-    def __init__(self, catalog: Catalog, batch: int = 50) -> None:
+    def __init__(self, catalog: Catalog, batch: int = 50, audit: AuditLog | None = None) -> None:
         self.catalog = catalog
         self.batch = batch
+        self.audit = audit
 
     def run_once(self) -> int:
         """Index one batch of queued entries; returns how many were consumed."""
@@ -44,6 +46,8 @@ class Indexer:
         steps: list[tuple[str, Any]] = []
         records: list[InstanceRecord] = []
         sources: list[SourceRecord] = []
+        # (sender, study) -> (patient, instances): one audit record per study and sender
+        stored: dict[tuple[Sender, str], tuple[str, int]] = {}
         for entry in entries:
             if entry.removed:
                 if records:
@@ -68,13 +72,38 @@ class Indexer:
                 continue
             records.append(record)
             if sender is not None:
+                key = (sender, record.study_uid)
+                stored[key] = (record.patient_id, stored.get(key, ("", 0))[1] + 1)
                 sources.append(
                     SourceRecord(record.sop_uid, sender.institution_id, "dimse", sender.ae_title)
                 )
         if records:
             steps.append(("index", (records, sources)))
         self.catalog.apply_index_entries(entries[-1].seq, steps)
+        self._audit_stored(stored)
         return len(entries)
+
+    def _audit_stored(self, stored: dict[tuple[Sender, str], tuple[str, int]]) -> None:
+        """DICOM Instances Transferred (create) for what arrived over DIMSE.
+
+        Recorded when indexed, not on the C-STORE path (which stays free of this work);
+        a crash between indexing and this append loses the record, never the data.
+        """
+        if self.audit is None:
+            return
+        for (sender, study_uid), (patient, count) in stored.items():
+            self.audit.append(
+                AuditEvent(
+                    "instances-transferred",
+                    "C",
+                    0,
+                    sender.ae_title,
+                    sender.institution,
+                    study_uid=study_uid,
+                    patient=patient,
+                    detail={"via": "dimse", "instances": str(count)},
+                )
+            )
 
     def drain(self) -> int:
         """Index until the queue is empty (tests, benchmarks)."""
@@ -125,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     logger.info("indexing %s", settings.home)
     try:
-        Indexer(catalog).run(stop)
+        audit = AuditLog.open(catalog.engine, settings.keys_dir, settings.audit_syslog)
+        Indexer(catalog, audit=audit).run(stop)
     finally:
         catalog.close()
 

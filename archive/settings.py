@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     institutions: list[InstitutionConfig] = Field(default_factory=list)
     gateway: GatewaySettings = GatewaySettings()
+    # forward every audit record as RFC 5424 syslog (udp://HOST:PORT or tcp://HOST:PORT)
+    audit_syslog: str | None = None
 
     @field_validator("dicom_aet")
     @classmethod

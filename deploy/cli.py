@@ -269,6 +269,7 @@ def gc(
         removed = store.collect(grace, lambda n: progress.advance(task, n))
     cutoff = time.time() - (store.settings.gc_grace_seconds if grace is None else grace)
     orphans = store.remove_orphan_payloads(older_than=cutoff)
+    audit_admin(home, "D", "garbage-collected", blobs=str(removed), orphan_payloads=str(orphans))
     out.print(f"gc: removed {removed} unreferenced blobs and {orphans} orphan payloads")
 
 
@@ -277,6 +278,7 @@ def keys_rotate(home: HomeOption = None) -> None:
     """Make a new key-encryption key current and re-wrap every data key under it."""
     store = _store(home)
     new_id = store.keys.rotate()
+    audit_admin(home, "U", "key-rotated", kek_id=new_id)
     out.print(f"new key-encryption key {new_id} is current; re-wrapping data keys")
     _rewrap(store)
 
@@ -326,6 +328,7 @@ def institution_add(
     for title in ae or []:
         inst = store.catalog.add_institution(name, title, host, port)
     aes = ", ".join(a for a, _, _ in inst.ae_titles) or "no AE title"
+    audit_admin(home, "C", "institution-added", institution=inst.name, ae_titles=aes)
     out.print(f"institution {inst.name!r} (id {inst.id}): {aes}")
 
 
@@ -365,6 +368,14 @@ def client_add(
     store = _store(home)
     inst = store.catalog.institution(institution)  # NotFound names `vna institution add`
     client, secret = ClientRegistry(store.catalog.engine).add(name, inst.name, scopes)
+    audit_admin(
+        home,
+        "C",
+        "client-added",
+        client_id=client.client_id,
+        institution=client.institution,
+        scopes=" ".join(sorted(client.scopes)),
+    )
     data = {
         "client_id": client.client_id,
         "client_secret": secret,
@@ -382,7 +393,18 @@ def client_add(
 def _audit_log(home: Path | None) -> AuditLog:
     settings = _settings(home)
     store = _store(home)
-    return AuditLog.open(store.catalog.engine, settings.keys_dir)
+    return AuditLog.open(store.catalog.engine, settings.keys_dir, settings.audit_syslog)
+
+
+def _cli_user() -> str:
+    return f"vna-cli:{getpass.getuser()}"
+
+
+def audit_admin(home: Path | None, action: str, change: str, **detail: str) -> None:
+    """Record one administrative change made from the command line (never a secret)."""
+    _audit_log(home).append(
+        AuditEvent("security-config", action, 0, _cli_user(), detail={"change": change, **detail})
+    )
 
 
 @audit_app.command("verify")
@@ -404,9 +426,7 @@ def audit_export(
     if fmt not in ("dicom", "fhir"):
         raise VnaError("--format is dicom or fhir")
     log = _audit_log(home)
-    log.append(
-        AuditEvent("audit-log-used", "R", 0, f"vna-cli:{getpass.getuser()}", detail={"format": fmt})
-    )
+    log.append(AuditEvent("audit-log-used", "R", 0, _cli_user(), detail={"format": fmt}))
     records = list(log.records())
     if fmt == "fhir":
         bundle = {

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from archive.api import BlobStore, GatewaySettings, Settings, open_store
 from dicomweb.attributes import Level
+from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.metadata import metadata_of
@@ -225,6 +226,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+async def audit_log(request: web.Request) -> web.Response:
+    """The audit log (scope ``audit.read``); reading it is audited."""
+    return await read_audit_log(request, request.app[VALIDATOR])
+
+
 async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -248,6 +254,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
+    app.router.add_get("/api/audit", audit_log)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
 
@@ -288,7 +295,9 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
         store = await asyncio.to_thread(open_store, settings)
         app[BLOBS] = store
         app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
-        app[AUDIT] = await asyncio.to_thread(AuditLog.open, store.catalog.engine, settings.keys_dir)
+        app[AUDIT] = await asyncio.to_thread(
+            AuditLog.open, store.catalog.engine, settings.keys_dir, settings.audit_syslog
+        )
         app[ORTHANC] = OrthancClient(settings)
         logger.info("gateway serving archive %s at %s", settings.home, view.dicomweb_root)
         yield

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from dicomweb.auditing import REQUEST_ID, audit
 from dicomweb.metrics import GatewayMetrics
+from dicomweb.orthanc import OrthancError
 from security.errors import (
     Conflict,
     Forbidden,
@@ -57,6 +58,7 @@ _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (
     (Conflict, 409, "conflict"),
     (StorageFull, 507, "storage_full"),
     (TierUnavailable, 503, "tier_unavailable"),
+    (OrthancError, 502, "orthanc_error"),
 )
 _EXPOSED = "Content-Type, Content-Location, Warning, X-Request-Id, WWW-Authenticate"
 

@@ -15,13 +15,16 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, Table, Text, select
@@ -29,7 +32,18 @@ from sqlalchemy.engine import Engine
 
 from security.keys import write_secret_file
 
-__all__ = ["EVENTS", "AuditEvent", "AuditLog", "ChainBreak", "dicom_xml", "fhir_audit_event"]
+__all__ = [
+    "EVENTS",
+    "AuditEvent",
+    "AuditLog",
+    "ChainBreak",
+    "SyslogForwarder",
+    "dicom_xml",
+    "fhir_audit_event",
+    "syslog_message",
+]
+
+logger = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -62,6 +76,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     "authentication": ("110114", "User Authentication"),
     "security-alert": ("110113", "Security Alert"),
     "audit-log-used": ("110101", "Audit Log Used"),
+    # administrative changes (institutions, clients, users, keys, grants): a Security Alert
+    # whose detail names what changed (PS3.15 A.5.3.11: Security Configuration and friends)
+    "security-config": ("110113", "Security Alert"),
+    "application-activity": ("110100", "Application Activity"),
 }
 
 
@@ -94,9 +112,12 @@ class ChainBreak:
 class AuditLog:
     """The audit log in a SQL database (the catalog's, by default)."""
 
-    def __init__(self, engine: Engine, key: bytes) -> None:
+    def __init__(
+        self, engine: Engine, key: bytes, forwarder: SyslogForwarder | None = None
+    ) -> None:
         self.engine = engine
         self.key = key
+        self.forwarder = forwarder
         self._lock = threading.Lock()
         metadata.create_all(engine)
         with engine.begin() as conn:
@@ -106,13 +127,17 @@ class AuditLog:
                 )
 
     @classmethod
-    def open(cls, engine: Engine, keys_dir: Path) -> AuditLog:
-        """The audit log of an archive home; its MAC key is created on first use (0600)."""
+    def open(cls, engine: Engine, keys_dir: Path, syslog: str | None = None) -> AuditLog:
+        """The audit log of an archive home; its MAC key is created on first use (0600).
+
+        ``syslog`` (``udp://host:514`` or ``tcp://host:601``) also forwards every record.
+        """
         key_file = keys_dir / "audit.key"
         if not key_file.exists():
             with contextlib.suppress(FileExistsError):  # a concurrent first start made it
                 write_secret_file(key_file, secrets.token_bytes(32))
-        return cls(engine, key_file.read_bytes())
+        forwarder = SyslogForwarder(syslog) if syslog else None
+        return cls(engine, key_file.read_bytes(), forwarder)
 
     def _mac(self, previous: bytes, body: str) -> bytes:
         return hmac.new(self.key, previous + body.encode(), hashlib.sha256).digest()
@@ -130,11 +155,19 @@ class AuditLog:
                 audit_events.insert().values(body=body, mac=mac)
             ).inserted_primary_key
             conn.execute(audit_head.update().values(mac=mac, updated=time.time()))
-        return int(seq[0]) if seq else 0
+        number = int(seq[0]) if seq else 0
+        if self.forwarder is not None:
+            # the database record is the evidence; a lost datagram must not fail the request
+            self.forwarder.send(number, event)
+        return number
 
-    def records(self) -> Iterator[tuple[int, AuditEvent]]:
+    def records(self, after: int = 0, limit: int | None = None) -> Iterator[tuple[int, AuditEvent]]:
+        """Records with a sequence number above ``after``, oldest first."""
+        stmt = select(audit_events).where(audit_events.c.seq > after).order_by(audit_events.c.seq)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
-            for row in conn.execute(select(audit_events).order_by(audit_events.c.seq)):
+            for row in conn.execute(stmt):
                 yield int(row.seq), AuditEvent(**json.loads(row.body))
 
     def verify(self) -> ChainBreak | None:
@@ -260,3 +293,67 @@ def fhir_audit_event(seq: int, event: AuditEvent) -> dict[str, object]:
     if entities:
         resource["entity"] = entities
     return resource
+
+
+# RFC 5424 section 6: facility 10 (security/authorization), severity 5 notice / 4 warning
+_FACILITY_AUTHPRIV = 10
+
+
+def syslog_message(seq: int, event: AuditEvent, hostname: str, app_name: str = "vna") -> bytes:
+    """One record as an RFC 5424 message; the MSG is the DICOM audit message (PS3.15 A.5).
+
+    DICOM's syslog profile (PS3.15 A.5.1, RFC 5425/5426) carries the XML audit message as
+    the MSG part, with a UTF-8 BOM.
+    """
+    severity = 5 if event.outcome == 0 else 4
+    pri = _FACILITY_AUTHPRIV * 8 + severity
+    timestamp = datetime.fromtimestamp(event.time, UTC).isoformat(timespec="milliseconds")
+    header = f"<{pri}>1 {timestamp.replace('+00:00', 'Z')} {hostname or '-'} {app_name} - "
+    msg_id = "DICOM+RFC3881"
+    structured = f'[vna@32473 seq="{seq}"]'
+    return f"{header}{msg_id} {structured} ".encode() + b"\xef\xbb\xbf" + dicom_xml(event).encode()
+
+
+class SyslogForwarder:
+    """Sends each audit record to a syslog collector (UDP datagram or TCP octet-counting)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("udp", "tcp") or not parts.hostname:
+            raise ValueError(f"audit syslog target {url!r}: use udp://HOST:PORT or tcp://HOST:PORT")
+        self.scheme = parts.scheme
+        self.address = (parts.hostname, parts.port or (514 if parts.scheme == "udp" else 601))
+        self.hostname = socket.gethostname()
+        self._lock = threading.Lock()
+        self._tcp: socket.socket | None = None
+
+    def send(self, seq: int, event: AuditEvent) -> None:
+        message = syslog_message(seq, event, self.hostname)
+        try:
+            with self._lock:
+                if self.scheme == "udp":
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                        sock.sendto(message, self.address)
+                else:
+                    self._send_tcp(message)
+        except OSError as exc:
+            logger.warning(
+                "audit record %d not forwarded to syslog %s:%d (%s); it is in the audit log",
+                seq,
+                *self.address,
+                exc.__class__.__name__,
+            )
+
+    def _send_tcp(self, message: bytes) -> None:
+        # RFC 6587 octet counting; one reconnect attempt when the collector dropped us
+        for attempt in (1, 2):
+            if self._tcp is None:
+                self._tcp = socket.create_connection(self.address, timeout=5)
+            try:
+                self._tcp.sendall(f"{len(message)} ".encode() + message)
+                return
+            except OSError:
+                self._tcp.close()
+                self._tcp = None
+                if attempt == 2:
+                    raise

@@ -340,6 +340,54 @@ def test_client_credentials_flow(archive: Archive, gateway: Gateway) -> None:
     assert unknown.returncode == 2 and "vna institution add" in unknown.stderr
 
 
+def test_audit_api_dimse_stores_and_admin_changes(archive: Archive, gateway: Gateway) -> None:
+    """GET /api/audit needs audit.read and is itself audited; DIMSE stores and CLI
+    administration leave records."""
+    url = f"{gateway.url}/api/audit"
+
+    def reader() -> dict[str, str]:  # fresh each time: a loaded machine can outlive a token
+        return {"Authorization": f"Bearer {gateway.token('Hospital A', ('audit.read',))}"}
+
+    plain = {"Authorization": f"Bearer {gateway.token('Hospital A')}"}
+    assert requests.get(url, headers=plain, timeout=10).status_code == 403
+    bad = requests.get(url, params={"limit": "0"}, headers=reader(), timeout=10)
+    assert bad.status_code == 400
+
+    archive.vna("institution", "add", "Audit Clinic", "--ae", "AUDITCL")
+    records: list[dict[str, object]] = []
+    after = 0
+    while True:  # page through with `after`, as a SIEM collector would
+        page = requests.get(url, params={"after": str(after)}, headers=reader(), timeout=10)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        records += body["records"]
+        if len(body["records"]) < 100:  # a short page is the last (each read adds one)
+            break
+        after = body["next"]
+    stored = [
+        r
+        for r in records
+        if r["event"] == "instances-transferred"
+        and r["action"] == "C"
+        and r["study_uid"] == gateway.study_uid
+    ]
+    assert stored and stored[0]["user"] == "HOSPA" and stored[0]["institution"] == "Hospital A"
+    assert sum(int(r["detail"]["instances"]) for r in stored) >= N_INSTANCES  # type: ignore[index]
+    changes = [r for r in records if r["event"] == "security-config"]
+    assert any(
+        r["detail"]
+        == {"change": "institution-added", "institution": "Audit Clinic", "ae_titles": "AUDITCL"}
+        for r in changes
+    )
+    # the reads above are records too, after the last one read
+    last = requests.get(url, params={"after": str(after)}, headers=reader(), timeout=10).json()
+    assert any(
+        r["event"] == "audit-log-used" and r["user"] == "client-Hospital A" for r in last["records"]
+    )
+    fhir = requests.get(url, params={"format": "fhir"}, headers=reader(), timeout=10)
+    assert fhir.json()["resourceType"] == "Bundle"
+
+
 def test_audit_log_records_and_detects_tampering(archive: Archive, gateway: Gateway) -> None:
     """Queries, retrievals, token refusals are audited; an edited record breaks the chain."""
     client = gateway.client("Hospital A")
@@ -372,3 +420,9 @@ def test_audit_log_records_and_detects_tampering(archive: Archive, gateway: Gate
     db.close()
     verdict = archive.vna("audit", "verify", check=False)
     assert verdict.returncode == 1 and f"record {seq}" in verdict.stdout
+    # put the record back: the chain verifies again (other tests share this archive)
+    db = sqlite3.connect(archive.home / "catalog.db")
+    with db:
+        db.execute("UPDATE audit_events SET body = ? WHERE seq = ?", (body, seq))
+    db.close()
+    assert archive.vna("audit", "verify").returncode == 0

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from security.audit import AuditEvent, AuditLog, ChainBreak, dicom_xml, fhir_audit_event
+from security.audit import (
+    AuditEvent,
+    AuditLog,
+    ChainBreak,
+    SyslogForwarder,
+    dicom_xml,
+    fhir_audit_event,
+    syslog_message,
+)
 
 
 @pytest.fixture
@@ -87,3 +96,76 @@ def test_exports() -> None:
     fhir = fhir_audit_event(7, event)
     assert fhir["resourceType"] == "AuditEvent" and fhir["action"] == "R"
     assert fhir["type"]["code"] == "110104"  # type: ignore[index]
+
+
+def test_records_page_after_a_sequence_number(log: AuditLog) -> None:
+    assert [seq for seq, _ in log.records(after=2, limit=2)] == [3, 4]
+    assert list(log.records(after=5)) == []
+
+
+def test_syslog_message_is_rfc5424_with_the_dicom_audit_message() -> None:
+    event = AuditEvent("query", "E", 4, "client-a", "Hospital A", "10.0.0.9", time=0.0)
+    message = syslog_message(7, event, "vna-host")
+    head, _, body = message.partition(b"\xef\xbb\xbf")
+    # PRI = facility 10 (authpriv) * 8 + severity 4 (a failure is a warning)
+    assert head == (
+        b'<84>1 1970-01-01T00:00:00.000Z vna-host vna - DICOM+RFC3881 [vna@32473 seq="7"] '
+    )
+    root = ET.fromstring(body)  # noqa: S314 - our own output
+    assert root.tag == "AuditMessage"
+    assert root.find("EventIdentification/EventID").get("csd-code") == "110112"  # type: ignore[union-attr]
+
+
+def test_forwarder_sends_each_record_over_udp(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(10)
+        port = collector.getsockname()[1]
+        audit = AuditLog(
+            create_engine(f"sqlite:///{tmp_path / 'a.db'}"),
+            b"k" * 32,
+            SyslogForwarder(f"udp://127.0.0.1:{port}"),
+        )
+        audit.append(AuditEvent("query", "E", 0, "client-a", study_uid="1.2.3"))
+        datagram, _ = collector.recvfrom(65536)
+    assert datagram.startswith(b"<85>1 ") and b"1.2.3" in datagram
+    assert audit.verify() is None
+
+
+def test_forwarder_over_tcp_uses_octet_counting(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        forwarder = SyslogForwarder(f"tcp://127.0.0.1:{port}")
+        forwarder.send(1, AuditEvent("query", "E", 0, "client-a"))
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while (
+                b" " not in data
+                or len(data) < int(data.split(b" ", 1)[0]) + len(data.split(b" ", 1)[0]) + 1
+            ):
+                chunk = conn.recv(65536)
+                assert chunk
+                data += chunk
+    length, _, message = data.partition(b" ")
+    assert int(length) == len(message) and message.startswith(b"<85>1 ")
+
+
+def test_unreachable_collector_never_fails_the_append(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+    # nobody listens on ``port`` now: the record is kept, the failure only logged
+    audit = AuditLog(
+        create_engine(f"sqlite:///{tmp_path / 'a.db'}"),
+        b"k" * 32,
+        SyslogForwarder(f"tcp://127.0.0.1:{port}"),
+    )
+    assert audit.append(AuditEvent("query", "E", 0, "client-a")) == 1
+    assert audit.verify() is None
+
+
+@pytest.mark.parametrize("url", ["http://collector:514", "udp://", "collector:514"])
+def test_forwarder_rejects_unusable_targets(url: str) -> None:
+    with pytest.raises(ValueError, match="udp://HOST:PORT"):
+        SyslogForwarder(url)

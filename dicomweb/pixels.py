@@ -237,10 +237,10 @@ def _transcoding(media: str, syntax: str | None, multipart: bool) -> FramePlan |
 def negotiate_frames(accept: str | None, stored_syntax: str, frame_count: int) -> FramePlan:
     """Choose how to send frames of an instance stored in ``stored_syntax``.
 
-    Serving the stored bytes wins whenever an acceptable type allows it (uncompressed
-    frames as ``application/octet-stream``; compressed ones as their own media type, or
-    as octet-stream with ``transfer-syntax=*``, as Orthanc does); otherwise the first
-    acceptable type Orthanc could transcode to. Raises 406 when nothing fits.
+    Offers are taken by quality (``q``); among equals, serving the stored bytes wins
+    (uncompressed frames as ``application/octet-stream``; compressed ones as their own
+    media type, or as octet-stream with ``transfer-syntax=*``, as Orthanc does) over the
+    first type Orthanc could transcode to. Raises 406 when nothing fits.
     """
     stored_native = stored_syntax in _NATIVE
     stored_media = _OCTET if stored_native else FRAME_MEDIA_TYPES.get(stored_syntax)
@@ -262,18 +262,19 @@ def negotiate_frames(accept: str | None, stored_syntax: str, frame_count: int) -
         syntax = params.get("transfer-syntax")
         offers.append((-quality, position, _ALIASES.get(media, media), syntax, multipart))
     offers.sort()
+    # highest quality first; among offers of equal quality the stored bytes win
     fallback: FramePlan | None = None
-    for _q, _pos, media, syntax, multipart in offers:
-        if not multipart and frame_count != 1:
-            continue
-        if _serves_stored(media, syntax, stored_media, stored_label):
-            label = _OCTET if media == _OCTET else stored_media
-            assert label is not None
-            return FramePlan(Plan.STORED, label, stored_label, multipart)
-        if fallback is None:
-            fallback = _transcoding(media, syntax, multipart)
-    if fallback is not None:
-        return fallback
+    for index, (neg_q, _pos, media, syntax, multipart) in enumerate(offers):
+        if multipart or frame_count == 1:
+            if _serves_stored(media, syntax, stored_media, stored_label):
+                label = _OCTET if media == _OCTET else stored_media
+                assert label is not None
+                return FramePlan(Plan.STORED, label, stored_label, multipart)
+            if fallback is None:
+                fallback = _transcoding(media, syntax, multipart)
+        last_of_quality = index + 1 == len(offers) or offers[index + 1][0] != neg_q
+        if fallback is not None and last_of_quality:
+            return fallback
     raise web.HTTPNotAcceptable(
         text=(
             f"frames of this instance are stored as {stored_syntax}; acceptable: "

@@ -3,7 +3,7 @@
 Everything else in ``archive`` is private: import from here.
 """
 
-from archive.blobstore import BlobStore
+from archive.blobstore import AttachmentPart, BlobStore
 from archive.catalog import (
     Catalog,
     InstanceRecord,
@@ -21,6 +21,7 @@ from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
 
 __all__ = [
+    "AttachmentPart",
     "BlobStore",
     "Catalog",
     "ExternalIssuer",

@@ -30,7 +30,13 @@ from security.keys import KeyRing
 from tiering.api import Staged
 from tiering.fs import FileStore, Journal
 
-__all__ = ["BlobStore", "FsckReport", "CONTENT_DICOM", "CONTENT_DICOM_UNTIL_PIXEL_DATA"]
+__all__ = [
+    "AttachmentPart",
+    "BlobStore",
+    "FsckReport",
+    "CONTENT_DICOM",
+    "CONTENT_DICOM_UNTIL_PIXEL_DATA",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,22 @@ def attachment_digest(key: bytes, parts: list[tuple[bytes, int]]) -> bytes:
     if len(parts) == 1:
         return parts[0][0]
     return blob_mac(key, b"".join(blob_id + length.to_bytes(8, "big") for blob_id, length in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentPart:
+    """One stored part of an attachment: bytes ``[start, end)`` of the file.
+
+    ``kind`` is header, pixels, trailer or other (see ``archive.split``). Read it with
+    :meth:`BlobStore.read_part`; the blob record (or, for an attachment still in the
+    write-behind journal, the bytes themselves) travels along opaquely.
+    """
+
+    start: int
+    end: int
+    kind: str
+    blob: BlobRecord | None = field(default=None, repr=False, compare=False)
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -285,6 +307,36 @@ class BlobStore:
             return data[: pixel_data_offset(data) or len(data)]
         record, _length = parts[0]
         return self.read_blob(record)
+
+    def parts(self, uuid: str) -> list[AttachmentPart]:
+        """The parts of attachment ``uuid`` in file order, without reading any blob.
+
+        With :meth:`read_part` this reads one frame or one bulk value of a large file
+        without reassembling (decrypting, decompressing) the whole of it.
+        """
+        try:
+            _size, _digest, stored = self.catalog.attachment_parts(uuid)
+        except NotFound:
+            # still journaled (write-behind): cut the file as the digester will
+            data = self.get(uuid)
+            return [
+                AttachmentPart(s.start, s.end, s.kind, data=data[s.start : s.end])
+                for s in split_dicom(data)
+            ]
+        out = []
+        offset = 0
+        for record, length in stored:
+            out.append(AttachmentPart(offset, offset + length, record.kind, blob=record))
+            offset += length
+        return out
+
+    def read_part(self, part: AttachmentPart) -> bytes:
+        """The verified bytes of one part (IntegrityError on any mismatch)."""
+        if part.data is not None:
+            return part.data
+        if part.blob is None:
+            raise NotFound("this part has no stored blob")
+        return self.read_blob(part.blob)
 
     def verify_attachment(self, uuid: str) -> None:
         """Read every part of an attachment and check the digest binding them in order."""

@@ -10,6 +10,12 @@ Routes (PS3.18 names)::
     GET /dicom-web/studies/{study}/series/{series}              retrieve_series
     GET /dicom-web/studies/{study}/series/{series}/instances/{instance}
                                                                 retrieve_instance
+    GET .../instances/{instance}/frames/{frames}                 retrieve_frames
+    GET .../instances/{instance}/bulkdata/{path}                 retrieve_bulkdata
+    GET .../instances/{instance}[/frames/{frame}]/rendered       retrieve_*_rendered
+    GET /studies/{study}[/series/{series}[/instances/{instance}[/frames/{frame}]]]/thumbnail
+                                                                retrieve_*_thumbnail
+    GET /wado?requestType=WADO&...                              wado_uri (PS3.18 9)
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
@@ -32,17 +38,27 @@ from dicomweb.attributes import Level
 from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
+from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
 from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
 from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
 from dicomweb.orthanc import OrthancClient
+from dicomweb.pixels import parse_frame_list
 from dicomweb.query import parse_query
+from dicomweb.rendered import (
+    THUMBNAIL_VIEWPORT,
+    negotiate_image,
+    rendered_params,
+    representative,
+    send_rendered,
+)
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.wado import negotiate_dicom, stream_instances
+from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
 from security.audit import AuditLog
 from security.clients import ClientRegistry
-from security.errors import NotFound
+from security.errors import InvalidInput, NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
 
@@ -128,15 +144,20 @@ async def search_for_instances(request: web.Request) -> web.Response:
 
 
 async def _reachable(
-    request: web.Request, what: str, event: str, detail: str
+    request: web.Request,
+    what: str,
+    event: str,
+    detail: str,
+    uids: dict[str, str] | None = None,
 ) -> tuple[list[StoredInstance], Callable[[], Awaitable[None]]]:
     """Authorise, find the instances the token's institution reaches, and audit.
 
     Nothing reachable is a 404, whether the resource exists or not, and an audited refusal.
-    Returns the instances and a coroutine function that records the success.
+    Returns the instances and a coroutine function that records the success. ``uids``
+    (study, series, instance) replace the path's when given (WADO-URI).
     """
     principal = await authorize(request, request.app[VALIDATOR], READ)
-    info = request.match_info
+    info = request.match_info if uids is None else uids
     items = await asyncio.to_thread(
         instances_to_retrieve,
         request.app[BLOBS].catalog,
@@ -177,7 +198,8 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
 
 async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
     items, record = await _reachable(request, what, "instances-accessed", "metadata")
-    documents = await asyncio.to_thread(metadata_of, request.app[BLOBS], items)
+    root = request.app[VIEW].dicomweb_root
+    documents = await asyncio.to_thread(metadata_of, request.app[BLOBS], items, root)
     await record()
     return web.json_response(documents, content_type="application/dicom+json")
 
@@ -210,6 +232,117 @@ async def retrieve_series(request: web.Request) -> web.StreamResponse:
 async def retrieve_instance(request: web.Request) -> web.StreamResponse:
     """WADO-RS instance retrieval."""
     return await _retrieve(request, "instance")
+
+
+# -- WADO-RS frames, bulk data, rendered, thumbnail; WADO-URI (dicomweb/frames.py,
+# rendered.py, wado_uri.py) ----------------------------------------------------------------
+
+
+async def retrieve_frames(request: web.Request) -> web.StreamResponse:
+    """WADO-RS frames (PS3.18 10.4.1.1.3): stored frames from the blobs, else via Orthanc."""
+    items, record = await _reachable(request, "instance", "instances-transferred", "frames")
+    numbers = parse_frame_list(request.match_info["frames"])
+    response, sent = await send_frames(
+        request, request.app[BLOBS], request.app[ORTHANC], items[0], numbers
+    )
+    await record()
+    request.app[METRICS].bytes_sent.inc(sent)
+    return response
+
+
+async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
+    """WADO-RS bulk data (PS3.18 10.4.1.1.5), the URIs metadata hands out."""
+    items, record = await _reachable(request, "instance", "instances-transferred", "bulkdata")
+    path = request.match_info["path"].upper()
+    blobs, orthanc = request.app[BLOBS], request.app[ORTHANC]
+    if path == PIXEL_DATA_PATH:
+        response, sent = await send_pixel_data(request, blobs, orthanc, items[0])
+    else:
+        response, sent = await send_bulk_value(request, blobs, items[0], path)
+    await record()
+    request.app[METRICS].bytes_sent.inc(sent)
+    return response
+
+
+async def _render(request: web.Request, what: str, thumbnail: bool) -> web.StreamResponse:
+    media_type = negotiate_image(request.headers.get("Accept"))
+    params = rendered_params(
+        request.query, default_viewport=THUMBNAIL_VIEWPORT if thumbnail else None
+    )
+    items, record = await _reachable(request, what, "instances-accessed", "rendered")
+    frame_text = request.match_info.get("frames")
+    frame = None
+    if frame_text is not None:
+        frames = parse_frame_list(frame_text)
+        if len(frames) != 1:
+            raise InvalidInput("a rendered or thumbnail frame resource names one frame")
+        frame = frames[0]
+    item = items[0] if what in ("instance", "frame") else representative(items)
+    response, _sent = await send_rendered(
+        request, request.app[ORTHANC], item, frame=frame, media_type=media_type, params=params
+    )
+    await record()
+    return response
+
+
+async def retrieve_instance_rendered(request: web.Request) -> web.StreamResponse:
+    """WADO-RS rendered instance (PS3.18 10.4.1.1.4), by Orthanc."""
+    return await _render(request, "instance", thumbnail=False)
+
+
+async def retrieve_frames_rendered(request: web.Request) -> web.StreamResponse:
+    """WADO-RS rendered frame."""
+    return await _render(request, "frame", thumbnail=False)
+
+
+async def retrieve_study_thumbnail(request: web.Request) -> web.StreamResponse:
+    """WADO-RS study thumbnail (PS3.18 10.4.1.1.6): a small rendering of one instance."""
+    return await _render(request, "study", thumbnail=True)
+
+
+async def retrieve_series_thumbnail(request: web.Request) -> web.StreamResponse:
+    """WADO-RS series thumbnail."""
+    return await _render(request, "series", thumbnail=True)
+
+
+async def retrieve_instance_thumbnail(request: web.Request) -> web.StreamResponse:
+    """WADO-RS instance thumbnail."""
+    return await _render(request, "instance", thumbnail=True)
+
+
+async def retrieve_frames_thumbnail(request: web.Request) -> web.StreamResponse:
+    """WADO-RS frame thumbnail."""
+    return await _render(request, "frame", thumbnail=True)
+
+
+async def wado_uri(request: web.Request) -> web.StreamResponse:
+    """WADO-URI (PS3.18 9): the stored file, or a JPEG/PNG rendered by Orthanc."""
+    query = parse_wado_uri(request.query)
+    uids = {"study": query.study_uid, "series": query.series_uid, "instance": query.object_uid}
+    event = (
+        "instances-transferred"
+        if query.content_type == "application/dicom"
+        else ("instances-accessed")
+    )
+    items, record = await _reachable(request, "instance", event, "wado-uri", uids)
+    item = items[0]
+    orthanc = request.app[ORTHANC]
+    if query.content_type != "application/dicom":
+        response, sent = await send_rendered(
+            request,
+            orthanc,
+            item,
+            frame=query.frame,
+            media_type=query.content_type,
+            params=query.render,
+        )
+    elif query.transfer_syntax in (None, item.transfer_syntax):
+        response, sent = await send_dicom_file(request, request.app[BLOBS], item)
+    else:
+        response, sent = await send_transcoded_file(request, orthanc, item, query.transfer_syntax)
+    await record()
+    request.app[METRICS].bytes_sent.inc(sent)
+    return response
 
 
 # -- operations ----------------------------------------------------------------------------
@@ -251,6 +384,16 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(study, retrieve_study)
     app.router.add_get(series, retrieve_series)
     app.router.add_get(series + "/instances/{instance}", retrieve_instance)
+    instance = series + "/instances/{instance}"
+    app.router.add_get(instance + "/frames/{frames}", retrieve_frames)
+    app.router.add_get(instance + "/bulkdata/{path:.+}", retrieve_bulkdata)
+    app.router.add_get(instance + "/rendered", retrieve_instance_rendered)
+    app.router.add_get(instance + "/frames/{frames}/rendered", retrieve_frames_rendered)
+    app.router.add_get(study + "/thumbnail", retrieve_study_thumbnail)
+    app.router.add_get(series + "/thumbnail", retrieve_series_thumbnail)
+    app.router.add_get(instance + "/thumbnail", retrieve_instance_thumbnail)
+    app.router.add_get(instance + "/frames/{frames}/thumbnail", retrieve_frames_thumbnail)
+    app.router.add_get("/wado", wado_uri)
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)

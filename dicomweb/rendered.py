@@ -1,0 +1,116 @@
+"""WADO-RS rendered and thumbnail resources (PS3.18 10.4.1.1.4/5, 8.3.5), via Orthanc.
+
+Rendering needs decoding, windowing and image encoding, which Orthanc's DICOMweb plugin
+does; the gateway decides access, picks the instance and streams the image through.
+Paths sent to Orthanc are built from catalog UIDs, never from the request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from dicomweb.frames import instance_path, stream_from_orthanc
+from dicomweb.orthanc import OrthancClient, OrthancError
+from dicomweb.search import StoredInstance
+from security.errors import InvalidInput, NotFound
+
+__all__ = [
+    "THUMBNAIL_VIEWPORT",
+    "negotiate_image",
+    "rendered_params",
+    "representative",
+    "send_rendered",
+]
+
+THUMBNAIL_VIEWPORT = "128,128"
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
+# PS3.18 8.3.5.1 parameters Orthanc's plugin implements; others are ignored
+_PASSED = ("viewport", "quality", "window")
+_NUMBER_CHARS = frozenset("0123456789.,-")
+_WINDOW_CHARS = _NUMBER_CHARS | frozenset("linearsigmoidLINEARSIGMOID_")
+
+
+def negotiate_image(accept: str | None) -> str:
+    """The image type to render: the first of ``Accept`` Orthanc produces (JPEG default).
+
+    Raises
+    ------
+    aiohttp.web.HTTPNotAcceptable
+        When the client accepts none of image/jpeg, image/png, image/gif.
+    """
+    if not accept:
+        return "image/jpeg"
+    offers = []
+    for position, item in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            offers.append((-quality, position, media.lower()))
+    for _q, _p, media in sorted(offers):
+        if media in _IMAGE_TYPES:
+            return media
+        if media in ("*/*", "image/*"):
+            return "image/jpeg"
+    raise web.HTTPNotAcceptable(text="rendered images are image/jpeg, image/png or image/gif")
+
+
+def rendered_params(query: Mapping[str, str], *, default_viewport: str | None) -> dict[str, str]:
+    """The query parameters passed to Orthanc, checked (PS3.18 8.3.5.1.2, 8.3.5.1.3)."""
+    out: dict[str, str] = {}
+    for name in _PASSED:
+        value = query.get(name)
+        if value is None:
+            continue
+        allowed = _WINDOW_CHARS if name == "window" else _NUMBER_CHARS
+        if not value or len(value) > 100 or not set(value) <= allowed:
+            raise InvalidInput(f"bad {name} parameter: {value!r}")
+        out[name] = value
+    if "quality" in out and not (out["quality"].isdigit() and 1 <= int(out["quality"]) <= 100):
+        raise InvalidInput("quality is an integer from 1 to 100")
+    if default_viewport is not None:
+        out.setdefault("viewport", default_viewport)
+    return out
+
+
+def representative(items: Sequence[StoredInstance]) -> StoredInstance:
+    """The instance a study or series thumbnail shows: the middle one of the first series."""
+    first_series = [i for i in items if i.series_uid == items[0].series_uid]
+    return first_series[len(first_series) // 2]
+
+
+async def send_rendered(
+    request: web.Request,
+    orthanc: OrthancClient,
+    item: StoredInstance,
+    *,
+    frame: int | None,
+    media_type: str,
+    params: dict[str, str],
+) -> tuple[web.StreamResponse, int]:
+    """Render one instance (or one frame of it) through Orthanc and stream the image."""
+    path = "/dicom-web" + instance_path(item)
+    if frame is not None:
+        path += f"/frames/{frame}"
+    path += "/rendered"
+
+    def refuse(status: int, text: str) -> Exception:
+        if status == 404:
+            return NotFound("no such frame" if frame is not None else "no such instance")
+        if status == 400:
+            return InvalidInput(f"the rendering parameters were refused: {text[:200]}")
+        if status == 406 or status == 415:
+            return web.HTTPNotAcceptable(text=f"this instance cannot be rendered as {media_type}")
+        return OrthancError(f"Orthanc could not render the instance ({status})", status)
+
+    return await stream_from_orthanc(
+        request, orthanc, path, accept=media_type, params=params, refuse=refuse
+    )

@@ -10,12 +10,13 @@ Routes (PS3.18 names)::
     GET /dicom-web/studies/{study}/series/{series}              retrieve_series
     GET /dicom-web/studies/{study}/series/{series}/instances/{instance}
                                                                 retrieve_instance
+    POST /dicom-web/studies, /studies/{study}                   store_instances
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
 
-Every DICOMweb route needs a token with ``dicom.read``; what it sees is limited to the
-studies of the token's institution (``sharing.api``).
+Every DICOMweb route needs a token with ``dicom.read`` (STOW-RS: ``dicom.write``); what it
+sees is limited to the studies of the token's institution (``sharing.api``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
 from dicomweb.orthanc import OrthancClient
 from dicomweb.query import parse_query
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
+from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.wado import negotiate_dicom, stream_instances
 from security.audit import AuditLog
 from security.clients import ClientRegistry
@@ -50,6 +52,7 @@ __all__ = ["BLOBS", "ISSUER", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView", "cr
 logger = logging.getLogger(__name__)
 
 READ = "dicom.read"
+WRITE = "dicom.write"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
 ORTHANC: web.AppKey[OrthancClient] = web.AppKey("orthanc", OrthancClient)
 VALIDATOR: web.AppKey[TokenValidator] = web.AppKey("validator", TokenValidator)
 VIEW: web.AppKey[GatewayView] = web.AppKey("view", GatewayView)
+STOW: web.AppKey[StowLimits] = web.AppKey("stow", StowLimits)
 
 
 # -- QIDO-RS -------------------------------------------------------------------------------
@@ -211,6 +215,22 @@ async def retrieve_instance(request: web.Request) -> web.StreamResponse:
     return await _retrieve(request, "instance")
 
 
+# -- STOW-RS -------------------------------------------------------------------------------
+
+
+async def store_instances(request: web.Request) -> web.Response:
+    """STOW-RS (PS3.18 10.5): store the DICOM parts of a multipart/related body."""
+    principal = await authorize(request, request.app[VALIDATOR], WRITE)
+    return await store_instances_response(
+        request,
+        principal,
+        request.app[BLOBS].catalog,
+        request.app[ORTHANC],
+        request.app[STOW],
+        request.app[VIEW].dicomweb_root,
+    )
+
+
 # -- operations ----------------------------------------------------------------------------
 
 
@@ -245,6 +265,8 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(study, retrieve_study)
     app.router.add_get(series, retrieve_series)
     app.router.add_get(series + "/instances/{instance}", retrieve_instance)
+    app.router.add_post(root + "/studies", store_instances)
+    app.router.add_post(study, store_instances)
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
@@ -282,6 +304,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     app[ISSUER] = issuer
     app[VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
     app[METRICS] = GatewayMetrics()
+    app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
     app.on_response_prepare.append(add_cors_headers)
 
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:

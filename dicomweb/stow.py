@@ -554,4 +554,9 @@ async def store_instances_response(
     if len(studies_seen) > 1:
         detail["studies"] = str(len(studies_seen))
     await record(0 if status == 200 else 4 if status == 202 else 8, uid, detail)
-    return web.json_response(body, status=status, content_type="application/dicom+json")
+    # without a charset parameter: some clients (dicomweb-client) compare the type exactly
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=status,
+        headers={hdrs.CONTENT_TYPE: "application/dicom+json"},
+    )

@@ -393,3 +393,21 @@ def test_a_token_without_dicom_write_is_403(
     assert unknown.status_code == 403
     assert "not registered" in unknown.json()["message"]
     assert archive.lookup(str(pydicom.dcmread(files[0]).SOPInstanceUID)) is None
+
+
+def test_a_re_sent_instance_is_stored_once_and_counted_as_a_source(
+    archive: Archive, gw: StowGateway, study_a: tuple[str, list[Path]]
+) -> None:
+    study_uid, files = study_a
+    sop_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SOPInstanceUID)
+    before = _instances(archive)
+    answer = gw.post(multipart([files[0].read_bytes()]))
+    assert answer.status_code == 200  # already archived: stored, as PS3.18 lets a re-send be
+    assert _instances(archive) == before
+
+    def consumed() -> bool:
+        return _catalog(archive, "SELECT count(*) FROM pending_sources") == [(0,)]
+
+    _wait_until(consumed, "the indexer to take the announcement")
+    times = _catalog(archive, "SELECT times FROM instance_sources WHERE sop_uid = ?", sop_uid)
+    assert times == [(2,)]

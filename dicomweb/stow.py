@@ -144,7 +144,7 @@ class _Candidate:
 
 @dataclass(slots=True)
 class _Budget:
-    """Bytes of the request received so far and of it held in memory."""
+    """The parts received so far and how many of their bytes are held in memory."""
 
     limits: StowLimits
     in_memory: int = 0
@@ -209,6 +209,13 @@ def _spool(budget: _Budget) -> tuple[IO[bytes], int]:
     return tempfile.SpooledTemporaryFile(max_size=in_memory, dir=str(limits.spool_dir)), in_memory
 
 
+def _describe(exc: BaseException) -> str:
+    """The parser's complaint, short: it may quote the body, which is no place for an echo."""
+    text = str(getattr(exc, "message", None) or exc or type(exc).__name__).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
 async def _receive_part(
     request: web.Request, part: BodyPartReader, budget: _Budget, index: int
 ) -> ReceivedPart:
@@ -238,7 +245,7 @@ async def receive_parts(request: web.Request, limits: StowLimits) -> list[Receiv
     limit = limits.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    limits.spool_dir.mkdir(parents=True, exist_ok=True)
+    limits.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     budget = _Budget(limits)
     try:
         reader = MultipartReader(request.headers, request.content)
@@ -257,7 +264,7 @@ async def receive_parts(request: web.Request, limits: StowLimits) -> list[Receiv
         for received in budget.parts:
             received.close()
         raise InvalidInput(
-            f"the multipart body is malformed or truncated ({exc}); nothing was stored"
+            f"the multipart body is malformed or truncated ({_describe(exc)}); nothing was stored"
         ) from exc
     except BaseException:
         for received in budget.parts:

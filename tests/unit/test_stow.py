@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -369,12 +370,19 @@ def test_an_archived_instance_cannot_be_filed_into_another_study(catalog: Catalo
 def plugin(tmp_path: Path) -> Iterator[ArchivePlugin]:
     from tests.unit.test_plugin import FakeSdk
 
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     sdk = FakeSdk()
     plug = register(sdk, load_settings(tmp_path, storage=StorageSettings(fsync=False)))
     try:
         yield plug
     finally:
         plug.catalog.close()
+        # register() bridges the root logger to this fake Orthanc: take the bridge away
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _rest_store(plugin: ArchivePlugin, uuid: str, data: bytes) -> None:

@@ -17,6 +17,7 @@ from archive.catalog import (
     studies,
 )
 from archive.credentials import OrthancCredentials, credentials
+from archive.headers import header_record
 from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
 
@@ -32,6 +33,7 @@ __all__ = [
     "Settings",
     "SourceRecord",
     "credentials",
+    "header_record",
     "instance_sources",
     "instances",
     "institutions",

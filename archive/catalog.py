@@ -47,6 +47,7 @@ __all__ = [
     "Catalog",
     "InstanceRecord",
     "Institution",
+    "PendingSource",
     "SourceRecord",
     "Stats",
     "metadata",
@@ -221,6 +222,22 @@ instance_sources = Table(
     Index("ix_sources_institution", "institution_id"),
 )
 
+# provenance announced by the gateway before it hands a STOW-RS instance to Orthanc: a file
+# stored over Orthanc's REST API reaches the storage area without a sender, so the indexer
+# takes the sender from here, by Orthanc instance id, when it indexes such a file. The
+# announcement is committed before the file is posted, hence before it is queued: the
+# indexer cannot miss it.
+pending_sources = Table(
+    "pending_sources",
+    metadata,
+    Column("orthanc_id", String(64), primary_key=True),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), primary_key=True),
+    Column("via", String(16), nullable=False),
+    Column("sender", String(128), nullable=False),
+    Column("remote_address", String(64)),
+    Column("announced_at", Float, nullable=False),
+)
+
 
 class _HotPath:
     """The few statements run for every attachment, as plain SQL.
@@ -377,6 +394,19 @@ class SourceRecord:
     via: str
     sender: str
     remote_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSource:
+    """A sender announced for an instance about to be stored over HTTP (STOW-RS)."""
+
+    orthanc_id: str
+    institution_id: int
+    institution: str
+    via: str
+    sender: str
+    remote_address: str | None
+    announced_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,7 +709,8 @@ class Catalog:
     def apply_index_entries(self, done_through: int, steps: list[tuple[str, Any]]) -> None:
         """Apply parsed queue entries in order and drop them from the queue, atomically.
 
-        ``steps`` holds ``("index", (records, sources))`` and ``("forget", uuid)`` items.
+        ``steps`` holds ``("index", (records, sources))``, ``("forget", uuid)`` and
+        ``("announced", [PendingSource, ...])`` (announcements consumed) items.
         """
         now = time.time()
         with self.transaction(self.index_engine) as conn:
@@ -690,6 +721,16 @@ class Catalog:
                         self._index_one(conn, rec, now)
                     for src in sources:
                         self._add_source(conn, src, now)
+                elif kind == "announced":
+                    # consumed: only this announcement (a newer one is another store)
+                    for announced in payload:
+                        conn.execute(
+                            pending_sources.delete().where(
+                                pending_sources.c.orthanc_id == announced.orthanc_id,
+                                pending_sources.c.institution_id == announced.institution_id,
+                                pending_sources.c.announced_at == announced.announced_at,
+                            )
+                        )
                 else:
                     self._drop_instances(conn, instances.c.attachment_uuid == payload)
             conn.execute(index_queue.delete().where(index_queue.c.seq <= done_through))
@@ -1139,6 +1180,77 @@ class Catalog:
                 )
             )
         return True
+
+    def announce_source(
+        self,
+        orthanc_id: str,
+        institution_id: int,
+        via: str,
+        sender: str,
+        remote_address: str | None = None,
+    ) -> None:
+        """Announce who is about to store the instance ``orthanc_id`` over HTTP.
+
+        Call it, and let it commit, before handing the file to Orthanc: the indexer then
+        records the source (and the study's owner, when the study is new) for the file,
+        and qualifies its patient by the institution. Announcing again refreshes it.
+        """
+        values = {
+            "via": via,
+            "sender": sender[:128],
+            "remote_address": remote_address,
+            "announced_at": time.time(),
+        }
+        key = {"orthanc_id": orthanc_id, "institution_id": institution_id}
+        with self.transaction() as conn:
+            updated = conn.execute(
+                update(pending_sources)
+                .where(
+                    pending_sources.c.orthanc_id == orthanc_id,
+                    pending_sources.c.institution_id == institution_id,
+                )
+                .values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(pending_sources.insert().values(**key, **values))
+
+    def withdraw_source(self, orthanc_id: str, institution_id: int) -> None:
+        """Drop an announcement whose store failed (Orthanc refused the file)."""
+        with self.transaction() as conn:
+            conn.execute(
+                pending_sources.delete().where(
+                    pending_sources.c.orthanc_id == orthanc_id,
+                    pending_sources.c.institution_id == institution_id,
+                )
+            )
+
+    def announced_sources(self, orthanc_ids: Iterable[str]) -> dict[str, list[PendingSource]]:
+        """The announcements for these instances, oldest first, by Orthanc id."""
+        wanted = sorted(set(orthanc_ids))
+        found: dict[str, list[PendingSource]] = {}
+        if not wanted:
+            return found
+        query = (
+            select(pending_sources, institutions.c.name)
+            .join(institutions, institutions.c.id == pending_sources.c.institution_id)
+            .where(pending_sources.c.orthanc_id.in_(wanted))
+            .order_by(pending_sources.c.announced_at)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                m = row._mapping
+                found.setdefault(str(m["orthanc_id"]), []).append(
+                    PendingSource(
+                        orthanc_id=str(m["orthanc_id"]),
+                        institution_id=int(m["institution_id"]),
+                        institution=str(m["name"]),
+                        via=str(m["via"]),
+                        sender=str(m["sender"]),
+                        remote_address=m["remote_address"],
+                        announced_at=float(m["announced_at"]),
+                    )
+                )
+        return found
 
     def remove_instance(self, orthanc_id: str) -> None:
         """Drop an instance (by Orthanc id) and any series or study left empty."""

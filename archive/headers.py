@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from io import BytesIO
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -116,16 +116,21 @@ def instance_record(
 
 
 def header_record(
-    header: bytes, issuer_fallback: str, *, attachment_uuid: str, size: int
+    header: bytes | IO[bytes], issuer_fallback: str, *, attachment_uuid: str, size: int
 ) -> InstanceRecord:
     """The index row of an instance from its header (Part 10 bytes up to Pixel Data).
+
+    ``header`` may also be an open binary file holding a whole Part 10 file (the gateway
+    checks STOW-RS parts with the very code that will index them).
 
     The patient is qualified by IssuerOfPatientID, else by the sending institution, so equal
     patient IDs from two hospitals stay two patients.
     """
     try:
         ds = pydicom.dcmread(
-            BytesIO(header), stop_before_pixels=True, specific_tags=list(INDEXED_KEYWORDS)
+            BytesIO(header) if isinstance(header, bytes) else header,
+            stop_before_pixels=True,
+            specific_tags=list(INDEXED_KEYWORDS),
         )
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise InvalidInput(f"the stored file {attachment_uuid} has an unreadable header") from exc

@@ -17,10 +17,18 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from archive.catalog import Catalog, InstanceRecord, Sender, SourceRecord
+from archive.catalog import (
+    Catalog,
+    IndexEntry,
+    InstanceRecord,
+    PendingSource,
+    Sender,
+    SourceRecord,
+)
 from archive.headers import header_record
 from archive.settings import load_settings
 from security.audit import AuditEvent, AuditLog
@@ -43,42 +51,54 @@ class Indexer:
         entries = self.catalog.next_index_entries(self.batch)
         if not entries:
             return 0
+        parsed: list[tuple[IndexEntry, InstanceRecord | None]] = []
+        for entry in entries:
+            record = None if entry.removed else self._parse(entry)
+            parsed.append((entry, record))
+        # files stored over HTTP (STOW-RS through the gateway) come without a sender: the
+        # gateway announced theirs before posting them, by Orthanc instance id
+        announced = self.catalog.announced_sources(
+            r.orthanc_id for e, r in parsed if r is not None and e.sender is None and r.orthanc_id
+        )
         steps: list[tuple[str, Any]] = []
         records: list[InstanceRecord] = []
         sources: list[SourceRecord] = []
+        consumed: list[PendingSource] = []
         # (sender, study) -> (patient, instances): one audit record per study and sender
         stored: dict[tuple[Sender, str], tuple[str, int]] = {}
-        for entry in entries:
+        for entry, record in parsed:
             if entry.removed:
                 if records:
                     steps.append(("index", (records, sources)))
                     records, sources = [], []
                 steps.append(("forget", entry.attachment_uuid))
                 continue
-            sender = entry.sender
-            try:
-                record = header_record(
-                    entry.header or b"",
-                    sender.institution if sender else "local",
-                    attachment_uuid=entry.attachment_uuid,
-                    size=entry.size or 0,
-                )
-            except Exception:
-                logger.exception(
-                    "cannot index stored file %s; skipped (its instance stays "
-                    "retrievable through Orthanc)",
-                    entry.attachment_uuid,
-                )
+            if record is None:
                 continue
-            records.append(record)
+            sender = entry.sender
             if sender is not None:
                 key = (sender, record.study_uid)
                 stored[key] = (record.patient_id, stored.get(key, ("", 0))[1] + 1)
                 sources.append(
                     SourceRecord(record.sop_uid, sender.institution_id, "dimse", sender.ae_title)
                 )
+            else:
+                mine = announced.pop(record.orthanc_id or "", [])
+                consumed.extend(mine)
+                sources.extend(
+                    SourceRecord(
+                        record.sop_uid, a.institution_id, a.via, a.sender, a.remote_address
+                    )
+                    for a in mine
+                )
+                if not record.issuer:
+                    # no IssuerOfPatientID: qualify the patient by who stored the file
+                    record = replace(record, issuer=mine[0].institution if mine else "local")
+            records.append(record)
         if records:
             steps.append(("index", (records, sources)))
+        if consumed:
+            steps.append(("announced", consumed))
         self.catalog.apply_index_entries(entries[-1].seq, steps)
         self._audit_stored(stored)
         return len(entries)
@@ -87,7 +107,8 @@ class Indexer:
         """DICOM Instances Transferred (create) for what arrived over DIMSE.
 
         Recorded when indexed, not on the C-STORE path (which stays free of this work);
-        a crash between indexing and this append loses the record, never the data.
+        a crash between indexing and this append loses the record, never the data. STOW-RS
+        stores are audited by the gateway.
         """
         if self.audit is None:
             return
@@ -104,6 +125,25 @@ class Indexer:
                     detail={"via": "dimse", "instances": str(count)},
                 )
             )
+
+    @staticmethod
+    def _parse(entry: IndexEntry) -> InstanceRecord | None:
+        """The index row of a stored file; its issuer is empty when only the sender can tell."""
+        sender = entry.sender
+        try:
+            return header_record(
+                entry.header or b"",
+                sender.institution if sender else "",
+                attachment_uuid=entry.attachment_uuid,
+                size=entry.size or 0,
+            )
+        except Exception:
+            logger.exception(
+                "cannot index stored file %s; skipped (its instance stays "
+                "retrievable through Orthanc)",
+                entry.attachment_uuid,
+            )
+            return None
 
     def drain(self) -> int:
         """Index until the queue is empty (tests, benchmarks)."""

@@ -16,12 +16,13 @@ Routes (PS3.18 names)::
     GET /studies/{study}[/series/{series}[/instances/{instance}[/frames/{frame}]]]/thumbnail
                                                                 retrieve_*_thumbnail
     GET /wado?requestType=WADO&...                              wado_uri (PS3.18 9)
+    POST /dicom-web/studies, /studies/{study}                   store_instances
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
 
-Every DICOMweb route needs a token with ``dicom.read``; what it sees is limited to the
-studies of the token's institution (``sharing.api``).
+Every DICOMweb route needs a token with ``dicom.read`` (STOW-RS: ``dicom.write``); what it
+sees is limited to the studies of the token's institution (``sharing.api``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from dicomweb.rendered import (
     send_rendered,
 )
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
+from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.wado import negotiate_dicom, stream_instances
 from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
 from security.audit import AuditLog
@@ -67,6 +69,7 @@ __all__ = ["BLOBS", "ISSUER", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView", "cr
 logger = logging.getLogger(__name__)
 
 READ = "dicom.read"
+WRITE = "dicom.write"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
 ORTHANC: web.AppKey[OrthancClient] = web.AppKey("orthanc", OrthancClient)
 VALIDATOR: web.AppKey[TokenValidator] = web.AppKey("validator", TokenValidator)
 VIEW: web.AppKey[GatewayView] = web.AppKey("view", GatewayView)
+STOW: web.AppKey[StowLimits] = web.AppKey("stow", StowLimits)
 
 
 # -- QIDO-RS -------------------------------------------------------------------------------
@@ -345,6 +349,22 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# -- STOW-RS -------------------------------------------------------------------------------
+
+
+async def store_instances(request: web.Request) -> web.Response:
+    """STOW-RS (PS3.18 10.5): store the DICOM parts of a multipart/related body."""
+    principal = await authorize(request, request.app[VALIDATOR], WRITE)
+    return await store_instances_response(
+        request,
+        principal,
+        request.app[BLOBS].catalog,
+        request.app[ORTHANC],
+        request.app[STOW],
+        request.app[VIEW].dicomweb_root,
+    )
+
+
 # -- operations ----------------------------------------------------------------------------
 
 
@@ -394,6 +414,8 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(instance + "/thumbnail", retrieve_instance_thumbnail)
     app.router.add_get(instance + "/frames/{frames}/thumbnail", retrieve_frames_thumbnail)
     app.router.add_get("/wado", wado_uri)
+    app.router.add_post(root + "/studies", store_instances)
+    app.router.add_post(study, store_instances)
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
@@ -432,6 +454,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     app[ISSUER] = issuer
     app[VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
     app[METRICS] = GatewayMetrics()
+    app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
     app.on_response_prepare.append(add_cors_headers)
 
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ Routes (PS3.18 names)::
     GET /dicom-web/studies/{study}/series/{series}              retrieve_series
     GET /dicom-web/studies/{study}/series/{series}/instances/{instance}
                                                                 retrieve_instance
+    GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/grants.py)
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
@@ -31,6 +32,7 @@ from archive.api import BlobStore, GatewaySettings, Settings, open_store
 from dicomweb.attributes import Level
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
+from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
@@ -44,6 +46,7 @@ from security.clients import ClientRegistry
 from security.errors import NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
+from sharing.api import Grants, ensure_schema
 
 __all__ = ["BLOBS", "ISSUER", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView", "create_app"]
 
@@ -245,6 +248,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(study, retrieve_study)
     app.router.add_get(series, retrieve_series)
     app.router.add_get(series + "/instances/{instance}", retrieve_instance)
+    app.router.add_get("/api/grants", list_grants)
+    app.router.add_post("/api/grants", add_grant)
+    app.router.add_delete("/api/grants/{id}", revoke_grant)
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
@@ -287,6 +293,8 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)
         app[BLOBS] = store
+        await asyncio.to_thread(ensure_schema, store.catalog.engine)
+        app[GRANTS] = Grants(store.catalog.engine)
         app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
         app[AUDIT] = await asyncio.to_thread(AuditLog.open, store.catalog.engine, settings.keys_dir)
         app[ORTHANC] = OrthancClient(settings)

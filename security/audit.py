@@ -62,6 +62,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     "authentication": ("110114", "User Authentication"),
     "security-alert": ("110113", "Security Alert"),
     "audit-log-used": ("110101", "Audit Log Used"),
+    # a grant changes who may see a study (PS3.15 event type 110135, object security
+    # attributes changed, under Security Alert)
+    "grant-added": ("110113", "Security Alert"),
+    "grant-revoked": ("110113", "Security Alert"),
 }
 
 

@@ -103,9 +103,7 @@ def test_expired_grant_reaches_nothing(cat: Catalog, grants: Grants) -> None:
     assert seen(cat, C, now + 3601) == set()
     assert not grant.active(now + 3601)
     # an expired grant no longer blocks a new one for the same study
-    again = grants.add(
-        grantor=A, grantee=C, study_uid="1.2.1.1", created_by="a", now=now + 3601
-    )
+    again = grants.add(grantor=A, grantee=C, study_uid="1.2.1.1", created_by="a", now=now + 3601)
     assert again.id != grant.id
 
 

@@ -14,7 +14,6 @@ The grantor is always the token's institution, and only the owner of a study may
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Literal
 
@@ -100,9 +99,9 @@ async def _grant_request(request: web.Request) -> GrantRequest:
         raw = await request.read()
         return GrantRequest.model_validate_json(raw)
     except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise InvalidInput("the body must be a JSON object (application/json)") from None
         raise InvalidInput(_message(exc)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidInput("the body must be a JSON object") from None
 
 
 async def list_grants(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ from archive.plugin import open_store
 from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
+from deploy.cli_grants import grant_app
 from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
 from security.errors import VnaError
@@ -40,6 +41,7 @@ client_app = typer.Typer(
 app.add_typer(client_app, name="client")
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(grant_app, name="grant")
 
 console = Console(stderr=True)
 out = Console()

@@ -17,6 +17,7 @@ Routes (PS3.18 names)::
                                                                 retrieve_*_thumbnail
     GET /wado?requestType=WADO&...                              wado_uri (PS3.18 9)
     POST /dicom-web/studies, /studies/{study}                   store_instances
+    GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/grants.py)
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
@@ -40,6 +41,7 @@ from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
+from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
@@ -63,6 +65,7 @@ from security.clients import ClientRegistry
 from security.errors import InvalidInput, NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
+from sharing.api import Grants, ensure_schema
 
 __all__ = ["BLOBS", "ISSUER", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView", "create_app"]
 
@@ -416,6 +419,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/wado", wado_uri)
     app.router.add_post(root + "/studies", store_instances)
     app.router.add_post(study, store_instances)
+    app.router.add_get("/api/grants", list_grants)
+    app.router.add_post("/api/grants", add_grant)
+    app.router.add_delete("/api/grants/{id}", revoke_grant)
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
@@ -460,6 +466,8 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)
         app[BLOBS] = store
+        await asyncio.to_thread(ensure_schema, store.catalog.engine)
+        app[GRANTS] = Grants(store.catalog.engine)
         app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
         app[AUDIT] = await asyncio.to_thread(
             AuditLog.open, store.catalog.engine, settings.keys_dir, settings.audit_syslog

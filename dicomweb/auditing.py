@@ -32,6 +32,7 @@ async def audit(
     institution: str | None = None,
     study_uid: str | None = None,
     detail: dict[str, str] | None = None,
+    patient: str | None = None,
 ) -> None:
     """Append one record; a failing audit log fails the request (no silent gaps)."""
     log = request.app.get(AUDIT)
@@ -46,6 +47,7 @@ async def audit(
         request.remote,
         request.get(REQUEST_ID),
         study_uid=study_uid,
+        patient=patient,
         detail=detail or {},
     )
     await asyncio.to_thread(log.append, record)

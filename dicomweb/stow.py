@@ -55,7 +55,7 @@ from dicomweb.dicomjson import element
 from dicomweb.orthanc import OrthancClient, OrthancError
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from security.tokens import Principal
-from sharing.api import reachable
+from sharing.api import reportable
 
 __all__ = [
     "FailureReason",
@@ -317,11 +317,10 @@ def refused(catalog: Catalog, institution: str, study_uid: str, sop_uid: str) ->
     is already archived in such a study (a second copy would be filed over it). A study
     that does not exist yet may be created; its owner becomes the storing institution.
 
-    Hook for grants: today writing needs :func:`sharing.api.reachable` (the owner). When
-    sharing offers a write condition (a grant with ``read+report``), use it here instead:
-    a read-only grant must not allow storing.
+    Writing needs :func:`sharing.api.reportable`: the owner, or an active ``read+report``
+    grant (a reading centre storing its reports); a read-only grant does not allow it.
     """
-    writable = reachable  # the grant hook (see above)
+    writable = reportable
     study_refused = exists(
         select(studies.c.study_uid).where(
             studies.c.study_uid == study_uid, not_(writable(studies.c.study_uid, institution))

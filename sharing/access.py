@@ -1,11 +1,11 @@
 """Which studies a principal reaches, as one SQL condition every query carries.
 
 Design ("Access, sharing, audit"): a token reaches the studies its institution owns plus
-those granted to it. The owner is the institution whose instance of the study was recorded
+those granted to it (:mod:`sharing.grants`: a study, or a patient's studies, for a time,
+until revoked). The owner is the institution whose instance of the study was recorded
 first (``studies.owner_institution_id``, set by the catalog): sending one made-up instance
-with somebody else's Study Instance UID does not open their study. Grants (issue 3,
-``sharing``) will be one more ``OR`` branch here. Scopes never widen this: an ``admin``
-token sees its institution's studies only.
+with somebody else's Study Instance UID does not open their study. Scopes never widen
+this: an ``admin`` token sees its institution's studies only.
 
 Every query that names study rows must pass through :func:`reachable`, so that an
 unreachable study and a nonexistent one give the same answer.
@@ -13,16 +13,35 @@ unreachable study and a nonexistent one give the same answer.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, and_, exists, select
+import time
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
 from archive.api import institutions, studies
+from sharing.grants import Permission, granted
 
-__all__ = ["reachable"]
+__all__ = ["may_store_reports", "reachable", "reportable"]
 
 
-def reachable(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
+def _owned(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
+    # aliases only: an outer query joining studies or institutions is not correlated away
+    owned = aliased(studies)
+    owner = aliased(institutions)
+    return exists(
+        select(owned.c.study_uid)
+        .join(owner, owner.c.id == owned.c.owner_institution_id)
+        .where(and_(owned.c.study_uid == study_uid, owner.c.name == institution))
+    )
+
+
+def reachable(
+    study_uid: ColumnElement[str], institution: str, now: float | None = None
+) -> ColumnElement[bool]:
     """SQL condition: the study whose UID is ``study_uid`` is reachable by ``institution``.
+
+    Owned by it, or covered by a grant to it that is neither revoked nor expired.
 
     Parameters
     ----------
@@ -30,10 +49,38 @@ def reachable(study_uid: ColumnElement[str], institution: str) -> ColumnElement[
         The study UID column of the outer query (correlated).
     institution : str
         The principal's institution name (the token's institution claim).
+    now : float, optional
+        The instant grants are judged at (POSIX seconds; default: when the condition is
+        built, so build it per query).
     """
-    owned = aliased(studies)
-    return exists(
-        select(owned.c.study_uid)
-        .join(institutions, institutions.c.id == owned.c.owner_institution_id)
-        .where(and_(owned.c.study_uid == study_uid, institutions.c.name == institution))
+    now = time.time() if now is None else now
+    return or_(_owned(study_uid, institution), granted(study_uid, institution, now))
+
+
+def reportable(
+    study_uid: ColumnElement[str], institution: str, now: float | None = None
+) -> ColumnElement[bool]:
+    """SQL condition: ``institution`` may store reports (SR, other results) into the study.
+
+    The owner may; others need an active ``read+report`` grant (issue 4, reports back).
+    """
+    now = time.time() if now is None else now
+    return or_(
+        _owned(study_uid, institution),
+        granted(study_uid, institution, now, (Permission.READ_REPORT,)),
     )
+
+
+def may_store_reports(
+    engine: Engine, study_uid: str, institution: str, now: float | None = None
+) -> bool:
+    """Whether ``institution`` may write reports into the existing study ``study_uid``.
+
+    False for a study that does not exist (yet): whoever stores the first instance of a
+    new study becomes its owner, which is the caller's rule, not a grant question.
+    """
+    stmt = select(studies.c.study_uid).where(
+        studies.c.study_uid == study_uid, reportable(studies.c.study_uid, institution, now)
+    )
+    with engine.connect() as conn:
+        return conn.execute(stmt).first() is not None

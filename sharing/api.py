@@ -1,13 +1,25 @@
-"""Sharing's public face for the gateway and the plugin: which studies a principal reaches.
+"""Sharing's public face for the gateway, the CLI and the plugin.
 
-Everything else in ``sharing`` is private: import from here.
+Which studies a principal reaches (:func:`reachable`), which it may store reports into
+(:func:`reportable`, :func:`may_store_reports`), and the grants behind both
+(:class:`Grants`). Everything else in ``sharing`` is private: import from here.
 """
 
 from sqlalchemy import Engine
 
-from sharing.access import reachable
+from sharing.access import may_store_reports, reachable, reportable
+from sharing.grants import Grant, Grants, Permission, create_tables, parse_duration
 
-__all__ = ["ensure_schema", "reachable"]
+__all__ = [
+    "Grant",
+    "Grants",
+    "Permission",
+    "ensure_schema",
+    "may_store_reports",
+    "parse_duration",
+    "reachable",
+    "reportable",
+]
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -15,3 +27,4 @@ def ensure_schema(engine: Engine) -> None:
 
     Called by every process that opens the catalog (gateway, plugin, CLI); idempotent.
     """
+    create_tables(engine)

@@ -13,6 +13,7 @@ from dicomweb.dicomjson import element
 from dicomweb.query import parse_query
 from dicomweb.search import instances_to_retrieve, search
 from security.errors import InvalidInput
+from sharing.api import ensure_schema
 
 ROOT = "http://gw/dicom-web"
 
@@ -41,6 +42,7 @@ def rec(n: int, **kw: object) -> InstanceRecord:
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    ensure_schema(catalog.engine)  # the access rule reads sharing's grant table
     a = catalog.add_institution("Hospital A", "HOSPA").id
     b = catalog.add_institution("Hospital B", "HOSPB").id
     records = [

@@ -1,0 +1,445 @@
+"""Grants: an institution lets another reach one of its studies, or all of one patient's.
+
+Design ("Access, sharing, audit"): the studies a token reaches are those its institution
+owns plus those granted to it. A grant is a row in sharing's own table on the catalog's
+engine; :func:`sharing.access.reachable` turns the active ones into SQL. Only the owner
+of a study (``studies.owner_institution_id``) may grant it; a patient-level grant covers
+the grantor's studies of that patient (identified by patient id *and* issuer, so the same
+id from another hospital is another patient), including studies it stores later.
+
+A grant is never deleted: revocation stamps ``revoked_at``/``revoked_by`` so the history
+of who could see what stays answerable.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.orm import aliased
+
+from archive.api import institutions, patients, studies
+from security.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+__all__ = [
+    "Grant",
+    "Grants",
+    "Permission",
+    "active_grant",
+    "create_tables",
+    "granted",
+    "grants",
+    "metadata",
+    "parse_duration",
+]
+
+metadata = MetaData()
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("grantor_id", Integer, ForeignKey(institutions.c.id), nullable=False),
+    Column("grantee_id", Integer, ForeignKey(institutions.c.id), nullable=False),
+    # no foreign key: a study can be deleted and sent again; the grant then covers it only
+    # while the grantor still owns it (checked by the access rule, not by the schema)
+    Column("study_uid", String(64)),
+    # patients rows are never deleted, so this one can be a foreign key
+    Column("patient_pk", Integer, ForeignKey(patients.c.pk)),
+    Column("permission", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    Column("revoked_by", String(256)),
+    CheckConstraint("(study_uid IS NULL) <> (patient_pk IS NULL)", name="ck_grants_one_level"),
+    CheckConstraint("permission IN ('read', 'read+report')", name="ck_grants_permission"),
+    Index("ix_grants_grantee", "grantee_id"),
+    Index("ix_grants_grantor", "grantor_id"),
+)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the grant table if missing (idempotent; SQLite and PostgreSQL)."""
+    metadata.create_all(engine)
+
+
+class Permission(StrEnum):
+    """What a grant allows besides seeing the study."""
+
+    READ = "read"
+    READ_REPORT = "read+report"  # also store reports (SR, other results) into the study
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One grant, as stored (times are POSIX seconds)."""
+
+    id: int
+    grantor: str
+    grantee: str
+    permission: Permission
+    created_at: float
+    created_by: str
+    study_uid: str | None = None
+    patient_id: str | None = None
+    issuer: str | None = None
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+
+    @property
+    def level(self) -> str:
+        return "study" if self.study_uid is not None else "patient"
+
+    def active(self, now: float | None = None) -> bool:
+        """Neither revoked nor expired at ``now`` (default: the current time)."""
+        now = time.time() if now is None else now
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        """The grant for the REST API and ``vna grant ... --json`` (ISO 8601 times)."""
+        return {
+            "id": self.id,
+            "grantor": self.grantor,
+            "grantee": self.grantee,
+            "level": self.level,
+            "study_uid": self.study_uid,
+            "patient_id": self.patient_id,
+            "issuer": self.issuer,
+            "permission": self.permission.value,
+            "created_at": _iso(self.created_at),
+            "created_by": self.created_by,
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "revoked_by": self.revoked_by,
+            "active": self.active(now),
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
+    match = _DURATION.match(text.lower())
+    if match is None or int(match.group(1)) <= 0:
+        raise InvalidInput(
+            f"duration {text!r} is not understood: use a positive number with s, m, h, d or w "
+            "(e.g. 7d)"
+        )
+    return float(int(match.group(1)) * _UNIT[match.group(2)])
+
+
+def active_grant(
+    grant: Any, now: float, permissions: tuple[Permission, ...] = tuple(Permission)
+) -> ColumnElement[bool]:
+    """SQL: the grant row ``grant`` (the table or an alias) is in force at ``now``."""
+    conditions = [
+        grant.c.revoked_at.is_(None),
+        or_(grant.c.expires_at.is_(None), grant.c.expires_at > now),
+    ]
+    if set(permissions) != set(Permission):
+        conditions.append(grant.c.permission.in_([p.value for p in permissions]))
+    return and_(*conditions)
+
+
+def granted(
+    study_uid: ColumnElement[str],
+    institution: str,
+    now: float,
+    permissions: tuple[Permission, ...] = tuple(Permission),
+) -> ColumnElement[bool]:
+    """SQL: an active grant with one of ``permissions`` gives ``institution`` the study.
+
+    A correlated ``EXISTS`` on the outer query's ``study_uid`` column. Every table inside
+    is an alias, so an outer query that joins institutions, studies or grants itself is
+    never correlated by mistake. The study must still be owned by the grantor: a study
+    deleted and sent again by someone else is not covered by the old owner's grants.
+    """
+    g = aliased(grants)
+    grantee = aliased(institutions)
+    study = aliased(studies)
+    return (
+        select(g.c.id)
+        .join(grantee, grantee.c.id == g.c.grantee_id)
+        .join(study, study.c.owner_institution_id == g.c.grantor_id)
+        .where(
+            study.c.study_uid == study_uid,
+            grantee.c.name == institution,
+            active_grant(g, now, permissions),
+            or_(g.c.study_uid == study.c.study_uid, g.c.patient_pk == study.c.patient_pk),
+        )
+        .exists()
+    )
+
+
+_grantor = aliased(institutions)
+_grantee = aliased(institutions)
+
+
+def _select_grants() -> Any:
+    return (
+        select(
+            grants,
+            _grantor.c.name.label("grantor"),
+            _grantee.c.name.label("grantee"),
+            patients.c.patient_id,
+            patients.c.issuer,
+        )
+        .join(_grantor, _grantor.c.id == grants.c.grantor_id)
+        .join(_grantee, _grantee.c.id == grants.c.grantee_id)
+        .outerjoin(patients, patients.c.pk == grants.c.patient_pk)
+    )
+
+
+def _grant(row: Row[Any]) -> Grant:
+    return Grant(
+        id=int(row.id),
+        grantor=str(row.grantor),
+        grantee=str(row.grantee),
+        permission=Permission(row.permission),
+        created_at=float(row.created_at),
+        created_by=str(row.created_by),
+        study_uid=row.study_uid,
+        patient_id=row.patient_id,
+        issuer=row.issuer,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        revoked_by=row.revoked_by,
+    )
+
+
+class Grants:
+    """Add, revoke and list grants in the catalog database.
+
+    Errors are :mod:`security.errors` types with a message meant for a person:
+    :class:`NotFound` (unknown institution, study, patient or grant), :class:`Forbidden`
+    (not the owner, not the grantor), :class:`InvalidInput` (bad permission, expiry in the
+    past, neither or both of study and patient), :class:`Conflict` (already revoked, an
+    active grant for the same thing exists).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _write(self) -> Any:
+        conn = self.engine.connect()
+        # the catalog's SQLite begin hook then takes the write lock up front (BEGIN
+        # IMMEDIATE): these transactions read before they write
+        conn.info["vna_write"] = True
+        return conn
+
+    @staticmethod
+    def _institution_id(conn: Connection, name: str, role: str) -> int:
+        found = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
+        if found is None:
+            raise NotFound(
+                f"no institution named {name!r} ({role}): add it with `vna institution add`"
+            )
+        return int(found.id)
+
+    def add(
+        self,
+        *,
+        grantor: str,
+        grantee: str,
+        created_by: str,
+        study_uid: str | None = None,
+        patient_id: str | None = None,
+        issuer: str | None = None,
+        permission: Permission | str = Permission.READ,
+        expires_at: float | None = None,
+        now: float | None = None,
+    ) -> Grant:
+        """Grant ``grantee`` a study (``study_uid``) or a patient (``patient_id`` + ``issuer``).
+
+        ``grantor`` must own the study, or at least one study of the patient; a study the
+        grantor cannot reach at all is reported as not found, like a nonexistent one.
+        """
+        now = time.time() if now is None else now
+        try:
+            permission = Permission(permission)
+        except ValueError:
+            raise InvalidInput(
+                f"permission {permission!r} is not one of: read, read+report"
+            ) from None
+        if (study_uid is None) == (patient_id is None):
+            raise InvalidInput("grant either a study (study UID) or a patient (patient id)")
+        if patient_id is not None and not issuer:
+            raise InvalidInput(
+                "a patient-level grant needs the issuer of the patient id "
+                "(IssuerOfPatientID, or the name of the institution that sent it)"
+            )
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("the expiry is in the past: give a future time or duration")
+        if grantor == grantee:
+            raise InvalidInput(f"{grantor!r} cannot grant to itself: it reaches its studies")
+        with self._write() as conn, conn.begin():
+            grantor_id = self._institution_id(conn, grantor, "grantor")
+            grantee_id = self._institution_id(conn, grantee, "grantee")
+            patient_pk: int | None = None
+            if study_uid is not None:
+                self._check_owner(conn, study_uid, grantor, grantor_id, now)
+                target = grants.c.study_uid == study_uid
+            else:
+                patient_pk = self._owned_patient(conn, str(patient_id), str(issuer), grantor_id)
+                target = grants.c.patient_pk == patient_pk
+            existing = conn.execute(
+                select(grants.c.id).where(
+                    grants.c.grantor_id == grantor_id,
+                    grants.c.grantee_id == grantee_id,
+                    target,
+                    active_grant(grants, now),
+                )
+            ).first()
+            if existing is not None:
+                raise Conflict(
+                    f"grant {existing.id} already gives {grantee!r} this "
+                    f"{'study' if study_uid else 'patient'}: revoke it first to change it"
+                )
+            key = conn.execute(
+                grants.insert().values(
+                    grantor_id=grantor_id,
+                    grantee_id=grantee_id,
+                    study_uid=study_uid,
+                    patient_pk=patient_pk,
+                    permission=permission.value,
+                    created_at=now,
+                    created_by=created_by,
+                    expires_at=expires_at,
+                )
+            ).inserted_primary_key
+            if key is None:
+                raise Conflict("the grant could not be recorded")
+            grant_id = int(key[0])
+        return self.get(grant_id)
+
+    @staticmethod
+    def _check_owner(
+        conn: Connection, study_uid: str, grantor: str, grantor_id: int, now: float
+    ) -> None:
+        owner = conn.execute(
+            select(studies.c.owner_institution_id).where(studies.c.study_uid == study_uid)
+        ).first()
+        if owner is not None and owner.owner_institution_id == grantor_id:
+            return
+        seen = (
+            owner is not None
+            and conn.execute(
+                select(studies.c.study_uid).where(
+                    studies.c.study_uid == study_uid, granted(studies.c.study_uid, grantor, now)
+                )
+            ).first()
+        )
+        if seen:  # it knows the study through a grant, so saying so discloses nothing
+            raise Forbidden(f"only the institution that owns study {study_uid} may grant it")
+        raise NotFound(f"no study {study_uid} owned by {grantor!r}")
+
+    @staticmethod
+    def _owned_patient(conn: Connection, patient_id: str, issuer: str, grantor_id: int) -> int:
+        found = conn.execute(
+            select(patients.c.pk)
+            .join(studies, studies.c.patient_pk == patients.c.pk)
+            .where(
+                patients.c.patient_id == patient_id,
+                patients.c.issuer == issuer,
+                studies.c.owner_institution_id == grantor_id,
+            )
+            .limit(1)
+        ).first()
+        if found is None:
+            raise NotFound(
+                f"the grantor owns no study of patient {patient_id!r} (issuer {issuer!r})"
+            )
+        return int(found.pk)
+
+    def get(self, grant_id: int) -> Grant:
+        with self.engine.connect() as conn:
+            row = conn.execute(_select_grants().where(grants.c.id == grant_id)).first()
+        if row is None:
+            raise NotFound(f"no grant {grant_id}")
+        return _grant(row)
+
+    def revoke(
+        self,
+        grant_id: int,
+        *,
+        by: str,
+        institution: str | None = None,
+        now: float | None = None,
+    ) -> Grant:
+        """Revoke a grant from ``now`` on.
+
+        With ``institution`` (the caller's, over the API) only the grantor may revoke; the
+        grantee is told it may not, anyone else that there is no such grant.
+        """
+        now = time.time() if now is None else now
+        with self._write() as conn, conn.begin():
+            row = conn.execute(_select_grants().where(grants.c.id == grant_id)).first()
+            if row is None:
+                raise NotFound(f"no grant {grant_id}")
+            grant = _grant(row)
+            if institution is not None and institution != grant.grantor:
+                if institution == grant.grantee:
+                    raise Forbidden(
+                        f"only {grant.grantor!r}, the grantor, may revoke grant {grant_id}"
+                    )
+                raise NotFound(f"no grant {grant_id}")
+            if grant.revoked_at is not None:
+                raise Conflict(f"grant {grant_id} was already revoked by {grant.revoked_by}")
+            conn.execute(
+                grants.update()
+                .where(grants.c.id == grant_id, grants.c.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_by=by)
+            )
+        return self.get(grant_id)
+
+    def list(
+        self,
+        *,
+        grantor: str | None = None,
+        grantee: str | None = None,
+        institution: str | None = None,
+    ) -> list[Grant]:
+        """Grants, oldest first, revoked and expired ones included (see ``Grant.active``).
+
+        ``grantor``/``grantee`` filter by one side; ``institution`` keeps those it gave or
+        received.
+        """
+        stmt = _select_grants().order_by(grants.c.id)
+        if grantor is not None:
+            stmt = stmt.where(_grantor.c.name == grantor)
+        if grantee is not None:
+            stmt = stmt.where(_grantee.c.name == grantee)
+        if institution is not None:
+            stmt = stmt.where(or_(_grantor.c.name == institution, _grantee.c.name == institution))
+        with self.engine.connect() as conn:
+            return [_grant(row) for row in conn.execute(stmt)]

@@ -11,6 +11,9 @@ Routes (PS3.18 names)::
     GET /dicom-web/studies/{study}/series/{series}/instances/{instance}
                                                                 retrieve_instance
     GET /.well-known/jwks.json                                  the embedded issuer's keys
+    GET /.well-known/openid-configuration                       OIDC discovery
+    GET|POST /oauth/authorize                                   login page (code + PKCE)
+    POST /oauth/token, /oauth/revoke; /oauth/userinfo; GET /oauth/logout
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
 
@@ -31,10 +34,20 @@ from archive.api import BlobStore, GatewaySettings, Settings, open_store
 from dicomweb.attributes import Level
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
+from dicomweb.login import authorize_form, authorize_login
 from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
-from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
+from dicomweb.oauth import (
+    CLIENTS,
+    ISSUER,
+    end_session,
+    issuer_context,
+    openid_configuration,
+    revoke,
+    token,
+    userinfo,
+)
 from dicomweb.orthanc import OrthancClient
 from dicomweb.query import parse_query
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
@@ -248,6 +261,12 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
+    app.router.add_get("/oauth/authorize", authorize_form)
+    app.router.add_post("/oauth/authorize", authorize_login)
+    app.router.add_post("/oauth/revoke", revoke)
+    app.router.add_get("/oauth/userinfo", userinfo)
+    app.router.add_post("/oauth/userinfo", userinfo)
+    app.router.add_get("/oauth/logout", end_session)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
 
@@ -296,5 +315,6 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
         store.catalog.close()
 
     app.cleanup_ctx.append(archive_ctx)
+    app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[BLOBS].catalog.engine))
     _routes(app)
     return app

@@ -92,6 +92,11 @@ class GatewaySettings(BaseModel):
     external_issuers: tuple[ExternalIssuer, ...] = ()
     # largest request body (STOW-RS, token and form posts) the gateway reads
     max_request_mb: int = Field(2048, ge=1)
+    # people logging in to the embedded issuer (authorization code + PKCE)
+    login_max_failures: int = Field(5, ge=1, le=100)  # wrong passwords in a row that lock
+    login_lockout_seconds: int = Field(900, ge=1)
+    refresh_token_seconds: int = Field(8 * 3600, ge=60)  # each rotation starts a new one
+    session_max_seconds: int = Field(12 * 3600, ge=60)  # no refresh beyond this after login
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

@@ -24,6 +24,7 @@ from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
 from deploy.cli_grants import grant_app
+from deploy.cli_users import user_app
 from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
 from security.errors import VnaError
@@ -42,6 +43,7 @@ app.add_typer(client_app, name="client")
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(grant_app, name="grant")
+app.add_typer(user_app, name="user")
 
 console = Console(stderr=True)
 out = Console()
@@ -361,15 +363,52 @@ def institution_list(home: HomeOption = None, as_json: JsonOption = False) -> No
 @client_app.command("add")
 def client_add(
     name: str,
-    institution: Annotated[str, typer.Option(help="Institution the client acts for.")],
     scopes: Annotated[str, typer.Option(help='Space-separated, e.g. "dicom.read dicom.write".')],
+    institution: Annotated[
+        str | None, typer.Option(help="Institution the client acts for (not for --public).")
+    ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="A browser app: no secret, code + PKCE flow.")
+    ] = False,
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option("--redirect-uri", help="Registered redirect URI (repeatable; --public)."),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register a client for client_credentials; prints its id and secret ONCE."""
+    """Register a client: confidential (client_credentials; id and secret printed ONCE)
+    or --public (a browser app signing people in; its client id is NAME)."""
     store = _store(home)
+    registry = ClientRegistry(store.catalog.engine)
+    if public:
+        if institution is not None:
+            raise VnaError("a public client acts for each user's institution: drop --institution")
+        made = registry.add_public(name, redirect_uri or [], scopes)
+        audit_admin(
+            home,
+            "C",
+            "public-client-added",
+            client_id=made.client_id,
+            redirect_uris=" ".join(made.redirect_uris),
+            scopes=" ".join(sorted(made.scopes)),
+        )
+        data: dict[str, Any] = {
+            "client_id": made.client_id,
+            "public": True,
+            "redirect_uris": list(made.redirect_uris),
+            "scopes": " ".join(sorted(made.scopes)),
+        }
+        if as_json:
+            out.print_json(json.dumps(data))
+            return
+        for key, value in data.items():
+            out.print(f"{key}: {value}")
+        return
+    if institution is None or redirect_uri:
+        raise VnaError("a confidential client needs --institution (and no --redirect-uri)")
     inst = store.catalog.institution(institution)  # NotFound names `vna institution add`
-    client, secret = ClientRegistry(store.catalog.engine).add(name, inst.name, scopes)
+    client, secret = registry.add(name, inst.name, scopes)
     audit_admin(
         home,
         "C",

@@ -56,7 +56,7 @@ def _grants(home: Path | None) -> Iterator[tuple[Grants, AuditLog]]:
         ensure_schema(store.catalog.engine)
         yield (
             Grants(store.catalog.engine),
-            AuditLog.open(store.catalog.engine, settings.keys_dir),
+            AuditLog.open(store.catalog.engine, settings.keys_dir, settings.audit_syslog),
         )
     finally:
         store.catalog.close()

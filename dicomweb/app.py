@@ -19,6 +19,9 @@ Routes (PS3.18 names)::
     POST /dicom-web/studies, /studies/{study}                   store_instances
     GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/grants.py)
     GET /.well-known/jwks.json                                  the embedded issuer's keys
+    GET /.well-known/openid-configuration                       OIDC discovery
+    GET|POST /oauth/authorize                                   login page (code + PKCE)
+    POST /oauth/token, /oauth/revoke; /oauth/userinfo; GET /oauth/logout
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
 
@@ -42,10 +45,20 @@ from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
 from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
+from dicomweb.login import authorize_form, authorize_login
 from dicomweb.metadata import metadata_of
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
-from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
+from dicomweb.oauth import (
+    CLIENTS,
+    ISSUER,
+    end_session,
+    issuer_context,
+    openid_configuration,
+    revoke,
+    token,
+    userinfo,
+)
 from dicomweb.orthanc import OrthancClient
 from dicomweb.pixels import parse_frame_list
 from dicomweb.query import parse_query
@@ -426,6 +439,12 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_post("/oauth/token", token)
     app.router.add_get("/api/audit", audit_log)
+    app.router.add_get("/oauth/authorize", authorize_form)
+    app.router.add_post("/oauth/authorize", authorize_login)
+    app.router.add_post("/oauth/revoke", revoke)
+    app.router.add_get("/oauth/userinfo", userinfo)
+    app.router.add_post("/oauth/userinfo", userinfo)
+    app.router.add_get("/oauth/logout", end_session)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
 
@@ -479,5 +498,6 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
         store.catalog.close()
 
     app.cleanup_ctx.append(archive_ctx)
+    app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[BLOBS].catalog.engine))
     _routes(app)
     return app

@@ -4,7 +4,9 @@ For the embedded default the archive is its own OAuth 2.0 authorization server. 
 module holds the part every later piece needs: one EC P-256 signing key, created on first
 use under ``<home>/keys/issuer-signing.pem`` (0600, never overwritten), its public JWKS,
 and :meth:`EmbeddedIssuer.mint`, which signs RFC 9068 access tokens (ES256, ``typ``
-``at+jwt``). Client registration, the token endpoint and OIDC discovery build on it.
+``at+jwt``), and :meth:`EmbeddedIssuer.mint_id_token`, which signs OpenID Connect ID
+tokens for people who logged in. Client registration, the token endpoint and OIDC
+discovery build on it.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from security.keys import write_secret_file
 from security.tokens import StaticJwks, TrustedIssuer
 
-__all__ = ["DEFAULT_LIFETIME", "SIGNING_KEY_FILE", "EmbeddedIssuer"]
+__all__ = ["DEFAULT_LIFETIME", "ID_TOKEN_LIFETIME", "SIGNING_KEY_FILE", "EmbeddedIssuer"]
 
 SIGNING_KEY_FILE = "issuer-signing.pem"
 DEFAULT_LIFETIME = 300
 """Seconds; access tokens are short-lived (design: "short lifetime")."""
+ID_TOKEN_LIFETIME = 300
 
 
 class EmbeddedIssuer:
@@ -126,3 +130,52 @@ class EmbeddedIssuer:
         )
         header = {"alg": "ES256", "typ": "at+jwt", "kid": self.kid}
         return jwt.encode(header, claims, self._key, algorithms=["ES256"])
+
+    def mint_id_token(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        auth_time: int,
+        nonce: str | None = None,
+        claims: dict[str, Any] | None = None,
+        lifetime: int = ID_TOKEN_LIFETIME,
+        now: float | None = None,
+    ) -> str:
+        """Sign an ID token (OpenID Connect Core 1.0 section 2).
+
+        ``aud`` and ``azp`` are the client; ``typ`` is plain ``JWT`` so that no resource
+        server mistakes it for an access token (which must be ``at+jwt``).
+        """
+        issued = int(time.time() if now is None else now)
+        body: dict[str, Any] = dict(claims or {})
+        body.update(
+            {
+                "iss": self.issuer,
+                "sub": subject,
+                "aud": client_id,
+                "azp": client_id,
+                "iat": issued,
+                "exp": issued + lifetime,
+                "auth_time": auth_time,
+            }
+        )
+        if nonce:
+            body["nonce"] = nonce
+        header = {"alg": "ES256", "typ": "JWT", "kid": self.kid}
+        return jwt.encode(header, body, self._key, algorithms=["ES256"])
+
+    def read_id_token(self, token: str) -> dict[str, Any] | None:
+        """The claims of an ID token this issuer signed (expired ones too), else None.
+
+        For ``id_token_hint`` at logout (OIDC RP-Initiated Logout 1.0 section 2), where
+        an expired token is still a valid hint.
+        """
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=["ES256"])
+        except (JoseError, ValueError, TypeError):
+            return None
+        claims = dict(decoded.claims)
+        if claims.get("iss") != self.issuer or decoded.header.get("typ") != "JWT":
+            return None
+        return claims

@@ -12,10 +12,12 @@ from typing import Any
 import pydicom
 import pytest
 
-from archive.catalog import Catalog, InstanceRecord, SourceRecord
+from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
+from archive.credentials import OrthancCredentials
 from archive.dimse import FindRequest, MoveRequest, modality_entry
 from archive.plugin import ArchivePlugin, MoveDestinationUnknown, register
 from archive.settings import StorageSettings, load_settings
+from deploy.orthanc_config import orthanc_config
 from dicomweb import dimse
 from dicomweb.dimse import find, move
 from security.audit import AuditLog
@@ -432,3 +434,26 @@ def test_multi_valued_keys_are_split(sdk: DimseSdk, plugin: ArchivePlugin) -> No
                                      SOPInstanceUID="1.2.3.1\\1.2.3.5\\1.2.3.4"))  # fmt: skip
     assert sdk.posts[0][1]["Resources"] == ["orth-1", "orth-4"]  # not B's 1.2.3.5
     assert {r["study_uid"] for r in audit(plugin)} == {"1.2.1.1", "1.2.1.2"}
+
+
+# --------------------------------------------------------------------------- C-GET
+
+
+@pytest.mark.parametrize("allow_get", [False, True])
+def test_orthanc_config_sets_c_get_per_modality(tmp_path: Path, allow_get: bool) -> None:
+    """C-GET has no plugin hook on Orthanc 1.10: it is the modality's AllowGet, off unless
+    ``dicom_allow_get``; C-FIND and C-MOVE stay allowed (the archive answers them)."""
+    settings = load_settings(tmp_path, dicom_allow_get=allow_get)
+    institution = Institution(1, "Hospital A", (("HOSPA", None, None), ("WS", "10.0.0.5", 104)))
+    config = orthanc_config(settings, OrthancCredentials("u", "p"), [institution])
+    assert config["DicomModalities"] == {
+        "HOSPA": modality_entry("HOSPA", None, None, allow_get),
+        "WS": modality_entry("WS", "10.0.0.5", 104, allow_get),
+    }
+    assert config["DicomModalities"]["WS"]["AllowGet"] is allow_get
+    assert config["DicomModalities"]["WS"]["AllowMove"] is True
+    assert not config["DicomAlwaysAllowGet"] and not config["DicomAlwaysAllowFind"]
+
+
+def test_c_get_is_off_by_default(tmp_path: Path) -> None:
+    assert load_settings(tmp_path).dicom_allow_get is False

@@ -17,6 +17,7 @@ from archive.catalog import (
     studies,
 )
 from archive.credentials import OrthancCredentials, credentials
+from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest
 from archive.headers import header_record
 from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
@@ -26,8 +27,12 @@ __all__ = [
     "BlobStore",
     "Catalog",
     "ExternalIssuer",
+    "FindAnswer",
+    "FindRequest",
     "GatewaySettings",
     "InstanceRecord",
+    "MoveItem",
+    "MoveRequest",
     "OrthancCredentials",
     "Institution",
     "Settings",

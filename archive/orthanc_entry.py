@@ -2,6 +2,11 @@
 
 Orthanc runs the system Python; the project's virtual environment was built from that same
 interpreter, so its site-packages (named in the generated configuration) load here.
+
+This is also the plugin's composition root: the one archive module allowed to import
+``dicomweb.dimse`` (tests/unit/test_boundaries.py), whose C-FIND / C-MOVE handlers reuse
+the gateway's QIDO matching and sharing's access rule; ``archive.plugin`` only receives
+them as callables.
 """
 
 import json
@@ -19,5 +24,6 @@ for _path in reversed(_vna.get("PythonPath", [])):
 
 from archive.plugin import register  # noqa: E402
 from archive.settings import load_settings  # noqa: E402
+from dicomweb.dimse import find, move  # noqa: E402
 
-register(orthanc, load_settings(_vna["Home"]))
+register(orthanc, load_settings(_vna["Home"]), find=find, move=move)

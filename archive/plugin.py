@@ -1,4 +1,5 @@
-"""Wire the archive into Orthanc: storage area, C-STORE filter, indexing callbacks.
+"""Wire the archive into Orthanc: storage area, C-STORE filter, indexing callbacks, and
+the C-FIND / C-MOVE answers limited to the calling AE's institution.
 
 ``register(sdk, settings)`` takes the ``orthanc`` module as an argument, so everything here
 is plain Python that tests can drive with a small fake SDK. Exceptions are translated once,
@@ -8,22 +9,37 @@ in :func:`_guard`: Orthanc sees a failed call and its log gets a sentence a pers
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pydicom
+from sqlalchemy import and_, select
 
 from archive.blobstore import BlobStore
-from archive.catalog import Catalog, Institution, Sender, SourceRecord
+from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
+from archive.dimse import (
+    LEVELS,
+    FindHandler,
+    FindRequest,
+    MoveHandler,
+    MoveItem,
+    MoveRequest,
+    modality_entry,
+)
 from archive.headers import instance_record
 from archive.settings import Settings
-from security.errors import IntegrityError, StorageFull, VnaError
+from security.audit import AuditEvent, AuditLog
+from security.errors import Forbidden, IntegrityError, InvalidInput, StorageFull, VnaError
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
 
-__all__ = ["ArchivePlugin", "register", "instance_record"]
+__all__ = ["ArchivePlugin", "MoveDestinationUnknown", "register", "instance_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +49,16 @@ _AE_CACHE_SECONDS = 2.0
 _SENDER_FRESH_SECONDS = 60.0
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_QUERY_RETRIEVE_LEVEL = 0x00080052
+_SPECIFIC_CHARACTER_SET = 0x00080005
+# how long a C-MOVE waits for Orthanc's store job between two looks at it
+_JOB_POLL_SECONDS = 0.1
+
+
+class MoveDestinationUnknown(Forbidden):
+    """A C-MOVE names a destination that is not an AE of the caller's institution with a
+    host and port (PS3.4 C.4.2.1.4: 0xA801, Move Destination Unknown)."""
 
 
 class OrthancLogHandler(logging.Handler):
@@ -81,11 +107,23 @@ def _guard(what: str) -> Callable[[F], F]:
 class ArchivePlugin:
     """The archive as Orthanc sees it; one per Orthanc process."""
 
-    def __init__(self, sdk: Any, settings: Settings, store: BlobStore) -> None:
+    def __init__(
+        self,
+        sdk: Any,
+        settings: Settings,
+        store: BlobStore,
+        *,
+        find: FindHandler | None = None,
+        move: MoveHandler | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.sdk = sdk
         self.settings = settings
         self.store = store
         self.catalog = store.catalog
+        self.find_handler = find
+        self.move_handler = move
+        self.audit_log = audit
         self._ae_map: dict[str, Institution] = {}
         self._ae_loaded = 0.0
         self._ae_lock = threading.Lock()
@@ -139,6 +177,222 @@ class ArchivePlugin:
         )
         return 0
 
+    # -- C-FIND and C-MOVE, limited to what the caller's institution may see --------------
+
+    def _audit(
+        self,
+        event: str,
+        outcome: int,
+        ae_title: str,
+        institution: str | None,
+        study_uid: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """Append one record; a failing audit log fails the DIMSE request (no silent gaps)."""
+        if self.audit_log is None:
+            return
+        action = "E" if event == "query" else "R"
+        self.audit_log.append(
+            AuditEvent(
+                event,
+                action,
+                outcome,
+                ae_title,
+                institution,
+                study_uid=study_uid,
+                detail={"via": "dimse", **(detail or {})},
+            )
+        )
+
+    def _caller(self, ae_title: str, what: str, event: str, detail: dict[str, str]) -> Institution:
+        """The calling AE's institution; an AE no institution owns is refused (and audited).
+
+        Orthanc already refuses AEs missing from its DicomModalities; this also covers an
+        AE removed from the catalog since Orthanc started.
+        """
+        institution = self.institution_for_ae(ae_title)
+        if institution is None:
+            logger.warning(
+                "%s refused: calling AE %r is not registered to an institution "
+                "(register it with `vna institution add NAME --ae %s`)",
+                what,
+                ae_title,
+                ae_title,
+            )
+            self._audit(event, 4, ae_title, None, detail={**detail, "reason": "unknown AE"})
+            raise Forbidden(f"calling AE {ae_title!r} belongs to no institution")
+        return institution
+
+    @_guard("answering a C-FIND")
+    def on_find(self, answers: Any, query: Any, issuer_aet: str, called_aet: str) -> None:
+        """Orthanc's C-FIND callback: match the catalog for the caller's institution only."""
+        assert self.find_handler is not None
+        ae_title = (issuer_aet or "").strip()
+        level = ""
+        keys: list[tuple[int, str]] = []
+        for i in range(query.GetFindQuerySize()):
+            tag = (int(query.GetFindQueryTagGroup(i)) << 16) | int(query.GetFindQueryTagElement(i))
+            value = str(query.GetFindQueryValue(i))
+            if tag == _QUERY_RETRIEVE_LEVEL:
+                level = value.strip().upper()
+            elif tag != _SPECIFIC_CHARACTER_SET:
+                keys.append((tag, value))
+        detail = {"level": level, "called_ae": (called_aet or "").strip()}
+        institution = self._caller(ae_title, "C-FIND", "query", detail)
+        if level not in LEVELS:
+            self._audit("query", 4, ae_title, institution.name, detail=detail)
+            raise InvalidInput(f"C-FIND with Query/Retrieve Level {level!r}")
+        answer = self.find_handler(
+            self.catalog, FindRequest(ae_title, institution.name, level, tuple(keys))
+        )
+        for dataset in answer.datasets:
+            answers.FindAddAnswer(_encode_answer(dataset))
+        if not answer.complete:
+            answers.FindMarkIncomplete()
+        study_keys = [v for t, v in keys if t == 0x0020000D and v.strip()]
+        self._audit(
+            "query",
+            0,
+            ae_title,
+            institution.name,
+            study_uid=study_keys[0].strip() if len(study_keys) == 1 else None,
+            detail={**detail, "matches": str(len(answer.datasets))},
+        )
+
+    def destination(self, ae_title: str, institution: Institution) -> tuple[str, str, int] | None:
+        """The move destination ``ae_title`` if it is an AE of ``institution`` with a host
+        and port (read fresh: an AE registered after Orthanc started counts)."""
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    institution_aes.c.ae_title, institution_aes.c.host, institution_aes.c.port
+                ).where(
+                    and_(
+                        institution_aes.c.ae_title == ae_title,
+                        institution_aes.c.institution_id == institution.id,
+                        institution_aes.c.host.is_not(None),
+                        institution_aes.c.port.is_not(None),
+                    )
+                )
+            ).first()
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
+
+    @_guard("answering a C-MOVE")
+    def on_move(self, **request: Any) -> None:
+        """Orthanc's C-MOVE callback (python plugin 4.0: one call per C-MOVE, keywords)."""
+        assert self.move_handler is not None
+        ae_title = str(request.get("OriginatorAET") or "").strip()
+        target = str(request.get("TargetAET") or "").strip()
+        level = str(request.get("Level") or "").strip().upper()
+        detail = {"level": level, "destination": target}
+        institution = self._caller(ae_title, "C-MOVE", "instances-transferred", detail)
+        destination = self.destination(target, institution)
+        if destination is None:
+            logger.warning(
+                "C-MOVE from %r refused: destination %r is not an AE of %s with a host and "
+                "port (register it with `vna institution add %r --ae %s --host H --port P`)",
+                ae_title,
+                target,
+                institution.name,
+                institution.name,
+                target,
+            )
+            self._audit(
+                "instances-transferred",
+                4,
+                ae_title,
+                institution.name,
+                detail={**detail, "reason": "move destination unknown"},
+            )
+            raise MoveDestinationUnknown(f"C-MOVE destination {target!r} is unknown")
+        items = list(
+            self.move_handler(
+                self.catalog,
+                MoveRequest(
+                    ae_title,
+                    institution.name,
+                    level,
+                    patient_ids=_values(request.get("PatientID")),
+                    accession_numbers=_values(request.get("AccessionNumber")),
+                    study_uids=_values(request.get("StudyInstanceUID")),
+                    series_uids=_values(request.get("SeriesInstanceUID")),
+                    sop_uids=_values(request.get("SOPInstanceUID")),
+                ),
+            )
+        )
+        per_study: dict[str, int] = {}
+        for item in items:
+            per_study[item.study_uid] = per_study.get(item.study_uid, 0) + 1
+        try:
+            if items:
+                self._store_to(destination, items, ae_title, request.get("OriginatorID"))
+        except Exception:
+            for study_uid, count in per_study.items():
+                self._audit(
+                    "instances-transferred",
+                    8,
+                    ae_title,
+                    institution.name,
+                    study_uid,
+                    {**detail, "instances": str(count)},
+                )
+            raise
+        if not items:
+            # nothing reachable matched: the same answer as for a study that does not exist
+            requested = _values(request.get("StudyInstanceUID"))
+            self._audit(
+                "instances-transferred",
+                0,
+                ae_title,
+                institution.name,
+                requested[0] if len(requested) == 1 else None,
+                {**detail, "instances": "0"},
+            )
+        for study_uid, count in per_study.items():
+            self._audit(
+                "instances-transferred",
+                0,
+                ae_title,
+                institution.name,
+                study_uid,
+                {**detail, "instances": str(count)},
+            )
+
+    def _store_to(
+        self,
+        destination: tuple[str, str, int],
+        items: list[MoveItem],
+        originator_ae: str,
+        originator_id: Any,
+    ) -> None:
+        """C-STORE ``items`` to ``destination`` through Orthanc's own SCU, and wait.
+
+        The job runs asynchronously and is polled: python plugin 4.0 holds the GIL during
+        SDK calls, and Orthanc's job thread must call back into the storage area (Python)
+        to read each file, so a synchronous store from here would deadlock.
+        """
+        ae_title, host, port = destination
+        name = quote(ae_title, safe="")
+        # the catalog is the authority on destinations; Orthanc's list was written at start
+        entry = modality_entry(ae_title, host, port, self.settings.dicom_allow_get)
+        self.sdk.RestApiPut(f"/modalities/{name}", json.dumps(entry))
+        body: dict[str, Any] = {
+            "Resources": [item.orthanc_id for item in items],
+            "Asynchronous": True,
+            "MoveOriginatorAet": originator_ae,
+        }
+        if originator_id not in (None, ""):
+            body["MoveOriginatorID"] = int(originator_id)
+        job = json.loads(self.sdk.RestApiPost(f"/modalities/{name}/store", json.dumps(body)))
+        job_id = str(job["ID"])
+        while True:
+            state = str(json.loads(self.sdk.RestApiGet(f"/jobs/{job_id}")).get("State"))
+            if state == "Success":
+                return
+            if state not in ("Pending", "Running", "Retry"):
+                raise VnaError(f"C-STORE of {len(items)} instances to {ae_title} ended {state}")
+            time.sleep(_JOB_POLL_SECONDS)
+
     @_guard("handling an Orthanc change")
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         sdk = self.sdk
@@ -188,6 +442,26 @@ class ArchivePlugin:
             return 0
 
 
+def _values(raw: Any) -> tuple[str, ...]:
+    """A DICOM multi-valued string (``a\\b``) as its non-empty values."""
+    return tuple(v.strip() for v in str(raw or "").split("\\") if v.strip())
+
+
+def _encode_answer(dataset: pydicom.Dataset) -> bytes:
+    """A C-FIND answer as Orthanc takes it: a Part 10 buffer, explicit VR little endian."""
+    answer = pydicom.Dataset()
+    answer.update(dataset)
+    answer.preamble = b"\0" * 128
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.UID("1.2.840.10008.5.1.4.1.2.2.1")
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    answer.file_meta = meta
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, answer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def open_store(settings: Settings) -> BlobStore:
     """Open the blob store of an archive home (keys are created on first use)."""
     catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
@@ -197,20 +471,41 @@ def open_store(settings: Settings) -> BlobStore:
     return BlobStore(catalog, keys, hot, settings.storage, journal)
 
 
-def register(sdk: Any, settings: Settings) -> ArchivePlugin:
-    """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module)."""
+def register(
+    sdk: Any,
+    settings: Settings,
+    *,
+    find: FindHandler | None = None,
+    move: MoveHandler | None = None,
+) -> ArchivePlugin:
+    """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module).
+
+    ``find`` and ``move`` answer C-FIND and C-MOVE from the catalog for the calling AE's
+    institution (injected by the composition root, ``archive/orthanc_entry.py``); without
+    them Orthanc answers those itself.
+    """
     root = logging.getLogger()
     if not any(isinstance(h, OrthancLogHandler) for h in root.handlers):
         handler = OrthancLogHandler(sdk)
         handler.setFormatter(logging.Formatter("vna %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-    plugin = ArchivePlugin(sdk, settings, open_store(settings))
+    store = open_store(settings)
+    audit = (
+        AuditLog.open(store.catalog.engine, settings.keys_dir, settings.audit_syslog)
+        if find or move
+        else None
+    )
+    plugin = ArchivePlugin(sdk, settings, store, find=find, move=move, audit=audit)
     if settings.storage.write_behind:
         plugin.store.start_digester()
     sdk.RegisterStorageArea(plugin.create, plugin.read, plugin.remove)
     sdk.RegisterIncomingCStoreInstanceFilter(plugin.filter_cstore)
     sdk.RegisterOnChangeCallback(plugin.on_change)
+    if find is not None:
+        sdk.RegisterFindCallback(plugin.on_find)
+    if move is not None:
+        sdk.RegisterMoveCallback(plugin.on_move)
     logger.info(
         "archive storage area active: home %s, catalog %s",
         settings.home,

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     orthanc_executable: str = "Orthanc"
     orthanc_plugin_dir: Path = Path("/usr/share/orthanc/plugins")
     dicom_threads: int = 4
+    # C-GET cannot be limited per institution on Orthanc 1.10 (plugins get no C-GET hook),
+    # so it is off: registered AEs retrieve with C-MOVE or WADO-RS, which the archive
+    # limits to what their institution may see. True lets every registered AE C-GET any
+    # stored instance.
+    dicom_allow_get: bool = False
     # 0: every read is verified by the archive; raise it to trade that for speed
     orthanc_storage_cache_mb: int = Field(0, ge=0)
     log_level: str = "info"

@@ -9,6 +9,7 @@ from typing import Any
 
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
+from archive.dimse import modality_entry
 from archive.settings import Settings
 
 __all__ = ["orthanc_config", "write_orthanc_config"]
@@ -28,11 +29,10 @@ def orthanc_config(
     """The configuration document for the archive's Orthanc process."""
     orthanc_dir = settings.home / "orthanc"
     plugins = settings.orthanc_plugin_dir
-    modalities: dict[str, list[Any]] = {}
+    modalities: dict[str, Any] = {}
     for inst in institutions:
         for ae, host, port in inst.ae_titles:
-            # Orthanc needs a host and port even for AEs that only push; 127.0.0.1:104 is inert
-            modalities[ae] = [ae, host or "127.0.0.1", port or 104]
+            modalities[ae] = modality_entry(ae, host, port, settings.dicom_allow_get)
     site_packages, python_path = _python_paths()
     return {
         "Name": f"VNA {settings.dicom_aet}",
@@ -64,6 +64,8 @@ def orthanc_config(
         # C-STORE admission is decided by the archive's filter (institution AEs)
         "DicomAlwaysAllowStore": True,
         "DicomAlwaysAllowEcho": True,
+        # C-FIND and C-MOVE: only registered AEs, answered by the archive (archive/dimse.py);
+        # C-GET per modality "AllowGet" (setting dicom_allow_get)
         "DicomAlwaysAllowFind": False,
         "DicomAlwaysAllowGet": False,
         "DicomAlwaysAllowMove": False,

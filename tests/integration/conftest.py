@@ -21,7 +21,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     arch = Archive(tmp_path_factory.mktemp("vna-home"))
-    arch.write_config(INSTITUTIONS)
+    # test_roundtrip reads files back with C-GET, which is off by default (it cannot be
+    # limited per institution on Orthanc 1.10); test_dimse checks the default on its own
+    arch.write_config(INSTITUTIONS, dicom_allow_get=True)
     arch.up()
     try:
         yield arch

@@ -54,9 +54,11 @@ class Archive:
             VNA_HTTP_PORT=str(self.http_port),
         )
 
-    def write_config(self, institutions: dict[str, list[str]]) -> None:
+    def write_config(self, institutions: dict[str, list[str]], **settings: Any) -> None:
+        """``vna.toml`` with ``institutions`` (name -> AE titles) and any other settings."""
         self.home.mkdir(parents=True, exist_ok=True)
         doc = {
+            **settings,
             "institutions": [
                 {"name": name, "ae_titles": aes} for name, aes in institutions.items()
             ],

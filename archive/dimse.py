@@ -1,0 +1,104 @@
+"""What the Orthanc adapter hands to the DIMSE query/retrieve handlers, and gets back.
+
+The archive answers C-FIND and C-MOVE itself (``archive.plugin``) so that a calling AE
+sees only what its institution may see. Matching the catalog is not the archive's job:
+the handlers are injected by the composition root (``archive/orthanc_entry.py``) and
+receive these plain values, so they can be tested without Orthanc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+
+from archive.catalog import Catalog
+
+__all__ = [
+    "FindAnswer",
+    "FindHandler",
+    "FindRequest",
+    "MoveHandler",
+    "MoveItem",
+    "MoveRequest",
+    "modality_entry",
+]
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+@dataclass(frozen=True, slots=True)
+class FindRequest:
+    """One C-FIND (PS3.4 C.4.1): the caller's institution, the level and the keys.
+
+    ``keys`` are (tag, value) pairs as the SCU sent them, in order; an empty value asks
+    for the attribute to be returned without matching on it.
+    """
+
+    calling_ae: str
+    institution: str
+    level: str
+    keys: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FindAnswer:
+    """The matches of a C-FIND; ``complete`` is False when the result was cut short."""
+
+    datasets: tuple[pydicom.Dataset, ...]
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRequest:
+    """One C-MOVE (PS3.4 C.4.2): which resources the caller's institution asks for.
+
+    Multi-valued keys (a UID list) are split already; an empty tuple means "not given".
+    """
+
+    calling_ae: str
+    institution: str
+    level: str
+    patient_ids: tuple[str, ...] = ()
+    accession_numbers: tuple[str, ...] = ()
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    sop_uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MoveItem:
+    """One instance a C-MOVE sends: its study, SOP Instance UID and Orthanc's id."""
+
+    study_uid: str
+    sop_uid: str
+    orthanc_id: str
+
+
+FindHandler = Callable[[Catalog, FindRequest], FindAnswer]
+"""Answers a C-FIND from the catalog for the request's institution."""
+
+MoveHandler = Callable[[Catalog, MoveRequest], Sequence[MoveItem]]
+"""The instances a C-MOVE may send: only those the request's institution reaches."""
+
+
+def modality_entry(ae_title: str, host: str | None, port: int | None, allow_get: bool) -> Any:
+    """Orthanc's object form of a ``DicomModalities`` entry for an institution's AE.
+
+    C-GET cannot be limited per institution on Orthanc 1.10 (plugins get no C-GET hook),
+    so ``AllowGet`` follows the ``dicom_allow_get`` setting (off by default). C-FIND and
+    C-MOVE stay allowed: the archive answers them itself with the institution's rule.
+    Orthanc needs a host and port even for AEs that only push; 127.0.0.1:104 is inert.
+    """
+    return {
+        "AET": ae_title,
+        "Host": host or "127.0.0.1",
+        "Port": port or 104,
+        "AllowEcho": True,
+        "AllowFind": True,
+        "AllowMove": True,
+        "AllowGet": allow_get,
+        "AllowStore": True,
+    }

@@ -208,6 +208,11 @@ def test_limit_is_capped() -> None:
     assert parse_query([("limit", "99999")], Level.STUDY, max_results=100).limit == 100
 
 
+def test_limit_zero_means_the_server_maximum(cat: Catalog) -> None:
+    assert parse_query([("limit", "0")], Level.STUDY, max_results=100).limit == 100
+    assert studies(cat, limit="0") == ["1.2.1.1", "1.2.1.2"]
+
+
 @pytest.mark.parametrize(
     ("vr", "value", "expected"),
     [

@@ -6,7 +6,7 @@ VNA := $(VENV)/bin/vna
 HOME_DIR ?= var
 PYTEST_ARGS ?=
 
-.PHONY: install system venv run test lint typecheck unit integration bench clean
+.PHONY: install system venv run test lint typecheck unit integration bench bench-dicomweb clean
 
 install: system venv
 
@@ -43,6 +43,9 @@ test: install lint typecheck
 
 bench: install
 	$(PY) -m bench.ingest
+
+bench-dicomweb: install
+	$(PY) -m bench.dicomweb $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

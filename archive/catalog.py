@@ -174,7 +174,12 @@ studies = Table(
     Index("ix_studies_owner", "owner_institution_id"),
     Index("ix_studies_patient", "patient_pk"),
     Index("ix_studies_accession", "accession_number"),
+    # QIDO's study order (date, uid): a study list with a limit reads its first rows in
+    # index order instead of sorting each date's studies (100k studies: ~0.1 ms, not ~300)
+    Index("ix_studies_date_uid", "study_date", "study_uid"),
 )
+
+studies_date_uid = next(i for i in studies.indexes if i.name == "ix_studies_date_uid")
 
 series = Table(
     "series",
@@ -519,6 +524,8 @@ class Catalog:
             event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
             event.listen(self.index_engine, "begin", _begin)
         metadata.create_all(self.engine)
+        # create_all skips the indexes of tables that exist: add indexes new since then
+        studies_date_uid.create(self.engine, checkfirst=True)
         sqlite_path = self.engine.url.database if self.is_sqlite else None
         self._hot = _HotPath(self, sqlite_path, "FULL" if durable else "NORMAL")
 

@@ -136,7 +136,8 @@ def parse_query(
         key = name.strip()
         low = key.lower()
         if low == "limit":
-            limit = max(1, _positive("limit", value, max_results, max_results))
+            # limit=0 asks for no particular limit (as Orthanc reads it), not for one result
+            limit = _positive("limit", value, max_results, max_results) or max_results
         elif low == "offset":
             offset = _positive("offset", value, 0, 2**31)
         elif low == "fuzzymatching":

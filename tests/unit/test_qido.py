@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from dicomweb.attributes import Level, lookup
 from dicomweb.dicomjson import element
-from dicomweb.query import parse_query
+from dicomweb.query import build_select, parse_query
 from dicomweb.search import instances_to_retrieve, search
 from security.errors import InvalidInput
 from sharing.api import ensure_schema
@@ -210,6 +211,11 @@ def test_limit_is_capped() -> None:
     assert parse_query([("limit", "99999")], Level.STUDY, max_results=100).limit == 100
 
 
+def test_limit_zero_means_the_server_maximum(cat: Catalog) -> None:
+    assert parse_query([("limit", "0")], Level.STUDY, max_results=100).limit == 100
+    assert studies(cat, limit="0") == ["1.2.1.1", "1.2.1.2"]
+
+
 @pytest.mark.parametrize(
     ("vr", "value", "expected"),
     [
@@ -225,3 +231,25 @@ def test_limit_is_capped() -> None:
 )
 def test_dicom_json_elements(vr: str, value: object, expected: dict[str, object]) -> None:
     assert element(vr, value) == expected
+
+
+def test_study_list_reads_the_date_uid_index_without_sorting(cat: Catalog) -> None:
+    """A limited study list must not sort the whole catalog (the 100k-study benchmark)."""
+    query = parse_query([("limit", "25")], Level.STUDY)
+    stmt = build_select(query, "Hospital A")
+    sql = str(stmt.compile(cat.engine, compile_kwargs={"literal_binds": True}))
+    with cat.engine.connect() as conn:
+        plan = " | ".join(str(row[3]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_studies_date_uid" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_an_existing_catalog_gets_the_new_index(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Catalog(url, durable=False).close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP INDEX ix_studies_date_uid")
+    Catalog(url, durable=False).close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "ix_studies_date_uid" in names

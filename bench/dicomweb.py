@@ -1,0 +1,901 @@
+"""DICOMweb benchmark: the gateway against Orthanc's own DICOMweb plugin, side by side.
+
+The same synthetic CT studies go (C-STORE) into a fresh VNA archive and into a fresh plain
+Orthanc with the DICOMweb plugin (file storage, ``StudiesMetadata: Full`` as in the
+archive's own Orthanc). Then, alternating the two servers scenario by scenario:
+
+* WADO-RS study retrieval (``multipart/related; type="application/dicom";
+  transfer-syntax=*``): MB/s of DICOM body received and time to first body byte, with 1
+  and ``--clients`` concurrent clients, each fetching every study ``--rounds`` times;
+* WADO-RS study metadata (``application/dicom+json``), the same way;
+* QIDO-RS latency p50/p95 for a few typical study searches (PatientID, date range,
+  name wildcard, limit), one client;
+* QIDO-RS at ``--big`` studies: a separate home whose catalog tables are filled directly
+  (bulk inserts, no Orthanc), served by a gateway alone; p50/p95 per query.
+
+Results go to a rich table and the ``bench.dicomweb`` section of ``bench/RESULTS.md``.
+
+    .venv/bin/python -m bench.dicomweb [--quick] [--studies N] [--clients C] [--big N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from archive.api import (
+    Catalog,
+    instances,
+    load_settings,
+    patients,
+    series,
+    studies,
+)
+from archive.synthetic import StudySpec, generate_studies, write_study
+from bench.common import (
+    BENCH_DIR,
+    PROJECT_ROOT,
+    BenchError,
+    PlainOrthanc,
+    VnaArchive,
+    free_ports,
+    git_head,
+    machine_facts,
+    send_parallel,
+    source_fingerprint,
+    terminate_on_sigterm,
+    write_section,
+)
+from security.issuer import EmbeddedIssuer
+
+__all__ = ["OrthancDicomWeb", "main"]
+
+SECTION_KEY = "bench.dicomweb"
+AET, INSTITUTION = "BENCHA", "Bench Hospital"
+DICOM_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+JSON_ACCEPT = "application/dicom+json"
+OURS, THEIRS = "gateway", "orthanc"
+LABELS = {OURS: "VNA gateway", THEIRS: "Orthanc DICOMweb"}
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+class OrthancDicomWeb(PlainOrthanc):
+    """Plain Orthanc (file storage) with Debian's DICOMweb plugin and no other."""
+
+    kind = "orthanc-dicomweb"
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        plugins = load_settings(self.home).orthanc_plugin_dir
+        config["Plugins"] = [str(plugins / "libOrthancDicomWeb.so")]
+        config["DicomWeb"] = {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        }
+        return config
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one server's DICOMweb root answers, and the headers it needs."""
+
+    name: str
+    port: int
+    root: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """One timed GET: seconds to the first body byte and to the last, body bytes."""
+
+    ttfb: float
+    seconds: float
+    bytes: int
+
+
+_local = threading.local()
+
+
+def _connection(port: int) -> http.client.HTTPConnection:
+    """A keep-alive connection per thread and port (a client reuses its connection)."""
+    conns: dict[int, http.client.HTTPConnection] = _local.__dict__.setdefault("conns", {})
+    if port not in conns:
+        conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    return conns[port]
+
+
+def fetch(
+    endpoint: Endpoint, path: str, accept: str, sink: Callable[[bytes], None] | None = None
+) -> Fetch:
+    """GET ``root + path`` (query strings are sent as given: Orthanc 1.10 does not
+    percent-decode them), read the whole body in 1 MiB reads, time it."""
+    conn = _connection(endpoint.port)
+    start = time.perf_counter()
+    try:
+        conn.request("GET", endpoint.root + path, headers={**endpoint.headers, "Accept": accept})
+        answer = conn.getresponse()
+        first: float | None = None
+        size = 0
+        while chunk := answer.read1(1 << 20):
+            if first is None:
+                first = time.perf_counter()
+            size += len(chunk)
+            if sink is not None:
+                sink(chunk)
+        # read1 leaves a Content-Length response open at its end: close it, so the
+        # connection takes the next request
+        size += len(answer.read())
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        raise
+    end = time.perf_counter()
+    if answer.status != 200:
+        raise BenchError(f"{endpoint.name}: GET {path} answered {answer.status}")
+    return Fetch((first or end) - start, end - start, size)
+
+
+def close_connections() -> None:
+    for conn in _local.__dict__.get("conns", {}).values():
+        conn.close()
+    _local.__dict__["conns"] = {}
+
+
+@dataclass(slots=True)
+class Throughput:
+    """Many GETs by ``clients`` concurrent clients: wall time, bytes, per-request times."""
+
+    clients: int
+    wall: float
+    fetches: list[Fetch]
+
+    @property
+    def mb_per_s(self) -> float:
+        return sum(f.bytes for f in self.fetches) / 1e6 / self.wall
+
+    @property
+    def ttfb_ms(self) -> float:
+        return 1000 * statistics.median(f.ttfb for f in self.fetches)
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000 * statistics.median(f.seconds for f in self.fetches)
+
+
+def run_clients(
+    endpoint: Endpoint, paths: Sequence[str], accept: str, clients: int, rounds: int
+) -> Throughput:
+    """Each client fetches every path ``rounds`` times (starting at a different one)."""
+
+    def client(k: int) -> list[Fetch]:
+        try:
+            order = [paths[(k + i) % len(paths)] for i in range(len(paths))]
+            return [fetch(endpoint, p, accept) for _ in range(rounds) for p in order]
+        finally:
+            close_connections()
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - start
+    return Throughput(clients, wall, [f for r in results for f in r])
+
+
+def latencies(endpoint: Endpoint, path: str, repeats: int) -> list[float]:
+    """Sequential GETs of one QIDO query (one warm-up first); milliseconds each."""
+    fetch(endpoint, path, JSON_ACCEPT)
+    out = [1000 * fetch(endpoint, path, JSON_ACCEPT).seconds for _ in range(repeats)]
+    close_connections()
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def generate(directory: Path, args: argparse.Namespace) -> tuple[list[Path], list[StudySpec]]:
+    """Synthetic CT studies: patients BENCH0001..., one day apart from 2024-01-01."""
+    base = StudySpec(
+        modality="CT",
+        series=args.series,
+        slices=args.slices,
+        rows=512,
+        columns=512,
+        patient_id="BENCH0001",
+        patient_name="Bench^Patient",
+        institution=INSTITUTION,
+        study_date="20240101",
+        seed=2000,
+    )
+    specs = list(generate_studies(args.studies, base))
+    files: list[Path] = []
+    for k, spec in enumerate(specs):
+        files.extend(write_study(spec, directory / f"study{k:03d}"))
+    return files, specs
+
+
+def _study_uids(files: Sequence[Path]) -> list[str]:
+    import pydicom
+
+    seen: dict[str, None] = {}
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        seen.setdefault(str(ds.StudyInstanceUID))
+    return list(seen)
+
+
+def _token(home: Path, url: str) -> str:
+    issuer = EmbeddedIssuer.open_or_create(home / "keys", url, f"{url}/dicom-web")
+    return issuer.mint(subject="bench", institution=INSTITUTION, scopes=("dicom.read",))
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+            if check():
+                return
+        if time.monotonic() > deadline:
+            raise BenchError(f"gave up waiting for {what}")
+        time.sleep(0.3)
+
+
+def _count(endpoint: Endpoint, path: str) -> int:
+    chunks: list[bytes] = []
+    fetch(endpoint, path, JSON_ACCEPT, chunks.append)
+    return len(json.loads(b"".join(chunks)))
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass(slots=True)
+class Results:
+    """Everything measured; keyed by side (gateway / orthanc) where there are two."""
+
+    wado: dict[str, dict[int, Throughput]] = field(default_factory=dict)
+    metadata: dict[str, dict[int, Throughput]] = field(default_factory=dict)
+    qido: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    big: dict[str, list[float]] = field(default_factory=dict)
+    big_rows: int = 0
+    big_fill_seconds: float = 0.0
+    study_bytes: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def qido_queries(specs: Sequence[StudySpec]) -> dict[str, str]:
+    """Typical study searches on the loaded data (label -> query string)."""
+    middle = specs[len(specs) // 2]
+    last = specs[-1].study_date
+    return {
+        "PatientID exact": f"PatientID={middle.patient_id}",
+        "StudyDate range": f"StudyDate={specs[0].study_date}-{last}",
+        "PatientName wildcard": "PatientName=Bench*",
+        "limit=2": "limit=2",
+    }
+
+
+def measure_side_by_side(
+    work: Path, args: argparse.Namespace, results: Results, step: Callable[[str], None]
+) -> None:
+    """Load the data into both servers, then measure WADO-RS, metadata and QIDO."""
+    step("generating studies")
+    files, specs = generate(work / "data", args)
+    uids = _study_uids(files)
+    archive = VnaArchive("VNA archive", work / "vna")
+    orthanc = OrthancDicomWeb("Orthanc + DICOMweb", work / "orthanc")
+    with archive, orthanc:
+        archive.add_institution(INSTITUTION, AET)
+        for target in (orthanc, archive):
+            step(f"C-STORE into {target.name}")
+            send_parallel([[work / "data"]], calling_aet=AET, target=target, log_dir=work / "logs")
+        url = f"http://127.0.0.1:{archive.gateway_port}"
+        ours = Endpoint(
+            LABELS[OURS],
+            archive.gateway_port,
+            "/dicom-web",
+            {"Authorization": f"Bearer {_token(archive.home, url)}"},
+        )
+        theirs = Endpoint(LABELS[THEIRS], orthanc.http_port, "/dicom-web", {})
+        step("waiting for the catalog to index every instance")
+
+        def indexed() -> bool:
+            stats = archive.stats()
+            idle = stats.get("pending") == 0 and stats.get("index_backlog") == 0
+            return idle and stats.get("instances") == len(files)
+
+        _wait(indexed, "the catalog")
+        for endpoint in (ours, theirs):
+            if _count(endpoint, "/studies") != len(uids):
+                raise BenchError(f"{endpoint.name} does not list every study")
+        sides = {OURS: ours, THEIRS: theirs}
+        study_paths = [f"/studies/{uid}" for uid in uids]
+        meta_paths = [f"{p}/metadata" for p in study_paths]
+        for side, endpoint in sides.items():  # warm-up, and the byte counts to compare
+            results.study_bytes[side] = sum(
+                fetch(endpoint, p, DICOM_ACCEPT).bytes for p in study_paths
+            )
+            for p in meta_paths:
+                fetch(endpoint, p, JSON_ACCEPT)
+            close_connections()
+        ratio = results.study_bytes[OURS] / max(1, results.study_bytes[THEIRS])
+        if not 0.98 < ratio < 1.02:
+            results.warnings.append(
+                f"study bodies differ in size: gateway {results.study_bytes[OURS]:,} B, "
+                f"Orthanc {results.study_bytes[THEIRS]:,} B"
+            )
+        for what, paths, accept, store in (
+            ("WADO-RS study", study_paths, DICOM_ACCEPT, results.wado),
+            ("WADO-RS metadata", meta_paths, JSON_ACCEPT, results.metadata),
+        ):
+            for clients in (1, args.clients):
+                for side in (THEIRS, OURS):  # alternate, so drift hits both
+                    step(f"{what}, {clients} client(s): {LABELS[side]}")
+                    store.setdefault(side, {})[clients] = run_clients(
+                        sides[side], paths, accept, clients, args.rounds
+                    )
+        for label, query in qido_queries(specs).items():
+            for side in (THEIRS, OURS):
+                step(f"QIDO {label}: {LABELS[side]}")
+                results.qido.setdefault(side, {})[label] = latencies(
+                    sides[side], f"/studies?{query}", args.qido_repeats
+                )
+
+
+# --------------------------------------------------------------------------- 100k studies
+
+_FAMILY = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+]
+_GIVEN = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emma",
+    "Felix",
+    "Grace",
+    "Hugo",
+    "Ida",
+    "Jonas",
+    "Lena",
+    "Max",
+    "Nora",
+    "Otto",
+    "Paula",
+]
+_MODALITIES = ("CT", "MR", "CR", "US", "DX", "MG")
+_FIRST_DAY = dt.date(2010, 1, 1)
+_DAYS = 15 * 365
+
+
+def fill_catalog(catalog: Catalog, n: int, institution_id: int, batch: int = 20_000) -> None:
+    """``n`` studies (two per patient), one series and one instance each, as rows."""
+    rng = random.Random(7)
+    now = time.time()
+    with catalog.engine.begin() as conn:
+        for start in range(0, n // 2 + n % 2, batch):
+            rows = [
+                {
+                    "pk": k + 1,
+                    "issuer": INSTITUTION,
+                    "patient_id": f"P{k:07d}",
+                    "patient_name": f"{_FAMILY[k % len(_FAMILY)]}^{_GIVEN[k % len(_GIVEN)]}",
+                    "birth_date": f"{1930 + k % 80}0{1 + k % 9}1{k % 9}",
+                    "sex": "FM"[k % 2],
+                }
+                for k in range(start, min(n // 2 + n % 2, start + batch))
+            ]
+            conn.execute(patients.insert(), rows)
+        for start in range(0, n, batch):
+            study_rows, series_rows, instance_rows = [], [], []
+            for k in range(start, min(n, start + batch)):
+                uid = f"1.2.826.0.1.3680043.10.1{k:08d}"
+                day = _FIRST_DAY + dt.timedelta(days=rng.randrange(_DAYS))
+                study_rows.append(
+                    {
+                        "study_uid": uid,
+                        "patient_pk": k // 2 + 1,
+                        "study_date": day.strftime("%Y%m%d"),
+                        "study_time": f"{8 + k % 10:02d}{k % 60:02d}00",
+                        "accession_number": f"A{k:09d}",
+                        "study_id": str(k % 100_000),
+                        "description": "BENCH STUDY",
+                        "referring_physician": "Referrer^Bench",
+                        "created_at": now,
+                        "owner_institution_id": institution_id,
+                    }
+                )
+                series_rows.append(
+                    {
+                        "series_uid": f"{uid}.1",
+                        "study_uid": uid,
+                        "modality": _MODALITIES[k % len(_MODALITIES)],
+                        "series_number": 1,
+                        "description": "BENCH SERIES",
+                        "series_date": day.strftime("%Y%m%d"),
+                    }
+                )
+                instance_rows.append(
+                    {
+                        "sop_uid": f"{uid}.1.1",
+                        "series_uid": f"{uid}.1",
+                        "study_uid": uid,
+                        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+                        "instance_number": 1,
+                        "created_at": now,
+                    }
+                )
+            conn.execute(studies.insert(), study_rows)
+            conn.execute(series.insert(), series_rows)
+            conn.execute(instances.insert(), instance_rows)
+    if catalog.is_sqlite:  # statistics for the planner, as a long-lived catalog has them
+        with catalog.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+
+
+def big_queries(n: int) -> dict[str, Callable[[random.Random], str]]:
+    """Label -> a query for one repetition (values vary, so no answer is cached)."""
+
+    def day(rng: random.Random) -> dt.date:
+        return _FIRST_DAY + dt.timedelta(days=rng.randrange(_DAYS - 40))
+
+    return {
+        "PatientID exact": lambda r: f"PatientID=P{r.randrange(n // 2):07d}",
+        "AccessionNumber exact": lambda r: f"AccessionNumber=A{r.randrange(n):09d}",
+        "StudyDate month, limit=100": lambda r: (
+            f"StudyDate={day(r):%Y%m%d}-{day(r) + dt.timedelta(days=30):%Y%m%d}&limit=100"
+        ),
+        "PatientName prefix*, limit=100": lambda r: (
+            f"PatientName={r.choice(_FAMILY)[:3]}*&limit=100"
+        ),
+        "StudyDate from + ModalitiesInStudy, limit=100": lambda r: (
+            f"StudyDate={day(r):%Y%m%d}-&ModalitiesInStudy={r.choice(_MODALITIES)}&limit=100"
+        ),
+        "no filter, limit=100 (study list)": lambda r: "limit=100",
+    }
+
+
+@contextlib.contextmanager
+def gateway_alone(home: Path) -> Iterator[Endpoint]:
+    """The gateway of ``home`` with no Orthanc: QIDO is answered from the catalog."""
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VNA_")}
+    env["VNA_HOME"] = str(home)
+    log = (home / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomweb", "--home", str(home), "--host", "127.0.0.1"]
+        + ["--port", str(port), "--public-url", url],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        endpoint = Endpoint(
+            "gateway", port, "/dicom-web", {"Authorization": f"Bearer {_token(home, url)}"}
+        )
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise BenchError(f"the gateway exited ({proc.returncode}); see {log.name}")
+            return _count(endpoint, "/studies?limit=1") == 1
+
+        _wait(up, "the gateway", 120)
+        yield endpoint
+    finally:
+        close_connections()
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def measure_big(
+    work: Path, args: argparse.Namespace, results: Results, step: Callable[[str], None]
+) -> None:
+    home = work / "big"
+    home.mkdir(parents=True)
+    step(f"filling a catalog with {args.big:,} studies")
+    settings = load_settings(home)
+    catalog = Catalog(settings.resolved_catalog_url, durable=False)
+    try:
+        institution = catalog.add_institution(INSTITUTION, AET)
+        start = time.perf_counter()
+        fill_catalog(catalog, args.big, institution.id)
+        results.big_fill_seconds = time.perf_counter() - start
+    finally:
+        catalog.close()
+    results.big_rows = args.big
+    with gateway_alone(home) as endpoint:
+        rng = random.Random(11)
+        for label, make in big_queries(args.big).items():
+            step(f"QIDO at {args.big:,} studies: {label}")
+            fetch(endpoint, f"/studies?{make(rng)}", JSON_ACCEPT)
+            results.big[label] = [
+                1000 * fetch(endpoint, f"/studies?{make(rng)}", JSON_ACCEPT).seconds
+                for _ in range(args.qido_repeats)
+            ]
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs else "n/a"
+
+
+def _rows_transfer(results: Results, clients: Sequence[int]) -> list[list[str]]:
+    rows = []
+    for what, store in (("study (WADO-RS)", results.wado), ("metadata", results.metadata)):
+        if not store:
+            continue
+        for c in clients:
+            ours, theirs = store[OURS][c], store[THEIRS][c]
+            rows.append(
+                [
+                    what,
+                    str(c),
+                    f"{ours.mb_per_s:.1f}",
+                    f"{theirs.mb_per_s:.1f}",
+                    _ratio(ours.mb_per_s, theirs.mb_per_s),
+                    f"{ours.ttfb_ms:.0f}",
+                    f"{theirs.ttfb_ms:.0f}",
+                    f"{ours.latency_ms:.0f}",
+                    f"{theirs.latency_ms:.0f}",
+                ]
+            )
+    return rows
+
+
+TRANSFER_COLUMNS = [
+    "retrieval",
+    "clients",
+    "gateway MB/s",
+    "Orthanc MB/s",
+    "ratio",
+    "gateway TTFB ms",
+    "Orthanc TTFB ms",
+    "gateway ms/study",
+    "Orthanc ms/study",
+]
+
+
+def _rows_qido(results: Results) -> list[list[str]]:
+    rows = []
+    for label, ours in results.qido.get(OURS, {}).items():
+        theirs = results.qido[THEIRS][label]
+        p50, p95 = percentile(ours, 0.5), percentile(ours, 0.95)
+        t50, t95 = percentile(theirs, 0.5), percentile(theirs, 0.95)
+        rows.append(
+            [label, f"{p50:.1f}", f"{p95:.1f}", f"{t50:.1f}", f"{t95:.1f}", _ratio(p95, t95)]
+        )
+    return rows
+
+
+QIDO_COLUMNS = ["query", "gateway p50", "gateway p95", "Orthanc p50", "Orthanc p95", "p95 ratio"]
+
+
+def _rows_big(results: Results) -> list[list[str]]:
+    return [
+        [
+            label,
+            f"{percentile(v, 0.5):.1f}",
+            f"{percentile(v, 0.95):.1f}",
+            "yes" if percentile(v, 0.95) < 50 else "**no**",
+        ]
+        for label, v in results.big.items()
+    ]
+
+
+BIG_COLUMNS = ["query", "p50 ms", "p95 ms", "p95 < 50 ms"]
+
+
+def _table(title: str, columns: Sequence[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for k, col in enumerate(columns):
+        table.add_column(col, justify="left" if k == 0 else "right")
+    for row in rows:
+        table.add_row(*(cell.replace("**", "") for cell in row))
+    return table
+
+
+def _md(columns: Sequence[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|---" + "|--:" * (len(columns) - 1) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def render_markdown(
+    results: Results, meta: dict[str, Any], args: argparse.Namespace, command: str
+) -> str:
+    facts = meta["facts"]
+    clients = (1, args.clients)
+    lines = [
+        "## DICOMweb: VNA gateway vs Orthanc's own DICOMweb plugin",
+        "",
+        f"- command: `{command}`",
+        f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: {facts['nproc']} CPUs ({facts['cpu']}), {facts['memory']} RAM, "
+        f"kernel {facts['kernel']}, {facts['filesystem']}; load average at start "
+        f"{meta['load']}",
+        f"- software: Orthanc {facts['orthanc']} with orthanc-dicomweb (Debian), "
+        f"Python {facts['python']}",
+        f"- code: HEAD {(meta.get('head') or 'unknown')[:12]}, sources "
+        f"{meta['sources_before']}"
+        + ("" if meta["sources_before"] == meta["sources_after"] else " (changed during run!)"),
+    ]
+    if args.studies:
+        lines.append(
+            f"- data: {args.studies} synthetic CT studies x {args.series} series x "
+            f"{args.slices} slices, 512x512 int16, Explicit VR Little Endian "
+            f"({meta['files']} instances, {meta['bytes'] / 1e6:,.1f} MB of DICOM files)"
+        )
+    if args.note:
+        lines.append(f"- **{args.note}**")
+    lines += [
+        "",
+        "How: both servers fresh in temporary homes on free ports, loaded with the same files "
+        "over C-STORE; the archive runs as `vna up` (Orthanc + storage area + indexer + "
+        "gateway), Orthanc is Debian's with file storage, `HttpCompressionEnabled` false and "
+        "only the DICOMweb plugin (`StudiesMetadata`/`SeriesMetadata` `Full`, as in the "
+        "archive's own Orthanc). The client is Python `http.client` with one keep-alive "
+        "connection per client thread, reading 1 MiB at a time, on the same machine. "
+        f"Each client fetches every study {args.rounds} time(s) (starting at a different "
+        "study); MB/s = body bytes received by all clients / wall time; TTFB = time to the "
+        "first body byte (median); ms/study = median time per request. Study retrieval "
+        f"asks for `{DICOM_ACCEPT}`, metadata for `{JSON_ACCEPT}`. Servers alternate "
+        "scenario by scenario, Orthanc first. Ratio = gateway / Orthanc (> 1: gateway "
+        "faster); target >= 2. QIDO: one client, "
+        f"{args.qido_repeats} sequential requests per query after one warm-up; query strings "
+        "are sent unencoded (Orthanc 1.10 does not percent-decode them).",
+        "",
+    ]
+    transfer = _rows_transfer(results, clients)
+    if transfer:
+        lines += ["### WADO-RS study and metadata retrieval", ""]
+        lines += _md(TRANSFER_COLUMNS, transfer) + [""]
+        if results.study_bytes:
+            lines.append(
+                f"Body bytes of one pass over the studies: gateway "
+                f"{results.study_bytes[OURS]:,}, Orthanc {results.study_bytes[THEIRS]:,}."
+            )
+            lines.append("")
+    qido = _rows_qido(results)
+    if qido:
+        lines += ["### QIDO-RS study search latency (ms), same data", ""]
+        lines += _md(QIDO_COLUMNS, qido) + [""]
+    if results.big:
+        lines += [
+            f"### QIDO-RS at {results.big_rows:,} studies in the catalog (gateway alone, ms)",
+            "",
+            f"A separate home whose catalog (SQLite) got {results.big_rows:,} study rows "  # noqa: S608
+            f"({results.big_rows // 2:,} patients, one series and one instance row per study, "
+            f"dates over 15 years, 6 modalities) by bulk insert in "
+            f"{results.big_fill_seconds:.1f} s, then `ANALYZE`; the gateway answers from it "
+            "with no Orthanc. Every repetition uses other values (patient, date, name "
+            "prefix). Target: p95 < 50 ms.",
+            "",
+        ]
+        lines += _md(BIG_COLUMNS, _rows_big(results)) + [""]
+    if results.warnings:
+        lines += ["**Warnings:**", ""] + [f"- {w}" for w in results.warnings] + [""]
+    raw = {
+        "wado": {s: {c: _raw(t) for c, t in v.items()} for s, v in results.wado.items()},
+        "metadata": {s: {c: _raw(t) for c, t in v.items()} for s, v in results.metadata.items()},
+        "qido_ms": {
+            s: {k: [round(x, 2) for x in v] for k, v in q.items()} for s, q in results.qido.items()
+        },  # noqa: E501
+        "big_ms": {k: [round(x, 2) for x in v] for k, v in results.big.items()},
+    }
+    lines += [
+        "<details><summary>raw measurements (JSON)</summary>",
+        "",
+        "```json",
+        json.dumps(raw, separators=(",", ":")),
+        "```",
+        "",
+        "</details>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _raw(t: Throughput) -> dict[str, Any]:
+    return {
+        "wall_s": round(t.wall, 3),
+        "bytes": sum(f.bytes for f in t.fetches),
+        "requests": len(t.fetches),
+        "mb_per_s": round(t.mb_per_s, 1),
+        "ttfb_ms_median": round(t.ttfb_ms, 1),
+    }
+
+
+def print_tables(results: Results, args: argparse.Namespace) -> None:
+    transfer = _rows_transfer(results, (1, args.clients))
+    if transfer:
+        console.print(_table("WADO-RS retrieval (gateway vs Orthanc)", TRANSFER_COLUMNS, transfer))
+    if results.qido:
+        console.print(_table("QIDO-RS latency, ms", QIDO_COLUMNS, _rows_qido(results)))
+    if results.big:
+        title = f"QIDO-RS at {results.big_rows:,} studies, ms"
+        console.print(_table(title, BIG_COLUMNS, _rows_big(results)))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _command(argv: Sequence[str]) -> str:
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(PROJECT_ROOT)
+    return shlex.join([str(python), "-m", "bench.dicomweb", *argv])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dicomweb",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--studies", type=int, default=4, help="synthetic CT studies [4]; 0: skip")
+    parser.add_argument("--series", type=int, default=2, help="series per study [2]")
+    parser.add_argument("--slices", type=int, default=50, help="slices per series [50]")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients [8]")
+    parser.add_argument("--rounds", type=int, default=3, help="passes per client [3]")
+    parser.add_argument("--qido-repeats", type=int, default=50, help="requests per query [50]")
+    parser.add_argument(
+        "--big", type=int, default=100_000, help="studies in the big catalog; 0: skip"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run: 2 studies x 1 series x 20 slices, 1 round, 20 QIDO repeats",
+    )
+    parser.add_argument("--note", default="", help="a line for RESULTS.md (e.g. machine load)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not touch --out")
+    parser.add_argument("--work-dir", help="parent of the temporary directory [system temp]")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.studies, args.series, args.slices = min(args.studies, 2), 1, 20
+        args.rounds, args.qido_repeats = 1, 20
+    for name in ("series", "slices", "clients", "rounds", "qido_repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.studies < 0 or args.big < 0:
+        parser.error("--studies and --big must be >= 0")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vna-bench-dicomweb-", dir=args.work_dir))
+    results = Results()
+    meta: dict[str, Any] = {
+        "head": git_head(),
+        "sources_before": source_fingerprint(),
+        "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "files": 0,
+        "bytes": 0,
+    }
+
+    def step(text: str) -> None:
+        console.log(text)
+
+    try:
+        version = "unknown"
+        if args.studies:
+            with OrthancDicomWeb("version probe", work / "probe") as probe:
+                version = str(probe.system().get("Version", "unknown"))
+            measure_side_by_side(work, args, results, step)
+            files = [p for p in (work / "data").rglob("*") if p.is_file()]
+            meta["files"], meta["bytes"] = len(files), sum(f.stat().st_size for f in files)
+        if args.big:
+            measure_big(work, args, results, step)
+        meta["facts"] = machine_facts(work, version)
+        meta["sources_after"] = source_fingerprint()
+    finally:
+        if args.keep:
+            console.print(f"kept the work directory {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return results, meta
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        with terminate_on_sigterm():
+            results, meta = run(args)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        console.print("[yellow]interrupted; servers stopped and temporary files removed")
+        return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+    except BenchError as exc:
+        console.print(f"[red]benchmark failed:[/red] {exc}")
+        return 1
+    print_tables(results, args)
+    for warning in results.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if not args.no_write:
+        write_section(args.out, SECTION_KEY, render_markdown(results, meta, args, _command(argv)))
+        console.print(f"wrote the {SECTION_KEY} section of {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -92,6 +92,9 @@ class GatewaySettings(BaseModel):
     external_issuers: tuple[ExternalIssuer, ...] = ()
     # largest request body (STOW-RS, token and form posts) the gateway reads
     max_request_mb: int = Field(2048, ge=1)
+    viewer_dir: Path | None = Field(
+        None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
+    )
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

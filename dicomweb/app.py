@@ -13,6 +13,7 @@ Routes (PS3.18 names)::
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
+    GET /viewer/...                                             OHIF (viewer_routes.py)
 
 Every DICOMweb route needs a token with ``dicom.read``; what it sees is limited to the
 studies of the token's institution (``sharing.api``).
@@ -38,6 +39,7 @@ from dicomweb.oauth import CLIENTS, ISSUER, openid_configuration, token
 from dicomweb.orthanc import OrthancClient
 from dicomweb.query import parse_query
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
+from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import negotiate_dicom, stream_instances
 from security.audit import AuditLog
 from security.clients import ClientRegistry
@@ -250,6 +252,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_post("/oauth/token", token)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
 
 
 def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> web.Application:
@@ -296,5 +299,6 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
         store.catalog.close()
 
     app.cleanup_ctx.append(archive_ctx)
+    app.cleanup_ctx.append(viewer_ctx(public_url, gateway.viewer_dir))
     _routes(app)
     return app

@@ -168,7 +168,9 @@ def app_config(urls: ViewerUrls, mode: ViewerMode | str) -> dict[str, Any]:
         "routerBasename": urls.router_basename(mode),
         "extensions": [],
         "modes": [],
-        "customizationService": {},
+        # OHIF's phased customization form; its onboarding tour would cover the image of a
+        # patient opening a share link, and readers know a viewer: no tour
+        "customizationService": {"global": {"ohif.tours": {"$set": []}}},
         "showStudyList": True,
         "maxNumberOfWebWorkers": 3,
         # the data source is the gateway that serves the viewer: not cross-origin

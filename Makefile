@@ -6,9 +6,9 @@ VNA := $(VENV)/bin/vna
 HOME_DIR ?= var
 PYTEST_ARGS ?=
 
-.PHONY: install system venv run test lint typecheck unit integration bench bench-dicomweb clean
+.PHONY: install system venv ohif run test lint typecheck unit integration bench bench-dicomweb clean
 
-install: system venv
+install: system venv ohif
 
 system:
 	@bash deploy/install-system.sh
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# the prebuilt OHIF viewer from npm, integrity-checked, unpacked in viewer/ohif (not committed)
+ohif: venv
+	$(PY) -m viewer.fetch
 
 run: install
 	$(VNA) up --home $(HOME_DIR) --offer-demo

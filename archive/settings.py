@@ -97,6 +97,9 @@ class GatewaySettings(BaseModel):
     login_lockout_seconds: int = Field(900, ge=1)
     refresh_token_seconds: int = Field(8 * 3600, ge=60)  # each rotation starts a new one
     session_max_seconds: int = Field(12 * 3600, ge=60)  # no refresh beyond this after login
+    viewer_dir: Path | None = Field(
+        None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
+    )
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

@@ -4,6 +4,9 @@
 set -euo pipefail
 
 packages=(orthanc orthanc-python orthanc-dicomweb dcmtk python3-venv python3-dev)
+# the viewer: npm fetches OHIF (any npm will do), chromium drives the browser tests
+command -v npm >/dev/null || packages+=(npm)
+packages+=(chromium chromium-driver)
 packages+=("$@")
 
 missing=()

@@ -24,6 +24,7 @@ Routes (PS3.18 names)::
     POST /oauth/token, /oauth/revoke; /oauth/userinfo; GET /oauth/logout
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
+    GET /viewer/...                                             OHIF (viewer_routes.py)
 
 Every DICOMweb route needs a token with ``dicom.read`` (STOW-RS: ``dicom.write``); what it
 sees is limited to the studies of the token's institution (``sharing.api``).
@@ -71,6 +72,7 @@ from dicomweb.rendered import (
 )
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.stow import StowLimits, store_instances_response
+from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import negotiate_dicom, stream_instances
 from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
 from security.audit import AuditLog
@@ -447,6 +449,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth/logout", end_session)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
 
 
 def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> web.Application:
@@ -499,5 +502,6 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
 
     app.cleanup_ctx.append(archive_ctx)
     app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[BLOBS].catalog.engine))
+    app.cleanup_ctx.append(viewer_ctx(public_url, gateway.viewer_dir))
     _routes(app)
     return app

@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "tiering": {"tiering", "security"},
     "archive": {"archive", "tiering", "security"},
     "sharing": {"sharing", "archive.api", "security"},
-    "dicomweb": {"dicomweb", "archive.api", "sharing.api", "security"},
+    "dicomweb": {"dicomweb", "archive.api", "sharing.api", "security", "viewer.api"},
     "inference": {"inference"},
     "viewer": {"viewer"},
 }

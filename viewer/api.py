@@ -1,0 +1,43 @@
+"""The viewer's public face for the gateway (and the share pages): import from here.
+
+``viewer`` imports nothing else of the project: it knows URLs, OHIF's files and their
+configuration, never tokens, studies or the catalog.
+"""
+
+from viewer.bundle import (
+    OHIF,
+    Asset,
+    Bundle,
+    BundleError,
+    OhifRelease,
+    default_bundle_dir,
+    security_headers,
+)
+from viewer.config import (
+    SHARE_TOKEN_KEY,
+    VIEWER_CLIENT_ID,
+    ViewerClient,
+    ViewerMode,
+    ViewerUrls,
+    app_config,
+    app_config_js,
+    viewer_client,
+)
+
+__all__ = [
+    "OHIF",
+    "SHARE_TOKEN_KEY",
+    "VIEWER_CLIENT_ID",
+    "Asset",
+    "Bundle",
+    "BundleError",
+    "OhifRelease",
+    "ViewerClient",
+    "ViewerMode",
+    "ViewerUrls",
+    "app_config",
+    "app_config_js",
+    "default_bundle_dir",
+    "security_headers",
+    "viewer_client",
+]

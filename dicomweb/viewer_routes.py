@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from aiohttp import web
 
 from dicomweb.oauth import CLIENTS
+from security.tokens import SCOPES
 from viewer.api import (
     Asset,
     Bundle,
@@ -85,7 +86,8 @@ def viewer_ctx(
                 registry.ensure_public_client,
                 client.client_id,
                 client.redirect_uris,
-                client.scopes,
+                # openid/profile are asked per sign-in; a client registers archive scopes
+                [scope for scope in client.scopes if scope in SCOPES],
             )
         yield
 

@@ -943,6 +943,9 @@ class Catalog:
         name = name.strip()
         if not name:
             raise InvalidInput("an institution needs a name")
+        if name.lower().startswith("share:"):
+            # the institution claim of share-link tokens (sharing/links.py)
+            raise InvalidInput("institution names starting with 'share:' are reserved")
         if ae_title is not None:
             # DICOM pads AE titles with spaces; leading/trailing ones are not significant
             ae_title = ae_title.strip()

@@ -97,6 +97,13 @@ class GatewaySettings(BaseModel):
     login_lockout_seconds: int = Field(900, ge=1)
     refresh_token_seconds: int = Field(8 * 3600, ge=60)  # each rotation starts a new one
     session_max_seconds: int = Field(12 * 3600, ge=60)  # no refresh beyond this after login
+    # share links (patients, referring doctors)
+    share_token_minutes: int = Field(60, ge=1, le=24 * 60)  # life of a link's viewer token
+    share_pin_attempts: int = Field(5, ge=1, le=100)  # wrong PINs that lock a link
+    share_default_expiry: str = "7d"
+    # failed link openings (unknown id, wrong secret or PIN) an address may make per
+    # 10 minutes before it is answered 429
+    share_open_failures_per_address: int = Field(20, ge=1)
     viewer_dir: Path | None = Field(
         None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
     )

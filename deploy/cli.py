@@ -24,6 +24,7 @@ from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
 from deploy.cli_grants import grant_app
+from deploy.cli_shares import share_app
 from deploy.cli_users import user_app
 from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
@@ -43,6 +44,7 @@ app.add_typer(client_app, name="client")
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(grant_app, name="grant")
+app.add_typer(share_app, name="share")
 app.add_typer(user_app, name="user")
 
 console = Console(stderr=True)

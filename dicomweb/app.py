@@ -35,11 +35,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
-from archive.api import BlobStore, GatewaySettings, Settings, open_store
+from archive.api import GatewaySettings, Settings, open_store
+from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
 from dicomweb.attributes import Level
 from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
@@ -71,6 +71,7 @@ from dicomweb.rendered import (
     send_rendered,
 )
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
+from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import negotiate_dicom, stream_instances
@@ -82,7 +83,7 @@ from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
 from sharing.api import Grants, ensure_schema
 
-__all__ = ["BLOBS", "ISSUER", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView", "create_app"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +91,6 @@ READ = "dicom.read"
 WRITE = "dicom.write"
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayView:
-    """Resolved public identity of the gateway."""
-
-    public_url: str
-    audience: str
-    qido_max_results: int
-
-    @property
-    def dicomweb_root(self) -> str:
-        return f"{self.public_url}/dicom-web"
-
-
-BLOBS: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
-ORTHANC: web.AppKey[OrthancClient] = web.AppKey("orthanc", OrthancClient)
-VALIDATOR: web.AppKey[TokenValidator] = web.AppKey("validator", TokenValidator)
-VIEW: web.AppKey[GatewayView] = web.AppKey("view", GatewayView)
 STOW: web.AppKey[StowLimits] = web.AppKey("stow", StowLimits)
 
 
@@ -450,6 +434,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
+    add_share_routes(app)  # /share, /api/shares, study download (dicomweb/share.py)
 
 
 def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> web.Application:
@@ -503,5 +488,6 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     app.cleanup_ctx.append(archive_ctx)
     app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[BLOBS].catalog.engine))
     app.cleanup_ctx.append(viewer_ctx(public_url, gateway.viewer_dir))
+    app.cleanup_ctx.append(share_context(gateway))
     _routes(app)
     return app

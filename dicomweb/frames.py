@@ -365,15 +365,21 @@ async def stream_from_orthanc(
     accept: str,
     params: dict[str, str] | None = None,
     refuse: Callable[[int, str], Exception],
+    json_body: Any = None,
 ) -> tuple[web.StreamResponse, int]:
-    """GET ``path`` from Orthanc and stream a 200 answer through, headers and all.
+    """GET ``path`` (POST ``json_body`` when given) from Orthanc and stream a 200 answer
+    through, headers and all.
 
     Any other answer becomes ``refuse(status, Orthanc's text)``, raised before a byte
     is sent; Orthanc's own errors never reach the client verbatim.
     """
     try:
-        async with orthanc.session.get(
-            path, headers={"Accept": accept}, params=params or {}
+        async with orthanc.session.request(
+            "GET" if json_body is None else "POST",
+            path,
+            headers={"Accept": accept},
+            params=params or {},
+            json=json_body,
         ) as upstream:
             if upstream.status != 200:
                 text = (await upstream.read())[:500].decode("utf-8", "replace")

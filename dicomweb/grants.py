@@ -20,6 +20,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dicomweb.appkeys import VALIDATOR
 from dicomweb.auditing import audit
 from dicomweb.auth import bearer_token
 from security.errors import InvalidInput, NotFound, VnaError
@@ -71,9 +72,6 @@ class GrantRequest(BaseModel):
 
 
 def _validator(request: web.Request) -> TokenValidator:
-    # app.py imports this module for its routes, so its key is looked up when first needed
-    from dicomweb.app import VALIDATOR
-
     return request.app[VALIDATOR]
 
 

@@ -80,6 +80,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     # whose detail names what changed (PS3.15 A.5.3.11: Security Configuration and friends)
     "security-config": ("110113", "Security Alert"),
     "application-activity": ("110100", "Application Activity"),
+    # share links: created/revoked change who may see a study; a download is an export
+    "share-created": ("110113", "Security Alert"),
+    "share-revoked": ("110113", "Security Alert"),
+    "export": ("110106", "Export"),
     # a grant changes who may see a study (PS3.15 event type 110135, object security
     # attributes changed, under Security Alert)
     "grant-added": ("110113", "Security Alert"),

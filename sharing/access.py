@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
 from archive.api import institutions, studies
 from sharing.grants import Permission, granted
+from sharing.links import SHARE_PREFIX, link_reaches
 
 __all__ = ["may_store_reports", "reachable", "reportable"]
 
@@ -54,6 +55,9 @@ def reachable(
         built, so build it per query).
     """
     now = time.time() if now is None else now
+    if institution.startswith(SHARE_PREFIX):
+        # a share link's token: its one study, while the link is active
+        return link_reaches(study_uid, institution, now)
     return or_(_owned(study_uid, institution), granted(study_uid, institution, now))
 
 
@@ -65,6 +69,8 @@ def reportable(
     The owner may; others need an active ``read+report`` grant (issue 4, reports back).
     """
     now = time.time() if now is None else now
+    if institution.startswith(SHARE_PREFIX):
+        return false()  # a share link only ever reads
     return or_(
         _owned(study_uid, institution),
         granted(study_uid, institution, now, (Permission.READ_REPORT,)),

@@ -52,6 +52,7 @@ __all__ = [
     "ShareLink",
     "ShareLinks",
     "WrongPin",
+    "create_tables",
     "link_reaches",
     "share_institution",
 ]
@@ -157,14 +158,16 @@ def share_institution(link_id: str) -> str:
     return SHARE_PREFIX + link_id
 
 
-def link_reaches(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
+def link_reaches(
+    study_uid: ColumnElement[str], institution: str, now: float | None = None
+) -> ColumnElement[bool]:
     """SQL condition for a ``share:<id>`` principal: the link's study, while it is active.
 
     Use limit and PIN are checked when the link is opened; revocation and expiry also end
     tokens already issued.
     """
     link_id = institution.removeprefix(SHARE_PREFIX)
-    now = time.time()
+    now = time.time() if now is None else now
     return exists(
         select(share_links.c.id).where(
             and_(
@@ -176,6 +179,10 @@ def link_reaches(study_uid: ColumnElement[str], institution: str) -> ColumnEleme
             )
         )
     )
+
+
+def create_tables(engine: Engine) -> None:
+    metadata.create_all(engine)
 
 
 def _sha256(secret: str) -> bytes:
@@ -213,7 +220,7 @@ class ShareLinks:
     def __init__(self, engine: Engine, *, pin_attempts: int = 5) -> None:
         self.engine = engine
         self.pin_attempts = pin_attempts
-        metadata.create_all(engine)
+        create_tables(engine)
 
     def create(
         self,

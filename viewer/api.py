@@ -23,9 +23,11 @@ from viewer.config import (
     app_config_js,
     viewer_client,
 )
+from viewer.share_pages import SHARE_SCRIPT, share_headers, share_page
 
 __all__ = [
     "OHIF",
+    "SHARE_SCRIPT",
     "SHARE_TOKEN_KEY",
     "VIEWER_CLIENT_ID",
     "Asset",
@@ -39,5 +41,7 @@ __all__ = [
     "app_config_js",
     "default_bundle_dir",
     "security_headers",
+    "share_headers",
+    "share_page",
     "viewer_client",
 ]

@@ -69,6 +69,7 @@ from dicomweb.rendered import (
     rendered_params,
     representative,
     send_rendered,
+    send_rendered_many,
 )
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.share import add_share_routes, share_context
@@ -291,6 +292,27 @@ async def _render(request: web.Request, what: str, thumbnail: bool) -> web.Strea
     return response
 
 
+async def _render_many(request: web.Request, what: str) -> web.StreamResponse:
+    media_type = negotiate_image(request.headers.get("Accept"))
+    params = rendered_params(request.query, default_viewport=None)
+    items, record = await _reachable(request, what, "instances-accessed", "rendered")
+    response, _sent = await send_rendered_many(
+        request, request.app[ORTHANC], items, media_type=media_type, params=params
+    )
+    await record()
+    return response
+
+
+async def retrieve_study_rendered(request: web.Request) -> web.StreamResponse:
+    """WADO-RS rendered study: every renderable instance, by Orthanc, multipart."""
+    return await _render_many(request, "study")
+
+
+async def retrieve_series_rendered(request: web.Request) -> web.StreamResponse:
+    """WADO-RS rendered series."""
+    return await _render_many(request, "series")
+
+
 async def retrieve_instance_rendered(request: web.Request) -> web.StreamResponse:
     """WADO-RS rendered instance (PS3.18 10.4.1.1.4), by Orthanc."""
     return await _render(request, "instance", thumbnail=False)
@@ -409,6 +431,8 @@ def _routes(app: web.Application) -> None:
     instance = series + "/instances/{instance}"
     app.router.add_get(instance + "/frames/{frames}", retrieve_frames)
     app.router.add_get(instance + "/bulkdata/{path:.+}", retrieve_bulkdata)
+    app.router.add_get(study + "/rendered", retrieve_study_rendered)
+    app.router.add_get(series + "/rendered", retrieve_series_rendered)
     app.router.add_get(instance + "/rendered", retrieve_instance_rendered)
     app.router.add_get(instance + "/frames/{frames}/rendered", retrieve_frames_rendered)
     app.router.add_get(study + "/thumbnail", retrieve_study_thumbnail)

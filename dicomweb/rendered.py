@@ -7,11 +7,13 @@ Paths sent to Orthanc are built from catalog UIDs, never from the request path.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from dicomweb.frames import instance_path, stream_from_orthanc
+from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient, OrthancError
 from dicomweb.search import StoredInstance
 from security.errors import InvalidInput, NotFound
@@ -114,3 +116,47 @@ async def send_rendered(
     return await stream_from_orthanc(
         request, orthanc, path, accept=media_type, params=params, refuse=refuse
     )
+
+
+async def send_rendered_many(
+    request: web.Request,
+    orthanc: OrthancClient,
+    items: Sequence[StoredInstance],
+    *,
+    media_type: str,
+    params: dict[str, str],
+) -> tuple[web.StreamResponse, int]:
+    """Rendered study or series (PS3.18 10.4.1.1.4): one rendered image per instance, as
+    ``multipart/related``, each rendered by Orthanc and sent as soon as it is ready.
+
+    Instances Orthanc cannot render (an SR, a SEG without pixels it can draw) are left out,
+    as the standard allows for non-image instances; if none renders, the answer is 406.
+    """
+    boundary = secrets.token_hex(16)
+    response: web.StreamResponse | None = None
+    sent = 0
+    for item in items:
+        status, _headers, body = await orthanc.request(
+            "GET",
+            "/dicom-web" + instance_path(item) + "/rendered",
+            headers={"Accept": media_type},
+            params=params,
+        )
+        if status != 200:
+            continue  # not renderable: skipped
+        if response is None:
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": f'multipart/related; type="{media_type}"; boundary={boundary}'
+                }
+            )
+            await response.prepare(request)
+            request[STREAMING] = True
+        head = f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode()
+        await response.write(head + body + b"\r\n")
+        sent += len(body)
+    if response is None:
+        raise web.HTTPNotAcceptable(text=f"nothing here can be rendered as {media_type}")
+    await response.write(f"--{boundary}--\r\n".encode())
+    await response.write_eof()
+    return response, sent

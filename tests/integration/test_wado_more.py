@@ -308,6 +308,23 @@ def test_rendered_and_thumbnails_decode(gateway: Gateway) -> None:
         assert max(_image(answer.content, "JPEG").size) <= 128, url
     refused = requests.get(urls[0], headers=gateway.headers(Accept="application/dicom"), timeout=30)
     assert refused.status_code == 406
+    # a rendered series: one image per instance (dicomweb-client splits the multipart)
+    series_images = client.retrieve_series_rendered(
+        ct.study, ct.series, media_types=("image/jpeg",)
+    )
+    in_series = [c for c in gateway.ct if c.series == ct.series]
+    assert len(in_series) > 1
+    images = (
+        list(series_images) if isinstance(series_images, list) else _split_multipart(series_images)
+    )
+    assert len(images) == len(in_series)
+    assert all(_image(data, "JPEG").size == (SPEC.columns, SPEC.rows) for data in images)
+
+
+def _split_multipart(body: bytes) -> list[bytes]:
+    boundary = body.split(b"\r\n", 1)[0]
+    parts = body.split(boundary)[1:-1]
+    return [part.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n") for part in parts]
 
 
 def test_wado_uri(gateway: Gateway, archive: Archive) -> None:
@@ -360,6 +377,7 @@ def test_other_institution_gets_404_everywhere(gateway: Gateway) -> None:
         f"{instance}/bulkdata/7FE00010",
         f"{instance}/rendered",
         f"{instance}/frames/1/rendered",
+        f"{gateway.root}/studies/{ct.study}/series/{ct.series}/rendered",
         f"{gateway.root}/studies/{gateway.study_uid}/thumbnail",
         f"{gateway.root}/studies/{ct.study}/series/{ct.series}/thumbnail",
         f"{instance}/thumbnail",

@@ -1,29 +1,45 @@
 """Sharing's public face for the gateway, the CLI and the plugin.
 
 Which studies a principal reaches (:func:`reachable`), which it may store reports into
-(:func:`reportable`, :func:`may_store_reports`), and the grants behind both
-(:class:`Grants`). Everything else in ``sharing`` is private: import from here.
+(:func:`reportable`, :func:`may_store_reports`), the grants behind both
+(:class:`Grants`), and the reading worklist of granted studies (:func:`on_worklist`,
+:func:`worklist_entries`, :func:`record_opened`). Everything else in ``sharing`` is
+private: import from here.
 """
 
 from sqlalchemy import Engine
 
 from sharing.access import may_store_reports, reachable, reportable
 from sharing.grants import Grant, Grants, Permission, create_tables, parse_duration
+from sharing.worklist import (
+    Status,
+    WorklistEntry,
+    on_worklist,
+    parse_statuses,
+    record_opened,
+    worklist_entries,
+)
 
 __all__ = [
     "Grant",
     "Grants",
     "Permission",
+    "Status",
+    "WorklistEntry",
     "ensure_schema",
     "may_store_reports",
+    "on_worklist",
     "parse_duration",
+    "parse_statuses",
     "reachable",
+    "record_opened",
     "reportable",
+    "worklist_entries",
 ]
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create sharing's tables (grants, share links) on the catalog's engine if missing.
+    """Create sharing's tables (grants, worklist openings) on the catalog's engine if missing.
 
     Called by every process that opens the catalog (gateway, plugin, CLI); idempotent.
     """

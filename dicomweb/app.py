@@ -3,6 +3,7 @@
 Routes (PS3.18 names)::
 
     GET /dicom-web/studies                                      search_for_studies
+    GET /worklist/dicom-web/studies (+ series, instances)       search_worklist (worklist.py)
     GET /dicom-web/series, /studies/{study}/series              search_for_series
     GET /dicom-web/instances, /studies/{study}/instances,
         /studies/{study}/series/{series}/instances              search_for_instances
@@ -77,6 +78,14 @@ from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import negotiate_dicom, stream_instances
 from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
+from dicomweb.worklist import (
+    OPENED,
+    OPENING,
+    OpenedStudies,
+    add_worklist_routes,
+    note_opened,
+    worklist_response,
+)
 from security.audit import AuditLog
 from security.clients import ClientRegistry
 from security.errors import InvalidInput, NotFound
@@ -147,6 +156,16 @@ async def search_for_instances(request: web.Request) -> web.Response:
     return await _search(request, Level.INSTANCE, info.get("study"), info.get("series"))
 
 
+async def search_worklist(request: web.Request) -> web.Response:
+    """The reading worklist as a QIDO-RS study search (dicomweb/worklist.py)."""
+    principal = await authorize(request, request.app[VALIDATOR], READ)
+    view = request.app[VIEW]
+    catalog = request.app[BLOBS].catalog
+    return await worklist_response(
+        request, principal, catalog, view.dicomweb_root, view.qido_max_results
+    )
+
+
 # -- WADO-RS -------------------------------------------------------------------------------
 
 
@@ -191,6 +210,8 @@ async def _reachable(
     if not items:
         await record()
         raise NotFound(f"no such {what}")  # the same answer when it exists but is not reachable
+    if detail in OPENING:  # a granted study leaves "new" on the reading worklist
+        await note_opened(request, request.app[BLOBS].catalog, principal, info["study"])
     return items, record
 
 
@@ -459,6 +480,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
     add_share_routes(app)  # /share, /api/shares, study download (dicomweb/share.py)
+    add_worklist_routes(app.router, search_worklist, search_for_series, search_for_instances)
 
 
 def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> web.Application:
@@ -492,6 +514,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     app[VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
     app[METRICS] = GatewayMetrics()
     app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
+    app[OPENED] = OpenedStudies()
     app.on_response_prepare.append(add_cors_headers)
 
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from archive.api import Catalog, instances, series, studies
 from dicomweb.attributes import RETRIEVE_URL, Level
@@ -33,15 +33,26 @@ class StoredInstance:
     attachment_uuid: str
 
 
-def search(catalog: Catalog, query: Query, institution: str, base_url: str) -> list[dict[str, Any]]:
+def search(
+    catalog: Catalog,
+    query: Query,
+    institution: str,
+    base_url: str,
+    *,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> list[dict[str, Any]]:
     """Answer ``query`` for ``institution`` as DICOM JSON datasets (PS3.18 10.6).
 
     Parameters
     ----------
     base_url : str
         The DICOMweb root (``http://host:port/dicom-web``) for Retrieve URL.
+    where : sequence of SQL conditions, optional
+        Narrow the search further (the reading worklist: granted studies, by status).
     """
     stmt = build_select(query, institution, dialect=catalog.engine.dialect.name)
+    if where:
+        stmt = stmt.where(*where)
     with catalog.engine.connect() as conn:
         rows = conn.execute(stmt).all()
         computed = _computed(conn, query, rows)

@@ -1,9 +1,10 @@
 """Sharing's public face for the gateway, the CLI and the plugin.
 
 Which studies a principal reaches (:func:`reachable`), which it may store reports into
-(:func:`reportable`, :func:`may_store_reports`), and the grants behind both
-(:class:`Grants`), and share links (:class:`ShareLinks`). Everything else in ``sharing``
-is private: import from here.
+(:func:`reportable`, :func:`may_store_reports`), the grants behind both
+(:class:`Grants`), the reading worklist of granted studies (:func:`on_worklist`,
+:func:`worklist_entries`, :func:`record_opened`) and share links (:class:`ShareLinks`).
+Everything else in ``sharing`` is private: import from here.
 """
 
 from sqlalchemy import Engine
@@ -23,6 +24,14 @@ from sharing.links import (
     share_institution,
 )
 from sharing.links import create_tables as create_link_tables
+from sharing.worklist import (
+    Status,
+    WorklistEntry,
+    on_worklist,
+    parse_statuses,
+    record_opened,
+    worklist_entries,
+)
 
 __all__ = [
     "SHARE_PREFIX",
@@ -37,17 +46,23 @@ __all__ = [
     "ShareLink",
     "ShareLinks",
     "WrongPin",
+    "Status",
+    "WorklistEntry",
     "ensure_schema",
     "may_store_reports",
+    "on_worklist",
     "parse_duration",
+    "parse_statuses",
     "reachable",
+    "record_opened",
     "reportable",
     "share_institution",
+    "worklist_entries",
 ]
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create sharing's tables (grants, share links) on the catalog's engine if missing.
+    """Create sharing's tables (grants, worklist openings, share links) if missing.
 
     Called by every process that opens the catalog (gateway, plugin, CLI); idempotent.
     """

@@ -1,0 +1,158 @@
+"""DIMSE and grants against a real archive (issue 3): Hospital B's AE cannot C-FIND or
+C-MOVE Hospital A's study; after A grants it to B (`vna grant add`), B's C-FIND finds it
+and B's C-MOVE delivers it, byte for byte, to B's registered workstation (never to A's);
+after the revocation B sees and moves nothing again. A patient-level grant made over the
+Grants API opens the same way for C-FIND.
+
+The archive is this module's own: grants change what B sees, which other modules'
+tests assert on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from archive.synthetic import StudySpec, generate_study
+from tests.integration.conftest import INSTITUTIONS
+from tests.integration.harness import Archive
+from tests.integration.test_dimse import (
+    REFUSED_MOVE,
+    Receiver,
+    _dataset_bytes,
+    _move_status,
+    audit_records,
+    findscu,
+    movescu,
+)
+
+A, B = "Hospital A", "Hospital B"
+
+
+@dataclass
+class Setup:
+    archive: Archive
+    study: list[Dataset]
+    files: dict[str, bytes]  # SOP Instance UID -> Part 10 bytes as sent
+    dest_a: Receiver
+    dest_b: Receiver
+
+    @property
+    def study_uid(self) -> str:
+        return str(self.study[0].StudyInstanceUID)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    home = tmp_path_factory.mktemp("vna-dimse-grants")
+    arch = Archive(home / "home")
+    arch.write_config(INSTITUTIONS)
+    arch.up()
+    servers = []
+    try:
+        dest_a, dest_b = Receiver("HOSPA_WS"), Receiver("HOSPB_WS")
+        for name, dest in ((A, dest_a), (B, dest_b)):
+            servers.append(dest.start())
+            arch.vna(
+                "institution", "add", name, "--ae", dest.ae_title,
+                "--host", "127.0.0.1", "--port", str(dest.port),
+            )  # fmt: skip
+        spec = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="DG0001", seed=91)
+        study = list(generate_study(spec))
+        files: dict[str, bytes] = {}
+        paths = []
+        for i, ds in enumerate(study):
+            buffer = io.BytesIO()
+            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+            files[str(ds.SOPInstanceUID)] = buffer.getvalue()
+            path = home / f"{i}.dcm"
+            path.write_bytes(buffer.getvalue())
+            paths.append(path)
+        proc = arch.storescu("HOSPA", *paths)
+        assert proc.returncode == 0, proc.stderr
+        arch.stats()  # indexed: the catalog answers C-FIND
+        yield Setup(arch, study, files, dest_a, dest_b)
+    finally:
+        for server in servers:
+            server.shutdown()
+        arch.down()
+
+
+def _b_finds(s: Setup, out: Path) -> tuple[list[str], list[str]]:
+    """B's C-FIND for A's study at STUDY and IMAGE level: study UIDs, SOP Instance UIDs."""
+    uid = s.study_uid
+    studies = findscu(s.archive, "HOSPB", "STUDY", [f"StudyInstanceUID={uid}"], out / "s")
+    images = findscu(
+        s.archive, "HOSPB", "IMAGE", [f"StudyInstanceUID={uid}", "SOPInstanceUID"], out / "i"
+    )
+    return [str(d.StudyInstanceUID) for d in studies], sorted(str(d.SOPInstanceUID) for d in images)
+
+
+def _b_moves(s: Setup, dest: str = "HOSPB_WS") -> dict[str, bytes]:
+    proc = movescu(s.archive, "HOSPB", dest,
+                   ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={s.study_uid}"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return s.dest_b.take()
+
+
+def test_b_reaches_a_study_over_dimse_only_while_granted(setup: Setup, tmp_path: Path) -> None:
+    s = setup
+    uid = s.study_uid
+    assert _b_finds(s, tmp_path / "before") == ([], [])
+    assert _b_moves(s) == {}
+
+    made = json.loads(s.archive.vna("grant", "add", uid, "--from", A, "--to", B, "--json").stdout)
+    assert made["active"] and made["grantee"] == B
+
+    assert _b_finds(s, tmp_path / "granted") == ([uid], sorted(s.files))
+    got = _b_moves(s)
+    assert sorted(got) == sorted(s.files)  # exactly the study's instances
+    for sop_uid, raw in got.items():
+        assert raw == _dataset_bytes(s.files[sop_uid]), f"{sop_uid} differs"
+    assert s.dest_a.take() == {}
+    moved = [r for r in audit_records(s.archive) if r["event"] == "instances-transferred"][-1]
+    assert (moved["user"], moved["institution"], moved["study_uid"], moved["outcome"]) == (
+        "HOSPB", B, uid, 0,
+    )  # fmt: skip
+
+    # a grant opens the study, not A's destinations: B cannot send it to A's workstation
+    assert _move_status(s.archive, "HOSPB", "HOSPA_WS", uid) == REFUSED_MOVE
+    assert s.dest_a.take() == {} and s.dest_b.take() == {}
+
+    s.archive.vna("grant", "revoke", str(made["id"]))
+    assert _b_finds(s, tmp_path / "revoked") == ([], [])
+    assert _b_moves(s) == {}
+    assert s.dest_a.take() == {}
+    # A itself is unaffected throughout
+    mine = findscu(s.archive, "HOSPA", "STUDY", [f"StudyInstanceUID={uid}"], tmp_path / "a")
+    assert [str(d.StudyInstanceUID) for d in mine] == [uid]
+
+
+def test_a_patient_grant_opens_c_find_for_the_patients_studies(
+    setup: Setup, tmp_path: Path
+) -> None:
+    s = setup
+    made = json.loads(
+        s.archive.vna(
+            "grant", "add", "--patient", "DG0001", "--issuer", A, "--from", A, "--to", B,
+            "--expires", "1d", "--json",
+        ).stdout
+    )  # fmt: skip
+    try:
+        assert made["level"] == "patient"
+        patients = findscu(
+            s.archive, "HOSPB", "PATIENT", ["PatientID", "PatientName"], tmp_path / "p",
+            model="-P",
+        )  # fmt: skip
+        assert [str(d.PatientID) for d in patients] == ["DG0001"]
+        assert _b_finds(s, tmp_path / "granted")[0] == [s.study_uid]
+    finally:
+        s.archive.vna("grant", "revoke", str(made["id"]))
+    assert _b_finds(s, tmp_path / "revoked") == ([], [])

@@ -43,20 +43,28 @@ class Endpoints:
     dicom: str
     gateway: str
     orthanc: str
+    public_url: str = ""
+    dicom_services: str = "C-STORE/C-FIND/C-MOVE/C-GET"
 
     def lines(self) -> list[str]:
         return [
-            f"DICOM (C-STORE/C-FIND/C-MOVE/C-GET): {self.dicom}",
+            f"DICOM ({self.dicom_services}): {self.dicom}",
             f"Orthanc HTTP (loopback, internal): {self.orthanc}",
             f"DICOMweb gateway (OAuth2 bearer tokens):  {self.gateway}",
+            f"Viewer (OHIF, staff sign-in):  {self.public_url}/viewer/",
+            f"OpenID discovery:  {self.public_url}/.well-known/openid-configuration",
         ]
 
 
 def endpoints(settings: Settings) -> Endpoints:
+    public_url = settings.gateway.resolved_public_url(settings)
     return Endpoints(
         dicom=f"{settings.dicom_aet}@{settings.http_host}:{settings.dicom_port}",
-        gateway=f"http://{settings.http_host}:{settings.http_port}/dicom-web",
+        gateway=f"{public_url}/dicom-web",
         orthanc=f"http://127.0.0.1:{settings.orthanc_http_port}",
+        public_url=public_url,
+        dicom_services="C-STORE/C-FIND/C-MOVE"
+        + ("/C-GET" if settings.dicom_allow_get else "; C-GET off"),
     )
 
 

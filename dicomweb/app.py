@@ -45,6 +45,7 @@ from dicomweb.attributes import Level
 from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
+from dicomweb.delete import delete_series, delete_study
 from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
 from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.login import authorize_form, authorize_login
@@ -461,6 +462,8 @@ def _routes(app: web.Application) -> None:
     app.router.add_get(instance + "/thumbnail", retrieve_instance_thumbnail)
     app.router.add_get(instance + "/frames/{frames}/thumbnail", retrieve_frames_thumbnail)
     app.router.add_get("/wado", wado_uri)
+    app.router.add_delete(study, delete_study)
+    app.router.add_delete(series, delete_series)
     app.router.add_post(root + "/studies", store_instances)
     app.router.add_post(study, store_instances)
     app.router.add_get("/api/grants", list_grants)

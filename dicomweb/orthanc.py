@@ -7,7 +7,7 @@ forwards the caller's token, and never logs the password.
 
 from __future__ import annotations
 
-import json
+import json as jsonlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,13 +60,14 @@ class OrthancClient:
         path: str,
         *,
         data: Any = None,
+        json: Any = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One request; returns status, headers and body. Unreachable Orthanc -> OrthancError."""
         try:
             async with self.session.request(
-                method, path, data=data, headers=headers, params=params
+                method, path, data=data, json=json, headers=headers, params=params
             ) as response:
                 return response.status, response.headers, await response.read()
         except aiohttp.ClientError as exc:
@@ -77,4 +78,4 @@ class OrthancClient:
         status, _headers, body = await self.request(method, path, **kwargs)
         if not 200 <= status < 300:
             raise OrthancError(f"Orthanc answered {status} to {method} {path}", status)
-        return json.loads(body)
+        return jsonlib.loads(body)

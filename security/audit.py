@@ -84,6 +84,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     "share-created": ("110113", "Security Alert"),
     "share-revoked": ("110113", "Security Alert"),
     "export": ("110106", "Export"),
+    "study-deleted": ("110105", "DICOM Study Deleted"),
     # a grant changes who may see a study (PS3.15 event type 110135, object security
     # attributes changed, under Security Alert)
     "grant-added": ("110113", "Security Alert"),

@@ -77,6 +77,16 @@ def reportable(
     )
 
 
+def deletable(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
+    """SQL condition: ``institution`` may delete the study's instances: its owner only.
+
+    A grant (even ``read+report``) and a share link never allow deleting.
+    """
+    if institution.startswith(SHARE_PREFIX):
+        return false()
+    return _owned(study_uid, institution)
+
+
 def may_store_reports(
     engine: Engine, study_uid: str, institution: str, now: float | None = None
 ) -> bool:

@@ -9,7 +9,7 @@ Everything else in ``sharing`` is private: import from here.
 
 from sqlalchemy import Engine
 
-from sharing.access import may_store_reports, reachable, reportable
+from sharing.access import deletable, may_store_reports, reachable, reportable
 from sharing.grants import Grant, Grants, Permission, create_tables, parse_duration
 from sharing.links import (
     SHARE_PREFIX,
@@ -48,6 +48,7 @@ __all__ = [
     "WrongPin",
     "Status",
     "WorklistEntry",
+    "deletable",
     "ensure_schema",
     "may_store_reports",
     "on_worklist",

@@ -1,0 +1,106 @@
+"""Deleting a study or a series through the gateway (scope ``dicom.delete``).
+
+``DELETE /dicom-web/studies/{study}[/series/{series}]`` is not part of PS3.18 but is what
+DICOMweb servers commonly offer (dcm4chee, Orthanc's own plugin). Only the owning
+institution may delete: a grantee that sees the study gets 403, anybody else the same 404
+as for a study that does not exist. Orthanc deletes the instances (``/tools/bulk-delete``);
+the storage area drops their references, the indexer forgets them, and blobs nothing else
+references are collected after the grace period (``vna gc``), so a mistaken delete can be
+noticed in the audit log before the bytes are gone from disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from sqlalchemy import select
+
+from archive.api import Catalog, instances
+from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR
+from dicomweb.auditing import audit
+from dicomweb.auth import authorize
+from dicomweb.orthanc import OrthancError
+from security.errors import Forbidden, NotFound
+from sharing.api import deletable, reachable
+
+__all__ = ["delete_series", "delete_study"]
+
+DELETE = "dicom.delete"
+
+
+def _targets(
+    catalog: Catalog, institution: str, study_uid: str, series_uid: str | None
+) -> tuple[list[str], bool]:
+    """Orthanc ids of the instances the institution may delete, and whether it sees any."""
+    where = [instances.c.study_uid == study_uid]
+    if series_uid is not None:
+        where.append(instances.c.series_uid == series_uid)
+    visible = select(instances.c.orthanc_id).where(
+        *where, reachable(instances.c.study_uid, institution)
+    )
+    owned = visible.where(deletable(instances.c.study_uid, institution))
+    with catalog.engine.connect() as conn:
+        ids = [str(r[0]) for r in conn.execute(owned) if r[0]]
+        seen = bool(ids) or conn.execute(visible.limit(1)).first() is not None
+    return ids, seen
+
+
+async def _delete(request: web.Request, what: str) -> web.Response:
+    principal = await authorize(request, request.app[VALIDATOR], DELETE)
+    study_uid = request.match_info["study"]
+    series_uid = request.match_info.get("series")
+    ids, seen = await asyncio.to_thread(
+        _targets, request.app[BLOBS].catalog, principal.institution, study_uid, series_uid
+    )
+    detail = {"level": what} | ({"series": series_uid} if series_uid else {})
+    if not ids:
+        await audit(
+            request,
+            "study-deleted",
+            "D",
+            4,
+            principal.subject,
+            principal.institution,
+            study_uid,
+            detail | {"refused": "not the owner" if seen else "not reachable"},
+        )
+        if seen:
+            raise Forbidden(f"only the institution that owns this {what} may delete it")
+        raise NotFound(f"no such {what}")
+    status, _headers, body = await request.app[ORTHANC].request(
+        "POST", "/tools/bulk-delete", json={"Resources": ids}
+    )
+    if status != 200:
+        await audit(
+            request,
+            "study-deleted",
+            "D",
+            8,
+            principal.subject,
+            principal.institution,
+            study_uid,
+            detail | {"refused": f"Orthanc answered {status}"},
+        )
+        raise OrthancError(f"Orthanc could not delete the {what} ({status})", status)
+    await audit(
+        request,
+        "study-deleted",
+        "D",
+        0,
+        principal.subject,
+        principal.institution,
+        study_uid,
+        detail | {"instances": str(len(ids))},
+    )
+    return web.json_response({"deleted_instances": len(ids), "study_uid": study_uid})
+
+
+async def delete_study(request: web.Request) -> web.Response:
+    """Delete every instance of a study the token's institution owns."""
+    return await _delete(request, "study")
+
+
+async def delete_series(request: web.Request) -> web.Response:
+    """Delete one series of such a study."""
+    return await _delete(request, "series")

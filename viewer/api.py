@@ -15,6 +15,7 @@ from viewer.bundle import (
 )
 from viewer.config import (
     SHARE_TOKEN_KEY,
+    SIGNED_OUT_ROUTE,
     VIEWER_CLIENT_ID,
     ViewerClient,
     ViewerMode,
@@ -23,10 +24,13 @@ from viewer.config import (
     app_config_js,
     viewer_client,
 )
+from viewer.pages import SIGNED_OUT_CSP, signed_out_page
 
 __all__ = [
     "OHIF",
     "SHARE_TOKEN_KEY",
+    "SIGNED_OUT_CSP",
+    "SIGNED_OUT_ROUTE",
     "VIEWER_CLIENT_ID",
     "Asset",
     "Bundle",
@@ -39,5 +43,6 @@ __all__ = [
     "app_config_js",
     "default_bundle_dir",
     "security_headers",
+    "signed_out_page",
     "viewer_client",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydicom
 import pytest
@@ -42,7 +43,7 @@ from tests.integration.harness import Archive
 
 _REASON = skip_without_browser()
 
-from playwright.sync_api import Browser, BrowserContext, Page, Route  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page, Response, Route  # noqa: E402
 
 CENTRE = "Reading Centre"
 USER = "reader-rc"
@@ -250,3 +251,38 @@ def test_sign_out_ends_the_session(site: Site, context: BrowserContext) -> None:
     page.click("#sign-in-again")  # and the viewer asks for the password again
     page.wait_for_url(re.compile(re.escape(f"{site.url}/oauth/authorize")), timeout=60_000)
     assert page.locator("#password").is_visible()
+
+
+def _is_renewal(response: Response) -> bool:
+    body = response.request.post_data or ""
+    return urlsplit(response.url).path == "/oauth/token" and "grant_type=refresh_token" in body
+
+
+def test_the_viewer_renews_its_token_with_the_refresh_token(
+    site: Site, context: BrowserContext
+) -> None:
+    # the page's clock is faked so that the access token's five minutes pass at once
+    context.clock.install()
+    page = context.new_page()
+    _sign_in(page, site)
+    expected = sorted(site.names[k] for k in VISIBLE)
+    wait_until(lambda: sorted(listed(page)) == expected, "the study list", deadline=90)
+    first = _stored_user(page, site)
+    assert first is not None
+    # oidc-client-ts renews a minute before expiry, with the refresh token (no iframe)
+    with page.expect_response(_is_renewal, timeout=60_000) as renewal:
+        page.clock.fast_forward("04:10")
+    assert renewal.value.status == 200
+    wait_until(
+        lambda: (_stored_user(page, site) or first)["access_token"] != first["access_token"],
+        "the renewed token in the viewer's store",
+        deadline=60,
+    )
+    renewed = _stored_user(page, site)
+    assert renewed is not None
+    assert renewed["refresh_token"] != first["refresh_token"]  # rotated
+    assert _claims(renewed["access_token"])["sub"] == USER
+    # the next search of the study list goes out with the renewed token
+    with page.expect_request(lambda r: "/dicom-web/studies" in r.url, timeout=60_000) as search:
+        page.get_by_role("textbox").first.fill("Login")
+    assert search.value.headers.get("authorization") == f"Bearer {renewed['access_token']}"

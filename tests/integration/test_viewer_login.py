@@ -146,6 +146,11 @@ def context(site: Site, browser: Browser) -> Iterator[BrowserContext]:
         route.fulfill(response=answer, body=answer.text() + _CPU)
 
     context.route(re.compile(r"/viewer/app-config\.js$"), cpu_rendering)
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => {"
+        " (window.vnaViolations = window.vnaViolations || [])"
+        ".push(e.violatedDirective + ' ' + e.blockedURI); });"
+    )
     site.requests.clear()
     context.on(
         "request",
@@ -203,6 +208,8 @@ def test_reading_centre_signs_in_and_sees_own_and_granted_studies(
     assert wait_for_image(page, "viewer-login-study.png") > 50.0
     # and as the page shows it (the screenshot of the viewport's area is not blank)
     assert variance(page.locator("canvas.cornerstone-canvas").first.screenshot()) > 50.0
+    violations = page.evaluate("window.vnaViolations || []")
+    assert violations == [], violations  # the CSP lets the signed-in viewer load and draw
     frames = [(url, auth) for url, auth in site.requests if "/frames/" in url]
     assert frames and all(site.studies["granted"] in url for url, _auth in frames)
     assert all((auth or "").startswith("Bearer ") for _url, auth in frames)

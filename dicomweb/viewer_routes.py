@@ -7,6 +7,7 @@ Routes::
     GET /viewer/share/{route}               the share-link viewer (token from sessionStorage)
     GET /viewer/share/app-config.js         its generated configuration
     GET /viewer/{file}                      OHIF's files (dist/), rewritten where they name "/"
+    GET /viewer/signed-out                  a static page after a staff sign-out (not OHIF)
 
 A path under ``/viewer/`` that is no file is a route of the single-page app and answers
 ``index.html`` (the SPA fallback), except names with a file extension: a missing script
@@ -27,6 +28,8 @@ from aiohttp import web
 from dicomweb.oauth import CLIENTS
 from security.tokens import SCOPES
 from viewer.api import (
+    SIGNED_OUT_CSP,
+    SIGNED_OUT_ROUTE,
     Asset,
     Bundle,
     BundleError,
@@ -35,6 +38,7 @@ from viewer.api import (
     app_config_js,
     default_bundle_dir,
     security_headers,
+    signed_out_page,
     viewer_client,
 )
 
@@ -53,6 +57,7 @@ class ViewerState:
         self.bundle = bundle
         self.problem = problem
         self.configs = {mode: app_config_js(urls, mode).encode() for mode in ViewerMode}
+        self.signed_out = signed_out_page(urls)
 
 
 VIEWER: web.AppKey[ViewerState] = web.AppKey("viewer", ViewerState)
@@ -119,9 +124,15 @@ def _unavailable(state: ViewerState) -> web.Response:
 
 def _serve(request: web.Request, mode: ViewerMode, tail: str) -> web.StreamResponse:
     state = request.app[VIEWER]
+    tail = tail.lstrip("/")
+    if mode is ViewerMode.STAFF and tail == SIGNED_OUT_ROUTE:
+        headers = security_headers(SIGNED_OUT_CSP)
+        headers["Cache-Control"] = "no-cache"
+        return web.Response(
+            body=state.signed_out, content_type="text/html", charset="utf-8", headers=headers
+        )
     if state.bundle is None:
         return _unavailable(state)
-    tail = tail.lstrip("/")
     if tail == "app-config.js":
         asset = Asset("text/javascript; charset=utf-8", "no-cache", state.configs[mode])
         return _respond(request, asset, state.bundle.csp)

@@ -15,6 +15,7 @@ from viewer.bundle import (
 )
 from viewer.config import (
     SHARE_TOKEN_KEY,
+    SIGNED_OUT_ROUTE,
     VIEWER_CLIENT_ID,
     ViewerClient,
     ViewerMode,
@@ -23,12 +24,15 @@ from viewer.config import (
     app_config_js,
     viewer_client,
 )
+from viewer.pages import SIGNED_OUT_CSP, signed_out_page
 from viewer.share_pages import SHARE_SCRIPT, share_headers, share_page
 
 __all__ = [
     "OHIF",
     "SHARE_SCRIPT",
     "SHARE_TOKEN_KEY",
+    "SIGNED_OUT_CSP",
+    "SIGNED_OUT_ROUTE",
     "VIEWER_CLIENT_ID",
     "Asset",
     "Bundle",
@@ -43,5 +47,6 @@ __all__ = [
     "security_headers",
     "share_headers",
     "share_page",
+    "signed_out_page",
     "viewer_client",
 ]

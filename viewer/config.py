@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "SHARE_TOKEN_KEY",
+    "SIGNED_OUT_ROUTE",
     "VIEWER_CLIENT_ID",
     "ViewerClient",
     "ViewerMode",
@@ -41,6 +42,16 @@ SHARE_TOKEN_KEY = "vna.viewer.token"  # noqa: S105 - a storage key, not a secret
 
 VIEWER_CLIENT_ID = "vna-viewer"
 """OAuth2 client id of the viewer: a public client (no secret, PKCE) of the embedded issuer."""
+
+SIGNED_OUT_ROUTE = "signed-out"
+"""The viewer's post-logout page, below the viewer's path.
+
+Not OHIF's default (the viewer's root, ``/viewer/``): OHIF 3.13 mounts its sign-out
+callback at the *pathname* of ``post_logout_redirect_uri`` below its router base, so
+``/viewer/`` would become ``/viewer/viewer``, the basic mode's route, and every study
+opened would run the sign-out callback, which navigates to a broken ``??`` URL. The
+gateway answers this path itself with a static page (``viewer.pages``).
+"""
 
 STAFF_SCOPES = ("openid", "profile", "dicom.read", "dicom.write")
 """Scopes the staff viewer asks for: reading, and storing reports (SR) back."""
@@ -105,6 +116,12 @@ class ViewerUrls:
     def callback_url(self) -> str:
         return f"{self.viewer_url}/callback"
 
+    @property
+    def signed_out_url(self) -> str:
+        """Where the issuer sends the browser after a sign-out: a plain page of the
+        gateway, not OHIF (see :data:`SIGNED_OUT_ROUTE`)."""
+        return f"{self.viewer_url}/{SIGNED_OUT_ROUTE}"
+
 
 @dataclass(frozen=True, slots=True)
 class ViewerClient:
@@ -122,7 +139,7 @@ def viewer_client(urls: ViewerUrls) -> ViewerClient:
     return ViewerClient(
         client_id=VIEWER_CLIENT_ID,
         redirect_uris=(urls.callback_url, f"{urls.viewer_url}/silent-refresh.html"),
-        post_logout_redirect_uris=(f"{urls.viewer_url}/",),
+        post_logout_redirect_uris=(urls.signed_out_url,),
         scopes=STAFF_SCOPES,
     )
 
@@ -196,8 +213,15 @@ def app_config(urls: ViewerUrls, mode: ViewerMode | str) -> dict[str, Any]:
                 "response_type": "code",  # authorization code; oidc-client-ts adds PKCE
                 "scope": " ".join(client.scopes),
                 "post_logout_redirect_uri": client.post_logout_redirect_uris[0],
+                # renewal uses the refresh token (the issuer keeps no sign-in session
+                # for a silent prompt=none request to ride on)
                 "automaticSilentRenew": True,
                 "revokeAccessTokenOnSignout": True,
+                # only the refresh token: access tokens are self-contained and live five
+                # minutes, the issuer refuses to revoke them (RFC 7009
+                # unsupported_token_type) and oidc-client-ts abandons the sign-out on
+                # that refusal, before it reaches the issuer's logout endpoint
+                "revokeTokenTypes": ["refresh_token"],
             }
         ]
     return config

@@ -4,20 +4,12 @@ asks for its PIN first when it has one, and shows a refusal once revoked."""
 
 from __future__ import annotations
 
-import base64
 import json
 from urllib.parse import urlsplit
 
+from tests.integration.browser import wait_for_image
 from tests.integration.harness import Archive
-from tests.integration.test_viewer import (  # noqa: F401
-    _CANVAS_PNG,
-    Browser,
-    Site,
-    _variance,
-    _wait_until,
-    browser,
-    site,
-)
+from tests.integration.test_viewer import Browser, Site, browser, site  # noqa: F401
 
 
 def _link(archive: Archive, site: Site, study_uid: str, *options: str) -> tuple[str, str]:
@@ -54,15 +46,7 @@ def test_a_pin_link_opens_the_study_in_the_viewer(
         page.fill("#pin", "2580")
         page.click("#pin-form button")
         page.wait_for_url("**/viewer/share/viewer?StudyInstanceUIDs=*", timeout=60_000)
-        page.locator("canvas.cornerstone-canvas").first.wait_for(state="visible", timeout=90_000)
-        seen: list[float] = []
-
-        def rendered() -> bool:
-            data_url = page.evaluate(_CANVAS_PNG)
-            seen.append(_variance(base64.b64decode(data_url.split(",", 1)[1])))
-            return seen[-1] > 50.0
-
-        _wait_until(rendered, "the shared image in the viewport", deadline=90)
+        assert wait_for_image(page, "share-link-study.png") > 50.0
         assert uid in page.url and secret not in page.url
         assert all(secret not in u for u in seen_urls)  # never sent in any URL
         assert all(secret not in r for r in referers)

@@ -10,13 +10,8 @@ import numpy as np
 from dicomweb_client.api import DICOMwebClient
 from pydicom.sr.codedict import codes
 
-from tests.integration.test_viewer import (  # noqa: F401
-    Browser,
-    Site,
-    _wait_until,
-    browser,
-    site,
-)
+from tests.integration.browser import wait_until
+from tests.integration.test_viewer import Browser, Site, browser, site  # noqa: F401
 from tests.report_sr import measurement_report
 
 
@@ -75,7 +70,7 @@ def test_seg_and_sr_show_in_the_viewer(site: Site, browser: Browser) -> None:
         modalities = {s["00080060"]["Value"][0] for s in site.qido(token, f"/studies/{uid}/series")}
         return {"SEG", "SR"} <= modalities
 
-    _wait_until(indexed, "the SEG and SR series to be indexed")
+    wait_until(indexed, "the SEG and SR series to be indexed")
 
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.add_init_script(f"window.sessionStorage.setItem('vna.viewer.token', {token!r});")
@@ -90,9 +85,9 @@ def test_seg_and_sr_show_in_the_viewer(site: Site, browser: Browser) -> None:
             text = page.inner_text("body")
             return "SEG" in text and "SR" in text
 
-        _wait_until(listed, "the SEG and SR series in the viewer's study panel", deadline=90)
+        wait_until(listed, "the SEG and SR series in the viewer's study panel", deadline=90)
         seg_series = str(seg.SeriesInstanceUID)
-        _wait_until(
+        wait_until(
             lambda: any(seg_series in url for url in fetched),
             "the viewer to read the SEG series",
             deadline=90,

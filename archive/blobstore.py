@@ -330,6 +330,25 @@ class BlobStore:
             offset += length
         return out
 
+    def stored_parts(self, uuids: list[str]) -> dict[str, list[AttachmentPart]]:
+        """The parts of every digested attachment among ``uuids``, reading no blob.
+
+        An attachment still journaled (write-behind) or unknown is left out, so a caller
+        planning a large retrieval never pulls whole files into memory here.
+        """
+        out: dict[str, list[AttachmentPart]] = {}
+        for uuid in uuids:
+            try:
+                _size, _digest, stored = self.catalog.attachment_parts(uuid)
+            except NotFound:
+                continue
+            offset = 0
+            parts = out[uuid] = []
+            for record, length in stored:
+                parts.append(AttachmentPart(offset, offset + length, record.kind, blob=record))
+                offset += length
+        return out
+
     def read_part(self, part: AttachmentPart) -> bytes:
         """The verified bytes of one part (IntegrityError on any mismatch)."""
         if part.data is not None:

@@ -97,6 +97,13 @@ class GatewaySettings(BaseModel):
     login_lockout_seconds: int = Field(900, ge=1)
     refresh_token_seconds: int = Field(8 * 3600, ge=60)  # each rotation starts a new one
     session_max_seconds: int = Field(12 * 3600, ge=60)  # no refresh beyond this after login
+    # WADO-RS read path (dicomweb/blobcache.py, dicomweb/metacache.py): plaintexts that
+    # passed verification and DICOM JSON per header blob, both keyed by content (never
+    # stale); 0 turns a cache off
+    blob_cache_mb: int = Field(128, ge=0)
+    metadata_cache_mb: int = Field(64, ge=0)
+    read_threads: int = Field(2, ge=1, le=64)  # decrypt/decompress/verify workers
+    read_ahead_mb: int = Field(16, ge=1)  # per retrieval, read ahead of the socket
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

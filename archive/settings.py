@@ -103,7 +103,7 @@ class GatewaySettings(BaseModel):
     blob_cache_mb: int = Field(128, ge=0)
     metadata_cache_mb: int = Field(64, ge=0)
     read_threads: int = Field(2, ge=1, le=64)  # decrypt/decompress/verify workers
-    read_ahead_mb: int = Field(16, ge=1)  # per retrieval, read ahead of the socket
+    read_ahead_mb: int = Field(4, ge=1)  # per retrieval, read ahead of the socket
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from archive.api import AttachmentPart, BlobStore
+from security.errors import IntegrityError
 
 __all__ = ["InstanceReader", "PlannedInstance", "ContentCache"]
 
@@ -96,7 +97,7 @@ class InstanceReader:
     """
 
     def __init__(
-        self, blobs: BlobStore, cache: ContentCache, threads: int, read_ahead: int = 16 << 20
+        self, blobs: BlobStore, cache: ContentCache, threads: int, read_ahead: int = 4 << 20
     ) -> None:
         self.blobs = blobs
         self.cache = cache
@@ -130,7 +131,13 @@ class InstanceReader:
         parts = planned.parts
         if parts is None:
             parts = tuple(self.blobs.parts(planned.uuid))
-        return [self.read_part(part) for part in parts]
+        out = []
+        for part in parts:
+            data = self.read_part(part)
+            if len(data) != part.end - part.start:  # the answer's Content-Length relies on it
+                raise IntegrityError(f"a part of attachment {planned.uuid} has the wrong size")
+            out.append(data)
+        return out
 
     def read_batch(self, batch: Sequence[PlannedInstance]) -> list[list[bytes]]:
         return [self.read(planned) for planned in batch]

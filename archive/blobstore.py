@@ -333,21 +333,22 @@ class BlobStore:
     def stored_parts(self, uuids: list[str]) -> dict[str, list[AttachmentPart]]:
         """The parts of every digested attachment among ``uuids``, reading no blob.
 
-        An attachment still journaled (write-behind) or unknown is left out, so a caller
-        planning a large retrieval never pulls whole files into memory here.
+        An attachment still journaled (write-behind), unknown or empty is left out, so a
+        caller planning a large retrieval never pulls whole files into memory here.
         """
         out: dict[str, list[AttachmentPart]] = {}
-        for uuid in uuids:
-            try:
-                _size, _digest, stored = self.catalog.attachment_parts(uuid)
-            except NotFound:
-                continue
+        for uuid, stored in self.catalog.attachment_parts_many(uuids).items():
             offset = 0
             parts = out[uuid] = []
             for record, length in stored:
                 parts.append(AttachmentPart(offset, offset + length, record.kind, blob=record))
                 offset += length
         return out
+
+    def header_ids(self, uuids: list[str]) -> dict[str, bytes]:
+        """The blob id of each digested DICOM attachment's header part (what
+        :meth:`get_header` reads), without reading any blob."""
+        return self.catalog.first_blob_ids(uuids)
 
     def read_part(self, part: AttachmentPart) -> bytes:
         """The verified bytes of one part (IntegrityError on any mismatch)."""

@@ -45,20 +45,13 @@ def metadata_body(
 
     ``base_url`` is the DICOMweb root the BulkDataURIs start with.
     """
-    stored = blobs.stored_parts([item.attachment_uuid for item in items])
+    headers = blobs.header_ids([item.attachment_uuid for item in items])
     documents = []
     for item in items:
-        parts = stored.get(item.attachment_uuid)
-        header_part = parts[0] if parts else None
-        key = None if header_part is None or header_part.blob is None else header_part.blob.id
+        key = headers.get(item.attachment_uuid)  # None: still journaled (write-behind)
         template = None if key is None else cache.get(key)
         if template is None:
-            header = (
-                blobs.read_part(header_part)
-                if header_part is not None
-                else blobs.get_header(item.attachment_uuid)  # still journaled (write-behind)
-            )
-            template = metadata_template(header)
+            template = metadata_template(blobs.get_header(item.attachment_uuid))
             if key is not None:
                 cache.put(key, template)
         documents.append(

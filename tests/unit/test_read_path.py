@@ -278,3 +278,32 @@ def test_metadata_of_a_value_like_the_placeholder_is_left_alone(store: BlobStore
         store.get_header("sc"), "http://h/dw/studies/1.2/series/1.2.9/instances/1.2.3"
     )
     assert document["00081030"]["Value"] == ["\x00abc\x00 and u0000"]
+
+
+# -- batched catalog lookups ---------------------------------------------------------------
+
+
+def test_batched_part_lookups_match_the_one_by_one_ones(
+    store: BlobStore, small_ct: list[bytes], big_ct: bytes
+) -> None:
+    for index, data in enumerate([*small_ct, big_ct]):
+        store.put(f"u{index}", 1, data)
+    uuids = [f"u{index}" for index in range(len(small_ct) + 1)] + ["nope"]
+    many = store.catalog.attachment_parts_many(uuids)
+    assert set(many) == set(uuids) - {"nope"}
+    for uuid, parts in many.items():
+        assert parts == store.catalog.attachment_parts(uuid)[2]
+    stored = store.stored_parts(uuids)
+    assert {u: [(p.start, p.end, p.blob) for p in ps] for u, ps in stored.items()} == {
+        u: [(p.start, p.end, p.blob) for p in store.parts(u)] for u in many
+    }
+    headers = store.header_ids(uuids)
+    assert headers == {u: parts[0][0].id for u, parts in many.items()}
+
+
+def test_in_lists_cut_long_lists() -> None:
+    from archive.catalog import _in_lists
+
+    cut = list(_in_lists([str(n) for n in range(7)], size=3))
+    assert [names for names, _ in cut] == [":v0, :v1, :v2", ":v0, :v1, :v2", ":v0"]
+    assert [v for _, params in cut for v in params.values()] == [str(n) for n in range(7)]

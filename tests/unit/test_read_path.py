@@ -12,18 +12,21 @@ import threading
 import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pydicom
 import pytest
 
 from archive.blobstore import BlobStore
+from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from archive.split import pixel_data_offset
 from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.metacache import metadata_body, metadata_template, render
 from dicomweb.metadata import instance_metadata
 from dicomweb.prefetch import batches, ordered_prefetch
-from dicomweb.search import StoredInstance
+from dicomweb.search import StoredInstance, instances_to_retrieve
 from security.errors import IntegrityError
+from sharing.api import Grants, ensure_schema
 
 # -- batches -------------------------------------------------------------------------------
 
@@ -307,3 +310,39 @@ def test_in_lists_cut_long_lists() -> None:
     cut = list(_in_lists([str(n) for n in range(7)], size=3))
     assert [names for names, _ in cut] == [":v0, :v1, :v2", ":v0, :v1, :v2", ":v0"]
     assert [v for _, params in cut for v in params.values()] == [str(n) for n in range(7)]
+
+
+# -- the WADO-RS look-up, built once per institution ---------------------------------------
+
+
+def test_cached_lookup_judges_grants_when_it_runs(tmp_path: Path) -> None:
+    owner, reader = "Hospital A", "Reading Centre"
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    try:
+        ensure_schema(catalog.engine)
+        ids = {name: catalog.add_institution(name).id for name in (owner, reader)}
+        record = InstanceRecord(
+            sop_uid="1.2.3.1",
+            series_uid="1.2.9",
+            study_uid="1.2",
+            patient_id="P1",
+            issuer=owner,
+            modality="CT",
+            attachment_uuid="att-1",
+        )
+        catalog.index_batch([record], [SourceRecord("1.2.3.1", ids[owner], "dimse", "A")])
+        now = time.time()
+        grant = Grants(catalog.engine).add(
+            grantor=owner, grantee=reader, study_uid="1.2", created_by="a", expires_at=now + 60
+        )
+        assert [i.sop_uid for i in instances_to_retrieve(catalog, reader, "1.2", now=now)] == [
+            "1.2.3.1"
+        ]
+        assert instances_to_retrieve(catalog, reader, "1.2", now=now + 61) == []  # expired
+        assert instances_to_retrieve(catalog, reader, "1.2", "1.2.9", "1.2.3.1", now=now)
+        assert instances_to_retrieve(catalog, reader, "1.2", "1.2.8", now=now) == []
+        assert instances_to_retrieve(catalog, owner, "1.2", now=now + 61)  # owners always
+        Grants(catalog.engine).revoke(grant.id, by="a")
+        assert instances_to_retrieve(catalog, reader, "1.2", now=now) == []  # revoked
+    finally:
+        catalog.close()

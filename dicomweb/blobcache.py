@@ -7,10 +7,13 @@ skips that. What it adds:
 * ``ContentCache``: an LRU of plaintexts that passed that check, keyed by blob id
   (``dicomweb.metacache`` uses the same class for DICOM JSON per header blob).
   A blob id is a MAC of the plaintext, so an entry can never go stale: the bytes that
-  verified against an id once are the bytes of that id forever. Orthanc keeps a storage
-  cache of the same kind (``MaximumStorageCacheSize``, 128 MB by default). Access control
-  is unaffected: a request reaches the cache only after the catalog said the instance is
-  reachable and still references the blob.
+  verified against an id once are the bytes of that id forever. Access control is
+  unaffected: a request reaches the cache only after the catalog said the instance is
+  reachable and still references the blob. What a hit gives up is the re-check of the
+  stored payload: damage at rest is then found by the next read from the tier or by
+  ``vna fsck``, not by this request. So it is off by default (``gateway.blob_cache_mb``),
+  as Orthanc's own storage cache is in the archive; the metadata cache, which holds
+  derived JSON, is on.
 * ``InstanceReader``: reads instances part by part on its own small pool, so the
   decompression and hashing of the next instances (C code that releases the GIL) run on
   the second core while the event loop writes the current one to the socket.

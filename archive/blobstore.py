@@ -251,7 +251,22 @@ class BlobStore:
     # -- read --------------------------------------------------------------------------
 
     def read_blob(self, record: BlobRecord) -> bytes:
-        """Decrypt, decompress and verify one blob; IntegrityError on any mismatch."""
+        """Decrypt, decompress and verify one blob; IntegrityError on any mismatch.
+
+        Two checks, and neither is redundant with the other:
+
+        * the AES-GCM tag (the blob id and flags as associated data, under a data key that
+          only unwraps with a KEK) proves the payload is what a holder of the KEK sealed
+          for this id: a flipped, truncated or swapped payload fails here;
+        * the keyed BLAKE2b of the plaintext, compared with the id, proves that what was
+          sealed is the content the id names. GCM cannot: it authenticates whatever bytes
+          the writer encrypted. The MAC catches a write path that sealed the wrong bytes
+          (a buffer changed between hashing and compressing, a compressor or
+          decompressor fault) and a forger who has a KEK but not the dedup key. Every
+          attachment that shares the blob would inherit such a fault, so the check that
+          makes dedup safe stays on every read from a tier (about 60 % of the read's
+          CPU: see bench/RESULTS.md, bench.dicomweb.notes).
+        """
         if record.tier == INLINE:
             if record.payload is None:
                 raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
@@ -329,6 +344,26 @@ class BlobStore:
             out.append(AttachmentPart(offset, offset + length, record.kind, blob=record))
             offset += length
         return out
+
+    def stored_parts(self, uuids: list[str]) -> dict[str, list[AttachmentPart]]:
+        """The parts of every digested attachment among ``uuids``, reading no blob.
+
+        An attachment still journaled (write-behind), unknown or empty is left out, so a
+        caller planning a large retrieval never pulls whole files into memory here.
+        """
+        out: dict[str, list[AttachmentPart]] = {}
+        for uuid, stored in self.catalog.attachment_parts_many(uuids).items():
+            offset = 0
+            parts = out[uuid] = []
+            for record, length in stored:
+                parts.append(AttachmentPart(offset, offset + length, record.kind, blob=record))
+                offset += length
+        return out
+
+    def header_ids(self, uuids: list[str]) -> dict[str, bytes]:
+        """The blob id of each digested DICOM attachment's header part (what
+        :meth:`get_header` reads), without reading any blob."""
+        return self.catalog.first_blob_ids(uuids)
 
     def read_part(self, part: AttachmentPart) -> bytes:
         """The verified bytes of one part (IntegrityError on any mismatch)."""

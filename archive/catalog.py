@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -481,6 +481,24 @@ _SELECT_PARTS = (
     "WHERE p.uuid = :uuid ORDER BY p.seq"
 )
 
+_SELECT_PARTS_IN = (
+    "SELECT b.id, b.size, b.stored_size, b.flags, b.kek_id, b.wrapped_key, b.kind, b.tier, "
+    "b.payload, p.length, p.uuid FROM attachment_parts p JOIN blobs b ON b.id = p.blob_id "
+    "WHERE p.uuid IN ({names}) ORDER BY p.uuid, p.seq"
+)
+_SELECT_FIRST_IN = "SELECT uuid, blob_id FROM attachment_parts WHERE seq = 0 AND uuid IN ({names})"
+
+
+def _in_lists(values: Sequence[str], size: int = 500) -> Iterator[tuple[str, dict[str, str]]]:
+    """``IN (...)`` placeholders and parameters for ``values``, ``size`` at a time
+    (SQLite limits the parameters of one statement)."""
+    for start in range(0, len(values), size):
+        chunk = values[start : start + size]
+        yield (
+            ", ".join(f":v{i}" for i in range(len(chunk))),
+            {f"v{i}": value for i, value in enumerate(chunk)},
+        )
+
 
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -787,6 +805,44 @@ class Catalog:
             for r in rows
         ]
         return int(head[0][0]), bytes(head[0][1]), parts
+
+    def attachment_parts_many(
+        self, uuids: Sequence[str]
+    ) -> dict[str, list[tuple[BlobRecord, int]]]:
+        """``attachment_parts`` of many attachments in a few queries (WADO-RS planning);
+        attachments without parts (unknown, still journaled, empty) are left out."""
+        out: dict[str, list[tuple[BlobRecord, int]]] = {}
+        for names, params in _in_lists(uuids):
+            sql = _SELECT_PARTS_IN.format(names=names)  # noqa: S608 - placeholders only
+            rows = self._hot.read(sql, params)
+            for r in rows:
+                out.setdefault(str(r[10]), []).append(
+                    (
+                        BlobRecord(
+                            id=bytes(r[0]),
+                            size=int(r[1]),
+                            stored_size=int(r[2]),
+                            flags=int(r[3]),
+                            kek_id=str(r[4]),
+                            wrapped_key=bytes(r[5]),
+                            kind=str(r[6]),
+                            tier=str(r[7]),
+                            payload=None if r[8] is None else bytes(r[8]),
+                        ),
+                        int(r[9]),
+                    )
+                )
+        return out
+
+    def first_blob_ids(self, uuids: Sequence[str]) -> dict[str, bytes]:
+        """The id of the first part (a DICOM file's header) of each attachment that has
+        parts, reading no payload: the key of the gateway's metadata cache."""
+        out: dict[str, bytes] = {}
+        for names, params in _in_lists(uuids):
+            sql = _SELECT_FIRST_IN.format(names=names)  # noqa: S608 - placeholders only
+            rows = self._hot.read(sql, params)
+            out.update((str(r[0]), bytes(r[1])) for r in rows)
+        return out
 
     def remove_attachment(self, uuid: str) -> bool:
         """Drop an attachment and its references; returns False if it was unknown."""

@@ -107,6 +107,14 @@ class GatewaySettings(BaseModel):
     viewer_dir: Path | None = Field(
         None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
     )
+    # WADO-RS read path (dicomweb/blobcache.py, dicomweb/metacache.py): plaintexts that
+    # passed verification and DICOM JSON per header blob, both keyed by content (never
+    # stale); 0 turns a cache off. The blob cache is off by default, like Orthanc's
+    # storage cache in the archive: every instance sent is read and verified again.
+    blob_cache_mb: int = Field(0, ge=0)
+    metadata_cache_mb: int = Field(64, ge=0)
+    read_threads: int = Field(2, ge=1, le=64)  # decrypt/decompress/verify workers
+    read_ahead_mb: int = Field(4, ge=1)  # per retrieval, read ahead of the socket
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

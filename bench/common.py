@@ -617,7 +617,13 @@ def git_head(root: Path = PROJECT_ROOT) -> str | None:
     """The commit HEAD names, read from ``.git`` (no git command runs)."""
     git = root / ".git"
     try:
-        head = (git / "HEAD").read_text().strip()
+        if git.is_file():  # a worktree: HEAD in its own git dir, refs in the common one
+            own = Path(git.read_text().split(":", 1)[1].strip())
+            head = (own / "HEAD").read_text().strip()
+            common = own / "commondir"
+            git = (own / common.read_text().strip()).resolve() if common.exists() else own
+        else:
+            head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head
         ref = head[5:]

@@ -45,11 +45,12 @@ from dicomweb.attributes import Level
 from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
+from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.delete import delete_series, delete_study
 from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
 from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.login import authorize_form, authorize_login
-from dicomweb.metadata import metadata_of
+from dicomweb.metacache import metadata_body
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
 from dicomweb.oauth import (
@@ -103,6 +104,8 @@ WRITE = "dicom.write"
 
 
 STOW: web.AppKey[StowLimits] = web.AppKey("stow", StowLimits)
+READER: web.AppKey[InstanceReader] = web.AppKey("reader", InstanceReader)
+METADATA_CACHE: web.AppKey[ContentCache] = web.AppKey("metadata_cache", ContentCache)
 
 
 # -- QIDO-RS -------------------------------------------------------------------------------
@@ -220,7 +223,7 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     accepted = negotiate_dicom(request.headers.get("Accept"))
     items, record = await _reachable(request, what, "instances-transferred", "instances")
     await record()
-    response, sent = await stream_instances(request, items, request.app[BLOBS], accepted)
+    response, sent = await stream_instances(request, items, request.app[READER], accepted)
     request.app[METRICS].bytes_sent.inc(sent)
     return response
 
@@ -228,9 +231,11 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
 async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
     items, record = await _reachable(request, what, "instances-accessed", "metadata")
     root = request.app[VIEW].dicomweb_root
-    documents = await asyncio.to_thread(metadata_of, request.app[BLOBS], items, root)
+    body = await asyncio.to_thread(
+        metadata_body, request.app[BLOBS], request.app[METADATA_CACHE], items, root
+    )
     await record()
-    return web.json_response(documents, content_type="application/dicom+json")
+    return web.Response(body=body, content_type="application/dicom+json")
 
 
 async def retrieve_study_metadata(request: web.Request) -> web.Response:
@@ -530,9 +535,17 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
             AuditLog.open, store.catalog.engine, settings.keys_dir, settings.audit_syslog
         )
         app[ORTHANC] = OrthancClient(settings)
+        app[READER] = InstanceReader(
+            store,
+            ContentCache(gateway.blob_cache_mb << 20),
+            gateway.read_threads,
+            gateway.read_ahead_mb << 20,
+        )
+        app[METADATA_CACHE] = ContentCache(gateway.metadata_cache_mb << 20)
         logger.info("gateway serving archive %s at %s", settings.home, view.dicomweb_root)
         yield
         await app[ORTHANC].close()
+        await asyncio.to_thread(app[READER].close)
         store.catalog.close()
 
     app.cleanup_ctx.append(archive_ctx)

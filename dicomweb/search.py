@@ -6,12 +6,14 @@ reach is indistinguishable from what does not exist.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Float, bindparam, func, select
 
 from archive.api import Catalog, instances, series, studies
 from dicomweb.attributes import RETRIEVE_URL, Level
@@ -120,18 +122,15 @@ def _computed(conn: Any, query: Query, rows: Sequence[Any]) -> dict[str, dict[st
     return out
 
 
-def instances_to_retrieve(
-    catalog: Catalog,
-    institution: str,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> list[StoredInstance]:
-    """The stored instances of a study, series or instance that ``institution`` reaches.
+@functools.lru_cache(maxsize=256)
+def _retrieve_statement(institution: str, by_series: bool, by_sop: bool) -> Any:
+    """The WADO-RS look-up for one institution and shape, built once.
 
-    An empty list means "not found" to the caller, whether the resource does not exist
-    or is not reachable: the two must not be told apart.
+    Building :func:`sharing.api.reachable`'s aliased subqueries costs about 1 ms, twenty
+    times what SQLite needs to run the query. Grants are still judged when the query
+    runs: the instant is the bound parameter ``now``, not a value fixed at build time.
     """
+    now = cast(float, bindparam("now", type_=Float))
     stmt = (
         select(
             instances.c.study_uid,
@@ -142,18 +141,44 @@ def instances_to_retrieve(
         )
         .join(studies, studies.c.study_uid == instances.c.study_uid)
         .where(
-            instances.c.study_uid == study_uid,
+            instances.c.study_uid == bindparam("study_uid"),
             instances.c.attachment_uuid.is_not(None),
-            reachable(studies.c.study_uid, institution),
+            reachable(studies.c.study_uid, institution, now),
         )
         .order_by(instances.c.series_uid, instances.c.instance_number, instances.c.sop_uid)
     )
+    if by_series:
+        stmt = stmt.where(instances.c.series_uid == bindparam("series_uid"))
+    if by_sop:
+        stmt = stmt.where(instances.c.sop_uid == bindparam("sop_uid"))
+    return stmt
+
+
+def instances_to_retrieve(
+    catalog: Catalog,
+    institution: str,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    now: float | None = None,
+) -> list[StoredInstance]:
+    """The stored instances of a study, series or instance that ``institution`` reaches
+    (grants judged at ``now``, default the current time).
+
+    An empty list means "not found" to the caller, whether the resource does not exist
+    or is not reachable: the two must not be told apart.
+    """
+    stmt = _retrieve_statement(institution, series_uid is not None, sop_uid is not None)
+    params: dict[str, Any] = {
+        "study_uid": study_uid,
+        "now": time.time() if now is None else now,
+    }
     if series_uid is not None:
-        stmt = stmt.where(instances.c.series_uid == series_uid)
+        params["series_uid"] = series_uid
     if sop_uid is not None:
-        stmt = stmt.where(instances.c.sop_uid == sop_uid)
+        params["sop_uid"] = sop_uid
     with catalog.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
+        rows = conn.execute(stmt, params).all()
     return [
         StoredInstance(
             study_uid=str(r[0]),

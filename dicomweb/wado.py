@@ -1,9 +1,10 @@
 """WADO-RS instance retrieval as ``multipart/related; type="application/dicom"`` (PS3.18 8.7).
 
 Instances are sent in their stored transfer syntax, read from the archive's blobs (the
-same verified read path the storage area uses; no Orthanc round trip), one part at a
-time: the next instance is read while the current one is written, and nothing larger
-than one instance is held in memory.
+same verified read path the storage area uses; no Orthanc round trip). Reading runs on a
+small thread pool a bounded number of bytes ahead of the socket
+(``gateway.read_ahead_mb`` per request, see ``dicomweb.prefetch``), so the whole study is
+never held in memory.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from archive.api import BlobStore
+from dicomweb.blobcache import InstanceReader
 from dicomweb.middleware import STREAMING
+from dicomweb.prefetch import batches, ordered_prefetch
 from dicomweb.search import StoredInstance
 
 __all__ = ["AcceptedDicom", "negotiate_dicom", "stream_instances"]
@@ -25,6 +27,7 @@ __all__ = ["AcceptedDicom", "negotiate_dicom", "stream_instances"]
 logger = logging.getLogger(__name__)
 
 _DICOM = "application/dicom"
+_BATCH_BYTES = 1 << 20  # instances read per thread hop: about this many bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,50 +98,76 @@ def _check_syntaxes(items: Sequence[StoredInstance], accepted: AcceptedDicom) ->
 async def stream_instances(
     request: web.Request,
     items: Sequence[StoredInstance],
-    blobs: BlobStore,
+    reader: InstanceReader,
     accepted: AcceptedDicom,
 ) -> tuple[web.StreamResponse, int]:
     """Send ``items`` as one multipart/related body; returns the response and bytes sent.
+
+    The catalog is asked for every instance's parts in one thread hop; instances are
+    then read in batches of about 1 MiB on ``reader``'s pool, up to ``reader.read_ahead``
+    bytes ahead of the socket, and each part is written as read (no joined copy). When every
+    size is known up front (always, unless write-behind still journals an instance) the
+    answer has a Content-Length instead of chunked encoding.
 
     Once the first byte is out, a failing read (e.g. ``IntegrityError``) cannot become an
     error status: the body is cut short without its closing boundary, which a client
     sees as a broken message, never as a complete one.
     """
     _check_syntaxes(items, accepted)
+    # a catalog lookup like the others (default executor), not queued behind the reads
+    plan = await asyncio.to_thread(reader.plan, [item.attachment_uuid for item in items])
     boundary = secrets.token_hex(16)
+    heads = []
+    for index, (item, planned) in enumerate(zip(items, plan, strict=True)):
+        # each head also closes the previous part, so small writes come in one piece
+        previous = "\r\n" if index else ""
+        syntax = f"; transfer-syntax={item.transfer_syntax}" if item.transfer_syntax else ""
+        length = "" if planned.size is None else f"Content-Length: {planned.size}\r\n"
+        heads.append(
+            f"{previous}--{boundary}\r\nContent-Type: {_DICOM}{syntax}\r\n{length}\r\n".encode(
+                "ascii"
+            )
+        )
+    closing = f"\r\n--{boundary}--\r\n".encode("ascii")
+    sizes = [planned.size for planned in plan]
     response = web.StreamResponse(
         status=200,
         headers={
             "Content-Type": f'multipart/related; type="{_DICOM}"; boundary={boundary}',
         },
     )
-    first = asyncio.create_task(asyncio.to_thread(blobs.get, items[0].attachment_uuid))
-    pending: asyncio.Task[bytes] | None = first
+    if all(size is not None for size in sizes):
+        response.content_length = (
+            sum(len(h) for h in heads) + len(closing) + sum(size or 0 for size in sizes)
+        )
+    weights = [size or (1 << 20) for size in sizes]
+    runs = batches(weights, _BATCH_BYTES)
+    chunks = ordered_prefetch(
+        reader.executor,
+        reader.read_batch,
+        [plan[run.start : run.stop] for run in runs],
+        [sum(weights[run.start : run.stop]) for run in runs],
+        reader.read_ahead,
+    )
+    sent = 0
+    index = 0
     try:
-        data = await first  # a broken first instance is still an ordinary error answer
-        pending = None
-        await response.prepare(request)
-        request[STREAMING] = True
-        sent = 0
-        for index, item in enumerate(items):
-            if index + 1 < len(items):
-                following = items[index + 1].attachment_uuid
-                pending = asyncio.create_task(asyncio.to_thread(blobs.get, following))
-            syntax = f"; transfer-syntax={item.transfer_syntax}" if item.transfer_syntax else ""
-            head = (
-                f"--{boundary}\r\nContent-Type: {_DICOM}{syntax}\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n"
-            )
-            await response.write(head.encode("ascii"))
-            await response.write(data)
-            await response.write(b"\r\n")
-            sent += len(data)
-            if pending is not None:
-                data = await pending
-                pending = None
-        await response.write(f"--{boundary}--\r\n".encode("ascii"))
+        async for batch in chunks:
+            if index == 0:
+                # the first batch is read before anything is sent, so a broken first
+                # instance is still an ordinary error answer
+                await response.prepare(request)
+                request[STREAMING] = True
+            for parts in batch:
+                await response.write(heads[index])
+                for part in parts:
+                    # a memoryview: what the socket does not take at once is then copied
+                    # into the transport's buffer once, not sliced into a new bytes first
+                    await response.write(memoryview(part))
+                    sent += len(part)
+                index += 1
+        await response.write(closing)
         await response.write_eof()
         return response, sent
     finally:
-        if pending is not None:
-            pending.cancel()
+        await chunks.aclose()

@@ -144,14 +144,21 @@ def viewer_client(urls: ViewerUrls) -> ViewerClient:
     )
 
 
-def _data_source(urls: ViewerUrls) -> dict[str, Any]:
+WORKLIST_SOURCE = "worklist"
+"""OHIF data source whose study list is the reading worklist (``?datasources=worklist``)."""
+
+
+def _data_source(urls: ViewerUrls, *, worklist: bool = False) -> dict[str, Any]:
+    # the worklist is a QIDO root of its own (studies granted to the reader's institution,
+    # with their reading status); retrieval goes to the normal root either way
+    qido_root = f"{urls.public_url}/worklist/dicom-web" if worklist else urls.dicomweb_root
     return {
         "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
-        "sourceName": "dicomweb",
+        "sourceName": WORKLIST_SOURCE if worklist else "dicomweb",
         "configuration": {
-            "friendlyName": "VNA",
-            "name": "vna",
-            "qidoRoot": urls.dicomweb_root,
+            "friendlyName": "Reading worklist" if worklist else "VNA",
+            "name": "vna-worklist" if worklist else "vna",
+            "qidoRoot": qido_root,
             "wadoRoot": urls.dicomweb_root,
             "wadoUriRoot": urls.wado_uri_root,
             "qidoSupportsIncludeField": True,
@@ -204,6 +211,7 @@ def app_config(urls: ViewerUrls, mode: ViewerMode | str) -> dict[str, Any]:
         "dataSources": [_data_source(urls)],
     }
     if mode is ViewerMode.STAFF:
+        config["dataSources"].append(_data_source(urls, worklist=True))
         client = viewer_client(urls)
         config["oidc"] = [
             {

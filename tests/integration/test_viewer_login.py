@@ -293,3 +293,26 @@ def test_the_viewer_renews_its_token_with_the_refresh_token(
     with page.expect_request(lambda r: "/dicom-web/studies" in r.url, timeout=60_000) as search:
         page.get_by_role("textbox").first.fill("Login")
     assert search.value.headers.get("authorization") == f"Bearer {renewed['access_token']}"
+
+
+def test_the_worklist_data_source_lists_only_granted_studies(
+    site: Site, context: BrowserContext
+) -> None:
+    """With ``?datasources=worklist`` the viewer's study list is the reading worklist: the
+    studies granted to the centre, not its own."""
+    page = context.new_page()
+    # the sign-in lives in the page's memory: start at the worklist, sign in, come back
+    page.goto(f"{site.url}/viewer/?datasources=worklist")
+    page.wait_for_url(re.compile(re.escape(f"{site.url}/oauth/authorize")), timeout=60_000)
+    page.fill("#username", USER)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(re.escape(f"{site.url}/viewer")), timeout=60_000)
+    try:
+        wait_until(lambda: len(listed(page)) >= 1, "the worklist", deadline=90)
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-worklist.png"))
+    assert listed(page) == [site.names["granted"]]
+    asked = [url for url, _auth in site.requests if "/worklist/dicom-web/studies" in url]
+    assert asked  # the list came from the worklist root

@@ -29,6 +29,7 @@ from viewer.bundle import (
 )
 from viewer.config import (
     SHARE_TOKEN_KEY,
+    WORKLIST_SOURCE,
     ViewerMode,
     ViewerUrls,
     app_config,
@@ -78,7 +79,8 @@ def test_staff_config_points_at_the_gateway_and_its_issuer() -> None:
     config = app_config(URLS, "staff")
     assert config["routerBasename"] == "/viewer"
     assert config["defaultDataSourceName"] == "dicomweb"
-    [source] = config["dataSources"]
+    source, worklist = config["dataSources"]
+    assert worklist["sourceName"] == WORKLIST_SOURCE
     assert source["namespace"] == "@ohif/extension-default.dataSourcesModule.dicomweb"
     assert source["sourceName"] == "dicomweb"
     dicomweb = source["configuration"]
@@ -104,7 +106,7 @@ def test_share_config_has_no_login_and_its_own_router_base() -> None:
     config = app_config(URLS, ViewerMode.SHARE)
     assert "oidc" not in config
     assert config["routerBasename"] == "/viewer/share"
-    assert config["dataSources"] == app_config(URLS, "staff")["dataSources"]
+    assert config["dataSources"] == app_config(URLS, "staff")["dataSources"][:1]
 
 
 def test_urls_keep_a_reverse_proxy_path_prefix() -> None:
@@ -352,3 +354,12 @@ def test_unsafe_or_wrong_tarballs_are_refused(
     with pytest.raises(BundleError):
         extract_dist(tarball, tmp_path / "out")
     assert not (tmp_path / "evil").exists()
+
+
+def test_staff_have_the_reading_worklist_as_a_second_data_source() -> None:
+    urls = ViewerUrls.for_gateway("https://vna.example")
+    staff = {s["sourceName"]: s["configuration"] for s in app_config(urls, "staff")["dataSources"]}
+    share = [s["sourceName"] for s in app_config(urls, "share")["dataSources"]]
+    assert share == ["dicomweb"]  # a share link has no worklist
+    assert staff[WORKLIST_SOURCE]["qidoRoot"] == "https://vna.example/worklist/dicom-web"
+    assert staff[WORKLIST_SOURCE]["wadoRoot"] == staff["dicomweb"]["wadoRoot"]

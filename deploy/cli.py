@@ -6,7 +6,6 @@ and ``VNA_*`` variables. Errors print one sentence that says what to do and exit
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ from archive.plugin import open_store
 from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
 from deploy.cli_grants import grant_app
 from deploy.cli_shares import share_app
 from deploy.cli_users import user_app
@@ -50,24 +50,13 @@ app.add_typer(user_app, name="user")
 console = Console(stderr=True)
 out = Console()
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
 
 def _settings(home: Path | None) -> Settings:
     return load_settings(home)
 
 
 def _store(home: Path | None) -> BlobStore:
-    settings = _settings(home)
-    if not (settings.keys_dir / "dedup.key").exists():
-        raise VnaError(
-            f"{settings.home} is not an archive home yet: start it once with "
-            f"`vna up --home {settings.home}`"
-        )
-    return open_store(settings)
+    return open_home(home)[1]
 
 
 def _progress() -> Progress:
@@ -439,14 +428,10 @@ def _audit_log(home: Path | None) -> AuditLog:
     return AuditLog.open(store.catalog.engine, settings.keys_dir, settings.audit_syslog)
 
 
-def _cli_user() -> str:
-    return f"vna-cli:{getpass.getuser()}"
-
-
 def audit_admin(home: Path | None, action: str, change: str, **detail: str) -> None:
     """Record one administrative change made from the command line (never a secret)."""
     _audit_log(home).append(
-        AuditEvent("security-config", action, 0, _cli_user(), detail={"change": change, **detail})
+        AuditEvent("security-config", action, 0, cli_user(), detail={"change": change, **detail})
     )
 
 
@@ -469,7 +454,7 @@ def audit_export(
     if fmt not in ("dicom", "fhir"):
         raise VnaError("--format is dicom or fhir")
     log = _audit_log(home)
-    log.append(AuditEvent("audit-log-used", "R", 0, _cli_user(), detail={"format": fmt}))
+    log.append(AuditEvent("audit-log-used", "R", 0, cli_user(), detail={"format": fmt}))
     records = list(log.records())
     if fmt == "fhir":
         bundle = {

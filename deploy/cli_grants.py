@@ -7,7 +7,6 @@ record whose user is ``vna-cli:<login>``.
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from archive.api import load_settings, open_store
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
 from security.audit import AuditEvent, AuditLog
 from security.errors import VnaError
 from sharing.api import Grant, Grants, ensure_schema, parse_duration
@@ -33,25 +32,10 @@ grant_app = typer.Typer(
 
 out = Console()
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _user() -> str:
-    return f"vna-cli:{getpass.getuser()}"
-
 
 @contextmanager
 def _grants(home: Path | None) -> Iterator[tuple[Grants, AuditLog]]:
-    settings = load_settings(home)
-    if not (settings.keys_dir / "dedup.key").exists():
-        raise VnaError(
-            f"{settings.home} is not an archive home yet: start it once with "
-            f"`vna up --home {settings.home}`"
-        )
-    store = open_store(settings)
+    settings, store = open_home(home)
     try:
         ensure_schema(store.catalog.engine)
         yield (
@@ -115,7 +99,7 @@ def grant_add(
             grant = grants.add(
                 grantor=grantor,
                 grantee=grantee,
-                created_by=_user(),
+                created_by=cli_user(),
                 study_uid=study_uid,
                 patient_id=patient,
                 issuer=issuer,
@@ -129,7 +113,7 @@ def grant_add(
                     "grant-added",
                     "C",
                     4,
-                    _user(),
+                    cli_user(),
                     grantor,
                     study_uid=study_uid,
                     patient=_patient(patient, issuer),
@@ -142,7 +126,7 @@ def grant_add(
                 "grant-added",
                 "C",
                 0,
-                _user(),
+                cli_user(),
                 grantor,
                 study_uid=grant.study_uid,
                 patient=_patient(grant.patient_id, grant.issuer),
@@ -167,14 +151,14 @@ def grant_revoke(
     """Revoke a grant from now on (it stays listed, marked revoked)."""
     with _grants(home) as (grants, log):
         try:
-            grant = grants.revoke(grant_id, by=_user())
+            grant = grants.revoke(grant_id, by=cli_user())
         except VnaError as exc:
             log.append(
                 AuditEvent(
                     "grant-revoked",
                     "D",
                     4,
-                    _user(),
+                    cli_user(),
                     detail={"grant": str(grant_id), "refused": str(exc)},
                 )
             )
@@ -184,7 +168,7 @@ def grant_revoke(
                 "grant-revoked",
                 "D",
                 0,
-                _user(),
+                cli_user(),
                 grant.grantor,
                 study_uid=grant.study_uid,
                 patient=_patient(grant.patient_id, grant.issuer),

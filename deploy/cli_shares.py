@@ -8,7 +8,6 @@ its hash is). Every change, and every refused one, is an audit record whose user
 from __future__ import annotations
 
 import datetime
-import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from archive.api import Settings, load_settings, open_store, studies
+from archive.api import Settings, studies
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
 from security.audit import AuditEvent, AuditLog
 from security.errors import NotFound, VnaError
 from sharing.api import Action, ShareLink, ShareLinks, ensure_schema, parse_duration, reachable
@@ -33,25 +33,10 @@ share_app = typer.Typer(
 
 out = Console()
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _user() -> str:
-    return f"vna-cli:{getpass.getuser()}"
-
 
 @contextmanager
 def _links(home: Path | None) -> Iterator[tuple[ShareLinks, AuditLog, Settings, Any]]:
-    settings = load_settings(home)
-    if not (settings.keys_dir / "dedup.key").exists():
-        raise VnaError(
-            f"{settings.home} is not an archive home yet: start it once with "
-            f"`vna up --home {settings.home}`"
-        )
-    store = open_store(settings)
+    settings, store = open_home(home)
     try:
         engine = store.catalog.engine
         ensure_schema(engine)
@@ -115,7 +100,7 @@ def share_create(
                     "share-created",
                     "C",
                     4,
-                    _user(),
+                    cli_user(),
                     institution,
                     study_uid=study_uid,
                     detail={"refused": "no such study for this institution"},
@@ -129,7 +114,7 @@ def share_create(
         new = links.create(
             study_uid,
             institution,
-            _user(),
+            cli_user(),
             expires_in=parse_duration(expires or settings.gateway.share_default_expiry),
             actions=actions,
             max_uses=max_uses,
@@ -140,7 +125,7 @@ def share_create(
                 "share-created",
                 "C",
                 0,
-                _user(),
+                cli_user(),
                 institution,
                 study_uid=study_uid,
                 detail={"link": new.link.id},
@@ -162,16 +147,18 @@ def share_revoke(link_id: str, home: HomeOption = None) -> None:
     """Revoke a link: it stops opening, and the tokens it issued stop working."""
     with _links(home) as (links, log, _settings, _engine):
         try:
-            link = links.revoke(link_id, _user())
+            link = links.revoke(link_id, cli_user())
         except VnaError as exc:
-            log.append(AuditEvent("share-revoked", "D", 4, _user(), detail={"refused": str(exc)}))
+            log.append(
+                AuditEvent("share-revoked", "D", 4, cli_user(), detail={"refused": str(exc)})
+            )
             raise
         log.append(
             AuditEvent(
                 "share-revoked",
                 "D",
                 0,
-                _user(),
+                cli_user(),
                 link.institution,
                 study_uid=link.study_uid,
                 detail={"link": link.id},

@@ -16,10 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from archive.blobstore import BlobStore
-from archive.plugin import open_store
-from archive.settings import load_settings
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
 from security.audit import AuditEvent, AuditLog
-from security.errors import InvalidInput, VnaError
+from security.errors import InvalidInput
 from security.users import MIN_PASSWORD_LENGTH, User, UserRegistry
 
 __all__ = ["user_app"]
@@ -30,20 +29,9 @@ user_app = typer.Typer(
 
 out = Console()
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
 
 def _open(home: Path | None) -> tuple[UserRegistry, AuditLog, BlobStore]:
-    settings = load_settings(home)
-    if not (settings.keys_dir / "dedup.key").exists():
-        raise VnaError(
-            f"{settings.home} is not an archive home yet: start it once with "
-            f"`vna up --home {settings.home}`"
-        )
-    store = open_store(settings)
+    settings, store = open_home(home)
     gateway = settings.gateway
     users = UserRegistry(
         store.catalog.engine,
@@ -88,7 +76,7 @@ def _record(log: AuditLog, action: str, user: User, what: str) -> None:
             "security-alert",
             action,
             0,
-            f"vna-cli:{getpass.getuser()}",
+            cli_user(),
             user.institution,
             detail={"user": user.name, "change": what},
         )

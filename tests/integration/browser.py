@@ -1,5 +1,6 @@
-"""What the viewer's browser tests share: the skip rule, a gateway of their own on the
-session's archive, Debian's headless Chromium, and reading OHIF's study list and canvas.
+"""What the viewer's browser tests share: the skip rule, Debian's headless Chromium, and
+reading OHIF's study list and canvas. (A gateway of their own and the readiness wait are
+:mod:`tests.integration.harness`'s ``gateway_process`` and ``wait_until``.)
 
 Import this module only from a test module that has applied :func:`skip_without_browser`
 first (it imports playwright).
@@ -10,18 +11,14 @@ from __future__ import annotations
 import base64
 import io
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests
 
-from tests.integration.harness import ROOT, Archive, free_port
+from tests.integration.harness import ROOT, wait_until
 from viewer.api import default_bundle_dir
 
 if TYPE_CHECKING:
@@ -54,45 +51,6 @@ def skip_without_browser() -> str | None:
     if reason and not os.environ.get("CI"):
         pytest.skip(reason, allow_module_level=True)
     return reason
-
-
-def wait_until(check: Callable[[], Any], what: str, deadline: float = 120.0) -> None:
-    """Poll ``check()`` until true: a readiness wait, not a timing assertion."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.3)
-
-
-@contextmanager
-def own_gateway(archive: Archive, name: str) -> Iterator[tuple[str, Path]]:
-    """A gateway on ``archive`` at a free loopback port whose public URL is the one the
-    browser uses (the viewer's configuration and the issuer name it); yields (url, log)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = archive.home / "log" / f"gateway-{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-            + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
-            cwd=ROOT,
-            env=archive.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
-            yield url, log_path
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 @contextmanager

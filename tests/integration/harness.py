@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,52 @@ class Archive:
             text=True,
             timeout=600,
         )
+
+
+def wait_until(check: Callable[[], Any], what: str, deadline: float = 120.0) -> None:
+    """Poll ``check()`` until it is true: a readiness wait, not a timing assertion.
+
+    A connection error counts as "not yet" (a server still starting refuses connections).
+    """
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def gateway_process(
+    archive: Archive, name: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
+    """A gateway of its own on ``archive`` (``python -m dicomweb``) at a free loopback port,
+    its public URL the one clients use (the issuer and the viewer's configuration name it);
+    yields (url, log) once /healthz answers and stops it on leaving.
+
+    ``env`` adds to or overrides the archive's environment (``VNA_*`` settings); the log is
+    ``log/gateway-<name>.log`` in the archive home.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = archive.home / "log" / f"gateway-{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
+            + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
+            cwd=ROOT,
+            env={**archive.env(), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
+            yield url, log_path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)

@@ -11,8 +11,8 @@ import pydicom
 import requests
 
 from archive.synthetic import StudySpec, write_study
-from tests.integration.harness import Archive
-from tests.integration.test_gateway import Gateway, _wait_until, gateway  # noqa: F401
+from tests.integration.harness import Archive, wait_until
+from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
 
 SPEC = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="DEL0001", seed=91)
 
@@ -35,7 +35,7 @@ def test_only_the_owner_deletes(archive: Archive, gateway: Gateway, tmp_path: Pa
     assert archive.storescu("HOSPA", *files).returncode == 0
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
-    _wait_until(lambda: len(_instances(gateway, study_uid)) == 4, "the study to be indexed")
+    wait_until(lambda: len(_instances(gateway, study_uid)) == 4, "the study to be indexed")
     study_url = f"{gateway.root}/studies/{study_uid}"
     series_url = f"{study_url}/series/{series_uid}"
 
@@ -57,11 +57,11 @@ def test_only_the_owner_deletes(archive: Archive, gateway: Gateway, tmp_path: Pa
     owner = _headers(gateway, "Hospital A", "dicom.delete")
     deleted = requests.delete(series_url, headers=owner, timeout=60)
     assert deleted.status_code == 200 and deleted.json()["deleted_instances"] == 2
-    _wait_until(lambda: len(_instances(gateway, study_uid)) == 2, "the series to leave the index")
+    wait_until(lambda: len(_instances(gateway, study_uid)) == 2, "the series to leave the index")
     assert archive.lookup(str(first.SOPInstanceUID)) is None  # and Orthanc
     deleted = requests.delete(study_url, headers=owner, timeout=60)
     assert deleted.status_code == 200 and deleted.json()["deleted_instances"] == 2
-    _wait_until(lambda: _instances(gateway, study_uid) == [], "the study to leave the index")
+    wait_until(lambda: _instances(gateway, study_uid) == [], "the study to leave the index")
     assert requests.delete(study_url, headers=owner, timeout=30).status_code == 404
 
     bundle = json.loads(archive.vna("audit", "export", "--format", "fhir").stdout)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
-from tests.integration.harness import ROOT, Archive, free_port
+from tests.integration.harness import Archive, gateway_process, wait_until
 
 SPEC = StudySpec(series=2, slices=3, rows=64, columns=64, patient_id="GW0001", seed=31)
 N_INSTANCES = SPEC.series * SPEC.slices
@@ -46,37 +44,9 @@ class Gateway:
         return DICOMwebClient(url=self.root, headers=headers)
 
 
-def _wait_until(check: object, what: str, deadline: float = 120.0) -> None:
-    """Poll ``check()`` until it is true; a readiness wait, not a timing assertion."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = archive.home / "log" / "gateway-test.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
-        cwd=ROOT,
-        env=archive.env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
+    with gateway_process(archive, "test") as (url, log_path):
         issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
         files = write_study(SPEC, tmp_path_factory.mktemp("gw-study"))
         sent = archive.storescu("HOSPA", *files)
@@ -91,12 +61,8 @@ def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Itera
             )
             return answer.ok and len(answer.json()) == N_INSTANCES
 
-        _wait_until(indexed, "the catalog to index the study")
+        wait_until(indexed, "the catalog to index the study")
         yield gw
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
 
 
 def test_search_studies_series_instances(gateway: Gateway) -> None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from dicomweb_client.api import DICOMwebClient
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
 from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import ROOT, Archive, free_port
+from tests.integration.harness import Archive, gateway_process, wait_until
 
 A, B = "Hospital A", "Hospital B"
 MAIN = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="GR0001", seed=41)
@@ -65,58 +62,30 @@ class Setup:
         return DICOMwebClient(url=self.root, headers=self.headers(institution))
 
 
-def _wait_until(check: Callable[[], bool], what: str, deadline: float = 120.0) -> None:
-    """Poll until ``check()`` holds; a readiness wait, not a timing assertion."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     archive = Archive(tmp_path_factory.mktemp("vna-grants"))
     archive.write_config(INSTITUTIONS)
     archive.up()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (archive.home / "log" / "gateway-grants.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
-        cwd=ROOT,
-        env=archive.env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        _wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
-        issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
-        studies, files = {}, {}
-        for key, spec in SPECS.items():
-            files[key] = write_study(spec, tmp_path_factory.mktemp(f"grants-{key}"))
-            sent = archive.storescu("HOSPA", *files[key])
-            assert sent.returncode == 0, sent.stderr
-            studies[key] = str(pydicom.dcmread(files[key][0]).StudyInstanceUID)
-        s = Setup(archive, url, issuer, studies, files)
-        total = sum(spec.series * spec.slices for spec in SPECS.values())
+        with gateway_process(archive, "grants") as (url, _log):
+            issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
+            studies, files = {}, {}
+            for key, spec in SPECS.items():
+                files[key] = write_study(spec, tmp_path_factory.mktemp(f"grants-{key}"))
+                sent = archive.storescu("HOSPA", *files[key])
+                assert sent.returncode == 0, sent.stderr
+                studies[key] = str(pydicom.dcmread(files[key][0]).StudyInstanceUID)
+            s = Setup(archive, url, issuer, studies, files)
+            total = sum(spec.series * spec.slices for spec in SPECS.values())
 
-        def indexed() -> bool:
-            answer = requests.get(f"{s.root}/instances", headers=s.headers(A), timeout=10)
-            return answer.ok and len(answer.json()) == total
+            def indexed() -> bool:
+                answer = requests.get(f"{s.root}/instances", headers=s.headers(A), timeout=10)
+                return answer.ok and len(answer.json()) == total
 
-        _wait_until(indexed, "the catalog to index the studies")
-        yield s
+            wait_until(indexed, "the catalog to index the studies")
+            yield s
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
         archive.down()
 
 

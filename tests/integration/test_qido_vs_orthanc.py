@@ -26,8 +26,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import requests
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
-from tests.integration.harness import Archive
+from tests.integration.harness import Archive, wait_until
 
 
 def _spec(modality: str, patient: str, name: str, date: str, seed: int, **size: int) -> StudySpec:
@@ -119,20 +118,6 @@ def _first(directory: Path) -> Path:
     return min(p for p in directory.rglob("*") if p.is_file()).relative_to(directory)
 
 
-def _wait_until(check: Callable[[], bool], what: str, deadline: float = 120.0) -> None:
-    """Poll until ``check()`` holds: a readiness wait, not a timing assertion."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
 @dataclass
 class Pair:
     """The gateway and Orthanc's DICOMweb of one archive, holding the same data."""
@@ -191,7 +176,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         sent = arch.storescu("HOSPA", *files)
         assert sent.returncode == 0, sent.stderr
         url = f"http://127.0.0.1:{arch.http_port}"
-        _wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
+        wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
         issuer = EmbeddedIssuer.open_or_create(arch.home / "keys", url, f"{url}/dicom-web")
         token = issuer.mint(
             subject="qido-conformance", institution="Hospital A", scopes=("dicom.read", "admin")
@@ -206,7 +191,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             answer = result.ours("/instances")
             return answer.ok and len(answer.json()) == N_INSTANCES
 
-        _wait_until(indexed, "the catalog to index every instance")
+        wait_until(indexed, "the catalog to index every instance")
         status, theirs = result.orthanc("/instances")
         assert status == 200 and len(theirs) == N_INSTANCES
         yield result

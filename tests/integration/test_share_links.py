@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from archive.synthetic import StudySpec, write_study
-from tests.integration.harness import Archive
-from tests.integration.test_gateway import Gateway, _wait_until, gateway  # noqa: F401
+from tests.integration.harness import Archive, wait_until
+from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
 
 OTHER = StudySpec(series=1, slices=2, rows=32, columns=32, patient_id="SHR0002", seed=77)
 
@@ -63,7 +63,7 @@ def other_study(
     assert archive.storescu("HOSPA", *files).returncode == 0
     uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     headers = _bearer(gateway.token("Hospital A"))
-    _wait_until(
+    wait_until(
         lambda: (
             len(
                 requests.get(

@@ -7,10 +7,9 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from pydicom.uid import generate_uid
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
-from tests.integration.harness import ROOT, Archive, free_port
-from tests.integration.test_gateway import _wait_until
+from tests.integration.harness import Archive, gateway_process, wait_until
 
 SPEC_A = StudySpec(series=1, slices=4, rows=64, columns=64, patient_id="STOWA1", seed=71)
 SPEC_B = StudySpec(series=1, slices=2, rows=64, columns=64, patient_id="STOWB1", seed=72)
@@ -69,42 +67,18 @@ class StowGateway:
         return requests.get(f"{self.url}/healthz", timeout=10).ok
 
 
-def _start(archive: Archive, name: str, extra_env: dict[str, str]) -> tuple[Any, StowGateway]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = archive.home / "log" / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
-        cwd=ROOT,
-        env={**archive.env(), **extra_env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
-    gw = StowGateway(url, issuer, log_path)
-    return (proc, log), gw
-
-
 @pytest.fixture(scope="module")
 def gateways(archive: Archive) -> Iterator[tuple[StowGateway, StowGateway]]:
     """The gateway with its default limit, and one limited to 1 MiB by the environment."""
-    started = []
-    try:
-        handle, normal = _start(archive, "stow-gateway", {})
-        started.append(handle)
-        handle, small = _start(archive, "stow-gateway-small", {"VNA_GATEWAY__MAX_REQUEST_MB": "1"})
-        started.append(handle)
-        for gw in (normal, small):
-            _wait_until(gw.healthy, "the gateway")
+    limits = {"stow": {}, "stow-small": {"VNA_GATEWAY__MAX_REQUEST_MB": "1"}}
+    with ExitStack() as stack:
+        started = []
+        for name, env in limits.items():
+            url, log = stack.enter_context(gateway_process(archive, name, env))
+            issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
+            started.append(StowGateway(url, issuer, log))
+        normal, small = started
         yield normal, small
-    finally:
-        for proc, log in started:
-            proc.terminate()
-            proc.wait(timeout=60)
-            log.close()
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +132,7 @@ def study_a(gw: StowGateway, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         str(d.SOPInstanceUID) for d in datasets
     )
     assert answer.RetrieveURL == f"{gw.root}/studies/{study_uid}"
-    _wait_until(lambda: _count(gw, "Hospital A", study_uid) == len(files), "the STOW to be indexed")
+    wait_until(lambda: _count(gw, "Hospital A", study_uid) == len(files), "the STOW to be indexed")
     return study_uid, files
 
 
@@ -252,7 +226,7 @@ def test_exact_bytes_in_and_out_and_a_non_dicom_part_fails_alone(
         str(ds.SOPInstanceUID)
     ]
     assert [i.FailureReason for i in body.FailedSOPSequence] == [0xC000]
-    _wait_until(
+    wait_until(
         lambda: _count(gw, "Hospital B", str(ds.StudyInstanceUID)) == 1, "the STOW to be indexed"
     )
     raw = requests.get(
@@ -376,7 +350,7 @@ def test_the_study_in_the_url_must_match(
     body = pydicom.Dataset.from_json(answer.json())
     assert body.RetrieveURL == f"{gw.root}/studies/{study_uid}"
     assert len(body.ReferencedSOPSequence) == 1 and len(body.FailedSOPSequence) == 1
-    _wait_until(lambda: _count(gw, "Hospital A", study_uid) == len(files) + 1, "the new instance")
+    wait_until(lambda: _count(gw, "Hospital A", study_uid) == len(files) + 1, "the new instance")
 
 
 def test_a_token_without_dicom_write_is_403(
@@ -408,6 +382,6 @@ def test_a_re_sent_instance_is_stored_once_and_counted_as_a_source(
     def consumed() -> bool:
         return _catalog(archive, "SELECT count(*) FROM pending_sources") == [(0,)]
 
-    _wait_until(consumed, "the indexer to take the announcement")
+    wait_until(consumed, "the indexer to take the announcement")
     times = _catalog(archive, "SELECT times FROM instance_sources WHERE sop_uid = ?", sop_uid)
     assert times == [(2,)]

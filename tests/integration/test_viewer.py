@@ -25,13 +25,11 @@ from security.issuer import EmbeddedIssuer
 from tests.integration.browser import (
     chromium,
     listed,
-    own_gateway,
     shown,
     skip_without_browser,
     wait_for_image,
-    wait_until,
 )
-from tests.integration.harness import Archive
+from tests.integration.harness import Archive, gateway_process, wait_until
 from viewer.api import SHARE_TOKEN_KEY
 
 # Hospital A: two studies (one large enough to look at); Hospital B: one it must not see
@@ -71,7 +69,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     assert _REASON is None, f"under CI the viewer test must run: {_REASON}"
-    with own_gateway(archive, "viewer-test") as (url, log_path):
+    with gateway_process(archive, "viewer-test") as (url, log_path):
         issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
         studies: dict[str, str] = {}
         for patient_id, (aet, spec) in SPECS.items():

@@ -32,14 +32,12 @@ from tests.integration.browser import (
     ARTIFACTS,
     chromium,
     listed,
-    own_gateway,
     shown,
     skip_without_browser,
     variance,
     wait_for_image,
-    wait_until,
 )
-from tests.integration.harness import Archive
+from tests.integration.harness import Archive, gateway_process, wait_until
 
 _REASON = skip_without_browser()
 
@@ -92,7 +90,7 @@ def site(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "user", "add", USER, "--institution", CENTRE,
         "--password-file", str(secret), "--scopes", "dicom.read dicom.write",
     )  # fmt: skip
-    with own_gateway(archive, "viewer-login") as (url, log):
+    with gateway_process(archive, "viewer-login") as (url, log):
         issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
         site = Site(url, issuer, {}, {}, log)
         for seed, (key, (owner, via, spec)) in enumerate(SPECS.items(), start=61):

@@ -10,7 +10,7 @@ import numpy as np
 from dicomweb_client.api import DICOMwebClient
 from pydicom.sr.codedict import codes
 
-from tests.integration.browser import wait_until
+from tests.integration.harness import wait_until
 from tests.integration.test_viewer import Browser, Site, browser, site  # noqa: F401
 from tests.report_sr import measurement_report
 

@@ -5,9 +5,6 @@ and institution B gets 404 on every one of these for institution A's study."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
-from tests.integration.harness import ROOT, Archive, free_port
+from tests.integration.harness import Archive, gateway_process, wait_until
 
 SPEC = StudySpec(series=1, slices=3, rows=64, columns=64, patient_id="WM0001", seed=77)
 MULTIFRAME_SC = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte SC Image Storage
@@ -63,20 +60,6 @@ class Gateway:
 
     def client(self, institution: str = "Hospital A") -> DICOMwebClient:
         return DICOMwebClient(url=self.root, headers=self.headers(institution))
-
-
-def _wait_until(check: object, what: str, deadline: float = 120.0) -> None:
-    """Poll ``check()`` until it is true; a readiness wait, not a timing assertion."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def _multiframe(study: pydicom.Dataset, path: Path) -> Path:
@@ -127,21 +110,7 @@ def _sent(path: Path) -> Sent:
 
 @pytest.fixture(scope="module")
 def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = archive.home / "log" / "gateway-wado-more.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
-        cwd=ROOT,
-        env=archive.env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
+    with gateway_process(archive, "wado-more") as (url, _log):
         issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
         work = tmp_path_factory.mktemp("wado-more")
         ct_files = write_study(SPEC, work / "ct")
@@ -171,12 +140,8 @@ def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Itera
             )
             return answer.ok and len(answer.json()) == total
 
-        _wait_until(indexed, "the catalog to index the study")
+        wait_until(indexed, "the catalog to index the study")
         yield gw
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
 
 
 def _instance_url(gw: Gateway, sent: Sent) -> str:

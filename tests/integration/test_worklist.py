@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
-from tests.integration.harness import ROOT, Archive, free_port
+from tests.integration.harness import Archive, gateway_process, wait_until
 from tests.report_sr import measurement_report, part10
 
 A, B, C = "Hospital A", "Hospital B", "Reading Centre"
@@ -80,59 +77,31 @@ class Setup:
         )
 
 
-def _wait_until(check: Callable[[], bool], what: str, deadline: float = 120.0) -> None:
-    """Poll until ``check()`` holds; a readiness wait, not a timing assertion."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     archive = Archive(tmp_path_factory.mktemp("vna-worklist"))
     archive.write_config(INSTITUTIONS)
     archive.up()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (archive.home / "log" / "gateway-worklist.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
-        cwd=ROOT,
-        env=archive.env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        _wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
-        issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
-        studies, files = {}, {}
-        for key, (spec, aet) in STUDIES.items():
-            files[key] = write_study(spec, tmp_path_factory.mktemp(f"worklist-{key}"))
-            sent = archive.storescu(aet, *files[key])
-            assert sent.returncode == 0, sent.stderr
-            studies[key] = str(pydicom.dcmread(files[key][0]).StudyInstanceUID)
-        archive.stats()  # indexed
-        s = Setup(archive, url, issuer, studies, files, {})
-        for key, permission in (("report", "read+report"), ("read", "read")):
-            body = {"study_uid": studies[key], "grantee": C, "permission": permission}
-            answer = requests.post(
-                f"{url}/api/grants", json=body, headers=s.headers(A, "share"), timeout=30
-            )
-            assert answer.status_code == 201, answer.text
-            s.grants[key] = int(answer.json()["id"])
-        yield s
+        with gateway_process(archive, "worklist") as (url, _log):
+            issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
+            studies, files = {}, {}
+            for key, (spec, aet) in STUDIES.items():
+                files[key] = write_study(spec, tmp_path_factory.mktemp(f"worklist-{key}"))
+                sent = archive.storescu(aet, *files[key])
+                assert sent.returncode == 0, sent.stderr
+                studies[key] = str(pydicom.dcmread(files[key][0]).StudyInstanceUID)
+            archive.stats()  # indexed
+            s = Setup(archive, url, issuer, studies, files, {})
+            for key, permission in (("report", "read+report"), ("read", "read")):
+                body = {"study_uid": studies[key], "grantee": C, "permission": permission}
+                answer = requests.post(
+                    f"{url}/api/grants", json=body, headers=s.headers(A, "share"), timeout=30
+                )
+                assert answer.status_code == 201, answer.text
+                s.grants[key] = int(answer.json()["id"])
+            yield s
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
         archive.down()
 
 
@@ -268,7 +237,7 @@ def test_a_reading_centre_stores_its_report_into_a_read_report_study(setup: Setu
             if ds.Modality == "SR"
         ]
 
-    _wait_until(lambda: len(sr_series()) == 1, "the report to be indexed")
+    wait_until(lambda: len(sr_series()) == 1, "the report to be indexed")
     assert str(sr_series()[0].SeriesInstanceUID) == str(sr.SeriesInstanceUID)
     assert _worklist(s)[uid] == "REPORTED"
     assert _worklist(s, status="reported") == {uid: "REPORTED"}

@@ -1,0 +1,37 @@
+"""What the ``vna`` command groups share: the ``--home`` and ``--json`` options, the audit
+user of a command-line change, and opening an archive home that has been started."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from archive.api import BlobStore, Settings, load_settings, open_store
+from security.errors import VnaError
+
+__all__ = ["HomeOption", "JsonOption", "cli_user", "open_home"]
+
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def cli_user() -> str:
+    """The audit records' user for a change made from the shell."""
+    return f"vna-cli:{getpass.getuser()}"
+
+
+def open_home(home: Path | None) -> tuple[Settings, BlobStore]:
+    """The settings and store of an archive home; a directory ``vna up`` has not initialised
+    yet (no keys) is refused with a message saying so."""
+    settings = load_settings(home)
+    if not (settings.keys_dir / "dedup.key").exists():
+        raise VnaError(
+            f"{settings.home} is not an archive home yet: start it once with "
+            f"`vna up --home {settings.home}`"
+        )
+    return settings, open_store(settings)

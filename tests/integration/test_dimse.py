@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,22 +87,26 @@ def _dataset_bytes(part10: bytes) -> bytes:
     return fp.read()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    home = tmp_path_factory.mktemp("vna-dimse")
+@contextmanager
+def dimse_setup(
+    tmp_path_factory: pytest.TempPathFactory, name: str, spec: StudySpec
+) -> Iterator[Setup]:
+    """An archive of its own in which Hospital A (AE HOSPA) has stored ``spec``'s study,
+    with a registered move destination per institution (added while it runs)."""
+    home = tmp_path_factory.mktemp(name)
     arch = Archive(home / "home")
     arch.write_config(INSTITUTIONS)  # dicom_allow_get left at its default: off
     arch.up()
     servers = []
     try:
         dest_a, dest_b = Receiver("HOSPA_WS"), Receiver("HOSPB_WS")
-        for name, dest in (("Hospital A", dest_a), ("Hospital B", dest_b)):
+        for institution, dest in (("Hospital A", dest_a), ("Hospital B", dest_b)):
             servers.append(dest.start())
             arch.vna(
-                "institution", "add", name, "--ae", dest.ae_title,
+                "institution", "add", institution, "--ae", dest.ae_title,
                 "--host", "127.0.0.1", "--port", str(dest.port),
             )  # fmt: skip
-        study = list(generate_study(StudySpec(series=2, slices=3, rows=64, columns=64, seed=7)))
+        study = list(generate_study(spec))
         files: dict[str, bytes] = {}
         paths = []
         for i, ds in enumerate(study):
@@ -119,6 +124,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         for server in servers:
             server.shutdown()
         arch.down()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    spec = StudySpec(series=2, slices=3, rows=64, columns=64, seed=7)
+    with dimse_setup(tmp_path_factory, "vna-dimse", spec) as s:
+        yield s
 
 
 def findscu(

@@ -10,25 +10,20 @@ tests assert on.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.dataset import Dataset
 
-from archive.synthetic import StudySpec, generate_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive
+from archive.synthetic import StudySpec
 from tests.integration.test_dimse import (
     REFUSED_MOVE,
-    Receiver,
+    Setup,
     _dataset_bytes,
     _move_status,
     audit_records,
+    dimse_setup,
     findscu,
     movescu,
 )
@@ -36,53 +31,11 @@ from tests.integration.test_dimse import (
 A, B = "Hospital A", "Hospital B"
 
 
-@dataclass
-class Setup:
-    archive: Archive
-    study: list[Dataset]
-    files: dict[str, bytes]  # SOP Instance UID -> Part 10 bytes as sent
-    dest_a: Receiver
-    dest_b: Receiver
-
-    @property
-    def study_uid(self) -> str:
-        return str(self.study[0].StudyInstanceUID)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    home = tmp_path_factory.mktemp("vna-dimse-grants")
-    arch = Archive(home / "home")
-    arch.write_config(INSTITUTIONS)
-    arch.up()
-    servers = []
-    try:
-        dest_a, dest_b = Receiver("HOSPA_WS"), Receiver("HOSPB_WS")
-        for name, dest in ((A, dest_a), (B, dest_b)):
-            servers.append(dest.start())
-            arch.vna(
-                "institution", "add", name, "--ae", dest.ae_title,
-                "--host", "127.0.0.1", "--port", str(dest.port),
-            )  # fmt: skip
-        spec = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="DG0001", seed=91)
-        study = list(generate_study(spec))
-        files: dict[str, bytes] = {}
-        paths = []
-        for i, ds in enumerate(study):
-            buffer = io.BytesIO()
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-            files[str(ds.SOPInstanceUID)] = buffer.getvalue()
-            path = home / f"{i}.dcm"
-            path.write_bytes(buffer.getvalue())
-            paths.append(path)
-        proc = arch.storescu("HOSPA", *paths)
-        assert proc.returncode == 0, proc.stderr
-        arch.stats()  # indexed: the catalog answers C-FIND
-        yield Setup(arch, study, files, dest_a, dest_b)
-    finally:
-        for server in servers:
-            server.shutdown()
-        arch.down()
+    spec = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="DG0001", seed=91)
+    with dimse_setup(tmp_path_factory, "vna-dimse-grants", spec) as s:
+        yield s
 
 
 def _b_finds(s: Setup, out: Path) -> tuple[list[str], list[str]]:

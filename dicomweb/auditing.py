@@ -16,7 +16,7 @@ from security.audit import AuditEvent, AuditLog
 __all__ = ["AUDIT", "REQUEST_ID", "audit"]
 
 # request-scoped key under which the metrics middleware puts the request id
-REQUEST_ID = "vna_request_id"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("vna_request_id", str)
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
-STREAMING = "vna_streaming"
+STREAMING: web.RequestKey[bool] = web.RequestKey("vna_streaming", bool)
 """Set on a request once a streamed body has started: an error can no longer be answered."""
 
 METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)

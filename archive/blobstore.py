@@ -190,31 +190,32 @@ class BlobStore:
         """Name every part (keyed BLAKE2b); returns the names and any part compressed already.
 
         A lone store (one C-STORE association) leaves a core idle while it hashes, then
-        compresses, its pixel data: then the large part is hashed on a helper thread while
-        this thread looks up the small parts and, if they are new (a new instance, not a
-        re-send), compresses the large part. Both run in C without the GIL. With several
-        stores in flight the cores are busy already and everything runs here.
+        compresses, its pixel data. So when the small parts (the header) are new, which
+        means a new instance rather than a re-send, the large part is hashed on a helper
+        thread while this thread compresses it; both run in C without the GIL. With several
+        stores in flight the cores are busy already, and a re-send needs no compression:
+        then everything runs here, one part after the other.
         """
         key = self.keys.dedup_key
         sizes = [s.end - s.start for s in spans]
         big = max(range(len(spans)), key=sizes.__getitem__)
         if not (alone and self._overlap and len(spans) > 1 and sizes[big] >= _OVERLAP_MIN_BYTES):
             return [blob_mac(key, view[s.start : s.end]) for s in spans], {}
+        names = [
+            b"" if i == big else blob_mac(key, view[s.start : s.end]) for i, s in enumerate(spans)
+        ]
         chunk = view[spans[big].start : spans[big].end]
+        if self.catalog.existing_blobs(n for i, n in enumerate(names) if i != big):
+            names[big] = blob_mac(key, chunk)
+            return names, {}
         future: Future[bytes] = self._helper().submit(blob_mac, key, chunk)
         try:
-            names = [
-                b"" if i == big else blob_mac(key, view[s.start : s.end])
-                for i, s in enumerate(spans)
-            ]
-            packed = None
-            if not self.catalog.existing_blobs(n for i, n in enumerate(names) if i != big):
-                packed = self._compressor().compress(chunk)
+            packed = self._compressor().compress(chunk)
         except BaseException:
             future.exception()  # let the helper finish with ``chunk`` before unwinding
             raise
         names[big] = future.result()
-        return names, {} if packed is None else {names[big]: packed}
+        return names, {names[big]: packed}
 
     def put(self, uuid: str, content_type: int, data: bytes, sender: Sender | None = None) -> None:
         """Store one attachment handed over by Orthanc.

@@ -133,6 +133,7 @@ class BlobStore:
         self._hasher: ThreadPoolExecutor | None = None
         self._hasher_lock = threading.Lock()
         self._in_flight = 0  # attachments being stored right now, by any thread
+        self._last_pixels_new = True  # did the last large part need storing (_name_parts)
 
     # zstd contexts are not thread-safe; one per thread is cheap
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -186,36 +187,40 @@ class BlobStore:
 
     def _name_parts(
         self, view: memoryview, spans: list[Span], alone: bool
-    ) -> tuple[list[bytes], dict[bytes, bytes]]:
-        """Name every part (keyed BLAKE2b); returns the names and any part compressed already.
+    ) -> tuple[list[bytes], dict[bytes, bytes], int | None]:
+        """Name every part (keyed BLAKE2b).
+
+        Returns the names, any part compressed already, and the index of the large part
+        when the overlap below applied to this attachment.
 
         A lone store (one C-STORE association) leaves a core idle while it hashes, then
-        compresses, its pixel data. So when the small parts (the header) are new, which
-        means a new instance rather than a re-send, the large part is hashed on a helper
-        thread while this thread compresses it; both run in C without the GIL. With several
-        stores in flight the cores are busy already, and a re-send needs no compression:
-        then everything runs here, one part after the other.
+        compresses, its pixel data. So the large part is hashed on a helper thread while
+        this thread compresses it, both in C without the GIL, when the previous such
+        attachment brought new pixel data: ingest of new instances, where a re-send (which
+        needs no compression) follows re-sends. A wrong guess costs one compression or one
+        missed overlap, never a lookup. With several stores in flight the cores are busy
+        already and everything runs here, one part after the other.
         """
         key = self.keys.dedup_key
         sizes = [s.end - s.start for s in spans]
         big = max(range(len(spans)), key=sizes.__getitem__)
-        if not (alone and self._overlap and len(spans) > 1 and sizes[big] >= _OVERLAP_MIN_BYTES):
-            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}
-        names = [
-            b"" if i == big else blob_mac(key, view[s.start : s.end]) for i, s in enumerate(spans)
-        ]
+        if not (self._overlap and len(spans) > 1 and sizes[big] >= _OVERLAP_MIN_BYTES):
+            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}, None
         chunk = view[spans[big].start : spans[big].end]
-        if self.catalog.existing_blobs(n for i, n in enumerate(names) if i != big):
-            names[big] = blob_mac(key, chunk)
-            return names, {}
+        if not (alone and self._last_pixels_new):
+            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}, big
         future: Future[bytes] = self._helper().submit(blob_mac, key, chunk)
         try:
             packed = self._compressor().compress(chunk)
+            names = [
+                b"" if i == big else blob_mac(key, view[s.start : s.end])
+                for i, s in enumerate(spans)
+            ]
         except BaseException:
             future.exception()  # let the helper finish with ``chunk`` before unwinding
             raise
         names[big] = future.result()
-        return names, {names[big]: packed}
+        return names, {names[big]: packed}, big
 
     def put(self, uuid: str, content_type: int, data: bytes, sender: Sender | None = None) -> None:
         """Store one attachment handed over by Orthanc.
@@ -266,7 +271,7 @@ class BlobStore:
         sender: Sender | None,
     ) -> None:
         key = self.keys.dedup_key
-        names, packed = self._name_parts(view, spans, alone)
+        names, packed, big = self._name_parts(view, spans, alone)
         parts = [(blob_id, s.end - s.start) for blob_id, s in zip(names, spans, strict=True)]
         digest = attachment_digest(key, parts)
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
@@ -298,6 +303,8 @@ class BlobStore:
         try:
             for _attempt in range(_MAX_ATTEMPTS):
                 present = self.catalog.existing_blobs(kinds)
+                if big is not None and _attempt == 0:
+                    self._last_pixels_new = names[big] not in present
                 for blob_id in kinds:
                     if blob_id not in present and blob_id not in records:
                         payload, records[blob_id] = self._make_payload(

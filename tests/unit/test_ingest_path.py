@@ -2,7 +2,7 @@
 
 A lone store hashes its pixel data on a helper thread while it compresses them; these tests
 check that this names, compresses and stores exactly what the one-thread path does, that a
-re-send compresses nothing, and that a failure leaves nothing behind.
+recognised re-send compresses nothing, and that a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -90,17 +90,27 @@ def test_overlapped_store_names_and_stores_what_the_serial_path_does(
     assert overlapped.check(attachments=True).ok
 
 
-def test_a_resent_file_compresses_nothing(tmp_path: Path, keys: KeyRing, big_ct: bytes) -> None:
+def test_a_resent_file_compresses_nothing_once_the_guess_has_turned(
+    tmp_path: Path, keys: KeyRing, big_ct: bytes
+) -> None:
     store = _store(tmp_path, "resend", keys, overlap=True)
     store.put("first", CONTENT_DICOM, big_ct)
     counter = _counting(store)
+    # the store guesses from the last file (new pixel data): one speculative compression
     store.put("again", CONTENT_DICOM, big_ct)
+    assert [size for size, _thread in counter.calls] == [
+        s.end - s.start for s in split_dicom(big_ct) if s.kind == "pixels"
+    ]
+    counter.calls.clear()
+    store.put("and-again", CONTENT_DICOM, big_ct)
     offset = pixel_data_offset(big_ct)
     assert offset is not None
     store.put("until-pixels", CONTENT_DICOM_UNTIL_PIXEL_DATA, big_ct[:offset])
     assert counter.calls == []
     assert store.get("again") == big_ct
+    assert store.get("and-again") == big_ct
     assert store.catalog.stats().blobs == 2
+    assert list((store.hot.root / "staging").iterdir()) == []
 
 
 def test_a_failed_overlapped_store_leaves_nothing(

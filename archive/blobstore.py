@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import zstandard
@@ -45,6 +47,8 @@ CONTENT_DICOM = 1
 CONTENT_DICOM_UNTIL_PIXEL_DATA = 3
 FLAG_ZSTD = 0x01
 _MAX_ATTEMPTS = 5
+# a part this large is hashed on the helper thread while it is compressed (see _name_parts)
+_OVERLAP_MIN_BYTES = 128 * 1024
 
 
 def attachment_digest(key: bytes, parts: list[tuple[bytes, int]]) -> bytes:
@@ -125,6 +129,11 @@ class BlobStore:
         )
         self._digest_queue: queue.Queue[str | None] | None = None
         self._digester: threading.Thread | None = None
+        self._overlap = settings.overlap_hash_and_compress and (os.cpu_count() or 1) > 1
+        self._hasher: ThreadPoolExecutor | None = None
+        self._hasher_lock = threading.Lock()
+        self._in_flight = 0  # attachments being stored right now, by any thread
+        self._last_pixels_new = True  # did the last large part need storing (_name_parts)
 
     # zstd contexts are not thread-safe; one per thread is cheap
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -142,14 +151,15 @@ class BlobStore:
         return [Span(0, len(data), kind)]
 
     def _make_payload(
-        self, blob_id: bytes, chunk: memoryview, kind: str
+        self, blob_id: bytes, chunk: memoryview, kind: str, packed: bytes | None = None
     ) -> tuple[Staged | None, BlobRecord]:
-        """Compress and seal one part; stage it as a file unless it is small enough to
-        live in its catalog row."""
+        """Compress (unless ``packed`` is its compressed form already) and seal one part;
+        stage it as a file unless it is small enough to live in its catalog row."""
         body: bytes | memoryview = chunk
         flags = 0
         if len(chunk) >= 64:
-            packed = self._compressor().compress(chunk)
+            if packed is None:
+                packed = self._compressor().compress(chunk)
             if len(packed) <= len(chunk) * (1.0 - self.settings.min_compression_gain):
                 body, flags = packed, FLAG_ZSTD
         kek_id, kek = self.keys.current()
@@ -168,6 +178,49 @@ class BlobStore:
             payload=sealed.payload if inline else None,
         )
         return staged, record
+
+    def _helper(self) -> ThreadPoolExecutor:
+        with self._hasher_lock:
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="vna-hash")
+            return self._hasher
+
+    def _name_parts(
+        self, view: memoryview, spans: list[Span], alone: bool
+    ) -> tuple[list[bytes], dict[bytes, bytes], int | None]:
+        """Name every part (keyed BLAKE2b).
+
+        Returns the names, any part compressed already, and the index of the large part
+        when the overlap below applied to this attachment.
+
+        A lone store (one C-STORE association) leaves a core idle while it hashes, then
+        compresses, its pixel data. So the large part is hashed on a helper thread while
+        this thread compresses it, both in C without the GIL, when the previous such
+        attachment brought new pixel data: ingest of new instances, where a re-send (which
+        needs no compression) follows re-sends. A wrong guess costs one compression or one
+        missed overlap, never a lookup. With several stores in flight the cores are busy
+        already and everything runs here, one part after the other.
+        """
+        key = self.keys.dedup_key
+        sizes = [s.end - s.start for s in spans]
+        big = max(range(len(spans)), key=sizes.__getitem__)
+        if not (self._overlap and len(spans) > 1 and sizes[big] >= _OVERLAP_MIN_BYTES):
+            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}, None
+        chunk = view[spans[big].start : spans[big].end]
+        if not (alone and self._last_pixels_new):
+            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}, big
+        future: Future[bytes] = self._helper().submit(blob_mac, key, chunk)
+        try:
+            packed = self._compressor().compress(chunk)
+            names = [
+                b"" if i == big else blob_mac(key, view[s.start : s.end])
+                for i, s in enumerate(spans)
+            ]
+        except BaseException:
+            future.exception()  # let the helper finish with ``chunk`` before unwinding
+            raise
+        names[big] = future.result()
+        return names, {names[big]: packed}, big
 
     def put(self, uuid: str, content_type: int, data: bytes, sender: Sender | None = None) -> None:
         """Store one attachment handed over by Orthanc.
@@ -196,9 +249,30 @@ class BlobStore:
         sender: Sender | None = None,
     ) -> None:
         view = memoryview(data)
-        key = self.keys.dedup_key
         spans = self._spans(content_type, view)
-        parts = [(blob_mac(key, view[s.start : s.end]), s.end - s.start) for s in spans]
+        with self._hasher_lock:
+            alone = self._in_flight == 0
+            self._in_flight += 1
+        try:
+            self._put_named(uuid, content_type, data, view, spans, alone, from_pending, sender)
+        finally:
+            with self._hasher_lock:
+                self._in_flight -= 1
+
+    def _put_named(
+        self,
+        uuid: str,
+        content_type: int,
+        data: bytes,
+        view: memoryview,
+        spans: list[Span],
+        alone: bool,
+        from_pending: bool,
+        sender: Sender | None,
+    ) -> None:
+        key = self.keys.dedup_key
+        names, packed, big = self._name_parts(view, spans, alone)
+        parts = [(blob_id, s.end - s.start) for blob_id, s in zip(names, spans, strict=True)]
         digest = attachment_digest(key, parts)
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
         chunks = {
@@ -215,13 +289,26 @@ class BlobStore:
             if blob_id in staged:
                 self.hot.discard(staged.pop(blob_id))
 
+        if (
+            content_type == CONTENT_DICOM_UNTIL_PIXEL_DATA
+            and not from_pending
+            and self.catalog.add_attachment(
+                uuid, content_type, len(data), digest, parts, {}, on_inserted, on_lost_race
+            )
+        ):
+            # Orthanc's copy of the header it stored a moment ago as part of the DICOM file:
+            # its blob exists, so the references are taken without looking it up first (if
+            # it does not exist, nothing changed and the general path below stores it)
+            return
         try:
             for _attempt in range(_MAX_ATTEMPTS):
                 present = self.catalog.existing_blobs(kinds)
+                if big is not None and _attempt == 0:
+                    self._last_pixels_new = names[big] not in present
                 for blob_id in kinds:
                     if blob_id not in present and blob_id not in records:
                         payload, records[blob_id] = self._make_payload(
-                            blob_id, chunks[blob_id], kinds[blob_id]
+                            blob_id, chunks[blob_id], kinds[blob_id], packed.pop(blob_id, None)
                         )
                         if payload is not None:
                             staged[blob_id] = payload

@@ -16,8 +16,14 @@ import sys
 import orthanc
 
 _vna = json.loads(orthanc.GetConfiguration()).get("VNA", {})
+# The environment's packages go first: appended after the system's dist-packages (what
+# site.addsitedir does), Debian's older copies would win where both exist, e.g.
+# python3-cryptography 38, whose AES key wrap is pure Python (~40 us per blob sealed or
+# read, instead of ~1 us), and Orthanc would run other versions than the tests do.
+_system_path = list(sys.path)
 for _path in _vna.get("SitePackages", []):
     site.addsitedir(_path)
+sys.path[:] = [p for p in sys.path if p not in _system_path] + _system_path
 for _path in reversed(_vna.get("PythonPath", [])):
     if _path not in sys.path:
         sys.path.insert(0, _path)

@@ -50,7 +50,15 @@ class FileStore:
     def path(self, key: str) -> Path:
         return self.root / key[0:2] / key[2:4] / key
 
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory not in self._known_dirs:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._known_dirs.add(directory)
+
     def stage(self, data: bytes, key: str) -> Staged:
+        # the payload's directory is made now, not in publish: the archive publishes while
+        # it holds the catalog's write lock, and a new inode costs 0.1-1 ms on a busy ext4
+        self._ensure_dir(self.path(key).parent)
         token = f"{key}.{secrets.token_hex(8)}"
         write_new_file(
             self._staging / token, data, sync=self.fsync, what=f"tier {self.name} at {self.root}"
@@ -65,10 +73,7 @@ class FileStore:
         is still in staging under a name that starts with its key, and recovery moves it.
         """
         target = self.path(staged.key)
-        directory = target.parent
-        if directory not in self._known_dirs:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._known_dirs.add(directory)
+        self._ensure_dir(target.parent)  # made when staged, unless by another process
         os.replace(self._staging / staged.token, target)
 
     def discard(self, staged: Staged) -> None:

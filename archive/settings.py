@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,6 +107,10 @@ class GatewaySettings(BaseModel):
     # failed link openings (unknown id, wrong secret or PIN) an address may make per
     # 10 minutes before it is answered 429
     share_open_failures_per_address: int = Field(20, ge=1)
+    # staff sign in to the viewer at an external OIDC provider instead of the embedded
+    # issuer (its tokens must be trusted through external_issuers); both or neither
+    viewer_oidc_authority: str | None = None
+    viewer_oidc_client_id: str | None = None
     viewer_dir: Path | None = Field(
         None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
     )
@@ -118,6 +122,15 @@ class GatewaySettings(BaseModel):
     metadata_cache_mb: int = Field(64, ge=0)
     read_threads: int = Field(2, ge=1, le=64)  # decrypt/decompress/verify workers
     read_ahead_mb: int = Field(4, ge=1)  # per retrieval, read ahead of the socket
+
+    @model_validator(mode="after")
+    def _viewer_sign_in_pair(self) -> GatewaySettings:
+        if (self.viewer_oidc_authority is None) != (self.viewer_oidc_client_id is None):
+            raise ValueError(
+                "set both gateway.viewer_oidc_authority and gateway.viewer_oidc_client_id "
+                "(an external sign-in for the viewer), or neither (the embedded issuer)"
+            )
+        return self
 
     def resolved_public_url(self, settings: Settings) -> str:
         return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")

@@ -94,6 +94,7 @@ from security.errors import InvalidInput, NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
 from sharing.api import Grants, ensure_schema
+from viewer.api import StaffSignIn
 
 __all__ = ["create_app"]
 
@@ -550,7 +551,12 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
 
     app.cleanup_ctx.append(archive_ctx)
     app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[BLOBS].catalog.engine))
-    app.cleanup_ctx.append(viewer_ctx(public_url, gateway.viewer_dir))
+    sign_in = (
+        StaffSignIn(gateway.viewer_oidc_authority, gateway.viewer_oidc_client_id)
+        if gateway.viewer_oidc_authority and gateway.viewer_oidc_client_id
+        else None
+    )
+    app.cleanup_ctx.append(viewer_ctx(public_url, gateway.viewer_dir, sign_in))
     app.cleanup_ctx.append(share_context(gateway))
     _routes(app)
     return app

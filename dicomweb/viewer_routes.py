@@ -33,6 +33,7 @@ from viewer.api import (
     Asset,
     Bundle,
     BundleError,
+    StaffSignIn,
     ViewerMode,
     ViewerUrls,
     app_config_js,
@@ -52,11 +53,17 @@ MOUNT = "/viewer"
 class ViewerState:
     """The prepared bundle (None when OHIF is not installed) and the two configurations."""
 
-    def __init__(self, urls: ViewerUrls, bundle: Bundle | None, problem: str = "") -> None:
+    def __init__(
+        self,
+        urls: ViewerUrls,
+        bundle: Bundle | None,
+        problem: str = "",
+        sign_in: StaffSignIn | None = None,
+    ) -> None:
         self.urls = urls
         self.bundle = bundle
         self.problem = problem
-        self.configs = {mode: app_config_js(urls, mode).encode() for mode in ViewerMode}
+        self.configs = {mode: app_config_js(urls, mode, sign_in).encode() for mode in ViewerMode}
         self.signed_out = signed_out_page(urls)
 
 
@@ -64,7 +71,7 @@ VIEWER: web.AppKey[ViewerState] = web.AppKey("viewer", ViewerState)
 
 
 def viewer_ctx(
-    public_url: str, bundle_dir: Path | None
+    public_url: str, bundle_dir: Path | None, sign_in: StaffSignIn | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that prepares the bundle off the event loop at startup.
 
@@ -79,9 +86,9 @@ def viewer_ctx(
             bundle = await asyncio.to_thread(Bundle.load, root, urls)
         except (BundleError, OSError, ValueError) as exc:
             logger.warning("viewer not available: %s", exc)
-            app[VIEWER] = ViewerState(urls, None, str(exc))
+            app[VIEWER] = ViewerState(urls, None, str(exc), sign_in)
         else:
-            app[VIEWER] = ViewerState(urls, bundle)
+            app[VIEWER] = ViewerState(urls, bundle, sign_in=sign_in)
             logger.info("serving the OHIF viewer from %s at %s", root, urls.viewer_url)
         # the staff variant signs people in as this public client (PKCE, no secret)
         registry = app.get(CLIENTS)

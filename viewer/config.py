@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "SHARE_TOKEN_KEY",
+    "StaffSignIn",
     "SIGNED_OUT_ROUTE",
     "VIEWER_CLIENT_ID",
     "ViewerClient",
@@ -134,6 +135,17 @@ class ViewerClient:
     public: bool = True  # no secret: a browser cannot keep one; PKCE (S256) instead
 
 
+@dataclass(frozen=True, slots=True)
+class StaffSignIn:
+    """Where staff sign in when it is not the embedded issuer (an external OIDC provider
+    such as Keycloak, whose access tokens the gateway trusts via `gateway.external_issuers`).
+    """
+
+    authority: str
+    client_id: str
+    scope: str = " ".join(STAFF_SCOPES)
+
+
 def viewer_client(urls: ViewerUrls) -> ViewerClient:
     """The OAuth2 client registration the staff variant's configuration relies on."""
     return ViewerClient(
@@ -177,7 +189,9 @@ def _data_source(urls: ViewerUrls, *, worklist: bool = False) -> dict[str, Any]:
     }
 
 
-def app_config(urls: ViewerUrls, mode: ViewerMode | str) -> dict[str, Any]:
+def app_config(
+    urls: ViewerUrls, mode: ViewerMode | str, sign_in: StaffSignIn | None = None
+) -> dict[str, Any]:
     """The JSON part of OHIF's ``window.config`` for ``mode`` (OHIF 3.13 keys).
 
     Parameters
@@ -186,6 +200,9 @@ def app_config(urls: ViewerUrls, mode: ViewerMode | str) -> dict[str, Any]:
         The gateway's public URL and the viewer's path.
     mode : ViewerMode or str
         ``staff`` adds the ``oidc`` client; ``share`` has none (see :func:`app_config_js`).
+    sign_in : StaffSignIn, optional
+        An external OIDC provider for staff; default: the embedded issuer and the public
+        client of :func:`viewer_client`.
     """
     mode = ViewerMode(mode)
     config: dict[str, Any] = {
@@ -215,11 +232,11 @@ def app_config(urls: ViewerUrls, mode: ViewerMode | str) -> dict[str, Any]:
         client = viewer_client(urls)
         config["oidc"] = [
             {
-                "authority": urls.public_url,
-                "client_id": client.client_id,
+                "authority": sign_in.authority if sign_in else urls.public_url,
+                "client_id": sign_in.client_id if sign_in else client.client_id,
                 "redirect_uri": urls.callback_url,
                 "response_type": "code",  # authorization code; oidc-client-ts adds PKCE
-                "scope": " ".join(client.scopes),
+                "scope": sign_in.scope if sign_in else " ".join(client.scopes),
                 "post_logout_redirect_uri": client.post_logout_redirect_uris[0],
                 # renewal uses the refresh token (the issuer keeps no sign-in session
                 # for a silent prompt=none request to ride on)
@@ -273,11 +290,13 @@ window.config = (function () {{
 """
 
 
-def app_config_js(urls: ViewerUrls, mode: ViewerMode | str) -> str:
+def app_config_js(
+    urls: ViewerUrls, mode: ViewerMode | str, sign_in: StaffSignIn | None = None
+) -> str:
     """The ``app-config.js`` script for ``mode``: ``window.config = ...``."""
     mode = ViewerMode(mode)
     header = _HEADER.format(url=urls.viewer_url.replace("*/", ""), mode=mode.value)
-    config = json.dumps(app_config(urls, mode), indent=2)
+    config = json.dumps(app_config(urls, mode, sign_in), indent=2)
     if mode is ViewerMode.STAFF:
         return f"{header}window.config = {config};\n"
     return header + _SHARE_JS.format(config=config, key=json.dumps(SHARE_TOKEN_KEY))

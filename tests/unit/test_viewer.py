@@ -30,6 +30,7 @@ from viewer.bundle import (
 from viewer.config import (
     SHARE_TOKEN_KEY,
     WORKLIST_SOURCE,
+    StaffSignIn,
     ViewerMode,
     ViewerUrls,
     app_config,
@@ -363,3 +364,20 @@ def test_staff_have_the_reading_worklist_as_a_second_data_source() -> None:
     assert share == ["dicomweb"]  # a share link has no worklist
     assert staff[WORKLIST_SOURCE]["qidoRoot"] == "https://vna.example/worklist/dicom-web"
     assert staff[WORKLIST_SOURCE]["wadoRoot"] == staff["dicomweb"]["wadoRoot"]
+
+
+def test_staff_can_sign_in_at_an_external_provider() -> None:
+    urls = ViewerUrls.for_gateway("https://vna.example")
+    sign_in = StaffSignIn("https://keycloak.example/realms/region", "ohif")
+    [oidc] = app_config(urls, "staff", sign_in)["oidc"]
+    assert oidc["authority"] == "https://keycloak.example/realms/region"
+    assert oidc["client_id"] == "ohif"
+    assert oidc["redirect_uri"] == "https://vna.example/viewer/callback"
+    assert "oidc" not in app_config(urls, "share", sign_in)
+
+
+def test_the_external_sign_in_needs_both_settings() -> None:
+    from archive.settings import GatewaySettings
+
+    with pytest.raises(ValueError, match="viewer_oidc_client_id"):
+        GatewaySettings(viewer_oidc_authority="https://keycloak.example/realms/region")

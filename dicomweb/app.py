@@ -101,6 +101,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 READ = "dicom.read"
+FORM_BODY_LIMIT = 1024 * 1024
 WRITE = "dicom.write"
 
 
@@ -516,7 +517,9 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     preflight, add_cors_headers = cors(gateway.cors_origins)
     app = web.Application(
         middlewares=[preflight, metrics_middleware, error_middleware],
-        client_max_size=gateway.max_request_mb * 1024 * 1024,
+        # bodies read whole (forms, JSON): small; STOW-RS streams its body and counts it
+        # against gateway.max_request_mb itself (aiohttp's limit does not cover streams)
+        client_max_size=FORM_BODY_LIMIT,
     )
     app[VIEW] = view
     app[ISSUER] = issuer

@@ -297,3 +297,16 @@ def test_guessing_gets_nothing_is_audited_and_throttled(archive: Archive, gatewa
     ]
     assert alerts and alerts[0]["outcome"] == "4"
     assert archive.vna("audit", "verify").returncode == 0
+
+
+def test_oversized_form_and_json_bodies_are_413(gateway: Gateway) -> None:
+    big = b'{"study_uid": "' + b"1" * (2 * 1024 * 1024) + b'"}'
+    share = _bearer(gateway.token("Hospital A", ("share",)))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for url, headers in (
+        (f"{gateway.url}/api/shares", {"Content-Type": "application/json", **share}),
+        (f"{gateway.url}/oauth/token", form),
+    ):
+        answer = requests.post(url, data=big, headers=headers, timeout=60)
+        assert answer.status_code == 413, (url, answer.status_code)
+    assert requests.get(f"{gateway.url}/healthz", timeout=10).ok

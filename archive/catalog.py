@@ -519,6 +519,24 @@ def _begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("vna_write", False) else "BEGIN")
 
 
+def _part_row(r: Sequence[Any]) -> tuple[BlobRecord, int]:
+    """A row of ``_SELECT_PARTS``/``_SELECT_PARTS_IN``: the blob and its part's offset."""
+    return (
+        BlobRecord(
+            id=bytes(r[0]),
+            size=int(r[1]),
+            stored_size=int(r[2]),
+            flags=int(r[3]),
+            kek_id=str(r[4]),
+            wrapped_key=bytes(r[5]),
+            kind=str(r[6]),
+            tier=str(r[7]),
+            payload=None if r[8] is None else bytes(r[8]),
+        ),
+        int(r[9]),
+    )
+
+
 class Catalog:
     """Access to the catalog database; one instance per process, thread-safe."""
 
@@ -787,23 +805,7 @@ class Catalog:
         if not head:
             raise NotFound(f"attachment {uuid} is not in the catalog")
         rows = self._hot.read(_SELECT_PARTS, {"uuid": uuid})
-        parts = [
-            (
-                BlobRecord(
-                    id=bytes(r[0]),
-                    size=int(r[1]),
-                    stored_size=int(r[2]),
-                    flags=int(r[3]),
-                    kek_id=str(r[4]),
-                    wrapped_key=bytes(r[5]),
-                    kind=str(r[6]),
-                    tier=str(r[7]),
-                    payload=None if r[8] is None else bytes(r[8]),
-                ),
-                int(r[9]),
-            )
-            for r in rows
-        ]
+        parts = [_part_row(r) for r in rows]
         return int(head[0][0]), bytes(head[0][1]), parts
 
     def attachment_parts_many(
@@ -816,22 +818,7 @@ class Catalog:
             sql = _SELECT_PARTS_IN.format(names=names)  # noqa: S608 - placeholders only
             rows = self._hot.read(sql, params)
             for r in rows:
-                out.setdefault(str(r[10]), []).append(
-                    (
-                        BlobRecord(
-                            id=bytes(r[0]),
-                            size=int(r[1]),
-                            stored_size=int(r[2]),
-                            flags=int(r[3]),
-                            kek_id=str(r[4]),
-                            wrapped_key=bytes(r[5]),
-                            kind=str(r[6]),
-                            tier=str(r[7]),
-                            payload=None if r[8] is None else bytes(r[8]),
-                        ),
-                        int(r[9]),
-                    )
-                )
+                out.setdefault(str(r[10]), []).append(_part_row(r))
         return out
 
     def first_blob_ids(self, uuids: Sequence[str]) -> dict[str, bytes]:

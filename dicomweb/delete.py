@@ -54,17 +54,21 @@ async def _delete(request: web.Request, what: str) -> web.Response:
         _targets, request.app[BLOBS].catalog, principal.institution, study_uid, series_uid
     )
     detail = {"level": what} | ({"series": series_uid} if series_uid else {})
-    if not ids:
+
+    async def record(outcome: int, more: dict[str, str]) -> None:
         await audit(
             request,
             "study-deleted",
             "D",
-            4,
+            outcome,
             principal.subject,
             principal.institution,
             study_uid,
-            detail | {"refused": "not the owner" if seen else "not reachable"},
+            detail | more,
         )
+
+    if not ids:
+        await record(4, {"refused": "not the owner" if seen else "not reachable"})
         if seen:
             raise Forbidden(f"only the institution that owns this {what} may delete it")
         raise NotFound(f"no such {what}")
@@ -72,27 +76,9 @@ async def _delete(request: web.Request, what: str) -> web.Response:
         "POST", "/tools/bulk-delete", json={"Resources": ids}
     )
     if status != 200:
-        await audit(
-            request,
-            "study-deleted",
-            "D",
-            8,
-            principal.subject,
-            principal.institution,
-            study_uid,
-            detail | {"refused": f"Orthanc answered {status}"},
-        )
+        await record(8, {"refused": f"Orthanc answered {status}"})
         raise OrthancError(f"Orthanc could not delete the {what} ({status})", status)
-    await audit(
-        request,
-        "study-deleted",
-        "D",
-        0,
-        principal.subject,
-        principal.institution,
-        study_uid,
-        detail | {"instances": str(len(ids))},
-    )
+    await record(0, {"instances": str(len(ids))})
     return web.json_response({"deleted_instances": len(ids), "study_uid": study_uid})
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -611,6 +612,14 @@ def source_fingerprint(dirs: Sequence[str] = SOURCE_DIRS, root: Path = PROJECT_R
                 digest.update(str(path.relative_to(root)).encode() + b"\0")
                 digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """The command that reproduces a run, for RESULTS.md (the venv's python, relative)."""
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(PROJECT_ROOT)
+    return shlex.join([str(python), "-m", module, *argv])
 
 
 def git_head(root: Path = PROJECT_ROOT) -> str | None:

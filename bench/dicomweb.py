@@ -28,7 +28,6 @@ import http.client
 import json
 import os
 import random
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -59,6 +58,7 @@ from bench.common import (
     BenchError,
     PlainOrthanc,
     VnaArchive,
+    command_line,
     free_ports,
     git_head,
     machine_facts,
@@ -823,13 +823,6 @@ def print_tables(results: Results, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def _command(argv: Sequence[str]) -> str:
-    python = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        python = python.relative_to(PROJECT_ROOT)
-    return shlex.join([str(python), "-m", "bench.dicomweb", *argv])
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.dicomweb",
@@ -927,7 +920,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if not args.no_write:
         section = _section(args)
-        write_section(args.out, section, render_markdown(results, meta, args, _command(argv)))
+        write_section(
+            args.out,
+            section,
+            render_markdown(results, meta, args, command_line("bench.dicomweb", argv)),
+        )
         console.print(f"wrote the {section} section of {args.out}")
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shlex
 import shutil
 import statistics
 import sys
@@ -33,13 +32,13 @@ from rich.table import Table
 from archive.synthetic import StudySpec, generate_studies, write_study
 from bench.common import (
     BENCH_DIR,
-    PROJECT_ROOT,
     BenchError,
     DiskUsage,
     PlainOrthanc,
     SendResult,
     Target,
     VnaArchive,
+    command_line,
     disk_breakdown,
     disk_usage,
     git_head,
@@ -569,15 +568,6 @@ def print_table(runs: dict[str, list[TargetRun]], associations: int) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def _command(argv: Sequence[str]) -> str:
-    python = Path(sys.executable)
-    try:
-        shown = str(python.relative_to(PROJECT_ROOT))
-    except ValueError:
-        shown = str(python)
-    return shlex.join([shown, "-m", "bench.ingest", *argv])
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ingest",
@@ -636,7 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if not args.no_write:
         key = SECTION_KEY if args.tcp_nodelay else SECTION_KEY_NAGLE
-        write_section(args.out, key, render_markdown(runs, meta, args, _command(argv)))
+        write_section(
+            args.out, key, render_markdown(runs, meta, args, command_line("bench.ingest", argv))
+        )
         console.print(f"wrote the {key} section of {args.out}")
     return 0
 

@@ -17,13 +17,19 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
-from archive.api import Settings, studies
+from archive.api import Settings
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
 from security.audit import AuditEvent, AuditLog
 from security.errors import NotFound, VnaError
-from sharing.api import Action, ShareLink, ShareLinks, ensure_schema, parse_duration, reachable
+from sharing.api import (
+    Action,
+    ShareLink,
+    ShareLinks,
+    ensure_schema,
+    parse_duration,
+    reaches_study,
+)
 
 __all__ = ["share_app"]
 
@@ -89,11 +95,7 @@ def share_create(
 ) -> None:
     """Create a link to one study; prints the link (with its secret) ONCE."""
     with _links(home) as (links, log, settings, engine):
-        stmt = select(studies.c.study_uid).where(
-            studies.c.study_uid == study_uid, reachable(studies.c.study_uid, institution)
-        )
-        with engine.connect() as conn:
-            found = conn.execute(stmt).first() is not None
+        found = reaches_study(engine, study_uid, institution)
         if not found:
             log.append(
                 AuditEvent(

@@ -28,7 +28,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
-from archive.api import Catalog, GatewaySettings, instances, studies
+from archive.api import Catalog, GatewaySettings, instances
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.auditing import audit
 from dicomweb.auth import authorize
@@ -48,6 +48,7 @@ from sharing.api import (
     WrongPin,
     parse_duration,
     reachable,
+    reaches_study,
     share_institution,
 )
 from viewer.api import SHARE_SCRIPT, ViewerMode, ViewerUrls, share_headers, share_page
@@ -60,23 +61,12 @@ READ = "dicom.read"
 FAILURE_WINDOW = 600.0
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    token_minutes: int
-    default_expiry: str
-    failures_per_address: int
-
-
 class ShareService:
     """The link table plus the per-address failure counter of this gateway process."""
 
     def __init__(self, links: ShareLinks, gateway: GatewaySettings) -> None:
         self.links = links
-        self.settings = _Settings(
-            token_minutes=gateway.share_token_minutes,
-            default_expiry=gateway.share_default_expiry,
-            failures_per_address=gateway.share_open_failures_per_address,
-        )
+        self.gateway = gateway
         self._failures: dict[str, collections.deque[float]] = {}
 
     def throttled(self, address: str, now: float) -> bool:
@@ -85,7 +75,7 @@ class ShareService:
             return False
         while recent and recent[0] < now - FAILURE_WINDOW:
             recent.popleft()
-        return len(recent) >= self.settings.failures_per_address
+        return len(recent) >= self.gateway.share_open_failures_per_address
 
     def failed(self, address: str, now: float) -> None:
         self._failures.setdefault(address, collections.deque()).append(now)
@@ -187,7 +177,7 @@ async def open_link(request: web.Request) -> web.Response:
         return _json(410, "gone", str(exc))
     scopes = [READ] + ([EXPORT] if Action.DOWNLOAD in link.actions else [])
     lifetime = min(
-        service.settings.token_minutes * 60, max(int(link.expires_at - now), 1)
+        service.gateway.share_token_minutes * 60, max(int(link.expires_at - now), 1)
     )  # never beyond the link's own expiry
     token = request.app[ISSUER].mint(
         subject=user, institution=user, scopes=scopes, lifetime=lifetime
@@ -246,14 +236,6 @@ def _link_json(link: ShareLink) -> dict[str, Any]:
     }
 
 
-def study_reachable(catalog: Catalog, study_uid: str, institution: str) -> bool:
-    stmt = select(studies.c.study_uid).where(
-        studies.c.study_uid == study_uid, reachable(studies.c.study_uid, institution)
-    )
-    with catalog.engine.connect() as conn:
-        return conn.execute(stmt).first() is not None
-
-
 async def create_share(request: web.Request) -> web.Response:
     principal = await authorize(request, request.app[VALIDATOR], SHARE)
     try:
@@ -262,10 +244,12 @@ async def create_share(request: web.Request) -> web.Response:
         raise InvalidInput(f"bad share link request: {exc}") from exc
     service = request.app[SHARES]
     catalog = request.app[BLOBS].catalog
-    if not await asyncio.to_thread(study_reachable, catalog, body.study_uid, principal.institution):
+    if not await asyncio.to_thread(
+        reaches_study, catalog.engine, body.study_uid, principal.institution
+    ):
         await _audit_change(request, principal, "share-created", 4, body.study_uid, "not reachable")
         raise NotFound("no such study")
-    expires_in = parse_duration(body.expires or service.settings.default_expiry)
+    expires_in = parse_duration(body.expires or service.gateway.share_default_expiry)
     actions = [Action.VIEW] + ([Action.DOWNLOAD] if body.download else [])
     new = await asyncio.to_thread(
         service.links.create,

@@ -87,6 +87,19 @@ def deletable(study_uid: ColumnElement[str], institution: str) -> ColumnElement[
     return _owned(study_uid, institution)
 
 
+def _study_where(engine: Engine, study_uid: str, condition: ColumnElement[bool]) -> bool:
+    stmt = select(studies.c.study_uid).where(studies.c.study_uid == study_uid, condition)
+    with engine.connect() as conn:
+        return conn.execute(stmt).first() is not None
+
+
+def reaches_study(
+    engine: Engine, study_uid: str, institution: str, now: float | None = None
+) -> bool:
+    """Whether the study ``study_uid`` exists and ``institution`` reaches it."""
+    return _study_where(engine, study_uid, reachable(studies.c.study_uid, institution, now))
+
+
 def may_store_reports(
     engine: Engine, study_uid: str, institution: str, now: float | None = None
 ) -> bool:
@@ -95,8 +108,4 @@ def may_store_reports(
     False for a study that does not exist (yet): whoever stores the first instance of a
     new study becomes its owner, which is the caller's rule, not a grant question.
     """
-    stmt = select(studies.c.study_uid).where(
-        studies.c.study_uid == study_uid, reportable(studies.c.study_uid, institution, now)
-    )
-    with engine.connect() as conn:
-        return conn.execute(stmt).first() is not None
+    return _study_where(engine, study_uid, reportable(studies.c.study_uid, institution, now))

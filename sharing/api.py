@@ -9,7 +9,7 @@ Everything else in ``sharing`` is private: import from here.
 
 from sqlalchemy import Engine
 
-from sharing.access import deletable, may_store_reports, reachable, reportable
+from sharing.access import deletable, may_store_reports, reachable, reaches_study, reportable
 from sharing.grants import Grant, Grants, Permission, create_tables, parse_duration
 from sharing.links import (
     SHARE_PREFIX,
@@ -55,6 +55,7 @@ __all__ = [
     "parse_duration",
     "parse_statuses",
     "reachable",
+    "reaches_study",
     "record_opened",
     "reportable",
     "share_institution",

@@ -218,9 +218,9 @@ class ShareLinks:
     """Share links in the catalog database."""
 
     def __init__(self, engine: Engine, *, pin_attempts: int = 5) -> None:
+        # the table is made by sharing.api.ensure_schema, like the grants'
         self.engine = engine
         self.pin_attempts = pin_attempts
-        create_tables(engine)
 
     def create(
         self,

@@ -17,6 +17,7 @@ from sharing.links import (
     PinRequired,
     ShareLinks,
     WrongPin,
+    create_tables,
     link_reaches,
     share_institution,
     share_links,
@@ -33,6 +34,7 @@ def engine(tmp_path: Path) -> Engine:
 
 @pytest.fixture
 def links(engine: Engine) -> ShareLinks:
+    create_tables(engine)
     return ShareLinks(engine, pin_attempts=3)
 
 

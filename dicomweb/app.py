@@ -52,7 +52,13 @@ from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.login import authorize_form, authorize_login
 from dicomweb.metacache import metadata_body
 from dicomweb.metrics import GatewayMetrics
-from dicomweb.middleware import METRICS, cors, error_middleware, metrics_middleware
+from dicomweb.middleware import (
+    METRICS,
+    cors,
+    error_middleware,
+    metrics_middleware,
+    qido_response,
+)
 from dicomweb.oauth import (
     CLIENTS,
     ISSUER,
@@ -139,11 +145,7 @@ async def _search(
         study,
         {"level": level.name.lower(), "results": str(len(results))},
     )
-    response = web.json_response(results, content_type="application/dicom+json")
-    if query.ignored:
-        names = ", ".join(sorted(set(query.ignored)))
-        response.headers["Warning"] = f'299 vna "not supported, ignored: {names}"'
-    return response
+    return qido_response(results, query.ignored)
 
 
 async def search_for_studies(request: web.Request) -> web.Response:

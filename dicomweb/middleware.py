@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -40,6 +41,7 @@ __all__ = [
     "cors",
     "error_middleware",
     "metrics_middleware",
+    "qido_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,16 @@ _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (
     (OrthancError, 502, "orthanc_error"),
 )
 _EXPOSED = "Content-Type, Content-Location, Warning, X-Request-Id, WWW-Authenticate"
+
+
+def qido_response(results: Any, ignored: Sequence[str] = ()) -> web.Response:
+    """A QIDO-RS answer; matching keys the query could not use are named in a Warning
+    (PS3.18: a 299 warning rather than an error)."""
+    response = web.json_response(results, content_type="application/dicom+json")
+    if ignored:
+        names = ", ".join(sorted(set(ignored)))
+        response.headers["Warning"] = f'299 vna "not supported, ignored: {names}"'
+    return response
 
 
 def _json_error(status: int, error: str, message: str, request: web.Request) -> web.Response:

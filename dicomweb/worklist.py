@@ -49,6 +49,7 @@ from archive.api import Catalog, studies
 from dicomweb.attributes import Level
 from dicomweb.auditing import audit
 from dicomweb.dicomjson import element
+from dicomweb.middleware import qido_response
 from dicomweb.query import parse_query
 from dicomweb.search import search
 from security.tokens import Principal
@@ -171,11 +172,7 @@ async def worklist_response(
         None,
         {"level": "study", "worklist": "true", "results": str(len(results))},
     )
-    response = web.json_response(results, content_type="application/dicom+json")
-    if ignored:
-        names = ", ".join(sorted(set(ignored)))
-        response.headers["Warning"] = f'299 vna "not supported, ignored: {names}"'
-    return response
+    return qido_response(results, ignored)
 
 
 class OpenedStudies:

@@ -8,6 +8,7 @@ in :func:`_guard`: Orthanc sees a failed call and its log gets a sentence a pers
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import json
@@ -320,22 +321,24 @@ class ArchivePlugin:
                 ),
             )
         )
-        per_study: dict[str, int] = {}
-        for item in items:
-            per_study[item.study_uid] = per_study.get(item.study_uid, 0) + 1
-        try:
-            if items:
-                self._store_to(destination, items, ae_title, request.get("OriginatorID"))
-        except Exception:
+        per_study = collections.Counter(item.study_uid for item in items)
+
+        def record(outcome: int) -> None:
             for study_uid, count in per_study.items():
                 self._audit(
                     "instances-transferred",
-                    8,
+                    outcome,
                     ae_title,
                     institution.name,
                     study_uid,
                     {**detail, "instances": str(count)},
                 )
+
+        try:
+            if items:
+                self._store_to(destination, items, ae_title, request.get("OriginatorID"))
+        except Exception:
+            record(8)
             raise
         if not items:
             # nothing reachable matched: the same answer as for a study that does not exist
@@ -348,15 +351,7 @@ class ArchivePlugin:
                 requested[0] if len(requested) == 1 else None,
                 {**detail, "instances": "0"},
             )
-        for study_uid, count in per_study.items():
-            self._audit(
-                "instances-transferred",
-                0,
-                ae_title,
-                institution.name,
-                study_uid,
-                {**detail, "instances": str(count)},
-            )
+        record(0)
 
     def _store_to(
         self,

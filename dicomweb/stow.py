@@ -320,17 +320,16 @@ def refused(catalog: Catalog, institution: str, study_uid: str, sop_uid: str) ->
     Writing needs :func:`sharing.api.reportable`: the owner, or an active ``read+report``
     grant (a reading centre storing its reports); a read-only grant does not allow it.
     """
-    writable = reportable
     study_refused = exists(
         select(studies.c.study_uid).where(
-            studies.c.study_uid == study_uid, not_(writable(studies.c.study_uid, institution))
+            studies.c.study_uid == study_uid, not_(reportable(studies.c.study_uid, institution))
         )
     )
     instance_refused = exists(
         select(instances.c.sop_uid).where(
             and_(
                 instances.c.sop_uid == sop_uid,
-                not_(writable(instances.c.study_uid, institution)),
+                not_(reportable(instances.c.study_uid, institution)),
             )
         )
     )

@@ -1,9 +1,9 @@
 """The single-copy store: attachments as ordered parts, parts as deduplicated blobs.
 
-Write path per attachment: split, name every part by keyed BLAKE2b, look the names up,
+Write path per attachment: split, name every part by a keyed hash (BLAKE3), look the names up,
 and only for unseen parts compress (zstd), encrypt (AES-256-GCM) and stage a payload; one
 catalog transaction then takes the references and publishes the new payloads. A re-sent
-instance costs hashing plus one small transaction. The heavy steps (BLAKE2b, zstd, AES)
+instance costs hashing plus one small transaction. The heavy steps (BLAKE3, zstd, AES)
 run in C and release the GIL, so Orthanc's storage threads overlap.
 """
 
@@ -26,7 +26,7 @@ from archive.catalog import BlobRecord, Catalog, PendingAttachment, Sender
 from archive.perthread import PerThread
 from archive.settings import StorageSettings
 from archive.split import Span, pixel_data_offset, split_dicom
-from security.envelope import blob_mac, open_sealed, rewrap, seal, verify_mac
+from security.envelope import BlobNamer, open_sealed, rewrap, seal
 from security.errors import Conflict, IntegrityError, NotFound
 from security.keys import KeyRing
 from tiering.api import Staged
@@ -51,7 +51,7 @@ _MAX_ATTEMPTS = 5
 _OVERLAP_MIN_BYTES = 128 * 1024
 
 
-def attachment_digest(key: bytes, parts: list[tuple[bytes, int]]) -> bytes:
+def attachment_digest(namer: BlobNamer, parts: list[tuple[bytes, int]]) -> bytes:
     """Keyed digest of an attachment: its part names and lengths, in order.
 
     Each part name is already a keyed hash of the part's bytes, so this binds the whole
@@ -59,7 +59,7 @@ def attachment_digest(key: bytes, parts: list[tuple[bytes, int]]) -> bytes:
     """
     if len(parts) == 1:
         return parts[0][0]
-    return blob_mac(key, b"".join(blob_id + length.to_bytes(8, "big") for blob_id, length in parts))
+    return namer(b"".join(blob_id + length.to_bytes(8, "big") for blob_id, length in parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +129,13 @@ class BlobStore:
         )
         self._digest_queue: queue.Queue[str | None] | None = None
         self._digester: threading.Thread | None = None
-        self._overlap = settings.overlap_hash_and_compress and (os.cpu_count() or 1) > 1
+        # only worth a thread hop when naming costs about what compressing does (BLAKE2b;
+        # keyed BLAKE3 takes a tenth of zstd's time)
+        self._overlap = (
+            settings.overlap_hash_and_compress
+            and (os.cpu_count() or 1) > 1
+            and keys.namer.algorithm == "blake2b"
+        )
         self._hasher: ThreadPoolExecutor | None = None
         self._hasher_lock = threading.Lock()
         self._in_flight = 0  # attachments being stored right now, by any thread
@@ -188,7 +194,7 @@ class BlobStore:
     def _name_parts(
         self, view: memoryview, spans: list[Span], alone: bool
     ) -> tuple[list[bytes], dict[bytes, bytes], int | None]:
-        """Name every part (keyed BLAKE2b).
+        """Name every part (the home's keyed hash).
 
         Returns the names, any part compressed already, and the index of the large part
         when the overlap below applied to this attachment.
@@ -201,21 +207,18 @@ class BlobStore:
         missed overlap, never a lookup. With several stores in flight the cores are busy
         already and everything runs here, one part after the other.
         """
-        key = self.keys.dedup_key
+        namer = self.keys.namer
         sizes = [s.end - s.start for s in spans]
         big = max(range(len(spans)), key=sizes.__getitem__)
         if not (self._overlap and len(spans) > 1 and sizes[big] >= _OVERLAP_MIN_BYTES):
-            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}, None
+            return [namer(view[s.start : s.end]) for s in spans], {}, None
         chunk = view[spans[big].start : spans[big].end]
         if not (alone and self._last_pixels_new):
-            return [blob_mac(key, view[s.start : s.end]) for s in spans], {}, big
-        future: Future[bytes] = self._helper().submit(blob_mac, key, chunk)
+            return [namer(view[s.start : s.end]) for s in spans], {}, big
+        future: Future[bytes] = self._helper().submit(namer, chunk)
         try:
             packed = self._compressor().compress(chunk)
-            names = [
-                b"" if i == big else blob_mac(key, view[s.start : s.end])
-                for i, s in enumerate(spans)
-            ]
+            names = [b"" if i == big else namer(view[s.start : s.end]) for i, s in enumerate(spans)]
         except BaseException:
             future.exception()  # let the helper finish with ``chunk`` before unwinding
             raise
@@ -270,10 +273,9 @@ class BlobStore:
         from_pending: bool,
         sender: Sender | None,
     ) -> None:
-        key = self.keys.dedup_key
         names, packed, big = self._name_parts(view, spans, alone)
         parts = [(blob_id, s.end - s.start) for blob_id, s in zip(names, spans, strict=True)]
-        digest = attachment_digest(key, parts)
+        digest = attachment_digest(self.keys.namer, parts)
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
         chunks = {
             blob_id: view[s.start : s.end] for (blob_id, _), s in zip(parts, spans, strict=True)
@@ -345,14 +347,14 @@ class BlobStore:
         * the AES-GCM tag (the blob id and flags as associated data, under a data key that
           only unwraps with a KEK) proves the payload is what a holder of the KEK sealed
           for this id: a flipped, truncated or swapped payload fails here;
-        * the keyed BLAKE2b of the plaintext, compared with the id, proves that what was
-          sealed is the content the id names. GCM cannot: it authenticates whatever bytes
-          the writer encrypted. The MAC catches a write path that sealed the wrong bytes
-          (a buffer changed between hashing and compressing, a compressor or
-          decompressor fault) and a forger who has a KEK but not the dedup key. Every
-          attachment that shares the blob would inherit such a fault, so the check that
-          makes dedup safe stays on every read from a tier (about 60 % of the read's
-          CPU: see bench/RESULTS.md, bench.dicomweb.notes).
+        * the keyed hash of the plaintext (BLAKE3; BLAKE2b in older homes), compared with
+          the id, proves that what was sealed is the content the id names. GCM cannot: it
+          authenticates whatever bytes the writer encrypted. The MAC catches a write path
+          that sealed the wrong bytes (a buffer changed between hashing and compressing,
+          a compressor or decompressor fault) and a forger who has a KEK but not the
+          dedup key. Every attachment that shares the blob would inherit such a fault,
+          so the check that makes dedup safe stays on every read from a tier (with
+          BLAKE3 about a fifth of the read's CPU; it was 60 % with BLAKE2b).
         """
         if record.tier == INLINE:
             if record.payload is None:
@@ -368,7 +370,7 @@ class BlobStore:
                 body = self._decompressor().decompress(body, max_output_size=record.size)
             except zstandard.ZstdError as exc:
                 raise IntegrityError(f"blob {record.id.hex()} does not decompress") from exc
-        if len(body) != record.size or not verify_mac(self.keys.dedup_key, body, record.id):
+        if len(body) != record.size or not self.keys.namer.verify(body, record.id):
             raise IntegrityError(f"blob {record.id.hex()} does not match its name")
         return body
 
@@ -467,7 +469,7 @@ class BlobStore:
             self.read_blob(record)
         listed = [(record.id, length) for record, length in parts]
         if sum(length for _, length in listed) != size or not hmac.compare_digest(
-            attachment_digest(self.keys.dedup_key, listed), digest
+            attachment_digest(self.keys.namer, listed), digest
         ):
             raise IntegrityError(f"attachment {uuid} does not match its digest")
 

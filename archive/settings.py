@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -35,6 +35,9 @@ _toml_file: ContextVar[Path | None] = ContextVar("vna_toml_file", default=None)
 class StorageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # the keyed hash that names blobs in a new home (an existing home keeps its own,
+    # recorded in keys/mac-algorithm): BLAKE3, or BLAKE2b-256 as homes made before it
+    blob_mac: Literal["blake3", "blake2b"] = "blake3"
     # level 1: ~4x on CT at twice the speed of level 3 (bench/RESULTS.md)
     zstd_level: int = Field(1, ge=1, le=22)
     fsync: bool = True

@@ -40,7 +40,7 @@ def orthanc_config(
         "IndexDirectory": str(orthanc_dir / "index"),
         "TemporaryDirectory": str(orthanc_dir / "tmp"),
         "StorageCompression": False,
-        # the archive names and verifies every part with a keyed BLAKE2b and AES-GCM; Orthanc's
+        # the archive names and verifies every part with a keyed hash and AES-GCM; Orthanc's
         # MD5 of each attachment would be a second full pass on the C-STORE path
         "StoreMD5ForAttachments": False,
         "MaximumStorageSize": 0,

@@ -1,7 +1,7 @@
 """Reading stored instances for WADO-RS: verified plaintexts, a small cache, a thread pool.
 
 Every blob read from a tier is decrypted (AES-GCM), decompressed and checked against its
-name (the keyed BLAKE2b of its plaintext) by ``BlobStore.read_part``; this module never
+name (the keyed hash of its plaintext) by ``BlobStore.read_part``; this module never
 skips that. What it adds:
 
 * ``ContentCache``: an LRU of plaintexts that passed that check, keyed by blob id

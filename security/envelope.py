@@ -11,28 +11,54 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from security.errors import IntegrityError
 
-__all__ = ["Sealed", "blob_mac", "open_sealed", "rewrap", "seal"]
+__all__ = ["MAC_ALGORITHMS", "BlobNamer", "Sealed", "blob_mac", "open_sealed", "rewrap", "seal"]
 
 MAGIC = b"VNB1"
 _NONCE = 12
 HEADER_SIZE = len(MAGIC) + 1 + _NONCE
 
 
-def blob_mac(dedup_key: bytes, data: bytes | memoryview) -> bytes:
-    """Keyed BLAKE2b-256 of ``data``: the blob's name (hashlib releases the GIL on big inputs)."""
-    return hashlib.blake2b(data, digest_size=32, key=dedup_key).digest()
+# Keyed BLAKE3 names the blobs of homes created since 2026-11-26: the same keyed-hash
+# construction as BLAKE2b, ~10x faster here (SIMD; 0.06 vs 0.65 ms per 512 KiB), and it
+# is on every ingest and every verified read. Older homes keep BLAKE2b-256 (recorded in
+# keys/mac-algorithm); a home never mixes the two, or equal content would get two names.
+MAC_ALGORITHMS = ("blake3", "blake2b")
 
 
-def verify_mac(dedup_key: bytes, data: bytes | memoryview, expected: bytes) -> bool:
-    return hmac.compare_digest(blob_mac(dedup_key, data), expected)
+def blob_mac(dedup_key: bytes, data: bytes | memoryview, algorithm: str = "blake3") -> bytes:
+    """Keyed 256-bit hash of ``data``: a blob's name (both release the GIL on big inputs)."""
+    if algorithm == "blake3":
+        return blake3.blake3(data, key=dedup_key).digest()
+    if algorithm == "blake2b":
+        return hashlib.blake2b(data, digest_size=32, key=dedup_key).digest()
+    raise ValueError(f"unknown blob MAC algorithm {algorithm!r} (one of {MAC_ALGORITHMS})")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobNamer:
+    """Names blobs (and checks names) with a home's dedup key and MAC algorithm."""
+
+    key: bytes = field(repr=False)
+    algorithm: str = "blake3"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in MAC_ALGORITHMS:
+            raise ValueError(f"unknown blob MAC algorithm {self.algorithm!r}")
+
+    def __call__(self, data: bytes | memoryview) -> bytes:
+        return blob_mac(self.key, data, self.algorithm)
+
+    def verify(self, data: bytes | memoryview, expected: bytes) -> bool:
+        return hmac.compare_digest(blob_mac(self.key, data, self.algorithm), expected)
 
 
 @dataclass(frozen=True, slots=True)

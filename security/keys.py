@@ -2,7 +2,9 @@
 
 Layout under ``<home>/keys`` (directory 0700, files 0600)::
 
-    dedup.key        32 random bytes, keys the BLAKE2b that names blobs
+    dedup.key        32 random bytes, keys the hash that names blobs
+    mac-algorithm    that hash: "blake3" (written with a new dedup.key); absent in homes
+                     made before it existed, which name blobs with BLAKE2b-256
     kek-<id>.key     32 random bytes per key-encryption key
     current          the id of the KEK that wraps new data keys
 
@@ -19,6 +21,7 @@ import secrets
 import threading
 from pathlib import Path
 
+from security.envelope import MAC_ALGORITHMS, BlobNamer
 from security.errors import NotFound
 
 __all__ = ["KeyRing", "write_secret_file"]
@@ -57,16 +60,25 @@ class KeyRing:
         self._keks: dict[str, bytes] = {}
         self._current: str = ""
         self._dedup: bytes = b""
+        self._namer = BlobNamer(b"")
         self._current_stamp: tuple[int, int] = (0, 0)
         self.reload()
 
     @classmethod
-    def open_or_create(cls, directory: Path) -> KeyRing:
-        """Open the key ring, generating the keys on first start."""
+    def open_or_create(cls, directory: Path, mac_algorithm: str = "blake3") -> KeyRing:
+        """Open the key ring, generating the keys on first start.
+
+        ``mac_algorithm`` only matters then: a home keeps the hash it started with.
+        """
+        if mac_algorithm not in MAC_ALGORITHMS:
+            raise ValueError(f"unknown blob MAC algorithm {mac_algorithm!r}")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
         dedup = directory / "dedup.key"
         if not dedup.exists():
+            # the algorithm first: a dedup.key without it would mean BLAKE2b for good
+            with contextlib.suppress(FileExistsError):
+                write_secret_file(directory / "mac-algorithm", mac_algorithm.encode() + b"\n")
             with contextlib.suppress(FileExistsError):
                 write_secret_file(dedup, secrets.token_bytes(32))
         if not (directory / "current").exists():
@@ -104,6 +116,16 @@ class KeyRing:
             self._current = current
             self._current_stamp = stamp
             self._dedup = (self.directory / "dedup.key").read_bytes()
+            self._namer = BlobNamer(self._dedup, self._read_mac_algorithm())
+
+    def _read_mac_algorithm(self) -> str:
+        path = self.directory / "mac-algorithm"
+        if not path.exists():
+            return "blake2b"
+        name = path.read_text().strip()
+        if name not in MAC_ALGORITHMS:
+            raise NotFound(f"{path} names {name!r}, not one of {', '.join(MAC_ALGORITHMS)}")
+        return name
 
     def _read_keks(self) -> dict[str, bytes]:
         keks: dict[str, bytes] = {}
@@ -116,6 +138,11 @@ class KeyRing:
     @property
     def dedup_key(self) -> bytes:
         return self._dedup
+
+    @property
+    def namer(self) -> BlobNamer:
+        """Names and checks blobs: the dedup key with this home's MAC algorithm."""
+        return self._namer
 
     @property
     def current_id(self) -> str:

@@ -4,7 +4,6 @@ byte; and the storage area hands back exactly the bytes Orthanc gave it."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import subprocess
 import warnings
@@ -13,6 +12,7 @@ from email.policy import HTTP
 from io import BytesIO
 from pathlib import Path
 
+import blake3
 import pydicom
 import pytest
 from pydicom.data import get_testdata_files
@@ -21,6 +21,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from archive.blobstore import attachment_digest
 from archive.split import Span, split_dicom
+from security.envelope import BlobNamer
 from tests.integration.harness import Archive
 
 # transfer syntax -> the dcmtk option that proposes exactly it (storescu "-x?", getscu "+x?")
@@ -81,14 +82,13 @@ def dataset_equal(sent: pydicom.Dataset, received: pydicom.Dataset) -> list[str]
 
 
 def expected_digest(key: bytes, data: bytes, attachment: str) -> bytes:
-    """The catalog's digest recomputed from the bytes read back: keyed BLAKE2b of each part,
-    bound in order (archive.blobstore.attachment_digest)."""
+    """The catalog's digest recomputed from the bytes read back: keyed BLAKE3 of each part
+    (a new home's algorithm), bound in order (archive.blobstore.attachment_digest)."""
     spans = split_dicom(data) if attachment == "dicom" else [Span(0, len(data), "header")]
     parts = [
-        (hashlib.blake2b(data[s.start : s.end], digest_size=32, key=key).digest(), s.end - s.start)
-        for s in spans
+        (blake3.blake3(data[s.start : s.end], key=key).digest(), s.end - s.start) for s in spans
     ]
-    return attachment_digest(key, parts)
+    return attachment_digest(BlobNamer(key, "blake3"), parts)
 
 
 def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
@@ -121,6 +121,7 @@ def test_storage_area_returns_exact_bytes(
     """Every attachment read back hashes to the digest the storage area took of the bytes
     Orthanc handed it, and the file holds every element that was sent."""
     dedup_key = (archive.home / "keys" / "dedup.key").read_bytes()
+    assert (archive.home / "keys" / "mac-algorithm").read_text().strip() == "blake3"
     catalog = sqlite3.connect(archive.home / "catalog.db")
     checked = 0
     for path, ds in stored:

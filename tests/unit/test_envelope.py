@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 
+import blake3
 import pytest
 
 from security.envelope import (
     HEADER_SIZE,
     MAGIC,
+    BlobNamer,
     Sealed,
     blob_mac,
     open_sealed,
     rewrap,
     seal,
-    verify_mac,
 )
 from security.errors import IntegrityError, VnaError
 
@@ -41,19 +43,37 @@ def sealed(kek: bytes, blob_id: bytes) -> Sealed:
 # --------------------------------------------------------------------- MAC
 
 
-def test_blob_mac_is_keyed_blake2b_256() -> None:
-    mac = blob_mac(DEDUP_KEY, BODY)
+@pytest.mark.parametrize("algorithm", ["blake3", "blake2b"])
+def test_blob_mac_is_a_keyed_256_bit_hash(algorithm: str) -> None:
+    mac = blob_mac(DEDUP_KEY, BODY, algorithm)
     assert len(mac) == 32
-    assert mac == blob_mac(DEDUP_KEY, memoryview(BODY))
-    assert mac != blob_mac(bytes(32), BODY), "the dedup key must change the name"
-    assert mac != blob_mac(DEDUP_KEY, BODY + b"\x00")
+    assert mac == blob_mac(DEDUP_KEY, memoryview(BODY), algorithm)
+    assert mac != blob_mac(bytes(32), BODY, algorithm), "the dedup key must change the name"
+    assert mac != blob_mac(DEDUP_KEY, BODY + b"\x00", algorithm)
 
 
-def test_verify_mac() -> None:
-    mac = blob_mac(DEDUP_KEY, BODY)
-    assert verify_mac(DEDUP_KEY, BODY, mac)
-    assert not verify_mac(DEDUP_KEY, BODY[:-1], mac)
-    assert not verify_mac(os.urandom(32), BODY, mac)
+def test_blob_mac_algorithms_are_the_standard_ones() -> None:
+    """Names must stay reproducible by any BLAKE3 / BLAKE2b implementation (fsck, audits)."""
+    assert blob_mac(DEDUP_KEY, BODY) == blake3.blake3(BODY, key=DEDUP_KEY).digest()
+    assert (
+        blob_mac(DEDUP_KEY, BODY, "blake2b")
+        == hashlib.blake2b(BODY, digest_size=32, key=DEDUP_KEY).digest()
+    )
+    assert blob_mac(DEDUP_KEY, BODY, "blake3") != blob_mac(DEDUP_KEY, BODY, "blake2b")
+    with pytest.raises(ValueError, match="unknown blob MAC"):
+        blob_mac(DEDUP_KEY, BODY, "md5")
+    with pytest.raises(ValueError, match="unknown blob MAC"):
+        BlobNamer(DEDUP_KEY, "sha1")
+
+
+@pytest.mark.parametrize("algorithm", ["blake3", "blake2b"])
+def test_namer_verify(algorithm: str) -> None:
+    namer = BlobNamer(DEDUP_KEY, algorithm)
+    mac = namer(BODY)
+    assert namer.verify(BODY, mac)
+    assert not namer.verify(BODY[:-1], mac)
+    assert not BlobNamer(os.urandom(32), algorithm).verify(BODY, mac)
+    assert DEDUP_KEY.hex() not in repr(namer), "the key must not show in logs"
 
 
 # --------------------------------------------------------------------- round trip

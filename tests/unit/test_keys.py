@@ -53,6 +53,40 @@ def test_an_existing_lax_directory_is_tightened(tmp_path: Path) -> None:
     assert _mode(directory) == 0o700
 
 
+def test_a_new_home_names_blobs_with_blake3(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    ring = KeyRing.open_or_create(directory)
+    assert ring.namer.algorithm == "blake3"
+    assert ring.namer.key == ring.dedup_key
+    assert (directory / "mac-algorithm").read_text().strip() == "blake3"
+    assert _mode(directory / "mac-algorithm") == 0o600
+
+
+def test_a_home_keeps_the_algorithm_it_started_with(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    assert KeyRing.open_or_create(directory, "blake2b").namer.algorithm == "blake2b"
+    # a later start configured otherwise must not rename (and so orphan) every blob
+    assert KeyRing.open_or_create(directory, "blake3").namer.algorithm == "blake2b"
+
+
+def test_a_home_from_before_the_algorithm_file_is_blake2b(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    KeyRing.open_or_create(directory)
+    (directory / "mac-algorithm").unlink()
+    assert KeyRing(directory).namer.algorithm == "blake2b"
+    assert KeyRing.open_or_create(directory).namer.algorithm == "blake2b"
+
+
+def test_an_unknown_algorithm_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    with pytest.raises(ValueError, match="unknown blob MAC"):
+        KeyRing.open_or_create(directory, "md5")
+    KeyRing.open_or_create(directory)
+    (directory / "mac-algorithm").write_text("sha1\n")
+    with pytest.raises(NotFound, match="sha1"):
+        KeyRing(directory)
+
+
 def test_open_or_create_is_idempotent(tmp_path: Path) -> None:
     directory = tmp_path / "keys"
     first = KeyRing.open_or_create(directory)

@@ -150,6 +150,10 @@ def test_empty_attachment(store: BlobStore, content_type: int) -> None:
 def test_compressible_parts_are_compressed_and_noise_is_stored_raw(store: BlobStore) -> None:
     store.put("zeros", 2, bytes(100_000))
     store.put("noise", 2, os.urandom(100_000))
+    assert store.catalog.stats().uncompacted == 2  # large parts: compressed after the answer
+    assert store.compact() == 2
+    assert store.compact() == 0
+    assert store.catalog.stats().uncompacted == 0
     rows = {
         str(r[0]): (int(r[1]), int(r[2]), int(r[3]))
         for r in _rows(

@@ -288,8 +288,11 @@ class BlobStore:
         sender: Sender | None,
     ) -> None:
         names, packed, big = self._name_parts(view, spans, alone)
-        # a journaled file is digested in the background already: compress it now
-        later = self.settings.compress_in_background and not from_pending
+        # Compress after answering only when this is the only store in flight: a core is
+        # then idle for the compactor. With several associations the cores are busy
+        # anyway, and compressing now saves writing the part twice. A journaled file is
+        # digested in the background already.
+        later = self.settings.compress_in_background and alone and not from_pending
         parts = [(blob_id, s.end - s.start) for blob_id, s in zip(names, spans, strict=True)]
         digest = attachment_digest(self.keys.namer, parts)
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
@@ -615,7 +618,7 @@ class BlobStore:
         left the queue (0: nothing queued).
 
         Each payload is opened (GCM), checked against its name, compressed and sealed again
-        under the same data key, staged (fsynced), then swapped in by rename while the
+        under the same data key, staged (the batch fsynced), then swapped in by rename while the
         catalog's write lock is held and its row updated in the same transaction. A
         reader sees the old file or the new one, and both open with the row it has. A
         crash between rename and commit leaves the blob queued with a compressed payload:
@@ -635,6 +638,7 @@ class BlobStore:
                     done.append((blob_id, outcome.size, FLAG_ZSTD))
                 else:
                     done.append((blob_id, *outcome))
+            self.hot.sync_staged(staged.values())
 
             def swap_in(blob_id: bytes) -> None:
                 if blob_id in staged:  # else compressed before a crash, in place already
@@ -667,7 +671,7 @@ class BlobStore:
             return None, None
         kek = self.keys.kek(record.kek_id)
         return self.hot.stage(
-            reseal(packed, FLAG_ZSTD, blob_id, record.wrapped_key, kek), blob_id.hex()
+            reseal(packed, FLAG_ZSTD, blob_id, record.wrapped_key, kek), blob_id.hex(), sync=False
         )
 
     def collect(

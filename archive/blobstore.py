@@ -124,8 +124,10 @@ class BlobStore:
         self.hot = hot
         self.settings = settings
         self.journal = journal
+        # the content checksum (XXH64, ~0.05 ms per 512 KiB) lets a client that receives a
+        # stored frame as is (Content-Encoding: zstd) check what it decompressed
         self._compressors: PerThread[zstandard.ZstdCompressor] = PerThread(
-            lambda: zstandard.ZstdCompressor(level=settings.zstd_level)
+            lambda: zstandard.ZstdCompressor(level=settings.zstd_level, write_checksum=True)
         )
         self._decompressors: PerThread[zstandard.ZstdDecompressor] = PerThread(
             zstandard.ZstdDecompressor
@@ -396,6 +398,27 @@ class BlobStore:
         if len(body) != record.size or not self.keys.namer.verify(body, record.id):
             raise IntegrityError(f"blob {record.id.hex()} does not match its name")
         return body
+
+    def read_zstd(self, record: BlobRecord) -> bytes | None:
+        """The stored zstd frame of a compressed blob, authenticated but not decompressed;
+        None when the blob is stored uncompressed.
+
+        For a client that decompresses itself (HTTP ``Content-Encoding: zstd``). The GCM
+        tag is checked as on every read, so a flipped, truncated or swapped payload is
+        still an IntegrityError; the keyed-hash check of :meth:`read_blob` needs the
+        plaintext and is not made (the frame's own content checksum, when it has one,
+        is checked by the client's decoder).
+        """
+        if record.tier == INLINE:
+            if record.payload is None:
+                raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
+            payload = record.payload
+        else:
+            payload = self.hot.get(record.id.hex())
+        flags, body = open_sealed(
+            payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id)
+        )
+        return body if flags & FLAG_ZSTD else None
 
     def get(self, uuid: str) -> bytes:
         """Return exactly the bytes of attachment ``uuid`` (digested or still journaled)."""

@@ -128,6 +128,11 @@ class GatewaySettings(BaseModel):
     blob_cache_mb: int = Field(0, ge=0)
     metadata_cache_mb: int = Field(64, ge=0)
     read_threads: int = Field(2, ge=1, le=64)  # decrypt/decompress/verify workers
+    # WADO-RS to a client that sends "Accept-Encoding: zstd" (browsers, urllib3 with zstd):
+    # stored parts go out as the zstd frames the archive keeps, checked by AES-GCM but not
+    # decompressed and re-hashed here, about a quarter of the bytes for CT. False: every
+    # byte sent is decompressed and verified against its keyed hash first
+    zstd_transfer: bool = True
     read_ahead_mb: int = Field(4, ge=1)  # per retrieval, read ahead of the socket
 
     @model_validator(mode="after")

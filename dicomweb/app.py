@@ -84,7 +84,7 @@ from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
-from dicomweb.wado import negotiate_dicom, stream_instances
+from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
 from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
 from dicomweb.worklist import (
     OPENED,
@@ -227,7 +227,10 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     accepted = negotiate_dicom(request.headers.get("Accept"))
     items, record = await _reachable(request, what, "instances-transferred", "instances")
     await record()
-    response, sent = await stream_instances(request, items, request.app[READER], accepted)
+    zstd = request.app[VIEW].zstd_transfer and accepts_zstd(request.headers.get("Accept-Encoding"))
+    response, sent = await stream_instances(
+        request, items, request.app[READER], accepted, zstd=zstd
+    )
     request.app[METRICS].bytes_sent.inc(sent)
     return response
 
@@ -503,7 +506,12 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     """
     gateway = gateway or settings.gateway
     public_url = gateway.resolved_public_url(settings)
-    view = GatewayView(public_url, gateway.resolved_audience(settings), gateway.qido_max_results)
+    view = GatewayView(
+        public_url,
+        gateway.resolved_audience(settings),
+        gateway.qido_max_results,
+        gateway.zstd_transfer,
+    )
     issuer = EmbeddedIssuer.open_or_create(settings.keys_dir, public_url, view.audience)
     trusted: list[TrustedIssuer] = [issuer.trusted()]
     for ext in gateway.external_issuers:

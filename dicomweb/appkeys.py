@@ -24,6 +24,7 @@ class GatewayView:
     public_url: str
     audience: str
     qido_max_results: int
+    zstd_transfer: bool = True  # gateway.zstd_transfer
 
     @property
     def dicomweb_root(self) -> str:

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import zstandard
 from aiohttp import web
 
 from dicomweb.blobcache import InstanceReader
@@ -22,7 +23,7 @@ from dicomweb.middleware import STREAMING
 from dicomweb.prefetch import batches, ordered_prefetch
 from dicomweb.search import StoredInstance
 
-__all__ = ["AcceptedDicom", "negotiate_dicom", "stream_instances"]
+__all__ = ["AcceptedDicom", "accepts_zstd", "negotiate_dicom", "stream_instances"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,25 @@ def negotiate_dicom(accept: str | None) -> AcceptedDicom:
     return AcceptedDicom(frozenset(syntaxes), any_syntax)
 
 
+def accepts_zstd(accept_encoding: str | None) -> bool:
+    """Does ``Accept-Encoding`` name ``zstd`` with a non-zero quality (RFC 9110 12.5.3)?
+
+    Only an explicit ``zstd``: a bare ``*`` is too vague to change the body's encoding.
+    """
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() != "zstd":
+            continue
+        name, _, value = params.partition("=")
+        if name.strip().lower() != "q":
+            return True
+        try:
+            return float(value) > 0
+        except ValueError:
+            return False
+    return False
+
+
 def _check_syntaxes(items: Sequence[StoredInstance], accepted: AcceptedDicom) -> None:
     if accepted.any_syntax:
         return
@@ -100,8 +120,15 @@ async def stream_instances(
     items: Sequence[StoredInstance],
     reader: InstanceReader,
     accepted: AcceptedDicom,
+    zstd: bool = False,
 ) -> tuple[web.StreamResponse, int]:
-    """Send ``items`` as one multipart/related body; returns the response and bytes sent.
+    """Send ``items`` as one multipart/related body; returns the response and the bytes
+    of DICOM sent.
+
+    ``zstd`` (the client accepts ``Content-Encoding: zstd``): the body is a sequence of
+    zstd frames, the boundaries and part headers compressed here and each stored part sent
+    as the frame the archive keeps (``InstanceReader.read_zstd``): no decompression, and
+    about a quarter of the bytes on the wire for CT. Such an answer is chunked.
 
     The catalog is asked for every instance's parts in one thread hop; instances are
     then read in batches of about 1 MiB on ``reader``'s pool, up to ``reader.read_ahead``
@@ -130,13 +157,17 @@ async def stream_instances(
         )
     closing = f"\r\n--{boundary}--\r\n".encode("ascii")
     sizes = [planned.size for planned in plan]
-    response = web.StreamResponse(
-        status=200,
-        headers={
-            "Content-Type": f'multipart/related; type="{_DICOM}"; boundary={boundary}',
-        },
-    )
-    if all(size is not None for size in sizes):
+    headers = {"Content-Type": f'multipart/related; type="{_DICOM}"; boundary={boundary}'}
+    read_batch = reader.read_batch
+    if zstd:
+        text = zstandard.ZstdCompressor(level=1)
+        heads = [text.compress(head) for head in heads]
+        closing = text.compress(closing)
+        headers["Content-Encoding"] = "zstd"
+        read_batch = reader.read_zstd_batch
+    headers["Vary"] = "Accept-Encoding"
+    response = web.StreamResponse(status=200, headers=headers)
+    if not zstd and all(size is not None for size in sizes):
         response.content_length = (
             sum(len(h) for h in heads) + len(closing) + sum(size or 0 for size in sizes)
         )
@@ -144,7 +175,7 @@ async def stream_instances(
     runs = batches(weights, _BATCH_BYTES)
     chunks = ordered_prefetch(
         reader.executor,
-        reader.read_batch,
+        read_batch,
         [plan[run.start : run.stop] for run in runs],
         [sum(weights[run.start : run.stop]) for run in runs],
         reader.read_ahead,
@@ -164,7 +195,7 @@ async def stream_instances(
                     # a memoryview: what the socket does not take at once is then copied
                     # into the transport's buffer once, not sliced into a new bytes first
                     await response.write(memoryview(part))
-                    sent += len(part)
+                sent += sizes[index] or sum(len(part) for part in parts)
                 index += 1
         await response.write(closing)
         await response.write_eof()

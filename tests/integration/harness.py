@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,11 @@ def gateway_process(
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
+    """The parts of a multipart body (WADO-RS answers), in order."""
+    message = message_from_bytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=HTTP
+    )
+    return [part.get_payload(decode=True) for part in message.iter_parts()]

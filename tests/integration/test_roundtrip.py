@@ -7,8 +7,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import warnings
-from email import message_from_bytes
-from email.policy import HTTP
 from io import BytesIO
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 from archive.blobstore import attachment_digest
 from archive.split import Span, split_dicom
 from security.envelope import BlobNamer
-from tests.integration.harness import Archive
+from tests.integration.harness import Archive, multipart_parts
 
 # transfer syntax -> the dcmtk option that proposes exactly it (storescu "-x?", getscu "+x?")
 TS_OPTION = {
@@ -89,13 +87,6 @@ def expected_digest(key: bytes, data: bytes, attachment: str) -> bytes:
         (blake3.blake3(data[s.start : s.end], key=key).digest(), s.end - s.start) for s in spans
     ]
     return attachment_digest(BlobNamer(key, "blake3"), parts)
-
-
-def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
-    message = message_from_bytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=HTTP
-    )
-    return [part.get_payload(decode=True) for part in message.iter_parts()]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+import zstandard
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -21,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
-from tests.integration.harness import Archive, gateway_process, wait_until
+from tests.integration.harness import Archive, gateway_process, multipart_parts, wait_until
 
 SPEC = StudySpec(series=1, slices=3, rows=64, columns=64, patient_id="WM0001", seed=77)
 MULTIFRAME_SC = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte SC Image Storage
@@ -360,3 +361,40 @@ def test_other_institution_gets_404_everywhere(gateway: Gateway) -> None:
     # and the owner reaches each of them
     for url in urls:
         assert requests.get(url, headers=gateway.headers(), timeout=30).status_code == 200, url
+
+
+def test_study_retrieval_with_zstd_content_encoding(gateway: Gateway) -> None:
+    """A client that accepts zstd gets the stored frames; decoded, the same instances."""
+    url = f"{gateway.root}/studies/{gateway.study_uid}"
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    plain = requests.get(
+        url, headers=gateway.headers(Accept=accept, **{"Accept-Encoding": "identity"}), timeout=60
+    )
+    assert plain.status_code == 200
+    assert "Content-Encoding" not in plain.headers
+    packed = requests.get(
+        url,
+        headers=gateway.headers(Accept=accept, **{"Accept-Encoding": "gzip, deflate, br, zstd"}),
+        timeout=60,
+        stream=True,
+    )
+    assert packed.status_code == 200
+    assert packed.headers["Content-Encoding"] == "zstd"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    wire = packed.raw.read(decode_content=False)
+    assert len(wire) < len(plain.content)
+    body = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(wire)
+    got = multipart_parts(body, packed.headers["Content-Type"])
+    expected = multipart_parts(plain.content, plain.headers["Content-Type"])
+    assert got == expected
+    assert len(got) == len(gateway.ct) + 3
+    sops = {str(pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID) for part in got}
+    assert sops == {s.sop for s in [*gateway.ct, gateway.multiframe, gateway.rle, gateway.jpeg]}
+    # zstd refused with q=0: identity
+    refused = requests.get(
+        url,
+        headers=gateway.headers(Accept=accept, **{"Accept-Encoding": "zstd;q=0, identity"}),
+        timeout=60,
+    )
+    assert "Content-Encoding" not in refused.headers
+    assert multipart_parts(refused.content, refused.headers["Content-Type"]) == expected

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from archive.blobstore import CONTENT_DICOM, FLAG_ZSTD, BlobStore
 from archive.catalog import BlobRecord, Catalog
@@ -222,3 +223,23 @@ def test_plaintext_of_a_raw_part_never_reaches_the_disk(store: BlobStore, tmp_pa
     assert store.catalog.stats().uncompacted == 1
     for key in store.hot.iter_keys():
         assert b"PLAINTEXT-MARKER" not in store.hot.path(key).read_bytes()
+
+
+def test_read_zstd_gives_the_stored_frame_of_a_compressed_blob(
+    store: BlobStore, ct_files: list[bytes]
+) -> None:
+    store.put("a", CONTENT_DICOM, ct_files[0])
+    record = _pixel_blob(store, "a")
+    assert store.read_zstd(record) is None  # stored uncompressed (not compacted yet)
+    store.compact()
+    record = _pixel_blob(store, "a")
+    frame = store.read_zstd(record)
+    assert frame is not None
+    assert len(frame) < record.size
+    assert zstandard.ZstdDecompressor().decompress(frame) == store.read_blob(record)
+    path = store.hot.path(record.id.hex())
+    damaged = bytearray(path.read_bytes())
+    damaged[-20] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError):
+        store.read_zstd(record)  # the GCM tag still guards what is sent as stored

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import zstandard
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -17,7 +18,7 @@ from archive.catalog import Catalog
 from archive.settings import StorageSettings
 from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.search import StoredInstance
-from dicomweb.wado import AcceptedDicom, stream_instances
+from dicomweb.wado import AcceptedDicom, accepts_zstd, stream_instances
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
 
@@ -32,19 +33,20 @@ def _items(uuids: Sequence[str]) -> list[StoredInstance]:
 
 
 async def _get(
-    store: BlobStore, uuids: Sequence[str], read_ahead: int = 1 << 20
+    store: BlobStore, uuids: Sequence[str], read_ahead: int = 1 << 20, zstd: bool = False
 ) -> tuple[int, dict[str, str], bytes | None]:
-    """Serve ``uuids`` as one retrieval; status, headers, body (None if it broke off)."""
+    """Serve ``uuids`` as one retrieval; status, headers, body (None if it broke off).
+    With ``zstd`` the answer is zstd-encoded and the body returned is the wire bytes."""
     reader = InstanceReader(store, ContentCache(0), threads=2, read_ahead=read_ahead)
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        response, _sent = await stream_instances(request, _items(uuids), reader, ANY)
+        response, _sent = await stream_instances(request, _items(uuids), reader, ANY, zstd=zstd)
         return response
 
     app = web.Application()
     app.router.add_get("/study", handler)
     try:
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(TestServer(app), auto_decompress=False) as client:
             answer = await client.get("/study")
             try:
                 body: bytes | None = await answer.read()
@@ -53,6 +55,10 @@ async def _get(
             return answer.status, dict(answer.headers), body
     finally:
         reader.close()
+
+
+def _unzstd(wire: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(wire)
 
 
 def _parts(content_type: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
@@ -144,3 +150,56 @@ def test_a_damaged_later_instance_breaks_the_body_off(
     assert got == status
     if status == 200:
         assert body is None
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_zstd_answer_decodes_to_the_same_instances(
+    store: BlobStore, small_ct: list[bytes], big_ct: bytes, compacted: bool
+) -> None:
+    files = [big_ct, *small_ct]
+    for n, data in enumerate(files):
+        store.put(f"u{n}", 1, data)
+    if compacted:
+        store.compact()
+    assert store.catalog.stats().uncompacted == (0 if compacted else 1)
+    uuids = [f"u{n}" for n in range(len(files))]
+    status, headers, wire = asyncio.run(_get(store, uuids, read_ahead=1, zstd=True))
+    assert status == 200 and wire is not None
+    assert headers["Content-Encoding"] == "zstd"
+    assert headers["Vary"] == "Accept-Encoding"
+    assert "Content-Length" not in headers  # frame sizes are known only as they are read
+    assert len(wire) < sum(len(f) for f in files) / 2
+    body = _unzstd(wire)
+    assert [data for _, data in _parts(headers["Content-Type"], body)] == files
+
+
+def test_zstd_answer_of_a_damaged_stored_frame_breaks_off(store: BlobStore, big_ct: bytes) -> None:
+    uuids = []
+    for n in range(6):
+        store.put(f"u{n}", 1, big_ct[:-8] + n.to_bytes(8, "big"))
+        uuids.append(f"u{n}")
+    store.compact()
+    _tamper(store, uuids[5])  # a compressed payload: sent as stored, GCM still checked
+    status, _headers, body = asyncio.run(_get(store, uuids, zstd=True))
+    assert status == 200
+    assert body is None  # no terminating chunk: never a complete answer
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip, deflate", False),
+        ("gzip, deflate, br, zstd", True),
+        ("ZSTD", True),
+        ("zstd;q=0.5", True),
+        ("zstd; q=0", False),
+        ("zstd;q=0.0, gzip", False),
+        ("zstd;q=x", False),
+        ("*", False),
+        ("zstdx", False),
+    ],
+)
+def test_accepts_zstd(header: str | None, expected: bool) -> None:
+    assert accepts_zstd(header) is expected

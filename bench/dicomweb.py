@@ -67,6 +67,7 @@ from bench.common import (
     terminate_on_sigterm,
     write_section,
 )
+from dicomweb.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 
 __all__ = ["OrthancDicomWeb", "main"]
@@ -744,7 +745,8 @@ def render_markdown(
         f"asks for `{DICOM_ACCEPT}`, metadata for `{JSON_ACCEPT}`. Servers alternate "
         "scenario by scenario, Orthanc first. Ratio = gateway / Orthanc studies/s (> 1: "
         "gateway faster; the metadata documents differ in size, so not MB/s); target >= 2. "
-        f"Gateway read path: {_cache_note(args)}. QIDO: one client, "
+        f"Gateway read path: {_cache_note(args)}. Gateway processes: `gateway.workers` "
+        f"default (0 = min(CPUs, 4): {resolve_workers(0, usable_cpus())} here). QIDO: one client, "
         f"{args.qido_repeats} sequential requests per query after one warm-up; query strings "
         "are sent unencoded (Orthanc 1.10 does not percent-decode them).",
         "",

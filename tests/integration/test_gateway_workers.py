@@ -5,6 +5,7 @@ chain stays intact, a killed worker is replaced, SIGTERM and `vna down` leave no
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -52,6 +53,35 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    held = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(fd))
+    return bool(inodes & held)
+
+
+def serving(gateway: GatewayProcess, count: int) -> bool:
+    """``count`` workers, every one of them listening (a worker still importing would
+    leave every connection to the others)."""
+    pids = children(gateway.proc.pid)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    return len(pids) == count and all(listening(pid, port) for pid in pids)
+
+
 def metric_samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
     text = requests.get(f"{url}/metrics", timeout=10).text
     return [
@@ -97,7 +127,7 @@ def workers(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert sent.returncode == 0, sent.stderr
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     with start_gateway(archive, "workers", workers=2) as gateway:
-        wait_until(lambda: len(children(gateway.proc.pid)) == 2, "two gateway workers")
+        wait_until(lambda: serving(gateway, 2), "two gateway workers listening")
         gw = Workers(gateway, archive, study_uid)
 
         def indexed() -> bool:
@@ -168,12 +198,11 @@ def test_a_killed_worker_is_replaced(workers: Workers) -> None:
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
     wait_until(
-        lambda: len(children(parent)) == 2 and victim not in children(parent),
-        "a replacement worker",
+        lambda: victim not in children(parent) and serving(workers.gateway, 2),
+        "a replacement worker listening",
         deadline=60,
     )
     assert workers.gateway.proc.poll() is None
-    wait_until(lambda: workers.qido().ok, "the replacement to listen", deadline=30)
     answers = [workers.qido() for _ in range(20)]
     assert [a.status_code for a in answers] == [200] * 20
     log = workers.gateway.log.read_text()
@@ -182,7 +211,7 @@ def test_a_killed_worker_is_replaced(workers: Workers) -> None:
 
 def test_sigterm_stops_every_worker(archive: Archive) -> None:
     with start_gateway(archive, "workers-stop", workers=2) as gateway:
-        wait_until(lambda: len(children(gateway.proc.pid)) == 2, "two gateway workers")
+        wait_until(lambda: serving(gateway, 2), "two gateway workers listening")
         pids = children(gateway.proc.pid)
         started = time.monotonic()
         gateway.proc.send_signal(signal.SIGTERM)
@@ -191,6 +220,15 @@ def test_sigterm_stops_every_worker(archive: Archive) -> None:
         assert [pid for pid in pids if alive(pid)] == []
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{gateway.url}/healthz", timeout=5)
+
+
+def test_one_worker_is_one_process(archive: Archive) -> None:
+    with start_gateway(archive, "workers-one", workers=1) as gateway:
+        assert children(gateway.proc.pid) == set()
+        text = requests.get(f"{gateway.url}/metrics", timeout=10).text
+        assert "vna_gateway_requests_total" in text
+        assert "vna_gateway_worker_requests" not in text
+        assert not (archive.home / "run" / f"gateway-{gateway.url.rsplit(':', 1)[1]}").exists()
 
 
 def test_vna_down_stops_the_gateway_workers(tmp_path: Path) -> None:

@@ -134,6 +134,9 @@ class GatewaySettings(BaseModel):
     # byte sent is decompressed and verified against its keyed hash first
     zstd_transfer: bool = True
     read_ahead_mb: int = Field(4, ge=1)  # per retrieval, read ahead of the socket
+    # processes serving the gateway's port together (SO_REUSEPORT; dicomweb/workers.py):
+    # 0 = min(usable CPUs, 4); 1 = one process, as before
+    workers: int = Field(0, ge=0, le=64)
 
     @model_validator(mode="after")
     def _viewer_sign_in_pair(self) -> GatewaySettings:

@@ -68,6 +68,7 @@ from bench.common import (
     terminate_on_sigterm,
     write_section,
 )
+from dicomweb.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 
 __all__ = ["OrthancDicomWeb", "main"]
@@ -333,6 +334,8 @@ def measure_side_by_side(
     archive = VnaArchive("VNA archive", work / "vna")
     if args.blob_cache_mb is not None:
         archive.env["VNA_GATEWAY__BLOB_CACHE_MB"] = str(args.blob_cache_mb)
+    if args.gateway_workers is not None:
+        archive.env["VNA_GATEWAY__WORKERS"] = str(args.gateway_workers)
     orthanc = OrthancDicomWeb("Orthanc + DICOMweb", work / "orthanc")
     with archive, orthanc:
         archive.add_institution(INSTITUTION, AET)
@@ -723,6 +726,14 @@ def _cache_note(args: argparse.Namespace) -> str:
     )
 
 
+def _workers_note(args: argparse.Namespace) -> str:
+    setting = 0 if args.gateway_workers is None else args.gateway_workers
+    count = resolve_workers(setting, usable_cpus())
+    if args.gateway_workers is None:
+        return f"`gateway.workers` default (0 = min(CPUs, 4): {count} here)"
+    return f"`gateway.workers = {args.gateway_workers}` ({count})"
+
+
 def _section(args: argparse.Namespace) -> str:
     if args.blob_cache_mb:
         return f"{SECTION_KEY}.blobcache"
@@ -779,7 +790,8 @@ def render_markdown(
         f"asks for `{DICOM_ACCEPT}`, metadata for `{JSON_ACCEPT}`. Servers alternate "
         "scenario by scenario, Orthanc first. Ratio = gateway / Orthanc studies/s (> 1: "
         "gateway faster; the metadata documents differ in size, so not MB/s); target >= 2. "
-        f"Gateway read path: {_cache_note(args)}. QIDO: one client, "
+        f"Gateway read path: {_cache_note(args)}. Gateway processes: {_workers_note(args)}. "
+        "QIDO: one client, "
         f"{args.qido_repeats} sequential requests per query after one warm-up; query strings "
         "are sent unencoded (Orthanc 1.10 does not percent-decode them).",
         "",
@@ -890,6 +902,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="the client sends Accept-Encoding: identity (no zstd transfer); results go "
         f"to the {SECTION_KEY}.identity section",
+    )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=None,
+        help="gateway.workers for the archive (default: its own default, 0 = min(CPUs, 4))",
     )
     parser.add_argument("--note", default="", help="a line for RESULTS.md (e.g. machine load)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")

@@ -1,9 +1,12 @@
-"""Run the gateway: ``python -m dicomweb --home DIR [--host H] [--port P]``.
+"""Run the gateway: ``python -m dicomweb --home DIR [--host H] [--port P] [--workers N]``.
 
 This is the entry the supervisor (``deploy/supervisor.py``) can start as a second
 supervised process next to Orthanc: :func:`main` takes an argument list and returns an
-exit code; :func:`serve` runs a built application until SIGINT/SIGTERM. Logs are JSON
-lines on stderr; no token, Authorization header or query string is ever logged.
+exit code; :func:`serve` runs a built application until SIGINT/SIGTERM. With more than
+one worker (``gateway.workers``, ``--workers``) this process becomes the parent of
+``python -m dicomweb --worker K`` processes sharing the port (``dicomweb/workers.py``).
+Logs are JSON lines on stderr; no token, Authorization header or query string is ever
+logged.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,34 +23,46 @@ from aiohttp import web
 
 from archive.api import load_settings
 from dicomweb.app import create_app
+from dicomweb.metrics import MULTIPROC_ENV, GatewayMetrics
 from dicomweb.middleware import AccessLogger
+from dicomweb.workers import die_with_parent, resolve_workers, usable_cpus, workers_cli
+from security.errors import VnaError
 
 __all__ = ["main", "serve"]
 
 
 class _JsonLines(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.worker is not None:  # several processes write the same log
+            entry["worker"] = self.worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, worker: int | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines())
+    handler.setFormatter(_JsonLines(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
 
-def serve(app: web.Application, host: str, port: int) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM (aiohttp handles both)."""
+def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM (aiohttp handles both).
+
+    ``reuse_port``: bind with SO_REUSEPORT, for worker processes sharing the port.
+    """
     web.run_app(
         app,
         host=host,
@@ -55,6 +71,7 @@ def serve(app: web.Application, host: str, port: int) -> None:
         access_log=logging.getLogger("dicomweb.access"),
         print=None,
         handle_signals=True,
+        reuse_port=reuse_port or None,
     )
 
 
@@ -68,9 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cors-origin", action="append", default=None, help="allowed origin (repeat) [*]"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes sharing the port; 0: min(CPUs, 4) [gateway.workers]",
+    )
+    # internal: a worker process started by the parent (dicomweb/workers.py)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.workers is not None and not 0 <= args.workers <= 64:
+        parser.error("--workers is 0 (automatic) to 64")
     settings = load_settings(args.home)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, args.worker)
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     overrides: dict[str, object] = {}
@@ -79,6 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cors_origin:
         overrides["cors_origins"] = tuple(args.cors_origin)
     gateway = settings.gateway.model_copy(update=overrides)
+    if args.worker is not None:
+        die_with_parent(args.parent if args.parent is not None else os.getppid())
+        metrics = GatewayMetrics(args.worker, Path(os.environ[MULTIPROC_ENV]))
+        serve(create_app(settings, gateway, metrics=metrics), host, port, reuse_port=True)
+        return 0
+    count = resolve_workers(
+        gateway.workers if args.workers is None else args.workers, usable_cpus()
+    )
+    if count > 1:
+        try:
+            return workers_cli(settings, gateway, host, port, count)
+        except VnaError as exc:
+            logging.getLogger(__name__).error("%s", exc)
+            return 1
     serve(create_app(settings, gateway), host, port)
     return 0
 

@@ -498,11 +498,18 @@ def _routes(app: web.Application) -> None:
     add_worklist_routes(app.router, search_worklist, search_for_series, search_for_instances)
 
 
-def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    gateway: GatewaySettings | None = None,
+    *,
+    metrics: GatewayMetrics | None = None,
+) -> web.Application:
     """Build the gateway for the archive home of ``settings``.
 
     The catalog and blob store open in a ``cleanup_ctx`` (on startup, closed on
-    shutdown); the embedded issuer's signing key is created on first use.
+    shutdown); the embedded issuer's signing key is created on first use. ``metrics``
+    replaces the app's own registry (a worker process counts into the shared files,
+    ``dicomweb/workers.py``).
     """
     gateway = gateway or settings.gateway
     public_url = gateway.resolved_public_url(settings)
@@ -534,7 +541,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> we
     app[VIEW] = view
     app[ISSUER] = issuer
     app[VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
-    app[METRICS] = GatewayMetrics()
+    app[METRICS] = metrics or GatewayMetrics()
     app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
     app[OPENED] = OpenedStudies()
     app.on_response_prepare.append(add_cors_headers)

@@ -140,9 +140,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        metrics = request.app[METRICS]
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        request.app[METRICS].count_request(route, request.method, status, seconds)
 
 
 def _route_name(request: web.Request) -> str:

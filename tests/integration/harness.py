@@ -48,6 +48,8 @@ class Archive:
     orthanc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     aet: str = "VNA"
+    # one gateway process unless a test asks for more (tests/integration/test_gateway_workers)
+    gateway_workers: int = 1
 
     def env(self) -> dict[str, str]:
         return dict(
@@ -56,6 +58,7 @@ class Archive:
             VNA_DICOM_PORT=str(self.dicom_port),
             VNA_ORTHANC_HTTP_PORT=str(self.orthanc_port),
             VNA_HTTP_PORT=str(self.http_port),
+            VNA_GATEWAY__WORKERS=str(self.gateway_workers),
         )
 
     def write_config(self, institutions: dict[str, list[str]], **settings: Any) -> None:
@@ -166,13 +169,22 @@ def wait_until(check: Callable[[], Any], what: str, deadline: float = 120.0) -> 
         time.sleep(0.2)
 
 
+@dataclass
+class GatewayProcess:
+    """A running ``python -m dicomweb`` (with several workers: their parent)."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
 @contextmanager
-def gateway_process(
-    archive: Archive, name: str, env: Mapping[str, str] | None = None
-) -> Iterator[tuple[str, Path]]:
-    """A gateway of its own on ``archive`` (``python -m dicomweb``) at a free loopback port,
-    its public URL the one clients use (the issuer and the viewer's configuration name it);
-    yields (url, log) once /healthz answers and stops it on leaving.
+def start_gateway(
+    archive: Archive, name: str, env: Mapping[str, str] | None = None, *, workers: int = 1
+) -> Iterator[GatewayProcess]:
+    """A gateway of its own on ``archive`` (``python -m dicomweb --workers N``) at a free
+    loopback port, its public URL the one clients use (the issuer and the viewer's
+    configuration name it); yields it once /healthz answers and stops it on leaving.
 
     ``env`` adds to or overrides the archive's environment (``VNA_*`` settings); the log is
     ``log/gateway-<name>.log`` in the archive home.
@@ -184,7 +196,8 @@ def gateway_process(
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
-            + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url],
+            + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url]
+            + ["--workers", str(workers)],
             cwd=ROOT,
             env={**archive.env(), **(env or {})},
             stdout=log,
@@ -192,10 +205,19 @@ def gateway_process(
         )
         try:
             wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).ok, "the gateway")
-            yield url, log_path
+            yield GatewayProcess(proc, url, log_path)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+@contextmanager
+def gateway_process(
+    archive: Archive, name: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
+    """:func:`start_gateway` with one process; yields (url, log)."""
+    with start_gateway(archive, name, env) as gateway:
+        yield gateway.url, gateway.log
 
 
 def multipart_parts(body: bytes, content_type: str) -> list[bytes]:

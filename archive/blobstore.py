@@ -26,7 +26,7 @@ from archive.catalog import BlobRecord, Catalog, PendingAttachment, Sender
 from archive.perthread import PerThread
 from archive.settings import StorageSettings
 from archive.split import Span, pixel_data_offset, split_dicom
-from security.envelope import BlobNamer, open_sealed, reseal, rewrap, seal
+from security.envelope import BlobNamer, open_sealed, rewrap, seal
 from security.errors import Conflict, IntegrityError, NotFound
 from security.keys import KeyRing
 from tiering.api import Staged
@@ -49,9 +49,6 @@ FLAG_ZSTD = 0x01
 _MAX_ATTEMPTS = 5
 # a part this large is hashed on the helper thread while it is compressed (see _name_parts)
 _OVERLAP_MIN_BYTES = 128 * 1024
-# with storage.compress_in_background, parts this large are stored uncompressed at ingest
-# and compressed by BlobStore.compact (smaller ones, headers mostly, cost next to nothing)
-_BACKGROUND_MIN_BYTES = 64 * 1024
 
 
 def attachment_digest(namer: BlobNamer, parts: list[tuple[bytes, int]]) -> bytes:
@@ -162,23 +159,13 @@ class BlobStore:
         return [Span(0, len(data), kind)]
 
     def _make_payload(
-        self,
-        blob_id: bytes,
-        chunk: memoryview,
-        kind: str,
-        packed: bytes | None = None,
-        later: bool = False,
+        self, blob_id: bytes, chunk: memoryview, kind: str, packed: bytes | None = None
     ) -> tuple[Staged | None, BlobRecord]:
         """Compress (unless ``packed`` is its compressed form already) and seal one part;
-        stage it as a file unless it is small enough to live in its catalog row.
-
-        ``later``: a large part is sealed uncompressed and queued for :meth:`compact`, so
-        the C-STORE is answered without waiting for zstd.
-        """
+        stage it as a file unless it is small enough to live in its catalog row."""
         body: bytes | memoryview = chunk
         flags = 0
-        compact_later = later and packed is None and len(chunk) >= _BACKGROUND_MIN_BYTES
-        if len(chunk) >= 64 and not compact_later:
+        if len(chunk) >= 64:
             if packed is None:
                 packed = self._compressor().compress(chunk)
             if len(packed) <= len(chunk) * (1.0 - self.settings.min_compression_gain):
@@ -197,7 +184,6 @@ class BlobStore:
             kind=kind,
             tier=INLINE if inline else self.hot.name,
             payload=sealed.payload if inline else None,
-            compact_later=compact_later,
         )
         return staged, record
 
@@ -290,11 +276,6 @@ class BlobStore:
         sender: Sender | None,
     ) -> None:
         names, packed, big = self._name_parts(view, spans, alone)
-        # Compress after answering only when this is the only store in flight: a core is
-        # then idle for the compactor. With several associations the cores are busy
-        # anyway, and compressing now saves writing the part twice. A journaled file is
-        # digested in the background already.
-        later = self.settings.compress_in_background and alone and not from_pending
         parts = [(blob_id, s.end - s.start) for blob_id, s in zip(names, spans, strict=True)]
         digest = attachment_digest(self.keys.namer, parts)
         kinds = {blob_id: span.kind for (blob_id, _), span in zip(parts, spans, strict=True)}
@@ -331,11 +312,7 @@ class BlobStore:
                 for blob_id in kinds:
                     if blob_id not in present and blob_id not in records:
                         payload, records[blob_id] = self._make_payload(
-                            blob_id,
-                            chunks[blob_id],
-                            kinds[blob_id],
-                            packed.pop(blob_id, None),
-                            later=later,
+                            blob_id, chunks[blob_id], kinds[blob_id], packed.pop(blob_id, None)
                         )
                         if payload is not None:
                             staged[blob_id] = payload
@@ -633,69 +610,6 @@ class BlobStore:
                 )
             finally:
                 self._digest_queue.task_done()
-
-    # -- background compression ----------------------------------------------------------
-
-    def compact(self, limit: int = 16) -> int:
-        """Compress up to ``limit`` blobs stored uncompressed at ingest; returns how many
-        left the queue (0: nothing queued).
-
-        Each payload is opened (GCM), checked against its name, compressed and sealed again
-        under the same data key, staged (the batch fsynced), then swapped in by rename while the
-        catalog's write lock is held and its row updated in the same transaction. A
-        reader sees the old file or the new one, and both open with the row it has. A
-        crash between rename and commit leaves the blob queued with a compressed payload:
-        the next pass only records it. A damaged payload leaves the queue untouched by
-        compression (``vna fsck`` names it); one not worth compressing stays as it is.
-        """
-        queued = self.catalog.compaction_queue(limit)
-        if not queued:
-            return 0
-        done: list[tuple[bytes, int | None, int | None]] = []
-        staged: dict[bytes, Staged] = {}
-        try:
-            for blob_id in queued:
-                outcome = self._compact_one(blob_id)
-                if isinstance(outcome, Staged):
-                    staged[blob_id] = outcome
-                    done.append((blob_id, outcome.size, FLAG_ZSTD))
-                else:
-                    done.append((blob_id, *outcome))
-            self.hot.sync_staged(staged.values())
-
-            def swap_in(blob_id: bytes) -> None:
-                if blob_id in staged:  # else compressed before a crash, in place already
-                    self.hot.publish(staged.pop(blob_id))
-
-            self.catalog.finish_compaction(done, self.hot.name, swap_in)
-        finally:
-            for leftover in staged.values():
-                self.hot.discard(leftover)
-        return len(done)
-
-    def _compact_one(self, blob_id: bytes) -> Staged | tuple[int | None, int | None]:
-        record = self.catalog.blob(blob_id)
-        if record is None or record.tier != self.hot.name:
-            return None, None
-        try:
-            payload = self.hot.get(blob_id.hex())
-            flags, body = open_sealed(
-                payload, blob_id, record.wrapped_key, self.keys.kek(record.kek_id)
-            )
-            if flags & FLAG_ZSTD:  # swapped in before a crash; only the row is behind
-                return len(payload), flags
-            if len(body) != record.size or not self.keys.namer.verify(body, blob_id):
-                raise IntegrityError(f"blob {blob_id.hex()} does not match its name")
-        except (IntegrityError, NotFound) as exc:
-            logger.error("not compressing blob %s: %s; run `vna fsck`", blob_id.hex(), exc)
-            return None, None
-        packed = self._compressor().compress(body)
-        if len(packed) > len(body) * (1.0 - self.settings.min_compression_gain):
-            return None, None
-        kek = self.keys.kek(record.kek_id)
-        return self.hot.stage(
-            reseal(packed, FLAG_ZSTD, blob_id, record.wrapped_key, kek), blob_id.hex(), sync=False
-        )
 
     def collect(
         self, grace_seconds: float | None = None, progress: Callable[[int], None] | None = None

@@ -77,14 +77,6 @@ blobs = Table(
     Index("ix_blobs_kek", "kek_id"),
 )
 
-# blobs stored uncompressed at ingest, to be compressed in the background (BlobStore.compact)
-compact_queue = Table(
-    "compact_queue",
-    metadata,
-    Column("blob_id", LargeBinary(32), primary_key=True),
-    Column("queued_at", Float, nullable=False),
-)
-
 attachments = Table(
     "attachments",
     metadata,
@@ -325,8 +317,6 @@ class BlobRecord:
     kind: str
     tier: str = "hot"
     payload: bytes | None = None
-    # stored uncompressed at ingest: queue it for background compression (not a column)
-    compact_later: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +425,6 @@ class Stats:
     blobs: int
     unreferenced_blobs: int
     pending: int = 0
-    uncompacted: int = 0  # blobs waiting for background compression
 
     @property
     def dedup_ratio(self) -> float:
@@ -466,10 +455,6 @@ _INSERT_BLOB = (
     "kind, created_at, unreferenced_since, payload) VALUES (:id, :size, :stored_size, :flags, "
     ":kek_id, :wrapped_key, :refcount, :tier, :kind, :now, NULL, :payload) "
     "ON CONFLICT (id) DO NOTHING"
-)
-_QUEUE_COMPACTION = (
-    "INSERT INTO compact_queue (blob_id, queued_at) VALUES (:id, :now) "
-    "ON CONFLICT (blob_id) DO NOTHING"
 )
 _DELETE_PENDING = "DELETE FROM pending_attachments WHERE uuid = :uuid"
 _QUEUE_STORED = (
@@ -678,8 +663,6 @@ class Catalog:
                         },
                     ).rowcount
                     if inserted:
-                        if record.compact_later:
-                            run(_QUEUE_COMPACTION, {"id": blob_id, "now": now})
                         on_inserted(blob_id)
                         continue
                     on_lost_race(blob_id)
@@ -897,53 +880,8 @@ class Catalog:
             if row is None:
                 return False
             conn.execute(blobs.delete().where(blobs.c.id == blob_id))
-            conn.execute(compact_queue.delete().where(compact_queue.c.blob_id == blob_id))
             delete_payload(row.tier)
         return True
-
-    # -- background compression ----------------------------------------------------------
-
-    def compaction_queue(self, limit: int = 16) -> list[bytes]:
-        """Blobs waiting for background compression, oldest first."""
-        rows = self._hot.read(
-            "SELECT blob_id FROM compact_queue ORDER BY queued_at LIMIT :limit", {"limit": limit}
-        )
-        return [bytes(row[0]) for row in rows]
-
-    def finish_compaction(
-        self,
-        done: Sequence[tuple[bytes, int | None, int | None]],
-        tier: str,
-        replace: Callable[[bytes], None],
-    ) -> int:
-        """Dequeue compacted blobs and record their new ``(stored_size, flags)``, in one
-        transaction; returns how many rows changed.
-
-        For each ``(blob_id, stored_size, flags)`` whose blob still exists on ``tier``,
-        ``replace(blob_id)`` puts any new payload file in place while the write lock is
-        held, so the garbage collector (which deletes row and file under the same lock)
-        never sees a half state. ``stored_size`` None only dequeues (gone, damaged, or not
-        worth compressing).
-        """
-        changed = 0
-        with self._hot.write() as run:
-            for blob_id, stored_size, flags in done:
-                run("DELETE FROM compact_queue WHERE blob_id = :id", {"id": blob_id})
-                if stored_size is None:
-                    continue
-                row = run("SELECT tier FROM blobs WHERE id = :id", {"id": blob_id}).fetchall()
-                if not row or row[0][0] != tier:
-                    continue
-                replace(blob_id)
-                run(
-                    "UPDATE blobs SET stored_size = :stored_size, flags = :flags WHERE id = :id",
-                    {"id": blob_id, "stored_size": stored_size, "flags": flags},
-                )
-                changed += 1
-        return changed
-
-    def uncompacted(self) -> int:
-        return int(self._hot.read("SELECT count(*) FROM compact_queue", {})[0][0])
 
     def iter_blobs(self, batch: int = 2000) -> Iterator[BlobRecord]:
         last = b""
@@ -1476,9 +1414,6 @@ class Catalog:
             unreferenced = conn.execute(
                 select(func.count()).select_from(blobs).where(blobs.c.refcount <= 0)
             ).scalar_one()
-            n_uncompacted = conn.execute(
-                select(func.count()).select_from(compact_queue)
-            ).scalar_one()
             n_pending, pending_logical, pending_stored = conn.execute(
                 select(
                     func.count(),
@@ -1497,7 +1432,6 @@ class Catalog:
             int(n_blobs),
             int(unreferenced),
             int(n_pending),
-            int(n_uncompacted),
         )
 
 

@@ -7,19 +7,12 @@ Orthanc keeps its Python work off the interpreter lock that Orthanc's DICOM thre
 The queue is durable, so a crash of either process loses nothing; ``vna stats`` shows
 the backlog.
 
-The same process compresses, on a thread of the lowest CPU priority, the large parts the
-storage area stored uncompressed to answer C-STOREs sooner (``BlobStore.compact``,
-``storage.compress_in_background``): it uses a core Orthanc leaves idle, and during a
-burst that keeps every core busy it waits. ``vna stats`` shows that queue too
-(``uncompacted``).
-
 Run by ``vna up`` as ``python -m archive.indexer --home DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -28,7 +21,6 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from archive.blobstore import BlobStore
 from archive.catalog import (
     Catalog,
     IndexEntry,
@@ -38,7 +30,6 @@ from archive.catalog import (
     SourceRecord,
 )
 from archive.headers import header_record
-from archive.plugin import open_store
 from archive.settings import load_settings
 from security.audit import AuditEvent, AuditLog
 
@@ -185,23 +176,6 @@ class Indexer:
                 stop.wait(5)
 
 
-def compact_until(store: BlobStore, stop: threading.Event, idle_seconds: float = 0.25) -> None:
-    """Compress queued blobs until ``stop``, on this thread at the lowest CPU priority.
-
-    SCHED_IDLE (Linux, per thread): the thread runs only on a core nothing else wants, so
-    a burst of C-STOREs that keeps every core busy is never slowed by it.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-    while not stop.is_set():
-        try:
-            if not store.compact():
-                stop.wait(idle_seconds)
-        except Exception:
-            logger.exception("background compression failed; retrying in 5 s")
-            stop.wait(5)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m archive.indexer", description=__doc__)
     parser.add_argument("--home", default=None, help="archive home [VNA_HOME or ./var]")
@@ -219,20 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     logger.info("indexing %s", settings.home)
-    compactor = threading.Thread(
-        target=compact_until,
-        args=(open_store(settings, catalog), stop),
-        name="vna-compact",
-        daemon=True,
-    )
     try:
         audit = AuditLog.open(catalog.engine, settings.keys_dir, settings.audit_syslog)
-        compactor.start()
         Indexer(catalog, audit=audit).run(stop)
     finally:
-        stop.set()
-        if compactor.is_alive():
-            compactor.join(60)  # finishes the batch in hand; the queue keeps the rest
         catalog.close()
 
 

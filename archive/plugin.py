@@ -457,11 +457,9 @@ def _encode_answer(dataset: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def open_store(settings: Settings, catalog: Catalog | None = None) -> BlobStore:
-    """Open the blob store of an archive home (keys are created on first use), on
-    ``catalog`` when the process has one open already."""
-    if catalog is None:
-        catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
+def open_store(settings: Settings) -> BlobStore:
+    """Open the blob store of an archive home (keys are created on first use)."""
+    catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
     keys = KeyRing.open_or_create(settings.keys_dir, settings.storage.blob_mac)
     hot = FileStore(settings.blob_dir, fsync=settings.storage.fsync)
     journal = Journal(settings.home / "journal", fsync=settings.storage.fsync)

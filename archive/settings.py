@@ -57,10 +57,6 @@ class StorageSettings(BaseModel):
     # meant for machines with cores to spare, where it shortens each C-STORE
     write_behind: bool = False
     write_behind_min_bytes: int = Field(65536, ge=0)
-    # store large parts (pixel data) uncompressed when Orthanc hands them over and compress
-    # them in the background (the indexer process, at low priority): a C-STORE is answered
-    # without waiting for zstd. Off: compress before answering, as before 2026-11-26
-    compress_in_background: bool = True
     # a lone store hashes its pixel data on a helper thread while it compresses them
     # (archive/blobstore.py _name_parts): one association then uses a second core
     overlap_hash_and_compress: bool = True

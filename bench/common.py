@@ -397,18 +397,6 @@ class VnaArchive(Target):
         """``vna stats --json``."""
         return dict(json.loads(self.vna("stats", "--json")))
 
-    def settle(self, timeout: float = 600.0) -> float:
-        """Wait until the background work after a send (indexing, compression) is done;
-        returns the seconds waited."""
-        start = time.monotonic()
-        while True:
-            stats = self.stats()
-            if not (stats.get("pending") or stats.get("index_backlog") or stats.get("uncompacted")):
-                return time.monotonic() - start
-            if time.monotonic() - start > timeout:
-                raise BenchError(f"{self.name}: background work not done after {timeout} s")
-            time.sleep(0.1)
-
 
 # --------------------------------------------------------------------------- DICOM sends
 

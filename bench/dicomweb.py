@@ -355,11 +355,7 @@ def measure_side_by_side(
 
         def indexed() -> bool:
             stats = archive.stats()
-            idle = (
-                stats.get("pending") == 0
-                and stats.get("index_backlog") == 0
-                and stats.get("uncompacted", 0) == 0
-            )
+            idle = stats.get("pending") == 0 and stats.get("index_backlog") == 0
             return idle and stats.get("instances") == len(files)
 
         _wait(indexed, "the catalog")

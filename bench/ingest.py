@@ -88,9 +88,6 @@ class TargetRun:
     stats: dict[str, Any] | None = None
     stats_resend: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
-    # archive: seconds after the send until indexing and background compression were done
-    settle_single: float = 0.0
-    settle_parallel: float = 0.0
 
 
 # --------------------------------------------------------------------------- measuring
@@ -160,7 +157,6 @@ def measure_target(
         single, cpu_single = _timed_send(target, [[data_dir]], FIRST_AE, logs)
         _check_count(target, n_files, "after the 1-association send")
         disk_live = disk_usage(target.home)
-        settle_single = target.settle() if isinstance(target, VnaArchive) else 0.0
     disk = disk_usage(target.home)
     breakdown = disk_breakdown(target.home)
     stats = target.stats() if isinstance(target, VnaArchive) else None
@@ -170,8 +166,6 @@ def measure_target(
     with target:
         resend, cpu_resend = _timed_send(target, [[data_dir]], SECOND_AE, logs)
         _check_count(target, n_files, f"after the re-send from {SECOND_AE}")
-        if isinstance(target, VnaArchive):
-            target.settle()
     disk_resend = disk_usage(target.home)
     stats_resend = target.stats() if isinstance(target, VnaArchive) else None
     warnings += _catalog_warnings(label, stats_resend, n_files, "after the re-send")
@@ -188,7 +182,6 @@ def measure_target(
         _prepare(target)
         parallel, cpu_parallel = _timed_send(target, [[p] for p in parts], FIRST_AE, logs)
         _check_count(target, n_files, f"after the {len(parts)}-association send")
-        settle_parallel = target.settle() if isinstance(target, VnaArchive) else 0.0
     disk_parallel = disk_usage(target.home)
     shutil.rmtree(target.home)
     return TargetRun(
@@ -206,8 +199,6 @@ def measure_target(
         stats,
         stats_resend,
         warnings,
-        settle_single,
-        settle_parallel,
     )
 
 
@@ -455,17 +446,6 @@ def render_markdown(
     vna_runs = runs.get("vna")
     if vna_runs:
         last = vna_runs[-1]
-        settle_1 = _median([r.settle_single for r in vna_runs])
-        settle_n = _median([r.settle_parallel for r in vna_runs])
-        lines += [
-            "",
-            "The archive answers each C-STORE once the file is stored encrypted and "
-            "deduplicated; it compresses large parts afterwards (`storage."
-            "compress_in_background`, at the lowest CPU priority), and its bytes at rest "
-            "above are measured after that. Background work left when the last storescu "
-            f"exited (indexing and compression; medians): {settle_1:.1f} s after the "
-            f"1-association send, {settle_n:.1f} s after the {n_assoc}-association send.",
-        ]
         lines += [
             "",
             "Archive home at rest after the 1-association ingest (last run):",

@@ -167,7 +167,6 @@ def stats(home: HomeOption = None, as_json: JsonOption = False) -> None:
         "blobs": s.blobs,
         "unreferenced_blobs": s.unreferenced_blobs,
         "pending": s.pending,
-        "uncompacted": s.uncompacted,
         "index_backlog": store.catalog.index_backlog(),
         "dedup_ratio": round(s.dedup_ratio, 3),
         "compression_ratio": round(s.compression_ratio, 3),

@@ -20,16 +20,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from security.errors import IntegrityError
 
-__all__ = [
-    "MAC_ALGORITHMS",
-    "BlobNamer",
-    "Sealed",
-    "blob_mac",
-    "open_sealed",
-    "reseal",
-    "rewrap",
-    "seal",
-]
+__all__ = ["MAC_ALGORITHMS", "BlobNamer", "Sealed", "blob_mac", "open_sealed", "rewrap", "seal"]
 
 MAGIC = b"VNB1"
 _NONCE = 12
@@ -79,30 +70,13 @@ class Sealed:
     kek_id: str
 
 
-def _encrypt(dek: bytes, body: bytes, flags: int, blob_id: bytes) -> bytes:
-    nonce = os.urandom(_NONCE)
-    header = MAGIC + bytes([flags]) + nonce
-    return header + AESGCM(dek).encrypt(nonce, body, header[:5] + blob_id)
-
-
 def seal(body: bytes, flags: int, blob_id: bytes, kek_id: str, kek: bytes) -> Sealed:
     """Encrypt ``body`` (already compressed or not, as ``flags`` says) under a fresh data key."""
     dek = AESGCM.generate_key(bit_length=256)
-    return Sealed(_encrypt(dek, body, flags, blob_id), aes_key_wrap(kek, dek), kek_id)
-
-
-def reseal(body: bytes, flags: int, blob_id: bytes, wrapped_key: bytes, kek: bytes) -> bytes:
-    """Encrypt a new body for an existing blob under the data key it already has.
-
-    Background compression replaces a payload this way: the catalog's wrapped key stays
-    valid, so a reader opens the old payload or the new one alike (``flags`` travel in the
-    payload and are authenticated with it). A fresh random nonce per payload.
-    """
-    try:
-        dek = aes_key_unwrap(kek, wrapped_key)
-    except InvalidUnwrap as exc:
-        raise IntegrityError(f"data key of blob {blob_id.hex()} does not unwrap") from exc
-    return _encrypt(dek, body, flags, blob_id)
+    nonce = os.urandom(_NONCE)
+    header = MAGIC + bytes([flags]) + nonce
+    ciphertext = AESGCM(dek).encrypt(nonce, body, header[:5] + blob_id)
+    return Sealed(header + ciphertext, aes_key_wrap(kek, dek), kek_id)
 
 
 def open_sealed(

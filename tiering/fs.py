@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from security.errors import IntegrityError, NotFound, StorageFull
@@ -55,32 +55,15 @@ class FileStore:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._known_dirs.add(directory)
 
-    def stage(self, data: bytes, key: str, *, sync: bool = True) -> Staged:
-        """Write ``data`` under a temporary name; ``sync=False`` leaves the fsync to
-        :meth:`sync_staged` (one journal commit for a batch instead of one per file)."""
+    def stage(self, data: bytes, key: str) -> Staged:
         # the payload's directory is made now, not in publish: the archive publishes while
         # it holds the catalog's write lock, and a new inode costs 0.1-1 ms on a busy ext4
         self._ensure_dir(self.path(key).parent)
         token = f"{key}.{secrets.token_hex(8)}"
         write_new_file(
-            self._staging / token,
-            data,
-            sync=self.fsync and sync,
-            what=f"tier {self.name} at {self.root}",
+            self._staging / token, data, sync=self.fsync, what=f"tier {self.name} at {self.root}"
         )
         return Staged(token, key, len(data))
-
-    def sync_staged(self, staged: Iterable[Staged]) -> None:
-        """fdatasync payloads staged with ``sync=False``: after the first, ext4 has
-        committed the others' metadata in the same journal transaction."""
-        if not self.fsync:
-            return
-        for item in staged:
-            fd = os.open(self._staging / item.token, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
 
     def publish(self, staged: Staged) -> None:
         """Move a staged payload under its key.

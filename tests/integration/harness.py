@@ -107,16 +107,11 @@ class Archive:
         return requests.post(self.orthanc_url + path, auth=self.auth, timeout=60, **kwargs)
 
     def stats(self, settled: bool = True) -> dict[str, Any]:
-        """`vna stats --json`; by default once everything is digested, indexed and
-        compressed."""
+        """`vna stats --json`; by default once everything is digested and indexed."""
         deadline = time.monotonic() + 120
         while True:
             data = dict(json.loads(self.vna("stats", "--json").stdout))
-            idle = (
-                data["pending"] == 0
-                and data["index_backlog"] == 0
-                and data.get("uncompacted", 0) == 0
-            )
+            idle = data["pending"] == 0 and data["index_backlog"] == 0
             if not settled or idle or time.monotonic() > deadline:
                 return data
             time.sleep(0.2)

@@ -41,10 +41,7 @@ class _CountingCompressor:
 def _store(tmp_path: Path, name: str, keys: KeyRing, overlap: bool) -> BlobStore:
     catalog = Catalog(f"sqlite:///{tmp_path / name}.db")
     hot = FileStore(tmp_path / f"{name}-blobs", fsync=False)
-    # compression before the answer: the path the overlap belongs to
-    settings = StorageSettings(
-        fsync=False, overlap_hash_and_compress=overlap, compress_in_background=False
-    )
+    settings = StorageSettings(fsync=False, overlap_hash_and_compress=overlap)
     return BlobStore(catalog, keys, hot, settings)
 
 

@@ -100,6 +100,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
 
 
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return process_cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -368,6 +375,46 @@ class VnaArchive(Target):
         self._wait_http(
             lambda s: bool(s.get("StorageAreaPlugin")), timeout, None, self.home / "log"
         )
+        self._wait_settled(timeout)
+
+    def _process_tree(self) -> list[int]:
+        """The supervisor (``vna up``) and every process below it."""
+        try:
+            root = int((self.home / "run" / "vna.pid").read_text().strip())
+        except (OSError, ValueError):
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry.name))
+        tree, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    def _wait_settled(self, timeout: float) -> None:
+        """Wait until the gateway answers and the archive's processes are idle (workers
+        import and prepare on start): a measurement then sees the running archive, as it
+        sees a plain Orthanc that is up, not its start-up."""
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.gateway_port}/healthz"
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url, timeout=5).ok:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: the gateway did not answer {url}")
+            time.sleep(0.2)
+        while time.monotonic() < deadline:
+            pids = self._process_tree()
+            before = sum(_cpu_or_zero(pid) for pid in pids)
+            time.sleep(0.5)
+            if sum(_cpu_or_zero(pid) for pid in pids) - before < 0.05:  # < 10 % of a core
+                return
 
     def stop(self, timeout: float = 90.0) -> None:
         if not self._started:

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from bench.common import (
     terminate_on_sigterm,
     write_section,
 )
+from bench.link import ThrottledLink
 from dicomweb.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 
@@ -351,52 +352,62 @@ def measure_side_by_side(
             {"Authorization": f"Bearer {_token(archive.home, url)}", **encodings},
         )
         theirs = Endpoint(LABELS[THEIRS], orthanc.http_port, "/dicom-web", encodings)
-        step("waiting for the catalog to index every instance")
-
-        def indexed() -> bool:
-            stats = archive.stats()
-            idle = stats.get("pending") == 0 and stats.get("index_backlog") == 0
-            return idle and stats.get("instances") == len(files)
-
-        _wait(indexed, "the catalog")
-        for endpoint in (ours, theirs):
-            if _count(endpoint, "/studies") != len(uids):
-                raise BenchError(f"{endpoint.name} does not list every study")
-        sides = {OURS: ours, THEIRS: theirs}
-        study_paths = [f"/studies/{uid}" for uid in uids]
-        meta_paths = [f"{p}/metadata" for p in study_paths]
-        for side, endpoint in sides.items():  # warm-up, and the byte counts to compare
-            results.study_bytes[side] = sum(
-                fetch(endpoint, p, DICOM_ACCEPT).bytes for p in study_paths
+        links = contextlib.ExitStack()
+        if args.link_mbps:
+            # both servers behind their own emulated link of the same bandwidth
+            ours = replace(
+                ours, port=links.enter_context(ThrottledLink(ours.port, args.link_mbps)).port
             )
-            for p in meta_paths:
-                fetch(endpoint, p, JSON_ACCEPT)
-            close_connections()
-            # every gateway worker process has its own metadata cache, and a connection
-            # stays with one worker: warm them all, over as many connections as clients
-            run_clients(endpoint, meta_paths, JSON_ACCEPT, args.clients, 1)
-        ratio = results.study_bytes[OURS] / max(1, results.study_bytes[THEIRS])
-        if not 0.98 < ratio < 1.02:
-            results.warnings.append(
-                f"study bodies differ in size: gateway {results.study_bytes[OURS]:,} B, "
-                f"Orthanc {results.study_bytes[THEIRS]:,} B"
+            theirs = replace(
+                theirs, port=links.enter_context(ThrottledLink(theirs.port, args.link_mbps)).port
             )
-        for what, paths, accept, store in (
-            ("WADO-RS study", study_paths, DICOM_ACCEPT, results.wado),
-            ("WADO-RS metadata", meta_paths, JSON_ACCEPT, results.metadata),
-        ):
-            for clients in (1, args.clients):
-                for side in (THEIRS, OURS):  # alternate, so drift hits both
-                    step(f"{what}, {clients} client(s): {LABELS[side]}")
-                    store.setdefault(side, {})[clients] = run_clients(
-                        sides[side], paths, accept, clients, args.rounds
-                    )
-        for label, query in qido_queries(specs).items():
-            for side in (THEIRS, OURS):
-                step(f"QIDO {label}: {LABELS[side]}")
-                results.qido.setdefault(side, {})[label] = latencies(
-                    sides[side], f"/studies?{query}", args.qido_repeats
+        with links:
+            step("waiting for the catalog to index every instance")
+
+            def indexed() -> bool:
+                stats = archive.stats()
+                idle = stats.get("pending") == 0 and stats.get("index_backlog") == 0
+                return idle and stats.get("instances") == len(files)
+
+            _wait(indexed, "the catalog")
+            for endpoint in (ours, theirs):
+                if _count(endpoint, "/studies") != len(uids):
+                    raise BenchError(f"{endpoint.name} does not list every study")
+            sides = {OURS: ours, THEIRS: theirs}
+            study_paths = [f"/studies/{uid}" for uid in uids]
+            meta_paths = [f"{p}/metadata" for p in study_paths]
+            for side, endpoint in sides.items():  # warm-up, and the byte counts to compare
+                results.study_bytes[side] = sum(
+                    fetch(endpoint, p, DICOM_ACCEPT).bytes for p in study_paths
                 )
+                for p in meta_paths:
+                    fetch(endpoint, p, JSON_ACCEPT)
+                close_connections()
+                # every gateway worker process has its own metadata cache, and a connection
+                # stays with one worker: warm them all, over as many connections as clients
+                run_clients(endpoint, meta_paths, JSON_ACCEPT, args.clients, 1)
+            ratio = results.study_bytes[OURS] / max(1, results.study_bytes[THEIRS])
+            if not 0.98 < ratio < 1.02:
+                results.warnings.append(
+                    f"study bodies differ in size: gateway {results.study_bytes[OURS]:,} B, "
+                    f"Orthanc {results.study_bytes[THEIRS]:,} B"
+                )
+            for what, paths, accept, store in (
+                ("WADO-RS study", study_paths, DICOM_ACCEPT, results.wado),
+                ("WADO-RS metadata", meta_paths, JSON_ACCEPT, results.metadata),
+            ):
+                for clients in (1, args.clients):
+                    for side in (THEIRS, OURS):  # alternate, so drift hits both
+                        step(f"{what}, {clients} client(s): {LABELS[side]}")
+                        store.setdefault(side, {})[clients] = run_clients(
+                            sides[side], paths, accept, clients, args.rounds
+                        )
+            for label, query in qido_queries(specs).items():
+                for side in (THEIRS, OURS):
+                    step(f"QIDO {label}: {LABELS[side]}")
+                    results.qido.setdefault(side, {})[label] = latencies(
+                        sides[side], f"/studies?{query}", args.qido_repeats
+                    )
 
 
 # --------------------------------------------------------------------------- 100k studies
@@ -734,6 +745,8 @@ def _workers_note(args: argparse.Namespace) -> str:
 
 
 def _section(args: argparse.Namespace) -> str:
+    if args.link_mbps:
+        return f"{SECTION_KEY}.link"
     if args.blob_cache_mb:
         return f"{SECTION_KEY}.blobcache"
     return f"{SECTION_KEY}.identity" if args.identity else SECTION_KEY
@@ -789,7 +802,14 @@ def render_markdown(
         f"asks for `{DICOM_ACCEPT}`, metadata for `{JSON_ACCEPT}`. Servers alternate "
         "scenario by scenario, Orthanc first. Ratio = gateway / Orthanc studies/s (> 1: "
         "gateway faster; the metadata documents differ in size, so not MB/s); target >= 2. "
-        f"Gateway read path: {_cache_note(args)}. Gateway processes: {_workers_note(args)}. "
+        + (
+            f"Both servers are reached through an emulated link of {args.link_mbps:g} Mbit/s "
+            "(bench/link.py: a local TCP proxy per server pacing what the server sends, "
+            "shared by all of its connections), as a reading centre reaches the archive. "
+            if args.link_mbps
+            else ""
+        )
+        + f"Gateway read path: {_cache_note(args)}. Gateway processes: {_workers_note(args)}. "
         "QIDO: one client, "
         f"{args.qido_repeats} sequential requests per query after one warm-up; query strings "
         "are sent unencoded (Orthanc 1.10 does not percent-decode them).",
@@ -901,6 +921,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="the client sends Accept-Encoding: identity (no zstd transfer); results go "
         f"to the {SECTION_KEY}.identity section",
+    )
+    parser.add_argument(
+        "--link-mbps",
+        type=float,
+        default=0.0,
+        help="reach both servers through an emulated link of this many Mbit/s (bench/link.py; "
+        f"0: directly); results go to the {SECTION_KEY}.link section",
     )
     parser.add_argument(
         "--gateway-workers",

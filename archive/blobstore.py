@@ -341,6 +341,16 @@ class BlobStore:
 
     # -- read --------------------------------------------------------------------------
 
+    def _open(self, record: BlobRecord) -> tuple[int, bytes]:
+        """Fetch a blob's payload from its tier (or row) and decrypt it: ``(flags, body)``."""
+        if record.tier == INLINE:
+            if record.payload is None:
+                raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
+            payload = record.payload
+        else:
+            payload = self.hot.get(record.id.hex())
+        return open_sealed(payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id))
+
     def read_blob(self, record: BlobRecord) -> bytes:
         """Decrypt, decompress and verify one blob; IntegrityError on any mismatch.
 
@@ -358,15 +368,7 @@ class BlobStore:
           so the check that makes dedup safe stays on every read from a tier (with
           BLAKE3 about a fifth of the read's CPU; it was 60 % with BLAKE2b).
         """
-        if record.tier == INLINE:
-            if record.payload is None:
-                raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
-            payload = record.payload
-        else:
-            payload = self.hot.get(record.id.hex())
-        flags, body = open_sealed(
-            payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id)
-        )
+        flags, body = self._open(record)
         if flags & FLAG_ZSTD:
             try:
                 body = self._decompressor().decompress(body, max_output_size=record.size)
@@ -386,15 +388,7 @@ class BlobStore:
         plaintext and is not made (the frame's own content checksum, when it has one,
         is checked by the client's decoder).
         """
-        if record.tier == INLINE:
-            if record.payload is None:
-                raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
-            payload = record.payload
-        else:
-            payload = self.hot.get(record.id.hex())
-        flags, body = open_sealed(
-            payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id)
-        )
+        flags, body = self._open(record)
         return body if flags & FLAG_ZSTD else None
 
     def get(self, uuid: str) -> bytes:

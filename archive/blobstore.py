@@ -131,13 +131,8 @@ class BlobStore:
         )
         self._digest_queue: queue.Queue[str | None] | None = None
         self._digester: threading.Thread | None = None
-        # only worth a thread hop when naming costs about what compressing does (BLAKE2b;
-        # keyed BLAKE3 takes a tenth of zstd's time)
-        self._overlap = (
-            settings.overlap_hash_and_compress
-            and (os.cpu_count() or 1) > 1
-            and keys.namer.algorithm == "blake2b"
-        )
+        # a lone store's pixel data use a second core (_name_parts)
+        self._overlap = settings.overlap_hash_and_compress and (os.cpu_count() or 1) > 1
         self._hasher: ThreadPoolExecutor | None = None
         self._hasher_lock = threading.Lock()
         self._in_flight = 0  # attachments being stored right now, by any thread
@@ -202,12 +197,15 @@ class BlobStore:
         when the overlap below applied to this attachment.
 
         A lone store (one C-STORE association) leaves a core idle while it hashes, then
-        compresses, its pixel data. So the large part is hashed on a helper thread while
-        this thread compresses it, both in C without the GIL, when the previous such
-        attachment brought new pixel data: ingest of new instances, where a re-send (which
-        needs no compression) follows re-sends. A wrong guess costs one compression or one
-        missed overlap, never a lookup. With several stores in flight the cores are busy
-        already and everything runs here, one part after the other.
+        compresses, its pixel data. So that core takes part of the work, in C without the
+        GIL, when the previous such attachment brought new pixel data: ingest of new
+        instances, where a re-send (which needs no compression) follows re-sends. With
+        keyed BLAKE3 (a tenth of zstd's time) the helper compresses the first half of the
+        large part while this thread compresses the second: two zstd frames, which read
+        back as one (``_decompress``). With BLAKE2b (older homes) the helper hashes the
+        part while this thread compresses it whole. A wrong guess costs one compression
+        or one missed overlap, never a lookup. With several stores in flight the cores
+        are busy already and everything runs here, one part after the other.
         """
         namer = self.keys.namer
         sizes = [s.end - s.start for s in spans]
@@ -217,6 +215,9 @@ class BlobStore:
         chunk = view[spans[big].start : spans[big].end]
         if not (alone and self._last_pixels_new):
             return [namer(view[s.start : s.end]) for s in spans], {}, big
+        if namer.algorithm != "blake2b":
+            names = [namer(view[s.start : s.end]) for s in spans]
+            return names, {names[big]: self._compress_on_two_cores(chunk)}, big
         future: Future[bytes] = self._helper().submit(namer, chunk)
         try:
             packed = self._compressor().compress(chunk)
@@ -226,6 +227,20 @@ class BlobStore:
             raise
         names[big] = future.result()
         return names, {names[big]: packed}, big
+
+    def _compress_on_two_cores(self, chunk: memoryview) -> bytes:
+        """Two zstd frames, the first half compressed on the helper thread."""
+        half = len(chunk) // 2
+        future: Future[bytes] = self._helper().submit(self._compress, chunk[:half])
+        try:
+            second = self._compressor().compress(chunk[half:])
+        except BaseException:
+            future.exception()  # let the helper finish with ``chunk`` before unwinding
+            raise
+        return future.result() + second
+
+    def _compress(self, data: memoryview) -> bytes:
+        return self._compressor().compress(data)
 
     def put(self, uuid: str, content_type: int, data: bytes, sender: Sender | None = None) -> None:
         """Store one attachment handed over by Orthanc.
@@ -341,6 +356,13 @@ class BlobStore:
 
     # -- read --------------------------------------------------------------------------
 
+    def _decompress(self, body: bytes, size: int) -> bytes:
+        """One zstd frame, or several in a row (a part compressed on two cores)."""
+        decompressor = self._decompressor()
+        if zstandard.frame_content_size(body) == size:
+            return decompressor.decompress(body, max_output_size=size)
+        return decompressor.decompressobj(read_across_frames=True).decompress(body)
+
     def _open(self, record: BlobRecord) -> tuple[int, bytes]:
         """Fetch a blob's payload from its tier (or row) and decrypt it: ``(flags, body)``."""
         if record.tier == INLINE:
@@ -371,7 +393,7 @@ class BlobStore:
         flags, body = self._open(record)
         if flags & FLAG_ZSTD:
             try:
-                body = self._decompressor().decompress(body, max_output_size=record.size)
+                body = self._decompress(body, record.size)
             except zstandard.ZstdError as exc:
                 raise IntegrityError(f"blob {record.id.hex()} does not decompress") from exc
         if len(body) != record.size or not self.keys.namer.verify(body, record.id):

@@ -57,8 +57,9 @@ class StorageSettings(BaseModel):
     # meant for machines with cores to spare, where it shortens each C-STORE
     write_behind: bool = False
     write_behind_min_bytes: int = Field(65536, ge=0)
-    # a lone store hashes its pixel data on a helper thread while it compresses them
-    # (archive/blobstore.py _name_parts): one association then uses a second core
+    # a lone store (one association) uses a second core for its pixel data: half of the
+    # compression (BLAKE3 homes) or the hash (BLAKE2b homes); archive/blobstore.py
+    # _name_parts
     overlap_hash_and_compress: bool = True
 
 

@@ -67,11 +67,22 @@ def keys(tmp_path: Path) -> KeyRing:
     return KeyRing.open_or_create(tmp_path / "keys", "blake2b")
 
 
-def test_a_blake3_home_names_in_line(tmp_path: Path, big_ct: bytes) -> None:
-    store = _store(tmp_path, "blake3", KeyRing.open_or_create(tmp_path / "k3"), overlap=True)
+def test_a_blake3_home_compresses_a_lone_store_on_two_cores(tmp_path: Path, big_ct: bytes) -> None:
+    keys = KeyRing.open_or_create(tmp_path / "k3")
+    serial = _store(tmp_path, "serial3", keys, overlap=False)
+    store = _store(tmp_path, "blake3", keys, overlap=True)
+    serial.put("a", CONTENT_DICOM, big_ct)
     helpers = _helper_threads()
     store.put("a", CONTENT_DICOM, big_ct)
-    assert _helper_threads() == helpers  # no thread hop for a 0.06 ms hash
+    assert _helper_threads() == helpers + 1  # half of the pixel data compressed there
+    # the same names, the same digest; the pixel payload is two zstd frames
+    assert store.catalog.attachment_parts("a")[1] == serial.catalog.attachment_parts("a")[1]
+    assert _blob_rows(store).keys() == _blob_rows(serial).keys()
+    (pixels,) = [r for r, _ in store.catalog.attachment_parts("a")[2] if r.kind == "pixels"]
+    assert pixels.flags & FLAG_ZSTD
+    frame = store.read_zstd(pixels)
+    assert frame is not None
+    assert zstandard.frame_content_size(frame) < pixels.size  # the first of two frames
     assert store.get("a") == big_ct
     assert store.check(attachments=True).ok
 

@@ -179,8 +179,6 @@ studies = Table(
     Index("ix_studies_date_uid", "study_date", "study_uid"),
 )
 
-studies_date_uid = next(i for i in studies.indexes if i.name == "ix_studies_date_uid")
-
 series = Table(
     "series",
     metadata,
@@ -559,9 +557,9 @@ class Catalog:
             self.index_engine = create_engine(url, **kwargs)
             event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
             event.listen(self.index_engine, "begin", _begin)
+        # creates the tables of a fresh database (tests); how an existing database is
+        # upgraded is archive.migrations.upgrade, which open_store runs before this
         metadata.create_all(self.engine)
-        # create_all skips the indexes of tables that exist: add indexes new since then
-        studies_date_uid.create(self.engine, checkfirst=True)
         sqlite_path = self.engine.url.database if self.is_sqlite else None
         self._hot = _HotPath(self, sqlite_path, "FULL" if durable else "NORMAL")
 

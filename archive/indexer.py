@@ -21,6 +21,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from archive import migrations
 from archive.catalog import (
     Catalog,
     IndexEntry,
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.home)
     # ingest first: the index may lag a moment, a C-STORE should not wait for it
     os.nice(10)
+    migrations.upgrade(settings.resolved_catalog_url)
     catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
     stop = threading.Event()
 

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pydicom
 from sqlalchemy import and_, select
 
+from archive import migrations
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
 from archive.dimse import (
@@ -458,7 +459,13 @@ def _encode_answer(dataset: pydicom.Dataset) -> bytes:
 
 
 def open_store(settings: Settings) -> BlobStore:
-    """Open the blob store of an archive home (keys are created on first use)."""
+    """Open the blob store of an archive home (keys are created on first use).
+
+    The catalog database is first brought to the schema this version expects
+    (:func:`archive.migrations.upgrade`: created, adopted or migrated, once, whichever
+    process gets there first).
+    """
+    migrations.upgrade(settings.resolved_catalog_url)
     catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
     keys = KeyRing.open_or_create(settings.keys_dir, settings.storage.blob_mac)
     hot = FileStore(settings.blob_dir, fsync=settings.storage.fsync)

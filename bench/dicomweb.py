@@ -44,6 +44,7 @@ import zstandard
 from rich.console import Console
 from rich.table import Table
 
+from archive import migrations
 from archive.api import (
     Catalog,
     instances,
@@ -607,6 +608,7 @@ def measure_big(
     home.mkdir(parents=True)
     step(f"filling a catalog with {args.big:,} studies")
     settings = load_settings(home)
+    migrations.upgrade(settings.resolved_catalog_url)
     catalog = Catalog(settings.resolved_catalog_url, durable=False)
     try:
         institution = catalog.add_institution(INSTITUTION, AET)

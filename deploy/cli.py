@@ -7,6 +7,7 @@ and ``VNA_*`` variables. Errors print one sentence that says what to do and exit
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,10 @@ def up(
             out.print("  " + line)
         out.print(f"  logs: {settings.home / 'log'}   stop with: vna down --home {settings.home}")
         return
+    # what preparing the home reports (schema upgrades, recovery) goes to stderr, or to the
+    # detached supervisor's log
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s vna %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # archive.migrations sums it up
     raise typer.Exit(
         supervisor.serve(settings, on_ready=(lambda: _offer_demo(settings)) if offer_demo else None)
     )

@@ -28,13 +28,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from security.errors import Conflict, InvalidInput
 from security.tokens import SCOPES
@@ -57,11 +54,6 @@ oauth_clients = Table(
     Column("redirect_uris", Text, nullable=False, default=""),  # space-separated
 )
 
-# columns added after the table first shipped, with the SQL to add them to an old table
-_ADDED_COLUMNS = {
-    "public": "ALTER TABLE oauth_clients ADD COLUMN public BOOLEAN NOT NULL DEFAULT FALSE",
-    "redirect_uris": "ALTER TABLE oauth_clients ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT ''",
-}
 _PUBLIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -131,23 +123,9 @@ class ClientRegistry:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # a fresh database only (tests): an existing one is brought up to date, columns
+        # added since included, by archive.migrations.upgrade before anything opens it
         metadata.create_all(engine)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Bring a table created by an older version up to date (idempotent)."""
-        present = {c["name"] for c in inspect(self.engine).get_columns("oauth_clients")}
-        for name, ddl in _ADDED_COLUMNS.items():
-            if name in present:
-                continue
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(text(ddl))
-            except SQLAlchemyError:
-                # another process added it first; anything else shows up right below
-                present = {c["name"] for c in inspect(self.engine).get_columns("oauth_clients")}
-                if name not in present:
-                    raise
 
     def add(self, name: str, institution: str, scopes: str) -> tuple[Client, str]:
         """Register a client; returns it and its secret (shown once, never stored)."""

@@ -66,7 +66,9 @@ __all__ = [
 def ensure_schema(engine: Engine) -> None:
     """Create sharing's tables (grants, worklist openings, share links) if missing.
 
-    Called by every process that opens the catalog (gateway, plugin, CLI); idempotent.
+    Idempotent. A home's catalog already has them: ``archive.migrations.upgrade`` (run
+    by ``open_store``) creates and evolves every table; this serves fresh databases
+    opened without it (tests) and never alters an existing table.
     """
     create_tables(engine)
     create_link_tables(engine)

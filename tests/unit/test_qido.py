@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archive import migrations
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from dicomweb.attributes import Level, lookup
 from dicomweb.dicomjson import element
@@ -245,11 +246,12 @@ def test_study_list_reads_the_date_uid_index_without_sorting(cat: Catalog) -> No
 
 
 def test_an_existing_catalog_gets_the_new_index(tmp_path: Path) -> None:
+    """A catalog made before the index existed gets it when the schema is upgraded."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     Catalog(url, durable=False).close()
     with sqlite3.connect(tmp_path / "old.db") as conn:
         conn.execute("DROP INDEX ix_studies_date_uid")
-    Catalog(url, durable=False).close()
+    migrations.upgrade(url)
     with sqlite3.connect(tmp_path / "old.db") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "ix_studies_date_uid" in names

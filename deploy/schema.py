@@ -1,0 +1,36 @@
+"""Every table of the catalog database, for schema migrations and their tests.
+
+The catalog database is shared: the archive, sharing and security each define their own
+tables (their own ``MetaData``). Only a composition root may know all of them, so the list
+lives here, not in ``archive.migrations`` (archive may not import sharing). Alembic's
+autogenerate (``alembic revision --autogenerate``, see alembic.ini) compares the database
+with this list; ``tests/unit/test_migrations.py`` checks the migrations against it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+import archive.catalog
+import security.audit
+import security.authorization
+import security.clients
+import security.users
+import sharing.grants
+import sharing.links
+import sharing.worklist  # noqa: F401 - defines worklist_opened in sharing.grants.metadata
+
+__all__ = ["all_metadata"]
+
+
+def all_metadata() -> list[MetaData]:
+    """The ``MetaData`` of every module that owns tables in the catalog database."""
+    return [
+        archive.catalog.metadata,
+        sharing.grants.metadata,
+        sharing.links.metadata,
+        security.users.metadata,
+        security.clients.metadata,
+        security.authorization.metadata,
+        security.audit.metadata,
+    ]

@@ -14,9 +14,9 @@ from archive import migrations
 from tests.integration import test_postgres
 from tests.unit.test_migrations import (
     build_pre_migration_database,
+    check_concurrent_upgrade,
     check_pre_migration_rows,
     revisions,
-    run_concurrently,
     schema_diff,
 )
 
@@ -83,14 +83,4 @@ def test_upgrading_twice_changes_nothing(url: str) -> None:
 
 @pytest.mark.parametrize("pre_migration", [False, True], ids=["empty", "pre-migration"])
 def test_processes_upgrading_at_once_do_not_fail(url: str, pre_migration: bool) -> None:
-    engine = create_engine(url)
-    if pre_migration:
-        build_pre_migration_database(engine)
-    results = run_concurrently(url)
-    applied = [rev for result in results for rev in result]
-    assert applied == (revisions()[1:] if pre_migration else revisions())
-    assert migrations.current(url) == (migrations.HEAD,)
-    assert schema_diff(engine) == []
-    if pre_migration:
-        check_pre_migration_rows(engine)
-    engine.dispose()
+    check_concurrent_upgrade(url, pre_migration)

@@ -236,16 +236,22 @@ def run_concurrently(url: str, processes: int = 4) -> list[list[str]]:
         return pool.starmap(upgrade_at, [(url, start)] * processes)
 
 
-@pytest.mark.parametrize("pre_migration", [False, True], ids=["empty", "pre-migration"])
-def test_processes_upgrading_at_once_do_not_fail(url: str, pre_migration: bool) -> None:
+def check_concurrent_upgrade(url: str, pre_migration: bool) -> None:
+    """Four processes upgrade ``url`` at once (SQLite here, PostgreSQL in the integration
+    tests): exactly one does the work, the others wait for the lock and find head."""
     engine = create_engine(url)
     if pre_migration:
         build_pre_migration_database(engine)
     results = run_concurrently(url)
-    # exactly one of them did the work (the others waited for the lock, then found head)
     applied = [rev for result in results for rev in result]
     assert applied == (revisions()[1:] if pre_migration else revisions())
     assert migrations.current(url) == (migrations.HEAD,)
     assert schema_diff(engine) == []
     if pre_migration:
         check_pre_migration_rows(engine)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("pre_migration", [False, True], ids=["empty", "pre-migration"])
+def test_processes_upgrading_at_once_do_not_fail(url: str, pre_migration: bool) -> None:
+    check_concurrent_upgrade(url, pre_migration)

@@ -213,11 +213,11 @@ class BlobStore:
         if not (self._overlap and len(spans) > 1 and sizes[big] >= _OVERLAP_MIN_BYTES):
             return [namer(view[s.start : s.end]) for s in spans], {}, None
         chunk = view[spans[big].start : spans[big].end]
-        if not (alone and self._last_pixels_new):
-            return [namer(view[s.start : s.end]) for s in spans], {}, big
-        if namer.algorithm != "blake2b":
+        overlap = alone and self._last_pixels_new
+        if not overlap or namer.algorithm != "blake2b":
             names = [namer(view[s.start : s.end]) for s in spans]
-            return names, {names[big]: self._compress_on_two_cores(chunk)}, big
+            packed = {names[big]: self._compress_on_two_cores(chunk)} if overlap else {}
+            return names, packed, big
         future: Future[bytes] = self._helper().submit(namer, chunk)
         try:
             packed = self._compressor().compress(chunk)
@@ -233,7 +233,7 @@ class BlobStore:
         half = len(chunk) // 2
         future: Future[bytes] = self._helper().submit(self._compress, chunk[:half])
         try:
-            second = self._compressor().compress(chunk[half:])
+            second = self._compress(chunk[half:])
         except BaseException:
             future.exception()  # let the helper finish with ``chunk`` before unwinding
             raise

@@ -132,18 +132,18 @@ class InstanceReader:
             self.cache.put(blob_id, data)
         return data
 
+    def _parts(self, planned: PlannedInstance) -> tuple[AttachmentPart, ...]:
+        return planned.parts if planned.parts is not None else tuple(self.blobs.parts(planned.uuid))
+
+    def _read_sized(self, planned: PlannedInstance, part: AttachmentPart) -> bytes:
+        data = self.read_part(part)
+        if len(data) != part.end - part.start:  # the answer's Content-Length relies on it
+            raise IntegrityError(f"a part of attachment {planned.uuid} has the wrong size")
+        return data
+
     def read(self, planned: PlannedInstance) -> list[bytes]:
         """The instance as its parts' bytes in file order (joined by writing them out)."""
-        parts = planned.parts
-        if parts is None:
-            parts = tuple(self.blobs.parts(planned.uuid))
-        out = []
-        for part in parts:
-            data = self.read_part(part)
-            if len(data) != part.end - part.start:  # the answer's Content-Length relies on it
-                raise IntegrityError(f"a part of attachment {planned.uuid} has the wrong size")
-            out.append(data)
-        return out
+        return [self._read_sized(planned, part) for part in self._parts(planned)]
 
     def read_batch(self, batch: Sequence[PlannedInstance]) -> list[list[bytes]]:
         return [self.read(planned) for planned in batch]
@@ -155,24 +155,19 @@ class InstanceReader:
         ``BlobStore.read_zstd``); one stored uncompressed is read and verified as usual,
         then compressed at a fast level.
         """
-        parts = planned.parts
-        if parts is None:
-            parts = tuple(self.blobs.parts(planned.uuid))
         out = []
-        for part in parts:
+        for part in self._parts(planned):
             frame = None
             if part.data is None and part.blob is not None:
                 frame = self.blobs.read_zstd(part.blob)
             if frame is None:
-                data = self.read_part(part)
-                if len(data) != part.end - part.start:
-                    raise IntegrityError(f"a part of attachment {planned.uuid} has the wrong size")
-                frame = self._fast_compressor().compress(data)
+                frame = self._fast_compressor().compress(self._read_sized(planned, part))
             out.append(frame)
         return out
 
     def _fast_compressor(self) -> zstandard.ZstdCompressor:
-        # parts stored uncompressed: noise, or pixel data not compacted yet; speed first
+        # parts stored uncompressed (zstd could not shrink them: noise, compressed pixel
+        # data; or still journaled by write-behind): speed first
         compressor = getattr(self._local, "zstd", None)
         if compressor is None:
             compressor = self._local.zstd = zstandard.ZstdCompressor(level=-5, write_checksum=True)

@@ -216,8 +216,8 @@ class BlobStore:
         overlap = alone and self._last_pixels_new
         if not overlap or namer.algorithm != "blake2b":
             names = [namer(view[s.start : s.end]) for s in spans]
-            packed = {names[big]: self._compress_on_two_cores(chunk)} if overlap else {}
-            return names, packed, big
+            early = {names[big]: self._compress_on_two_cores(chunk)} if overlap else {}
+            return names, early, big
         future: Future[bytes] = self._helper().submit(namer, chunk)
         try:
             packed = self._compressor().compress(chunk)

@@ -39,6 +39,7 @@ from dicomweb.pixels import (
     native_frame_bits,
     negotiate_frames,
 )
+from dicomweb.prefetch import ordered_prefetch
 from dicomweb.search import StoredInstance
 from security.errors import InvalidInput, NotFound
 
@@ -210,17 +211,16 @@ async def _send_parts(
     response = web.StreamResponse(
         headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'}
     )
-    data = await asyncio.to_thread(produce, 0)  # a failure here is still an error answer
-    await response.prepare(request)
-    request[STREAMING] = True
+    # one body in hand, the next one read meanwhile
+    bodies = ordered_prefetch(None, produce, range(count), [1] * count, 2)
     sent = 0
-    for index in range(count):
-        following = (
-            asyncio.create_task(asyncio.to_thread(produce, index + 1))
-            if index + 1 < count
-            else None
-        )
-        try:
+    try:
+        async for data in bodies:
+            if not response.prepared:
+                # the first body is read before anything is sent: a failure is still an
+                # ordinary error answer
+                await response.prepare(request)
+                request[STREAMING] = True
             head = (
                 f"--{boundary}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n"
@@ -229,12 +229,8 @@ async def _send_parts(
             await response.write(data)
             await response.write(b"\r\n")
             sent += len(data)
-        except BaseException:
-            if following is not None:
-                following.cancel()
-            raise
-        if following is not None:
-            data = await following
+    finally:
+        await bodies.aclose()
     await response.write(f"--{boundary}--\r\n".encode("ascii"))
     await response.write_eof()
     return response, sent

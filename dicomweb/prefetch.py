@@ -39,13 +39,14 @@ def batches(weights: Sequence[int], target: int) -> list[range]:
 
 
 async def ordered_prefetch(
-    executor: Executor,
+    executor: Executor | None,
     work: Callable[[K], T],
     keys: Sequence[K],
     weights: Sequence[int],
     max_ahead: int,
 ) -> AsyncGenerator[T, None]:
-    """Yield ``work(key)`` for every key, in order, computed ahead on ``executor``.
+    """Yield ``work(key)`` for every key, in order, computed ahead on ``executor`` (None:
+    the event loop's default executor).
 
     At least one key is always in flight; more are submitted while the weight in flight
     stays within ``max_ahead``. Leaving the loop early (an error, a closed connection)

@@ -21,6 +21,7 @@ from archive.api import BlobStore
 from dicomweb.frames import instance_path, split_multipart
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
+from dicomweb.prefetch import ordered_prefetch
 from dicomweb.search import StoredInstance
 from security.errors import InvalidInput
 
@@ -131,23 +132,18 @@ async def send_dicom_file(
         }
     )
     response.content_length = size
-    data = await asyncio.to_thread(blobs.read_part, parts[0])
-    await response.prepare(request)
-    request[STREAMING] = True
-    for index in range(len(parts)):
-        following = (
-            asyncio.create_task(asyncio.to_thread(blobs.read_part, parts[index + 1]))
-            if index + 1 < len(parts)
-            else None
-        )
-        try:
+    # one part in hand, the next one read meanwhile
+    datas = ordered_prefetch(None, blobs.read_part, parts, [1] * len(parts), 2)
+    try:
+        async for data in datas:
+            if not response.prepared:
+                # the first part is read before anything is sent: a failure is still an
+                # ordinary error answer
+                await response.prepare(request)
+                request[STREAMING] = True
             await response.write(data)
-        except BaseException:
-            if following is not None:
-                following.cancel()
-            raise
-        if following is not None:
-            data = await following
+    finally:
+        await datas.aclose()
     await response.write_eof()
     return response, size
 

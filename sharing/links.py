@@ -214,6 +214,14 @@ def _row_to_link(row: object) -> ShareLink:
     )
 
 
+def _new_link_id() -> str:
+    """96 random bits, base64url, never starting with "-": operators pass ids to `vna share
+    revoke ID`, where an argument starting with "-" would read as an option."""
+    while (link_id := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return link_id
+
+
 class ShareLinks:
     """Share links in the catalog database."""
 
@@ -245,7 +253,7 @@ class ShareLinks:
             raise InvalidInput("a PIN has 4 to 64 characters")
         if institution.startswith(SHARE_PREFIX):
             raise Forbidden("a share link cannot create share links")
-        link_id = secrets.token_urlsafe(12)  # 96 bits: not guessable, not secret
+        link_id = _new_link_id()
         secret = secrets.token_urlsafe(32)  # 256 bits
         salt = secrets.token_bytes(16) if pin is not None else None
         values = {

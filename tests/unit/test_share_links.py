@@ -4,6 +4,7 @@ SQL condition that narrows a link's tokens to its one study."""
 from __future__ import annotations
 
 import hashlib
+import secrets
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,17 @@ def test_the_secret_is_256_bits_and_stored_only_as_its_hash(links: ShareLinks) -
         v if isinstance(v, bytes) else str(v).encode() for v in row
     )
     assert bytes(row.secret_sha256) == hashlib.sha256(new.secret.encode()).digest()
+
+
+def test_a_link_id_never_starts_with_a_dash(
+    links: ShareLinks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vna share revoke ID` would take an id starting with "-" for an option."""
+    drawn = iter(["-WJ2u5q1IQvgun_G", "WJ2u5q1IQvgun_G-"])
+    real = secrets.token_urlsafe
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(drawn) if n == 12 else real(n))
+    new = links.create(STUDY, "Hospital A", "dr-a", expires_in=DAY)
+    assert new.link.id == "WJ2u5q1IQvgun_G-"
 
 
 def test_open_counts_uses_until_the_limit(links: ShareLinks) -> None:

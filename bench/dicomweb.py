@@ -70,6 +70,7 @@ from bench.common import (
     write_section,
 )
 from bench.link import ThrottledLink
+from bench.replay import save_index
 from dicomweb.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 
@@ -311,6 +312,8 @@ class Results:
     big_rows: int = 0
     big_fill_seconds: float = 0.0
     study_bytes: dict[str, int] = field(default_factory=dict)
+    # --ceiling: each side's saved study answers sent again by bench/replay.py
+    ceiling: dict[str, dict[int, Throughput]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -403,12 +406,83 @@ def measure_side_by_side(
                         store.setdefault(side, {})[clients] = run_clients(
                             sides[side], paths, accept, clients, args.rounds
                         )
+            if args.ceiling:
+                measure_ceiling(work / "replay", sides, study_paths, args, results, step)
             for label, query in qido_queries(specs).items():
                 for side in (THEIRS, OURS):
                     step(f"QIDO {label}: {LABELS[side]}")
                     results.qido.setdefault(side, {})[label] = latencies(
                         sides[side], f"/studies?{query}", args.qido_repeats
                     )
+
+
+def _save_answer(endpoint: Endpoint, path: str, target: Path) -> tuple[str, str]:
+    """GET one answer as sent (still content-coded) into ``target``; its type and coding."""
+    conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=600)
+    try:
+        headers = {**endpoint.headers, "Accept": DICOM_ACCEPT}
+        conn.request("GET", endpoint.root + path, headers=headers)
+        answer = conn.getresponse()
+        with open(target, "wb") as out:
+            shutil.copyfileobj(answer, out, 1 << 20)
+        if answer.status != 200:
+            raise BenchError(f"{endpoint.name}: GET {path} answered {answer.status}")
+        return answer.getheader("Content-Type", ""), answer.getheader("Content-Encoding", "")
+    finally:
+        conn.close()
+
+
+def measure_ceiling(
+    directory: Path,
+    sides: dict[str, Endpoint],
+    study_paths: Sequence[str],
+    args: argparse.Namespace,
+    results: Results,
+    step: Callable[[str], None],
+) -> None:
+    """Each side's study answers, saved and sent again by a server that does no work.
+
+    ``bench.replay`` answers from the page cache with ``sendfile``: what the clients get
+    from it is what they can take in at most on this machine, so its ratio to the live
+    Orthanc bounds the ratio any server can reach here with these clients.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    index: dict[str, tuple[str, str, str]] = {}
+    for side, endpoint in sides.items():
+        for i, path in enumerate(study_paths):
+            name = f"{side}-{i}"
+            content_type, encoding = _save_answer(endpoint, path, directory / name)
+            index[f"/{side}{path}"] = (name, content_type, encoding)
+    save_index(directory, index)
+    port = free_ports(1)[0]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.replay", str(port), str(directory)],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        replays = {side: replace(e, port=port, root=f"/{side}") for side, e in sides.items()}
+        _wait(lambda: _replay_ready(replays[THEIRS], study_paths[0]), "the replay server", 30)
+        for clients in (1, args.clients):
+            for side in (THEIRS, OURS):
+                step(f"ceiling, {clients} client(s): replay of the {LABELS[side]} answers")
+                results.ceiling.setdefault(side, {})[clients] = run_clients(
+                    replays[side], study_paths, DICOM_ACCEPT, clients, args.rounds
+                )
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _replay_ready(endpoint: Endpoint, path: str) -> bool:
+    try:
+        fetch(endpoint, path, DICOM_ACCEPT)
+        return True
+    except OSError:
+        return False
+    finally:
+        close_connections()
 
 
 # --------------------------------------------------------------------------- 100k studies
@@ -676,6 +750,35 @@ TRANSFER_COLUMNS = [
 ]
 
 
+def _rows_ceiling(results: Results, clients: Sequence[int]) -> list[list[str]]:
+    rows = []
+    for c in clients:
+        live = results.wado[THEIRS][c].per_s
+        for side in (THEIRS, OURS):
+            replay = results.ceiling[side][c]
+            rows.append(
+                [
+                    f"the {LABELS[side]} answers",
+                    str(c),
+                    f"{replay.per_s:.1f}",
+                    f"{replay.mb_per_s:.1f}",
+                    _ratio(replay.per_s, live),
+                    _ratio(results.wado[side][c].per_s, replay.per_s),
+                ]
+            )
+    return rows
+
+
+CEILING_COLUMNS = [
+    "replayed",
+    "clients",
+    "studies/s",
+    "MB/s",
+    "ratio to live Orthanc",
+    "live server / its replay",
+]
+
+
 def _rows_qido(results: Results) -> list[list[str]]:
     rows = []
     for label, ours in results.qido.get(OURS, {}).items():
@@ -827,6 +930,20 @@ def render_markdown(
                 f"{results.study_bytes[OURS]:,}, Orthanc {results.study_bytes[THEIRS]:,}."
             )
             lines.append("")
+    if results.ceiling:
+        lines += [
+            "### Ceiling: the same answers from a server that does no work",
+            "",
+            "Each server's study answers, saved as sent (the gateway's still zstd-coded when "
+            "the client accepted that), are sent again by `bench/replay.py` from the page "
+            "cache with `sendfile`, to the same clients, on loopback. *ratio to live "
+            "Orthanc*: replay studies/s / Orthanc's studies/s above; the replay of "
+            "Orthanc's answers bounds the ratio any server can reach here against it with "
+            "these clients. *live server / its replay*: how close each server comes to "
+            "sending its own answers for free.",
+            "",
+        ]
+        lines += _md(CEILING_COLUMNS, _rows_ceiling(results, clients)) + [""]
     qido = _rows_qido(results)
     if qido:
         lines += ["### QIDO-RS study search latency (ms), same data", ""]
@@ -853,6 +970,7 @@ def render_markdown(
             s: {k: [round(x, 2) for x in v] for k, v in q.items()} for s, q in results.qido.items()
         },  # noqa: E501
         "big_ms": {k: [round(x, 2) for x in v] for k, v in results.big.items()},
+        "ceiling": {s: {c: _raw(t) for c, t in v.items()} for s, v in results.ceiling.items()},
     }
     lines += [
         "<details><summary>raw measurements (JSON)</summary>",
@@ -881,6 +999,9 @@ def print_tables(results: Results, args: argparse.Namespace) -> None:
     transfer = _rows_transfer(results, (1, args.clients))
     if transfer:
         console.print(_table("WADO-RS retrieval (gateway vs Orthanc)", TRANSFER_COLUMNS, transfer))
+    if results.ceiling:
+        rows = _rows_ceiling(results, (1, args.clients))
+        console.print(_table("Ceiling: replayed answers", CEILING_COLUMNS, rows))
     if results.qido:
         console.print(_table("QIDO-RS latency, ms", QIDO_COLUMNS, _rows_qido(results)))
     if results.big:
@@ -937,6 +1058,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="gateway.workers for the archive (default: its own default, 0 = min(CPUs, 4))",
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also send each server's saved study answers again from a server that does no "
+        "work (bench/replay.py): the most these clients can take in on this machine",
+    )
     parser.add_argument("--note", default="", help="a line for RESULTS.md (e.g. machine load)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="do not touch --out")
@@ -951,6 +1078,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.studies < 0 or args.big < 0:
         parser.error("--studies and --big must be >= 0")
+    if args.ceiling and (args.link_mbps or not args.studies):
+        parser.error("--ceiling measures on loopback: not with --link-mbps, and needs --studies")
     return args
 
 

@@ -1,7 +1,8 @@
 """Ingest benchmark: C-STORE into plain Orthanc and into the archive, side by side.
 
-Three targets, each fresh in its own temporary home on free ports: plain Orthanc with its
-default file storage, plain Orthanc with ``StorageCompression``, and the VNA archive. For
+Four targets, each fresh in its own temporary home on free ports: plain Orthanc with its
+default file storage, plain Orthanc with ``StorageCompression``, the VNA archive, and a
+ceiling: Orthanc with the smallest Python storage area (:data:`MINIMAL_STORAGE_AREA`). For
 each: one storescu association, then a re-send of the same files from a second AE (after a
 restart, so the bytes at rest can be measured in between), and into a second fresh target
 ``--associations`` parallel storescu processes on disjoint file sets. Results go to a rich
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from archive.api import load_settings
 from archive.synthetic import StudySpec, generate_studies, write_study
 from bench.common import (
     BENCH_DIR,
@@ -50,7 +52,76 @@ from bench.common import (
     write_section,
 )
 
-__all__ = ["TARGETS", "TargetRun", "main", "run_benchmark"]
+__all__ = ["MINIMAL_STORAGE_AREA", "TARGETS", "TargetRun", "main", "run_benchmark"]
+
+# The least a Python storage area can do: no split, hash, compression, encryption or
+# catalog, each file written and fdatasynced as Orthanc's own storage does, and the copy of
+# the header that Orthanc 1.10 also asks a storage area without range reads to keep (the
+# archive keeps it as catalog references to the header blob) held in memory. Its speed
+# bounds what any storage area in Orthanc's Python plugin can reach on this machine. Kept
+# as text, written into the target's home: the archive's one module importing ``orthanc``
+# stays the only one.
+MINIMAL_STORAGE_AREA = """\
+import os
+import orthanc
+
+ROOT = {root!r}
+HEADER_COPY = 3  # Orthanc's FileContentType_DicomUntilPixelData
+in_memory = {{}}
+
+
+def path(uuid):
+    return os.path.join(ROOT, uuid[0:2], uuid[2:4], uuid)
+
+
+def create(uuid, content_type, data):
+    if int(content_type) == HEADER_COPY:
+        in_memory[uuid] = bytes(data)
+        return
+    target = path(uuid)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(uuid, content_type):
+    if uuid in in_memory:
+        return in_memory[uuid]
+    with open(path(uuid), "rb") as handle:
+        return handle.read()
+
+
+def remove(uuid, content_type):
+    if in_memory.pop(uuid, None) is None:
+        try:
+            os.unlink(path(uuid))
+        except FileNotFoundError:
+            pass
+
+
+orthanc.RegisterStorageArea(create, read, remove)
+"""
+
+
+class MinimalPythonStorage(PlainOrthanc):
+    """Debian's Orthanc with :data:`MINIMAL_STORAGE_AREA` as its storage (the ceiling)."""
+
+    kind = "orthanc-python-minimal"
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        script = self.home / "minimal_storage_area.py"
+        script.write_text(MINIMAL_STORAGE_AREA.format(root=str(self.home / "storage")))
+        plugins = load_settings(self.home).orthanc_plugin_dir
+        config["Plugins"] = [str(plugins / "libOrthancPython.so")]
+        config["PythonScript"] = str(script)
+        config["StoreMD5ForAttachments"] = False  # as in the archive's Orthanc
+        return config
+
 
 SECTION_KEY = "bench.ingest"
 SECTION_KEY_NAGLE = "bench.ingest.nagle"  # --no-tcp-nodelay: dcmtk's stock socket setting
@@ -65,6 +136,10 @@ TARGETS: dict[str, tuple[str, Callable[[str, Path, bool], Target]]] = {
         lambda n, h, nd: PlainOrthanc(n, h, compression=True, tcp_nodelay=nd),
     ),
     "vna": ("VNA archive", lambda n, h, nd: VnaArchive(n, h, tcp_nodelay=nd)),
+    "python-minimal": (
+        "ceiling: smallest Python storage area",
+        lambda n, h, nd: MinimalPythonStorage(n, h, tcp_nodelay=nd),
+    ),
 }
 
 console = Console(width=None if sys.stdout.isatty() else 150)

@@ -472,7 +472,11 @@ def measure_ceiling(
                 )
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def _replay_ready(endpoint: Endpoint, path: str) -> bool:

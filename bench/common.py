@@ -52,6 +52,7 @@ __all__ = [
     "process_cpu_seconds",
     "send_parallel",
     "source_fingerprint",
+    "stop_process",
     "storescu_command",
     "terminate_on_sigterm",
     "write_section",
@@ -143,6 +144,16 @@ def terminate_on_sigterm() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- targets
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Target:
@@ -299,12 +310,7 @@ class PlainOrthanc(Target):
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout)
 
 
 class VnaArchive(Target):

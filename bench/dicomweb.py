@@ -66,6 +66,7 @@ from bench.common import (
     machine_facts,
     send_parallel,
     source_fingerprint,
+    stop_process,
     terminate_on_sigterm,
     write_section,
 )
@@ -471,12 +472,7 @@ def measure_ceiling(
                     replays[side], study_paths, DICOM_ACCEPT, clients, args.rounds
                 )
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 30)
 
 
 def _replay_ready(endpoint: Endpoint, path: str) -> bool:
@@ -670,12 +666,7 @@ def gateway_alone(home: Path) -> Iterator[Endpoint]:
         yield endpoint
     finally:
         close_connections()
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 60)
         log.close()
 
 

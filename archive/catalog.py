@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     exc,
     func,
@@ -1056,6 +1057,32 @@ class Catalog:
 
     def ae_map(self) -> dict[str, Institution]:
         return {ae: inst for inst in self.list_institutions() for ae, _, _ in inst.ae_titles}
+
+    def registered_aes(self) -> list[tuple[str, str | None, int | None]]:
+        """Every registered AE title with its host and port, in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    institution_aes.c.ae_title, institution_aes.c.host, institution_aes.c.port
+                ).order_by(institution_aes.c.ae_title)
+            ).all()
+        return [(str(r[0]), r[1], r[2]) for r in rows]
+
+    def remove_ae(self, ae_title: str) -> Institution:
+        """Unregister an AE title; returns the institution it belonged to."""
+        ae_title = ae_title.strip()
+        with self.transaction() as conn:
+            row = conn.execute(
+                select(institutions.c.name)
+                .join(institution_aes, institution_aes.c.institution_id == institutions.c.id)
+                .where(institution_aes.c.ae_title == ae_title)
+            ).first()
+            if row is None:
+                raise NotFound(
+                    f"AE title {ae_title!r} is not registered (see `vna institution list`)"
+                )
+            conn.execute(delete(institution_aes).where(institution_aes.c.ae_title == ae_title))
+        return self.institution(str(row.name))
 
     # -- study index and provenance --------------------------------------------------
 

@@ -8,6 +8,8 @@ receive these plain values, so they can be tested without Orthanc.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,9 @@ __all__ = [
     "MoveHandler",
     "MoveItem",
     "MoveRequest",
+    "modality_entries",
     "modality_entry",
+    "peer_address",
 ]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -84,13 +88,36 @@ MoveHandler = Callable[[Catalog, MoveRequest], Sequence[MoveItem]]
 """The instances a C-MOVE may send: only those the request's institution reaches."""
 
 
-def modality_entry(ae_title: str, host: str | None, port: int | None, allow_get: bool) -> Any:
+def peer_address(host: str) -> str | None:
+    """The address Orthanc compares a peer's with: ``host`` itself if it is an IP address,
+    else its first IPv4 address (None if it does not resolve).
+
+    Orthanc's ``DicomCheckModalityHost`` compares the peer's address with the modality's
+    ``Host`` as strings, so a name must be resolved before it is handed over.
+    """
+    host = host.strip()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return str(found[0][4][0]) if found else None
+
+
+def modality_entry(
+    ae_title: str, host: str | None, port: int | None, allow_get: bool, *, tls: bool = False
+) -> Any:
     """Orthanc's object form of a ``DicomModalities`` entry for an institution's AE.
 
-    C-GET cannot be limited per institution on Orthanc 1.10 (plugins get no C-GET hook),
-    so ``AllowGet`` follows the ``dicom_allow_get`` setting (off by default). C-FIND and
-    C-MOVE stay allowed: the archive answers them itself with the institution's rule.
-    Orthanc needs a host and port even for AEs that only push; 127.0.0.1:104 is inert.
+    ``host`` is the address the AE's associations must come from (``peer_address``).
+    C-GET cannot be limited per institution (plugins get no C-GET hook), so ``AllowGet``
+    follows the ``dicom_allow_get`` setting (off by default). C-FIND and C-MOVE stay allowed:
+    the archive answers them itself with the institution's rule; C-STORE is then admitted
+    by the archive's filter. Orthanc needs a port even for AEs that only push; 104 is inert.
+    ``tls``: Orthanc's own C-STORE to this AE (a C-MOVE destination) uses DICOM TLS.
     """
     return {
         "AET": ae_title,
@@ -101,4 +128,28 @@ def modality_entry(ae_title: str, host: str | None, port: int | None, allow_get:
         "AllowMove": True,
         "AllowGet": allow_get,
         "AllowStore": True,
+        "UseDicomTls": tls,
     }
+
+
+def modality_entries(
+    aes: Sequence[tuple[str, str | None, int | None]],
+    *,
+    allow_get: bool,
+    check_host: bool,
+    tls: bool = False,
+) -> dict[str, Any]:
+    """Orthanc's ``DicomModalities`` for the registered AEs (title, host, port), keyed by
+    AE title.
+
+    With ``check_host`` an AE is listed only with the address of its registered host, so
+    an AE registered without a host (or whose host does not resolve) is left out: Orthanc
+    then refuses it on every service.
+    """
+    entries: dict[str, Any] = {}
+    for ae_title, host, port in aes:
+        address = peer_address(host) if host else None
+        if check_host and address is None:
+            continue
+        entries[ae_title] = modality_entry(ae_title, address, port, allow_get, tls=tls)
+    return entries

@@ -32,7 +32,9 @@ from archive.dimse import (
     MoveHandler,
     MoveItem,
     MoveRequest,
+    modality_entries,
     modality_entry,
+    peer_address,
 )
 from archive.headers import instance_record
 from archive.settings import Settings
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 # DIMSE status for a C-STORE from an AE title no institution owns (PS3.7 C.5: Not Authorized)
 STATUS_NOT_AUTHORIZED = 0x0124
 _AE_CACHE_SECONDS = 2.0
+# how often each Orthanc process re-reads the registered AEs into its modality list (a
+# `vna` command also asks at once; this covers other processes and nodes)
+_MODALITY_SYNC_SECONDS = 2.0
 _SENDER_FRESH_SECONDS = 60.0
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -131,6 +136,10 @@ class ArchivePlugin:
         self._ae_lock = threading.Lock()
         # calling AE of the C-STORE each Orthanc thread is handling (see filter_cstore)
         self._senders: dict[int, tuple[Sender, float]] = {}
+        # Orthanc's modality list as this process last wrote it (see sync_modalities)
+        self._modalities: dict[str, Any] = {}
+        self._modalities_lock = threading.Lock()
+        self._stopping = threading.Event()
 
     # -- storage area --------------------------------------------------------------------
 
@@ -370,7 +379,9 @@ class ArchivePlugin:
         ae_title, host, port = destination
         name = quote(ae_title, safe="")
         # the catalog is the authority on destinations; Orthanc's list was written at start
-        entry = modality_entry(ae_title, host, port, self.settings.dicom_allow_get)
+        entry = modality_entry(
+            ae_title, peer_address(host) or host, port, self.settings.dicom_allow_get
+        )
         self.sdk.RestApiPut(f"/modalities/{name}", json.dumps(entry))
         body: dict[str, Any] = {
             "Resources": [item.orthanc_id for item in items],
@@ -389,12 +400,74 @@ class ArchivePlugin:
                 raise VnaError(f"C-STORE of {len(items)} instances to {ae_title} ended {state}")
             time.sleep(_JOB_POLL_SECONDS)
 
+    # -- Orthanc's modality list, kept in step with the catalog ----------------------------
+
+    def sync_modalities(self) -> dict[str, list[str]]:
+        """Make Orthanc's DICOM modality list the catalog's registered AEs, through its REST
+        API (``PUT``/``DELETE /modalities/{ae}``), so that a registration, change or removal
+        counts for every DIMSE service without a restart.
+
+        Orthanc checks the calling AE (and, with ``dicom.check_host``, its address) against
+        this list before any plugin callback runs. Idempotent: entries this process already
+        wrote are not written again; anything not registered is removed.
+        """
+        security = self.settings.dicom
+        with self._modalities_lock:
+            desired = modality_entries(
+                self.catalog.registered_aes(),
+                allow_get=self.settings.dicom_allow_get,
+                check_host=security.check_host,
+            )
+            listed = {str(name) for name in json.loads(self.sdk.RestApiGet("/modalities"))}
+            removed = sorted(listed - desired.keys())
+            for name in removed:
+                self.sdk.RestApiDelete(f"/modalities/{quote(name, safe='')}")
+            changed = sorted(
+                name
+                for name, entry in desired.items()
+                if name not in listed or self._modalities.get(name) != entry
+            )
+            for name in changed:
+                self.sdk.RestApiPut(
+                    f"/modalities/{quote(name, safe='')}", json.dumps(desired[name])
+                )
+            self._modalities = desired
+        if removed or changed:
+            logger.info(
+                "DICOM modalities now as registered: added or changed %s, removed %s",
+                ", ".join(changed) or "none",
+                ", ".join(removed) or "none",
+            )
+        return {"changed": changed, "removed": removed}
+
+    def _keep_modalities_in_step(self) -> None:
+        while not self._stopping.wait(_MODALITY_SYNC_SECONDS):
+            try:
+                self.sync_modalities()
+            except Exception:
+                logger.exception("updating Orthanc's DICOM modalities from the catalog failed")
+
+    @_guard("updating DICOM modalities on request")
+    def on_sync_request(self, output: Any, uri: str, **request: Any) -> None:
+        """``POST /vna/modalities/sync`` (Orthanc's loopback REST, with its credentials):
+        what ``vna institution add|remove-ae`` calls so that a change counts at once."""
+        if request.get("method") != "POST":
+            output.SendMethodNotAllowed("POST")
+            return
+        output.AnswerBuffer(json.dumps(self.sync_modalities()), "application/json")
+
     @_guard("handling an Orthanc change")
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         sdk = self.sdk
         if change_type == sdk.ChangeType.ORTHANC_STARTED:
             threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
+            # the list Orthanc read at start may be older than the catalog
+            self.sync_modalities()
+            threading.Thread(
+                target=self._keep_modalities_in_step, name="vna-modalities", daemon=True
+            ).start()
         elif change_type == sdk.ChangeType.ORTHANC_STOPPED:
+            self._stopping.set()
             self.store.stop_digester()
 
     def attachment_uuid(self, instance_id: str) -> str | None:
@@ -504,6 +577,7 @@ def register(
     sdk.RegisterStorageArea(plugin.create, plugin.read, plugin.remove)
     sdk.RegisterIncomingCStoreInstanceFilter(plugin.filter_cstore)
     sdk.RegisterOnChangeCallback(plugin.on_change)
+    sdk.RegisterRestCallback("/vna/modalities/sync", plugin.on_sync_request)
     if find is not None:
         sdk.RegisterFindCallback(plugin.on_find)
     if move is not None:

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "DicomSecurity",
     "ExternalIssuer",
     "GatewaySettings",
     "InstitutionConfig",
@@ -70,6 +71,21 @@ class InstitutionConfig(BaseModel):
     ae_titles: list[str] = Field(default_factory=list)
     host: str | None = None
     port: int | None = None
+
+
+class DicomSecurity(BaseModel):
+    """Who may speak DICOM to the archive (docs/dimse-security.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # every association's peer address must equal its AE's registered host (resolved to an
+    # address); an AE registered without a host is then refused on every service
+    check_host: bool = True
+    # the called AE title must be the archive's (dicom_aet)
+    check_called_aet: bool = True
+    # DICOM TLS (PS3.15 B.1) on the whole DICOM port: peers need a client certificate the
+    # archive issued (`vna institution add NAME --tls`, `vna institution cert NAME`)
+    tls: bool = False
 
 
 class ExternalIssuer(BaseModel):
@@ -171,6 +187,7 @@ class Settings(BaseSettings):
     # limits to what their institution may see. True lets every registered AE C-GET any
     # stored instance.
     dicom_allow_get: bool = False
+    dicom: DicomSecurity = DicomSecurity()
     # 0: every read is verified by the archive; raise it to trade that for speed
     orthanc_storage_cache_mb: int = Field(0, ge=0)
     log_level: str = "info"

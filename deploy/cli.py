@@ -27,8 +27,10 @@ from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
 from deploy.cli_grants import grant_app
 from deploy.cli_shares import share_app
 from deploy.cli_users import user_app
+from deploy.dimse_access import apply_registrations
 from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
+from security.dicom_tls import export_client, issue_client
 from security.errors import VnaError
 
 app = typer.Typer(
@@ -318,18 +320,88 @@ def keys_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
 def institution_add(
     name: str,
     ae: Annotated[list[str] | None, typer.Option("--ae", help="AE title (repeatable).")] = None,
-    host: Annotated[str | None, typer.Option(help="Host for C-MOVE to this AE.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the AE connects from (checked on every association) and C-MOVE target."
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port for C-MOVE to this AE.")] = None,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Issue the institution's DICOM TLS client certificate."),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Register an institution and its AE titles (idempotent)."""
+    """Register an institution and its AE titles (idempotent; a running archive applies it
+    at once)."""
+    settings = _settings(home)
     store = _store(home)
     inst = store.catalog.add_institution(name)
     for title in ae or []:
         inst = store.catalog.add_institution(name, title, host, port)
     aes = ", ".join(a for a, _, _ in inst.ae_titles) or "no AE title"
-    audit_admin(home, "C", "institution-added", institution=inst.name, ae_titles=aes)
+    detail = {"institution": inst.name, "ae_titles": aes}
+    if ae:
+        detail["host"] = host or "none"
+    if tls:
+        issue_client(settings.home / "tls", inst.name)
+        detail["tls_client_certificate"] = "issued"
+    audit_admin(home, "C", "institution-added", **detail)
     out.print(f"institution {inst.name!r} (id {inst.id}): {aes}")
+    if ae and host is None and settings.dicom.check_host:
+        console.print(
+            "[yellow]no --host: the archive refuses these AE titles on every DICOM service "
+            "until they are registered with the address they connect from[/yellow]"
+        )
+    if tls:
+        out.print(
+            f"DICOM TLS client certificate issued; export it for the hospital with "
+            f"`vna institution cert {inst.name!r} --out DIR`"
+        )
+    _apply(settings)
+
+
+@institution_app.command("remove-ae")
+def institution_remove_ae(ae: str, home: HomeOption = None) -> None:
+    """Unregister an AE title (a running archive refuses it at once)."""
+    settings = _settings(home)
+    inst = _store(home).catalog.remove_ae(ae)
+    audit_admin(home, "D", "ae-removed", institution=inst.name, ae_title=ae.strip())
+    out.print(f"AE title {ae.strip()} removed from {inst.name!r}")
+    _apply(settings)
+
+
+@institution_app.command("cert")
+def institution_cert(
+    name: str,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the files to.")],
+    home: HomeOption = None,
+) -> None:
+    """Export an institution's DICOM TLS client certificate, its private key and the
+    archive's CA certificate (files 0600) for the hospital's DICOM nodes."""
+    settings = _settings(home)
+    inst = _store(home).catalog.institution(name)
+    files = export_client(settings.home / "tls", inst.name, out_dir)
+    audit_admin(home, "R", "tls-client-certificate-exported", institution=inst.name)
+    out.print(f"certificate: {files.certificate}")
+    out.print(f"private key: {files.private_key}  (secret: hand it over securely)")
+    out.print(f"archive CA:  {files.ca}")
+    out.print(
+        f"e.g. storescu +tls {files.private_key} {files.certificate} +cf {files.ca} "
+        f"HOST {settings.dicom_port} FILE"
+    )
+
+
+def _apply(settings: Settings) -> None:
+    """Make a running archive take the catalog's AE registrations now."""
+    if supervisor.running_pid(settings) is None:
+        return
+    if not apply_registrations(settings):
+        console.print(
+            "[yellow]the running archive did not answer: it applies the change within a "
+            "few seconds[/yellow]"
+        )
 
 
 @institution_app.command("list")

@@ -11,6 +11,7 @@ from pynetdicom import AE
 from archive.plugin import open_store
 from archive.settings import Settings
 from archive.synthetic import StudySpec, generate_studies, generate_study
+from deploy.dimse_access import apply_registrations
 from security.errors import VnaError
 
 __all__ = ["DEMO_AE", "DEMO_INSTITUTION", "load_demo"]
@@ -29,9 +30,11 @@ def load_demo(
     """Send ``studies`` synthetic studies (alternating CT and MR); returns instances stored."""
     store = open_store(settings)
     try:
-        store.catalog.add_institution(DEMO_INSTITUTION, DEMO_AE)
+        # the demo sends from this machine: its AE is bound to loopback like any other
+        store.catalog.add_institution(DEMO_INSTITUTION, DEMO_AE, "127.0.0.1")
     finally:
         store.catalog.close()
+    apply_registrations(settings)  # Orthanc admits the AE at once, not at the next sync
     specs = []
     for i, spec in enumerate(
         generate_studies(

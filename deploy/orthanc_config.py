@@ -9,8 +9,9 @@ from typing import Any
 
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
-from archive.dimse import modality_entry
+from archive.dimse import modality_entries
 from archive.settings import Settings
+from security.dicom_tls import TlsFiles
 
 __all__ = ["orthanc_config", "write_orthanc_config"]
 
@@ -23,16 +24,35 @@ def _python_paths() -> tuple[list[str], list[str]]:
     return site_packages, [str(PROJECT_ROOT)]
 
 
+def _dicom_tls(tls: TlsFiles | None) -> dict[str, Any]:
+    """DICOM TLS on the whole DICOM port: only peers with a certificate the archive's CA
+    issued are admitted (docs/dimse-security.md)."""
+    if tls is None:
+        return {"DicomTlsEnabled": False}
+    return {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(tls.certificate),
+        "DicomTlsPrivateKey": str(tls.private_key),
+        "DicomTlsTrustedCertificates": str(tls.ca),
+        "DicomTlsRemoteCertificateRequired": True,
+    }
+
+
 def orthanc_config(
-    settings: Settings, creds: OrthancCredentials, institutions: list[Institution]
+    settings: Settings,
+    creds: OrthancCredentials,
+    institutions: list[Institution],
+    tls: TlsFiles | None = None,
 ) -> dict[str, Any]:
-    """The configuration document for the archive's Orthanc process."""
+    """The configuration document for the archive's Orthanc process (``tls``: the server
+    certificate when ``dicom.tls`` is on)."""
     orthanc_dir = settings.home / "orthanc"
     plugins = settings.orthanc_plugin_dir
-    modalities: dict[str, Any] = {}
-    for inst in institutions:
-        for ae, host, port in inst.ae_titles:
-            modalities[ae] = modality_entry(ae, host, port, settings.dicom_allow_get)
+    modalities = modality_entries(
+        [ae for inst in institutions for ae in inst.ae_titles],
+        allow_get=settings.dicom_allow_get,
+        check_host=settings.dicom.check_host,
+    )
     site_packages, python_path = _python_paths()
     return {
         "Name": f"VNA {settings.dicom_aet}",
@@ -59,11 +79,19 @@ def orthanc_config(
         "DicomServerEnabled": True,
         "DicomAet": settings.dicom_aet,
         "DicomPort": settings.dicom_port,
-        "DicomCheckCalledAet": False,
+        "DicomCheckCalledAet": settings.dicom.check_called_aet,
         "DicomThreadsCount": settings.dicom_threads,
-        # C-STORE admission is decided by the archive's filter (institution AEs)
-        "DicomAlwaysAllowStore": True,
+        # every request but C-ECHO comes from a listed AE (the catalog's, kept in step by the
+        # plugin without a restart) and, with dicom.check_host, from its registered address;
+        # then the archive's filter and handlers decide per institution. C-ECHO stays open:
+        # it reveals only that the archive answers, and it lets Orthanc log each refused
+        # request with AE and address, which the supervisor audits (deploy/dimse_refusals.py)
+        "DicomCheckModalityHost": settings.dicom.check_host,
+        "DicomAlwaysAllowStore": False,
         "DicomAlwaysAllowEcho": True,
+        # AE titles compare exactly: with a case-insensitive match, "hospa" and "HOSPA"
+        # would be two modalities for one AE, and Orthanc skips the address check then
+        "StrictAetComparison": True,
         # C-FIND and C-MOVE: only registered AEs, answered by the archive (archive/dimse.py);
         # C-GET per modality "AllowGet" (setting dicom_allow_get)
         "DicomAlwaysAllowFind": False,
@@ -71,6 +99,7 @@ def orthanc_config(
         "DicomAlwaysAllowMove": False,
         "DicomModalities": modalities,
         "DicomModalitiesInDatabase": False,
+        **_dicom_tls(tls),
         "OverwriteInstances": False,
         "StableAge": 60,
         "SaveJobs": False,
@@ -95,7 +124,10 @@ def orthanc_config(
 
 
 def write_orthanc_config(
-    settings: Settings, creds: OrthancCredentials, institutions: list[Institution]
+    settings: Settings,
+    creds: OrthancCredentials,
+    institutions: list[Institution],
+    tls: TlsFiles | None = None,
 ) -> Path:
     """Write ``<home>/run/orthanc.json`` (0600: it holds the generated password)."""
     run = settings.run_dir
@@ -105,6 +137,6 @@ def write_orthanc_config(
     path = run / "orthanc.json"
     tmp = run / "orthanc.json.tmp"
     tmp.touch(mode=0o600)
-    tmp.write_text(json.dumps(orthanc_config(settings, creds, institutions), indent=2))
+    tmp.write_text(json.dumps(orthanc_config(settings, creds, institutions, tls), indent=2))
     tmp.replace(path)
     return path

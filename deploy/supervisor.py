@@ -27,7 +27,10 @@ from archive.credentials import OrthancCredentials, credentials
 from archive.plugin import open_store
 from archive.recovery import recover
 from archive.settings import Settings
+from deploy.dimse_access import RefusalAuditor
 from deploy.orthanc_config import write_orthanc_config
+from security.audit import AuditLog
+from security.dicom_tls import ensure_server_pki
 from security.errors import VnaError
 
 __all__ = ["Endpoints", "prepare_home", "serve", "start_detached", "stop", "status"]
@@ -114,7 +117,9 @@ def prepare_home(settings: Settings) -> tuple[OrthancCredentials, Path]:
             since = float(dirty.read_text().strip() or 0)
             logger.warning("the archive did not stop cleanly last time; recovering")
             recover(store, settings.home / "orthanc" / "index" / "index", since)
-        config = write_orthanc_config(settings, creds, catalog.list_institutions())
+        # DICOM TLS: the archive's CA and Orthanc's certificate, made on first use
+        tls = ensure_server_pki(home / "tls", [settings.http_host]) if settings.dicom.tls else None
+        config = write_orthanc_config(settings, creds, catalog.list_institutions(), tls)
     finally:
         store.catalog.close()
     return creds, config
@@ -228,6 +233,12 @@ def serve(
         )
     creds, config = prepare_home(settings)
     _pid_file(settings).write_text(f"{os.getpid()}\n")
+    # Orthanc's own DIMSE refusals reach only its log: audit them from there
+    audit_store = open_store(settings)
+    refusals = RefusalAuditor(
+        settings.home / "log" / "orthanc.log",
+        AuditLog.open(audit_store.catalog.engine, settings.keys_dir, settings.audit_syslog),
+    )
     restarts: list[float] = []
     proc: subprocess.Popen[bytes] | None = None
     helpers: dict[str, subprocess.Popen[bytes]] = {}
@@ -249,6 +260,10 @@ def serve(
                 on_ready()
             while True:
                 time.sleep(0.5)
+                try:
+                    refusals.poll()
+                except Exception:
+                    logger.exception("auditing Orthanc's DICOM refusals failed; will retry")
                 for name, helper in helpers.items():
                     if helper.poll() is not None:
                         logger.error(
@@ -286,6 +301,9 @@ def serve(
             clean = proc.returncode == 0
         for helper in helpers.values():
             _terminate(helper)
+        with contextlib.suppress(Exception):
+            refusals.poll()  # what Orthanc refused just before it stopped
+        audit_store.catalog.close()
         if clean:
             _dirty_file(settings).unlink(missing_ok=True)
         (settings.run_dir / "ready").unlink(missing_ok=True)

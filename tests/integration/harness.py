@@ -62,12 +62,14 @@ class Archive:
         )
 
     def write_config(self, institutions: dict[str, list[str]], **settings: Any) -> None:
-        """``vna.toml`` with ``institutions`` (name -> AE titles) and any other settings."""
+        """``vna.toml`` with ``institutions`` (name -> AE titles, each bound to 127.0.0.1,
+        where the tests' clients connect from) and any other settings."""
         self.home.mkdir(parents=True, exist_ok=True)
         doc = {
             **settings,
             "institutions": [
-                {"name": name, "ae_titles": aes} for name, aes in institutions.items()
+                {"name": name, "ae_titles": aes, "host": "127.0.0.1"}
+                for name, aes in institutions.items()
             ],
             "storage": {"gc_grace_seconds": 3600},
         }

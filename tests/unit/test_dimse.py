@@ -446,10 +446,8 @@ def test_orthanc_config_sets_c_get_per_modality(tmp_path: Path, allow_get: bool)
     settings = load_settings(tmp_path, dicom_allow_get=allow_get)
     institution = Institution(1, "Hospital A", (("HOSPA", None, None), ("WS", "10.0.0.5", 104)))
     config = orthanc_config(settings, OrthancCredentials("u", "p"), [institution])
-    assert config["DicomModalities"] == {
-        "HOSPA": modality_entry("HOSPA", None, None, allow_get),
-        "WS": modality_entry("WS", "10.0.0.5", 104, allow_get),
-    }
+    # HOSPA has no registered host: with host binding (the default) Orthanc must refuse it
+    assert config["DicomModalities"] == {"WS": modality_entry("WS", "10.0.0.5", 104, allow_get)}
     assert config["DicomModalities"]["WS"]["AllowGet"] is allow_get
     assert config["DicomModalities"]["WS"]["AllowMove"] is True
     assert not config["DicomAlwaysAllowGet"] and not config["DicomAlwaysAllowFind"]

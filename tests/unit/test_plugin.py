@@ -52,6 +52,7 @@ class FakeSdk:
         self.errors: list[str] = []
         self.rest: dict[str, Any] = {}
         self.rest_calls: list[str] = []
+        self.rest_callbacks: dict[str, Callable[..., Any]] = {}
 
     def RegisterStorageArea(self, create: Any, read: Any, remove: Any) -> None:  # noqa: N802
         self.storage = (create, read, remove)
@@ -64,6 +65,9 @@ class FakeSdk:
 
     def RegisterOnChangeCallback(self, callback: Any) -> None:  # noqa: N802
         self.on_change = callback
+
+    def RegisterRestCallback(self, uri: str, callback: Any) -> None:  # noqa: N802
+        self.rest_callbacks[uri] = callback
 
     def LogInfo(self, message: str) -> None:  # noqa: N802
         self.infos.append(message)

@@ -357,7 +357,8 @@ def institution_add(
     if tls:
         out.print(
             f"DICOM TLS client certificate issued; export it for the hospital with "
-            f"`vna institution cert {inst.name!r} --out DIR`"
+            f"`vna institution cert {inst.name!r} --out DIR`",
+            soft_wrap=True,
         )
     _apply(settings)
 
@@ -384,13 +385,17 @@ def institution_cert(
     inst = _store(home).catalog.institution(name)
     files = export_client(settings.home / "tls", inst.name, out_dir)
     audit_admin(home, "R", "tls-client-certificate-exported", institution=inst.name)
-    out.print(f"certificate: {files.certificate}")
-    out.print(f"private key: {files.private_key}  (secret: hand it over securely)")
-    out.print(f"archive CA:  {files.ca}")
+    # paths whole on one line each (scripts read them), never the key's content
+    out.print(f"certificate: {files.certificate}", soft_wrap=True, markup=False)
+    out.print(f"private key: {files.private_key}", soft_wrap=True, markup=False)
+    out.print(f"archive CA:  {files.ca}", soft_wrap=True, markup=False)
     out.print(
         f"e.g. storescu +tls {files.private_key} {files.certificate} +cf {files.ca} "
-        f"HOST {settings.dicom_port} FILE"
+        f"HOST {settings.dicom_port} FILE",
+        soft_wrap=True,
+        markup=False,
     )
+    console.print("the private key is a secret: hand it to the hospital securely")
 
 
 def _apply(settings: Settings) -> None:

@@ -38,6 +38,9 @@ _REQUEST = re.compile(
     r'Rejected (\w+) request from remote DICOM modality with AET "([^"]*)" and hostname "([^"]*)"'
 )
 _CALLED = re.compile(r"Rejected association, because of a bad called AET in the request \((.*)\)")
+#   E1207 16:14:19.362267 CommandDispatcher.cpp:284] Receiving Association failed: TLS error:
+#     certificate verify failed
+_TLS = re.compile(r"Receiving Association failed: TLS error: (.*)$")
 _SERVICES = {
     "Echo": "C-ECHO",
     "Find": "C-FIND",
@@ -91,6 +94,9 @@ class RefusalParser:
             return Refusal(ae, address, _SERVICES.get(kind, kind), reason)
         if match := _CALLED.search(line):
             return Refusal(None, None, "association", f"called AE {match[1]!r} is not this archive")
+        if match := _TLS.search(line):
+            # Orthanc logs no address here; the handshake failed before any AE title was sent
+            return Refusal(None, None, "association", f"DICOM TLS: {match[1].strip()}")
         return None
 
 

@@ -117,6 +117,11 @@ def prepare_home(settings: Settings) -> tuple[OrthancCredentials, Path]:
             since = float(dirty.read_text().strip() or 0)
             logger.warning("the archive did not stop cleanly last time; recovering")
             recover(store, settings.home / "orthanc" / "index" / "index", since)
+        if not settings.dicom.check_host:
+            logger.warning(
+                "dicom.check_host is off: any address may use a registered AE title "
+                "(docs/dimse-security.md)"
+            )
         # DICOM TLS: the archive's CA and Orthanc's certificate, made on first use
         tls = ensure_server_pki(home / "tls", [settings.http_host]) if settings.dicom.tls else None
         config = write_orthanc_config(settings, creds, catalog.list_institutions(), tls)

@@ -441,11 +441,14 @@ class ArchivePlugin:
         return {"changed": changed, "removed": removed}
 
     def _keep_modalities_in_step(self) -> None:
-        while not self._stopping.wait(_MODALITY_SYNC_SECONDS):
+        # first at once: the list Orthanc read at start may be older than the catalog
+        while True:
             try:
                 self.sync_modalities()
             except Exception:
                 logger.exception("updating Orthanc's DICOM modalities from the catalog failed")
+            if self._stopping.wait(_MODALITY_SYNC_SECONDS):
+                return
 
     @_guard("updating DICOM modalities on request")
     def on_sync_request(self, output: Any, uri: str, **request: Any) -> None:
@@ -461,8 +464,6 @@ class ArchivePlugin:
         sdk = self.sdk
         if change_type == sdk.ChangeType.ORTHANC_STARTED:
             threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
-            # the list Orthanc read at start may be older than the catalog
-            self.sync_modalities()
             threading.Thread(
                 target=self._keep_modalities_in_step, name="vna-modalities", daemon=True
             ).start()

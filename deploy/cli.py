@@ -342,8 +342,8 @@ def institution_add(
         inst = store.catalog.add_institution(name, title, host, port)
     aes = ", ".join(a for a, _, _ in inst.ae_titles) or "no AE title"
     detail = {"institution": inst.name, "ae_titles": aes}
-    if ae:
-        detail["host"] = host or "none"
+    if ae and host:
+        detail["host"] = host
     if tls:
         issue_client(settings.home / "tls", inst.name)
         detail["tls_client_certificate"] = "issued"

@@ -67,7 +67,8 @@ def endpoints(settings: Settings) -> Endpoints:
         orthanc=f"http://127.0.0.1:{settings.orthanc_http_port}",
         public_url=public_url,
         dicom_services="C-STORE/C-FIND/C-MOVE"
-        + ("/C-GET" if settings.dicom_allow_get else "; C-GET off"),
+        + ("/C-GET" if settings.dicom_allow_get else "; C-GET off")
+        + ("; DICOM TLS only" if settings.dicom.tls else ""),
     )
 
 

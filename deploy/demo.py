@@ -28,6 +28,11 @@ def load_demo(
     on_sent: Callable[[], None],
 ) -> int:
     """Send ``studies`` synthetic studies (alternating CT and MR); returns instances stored."""
+    if settings.dicom.tls:
+        raise VnaError(
+            "the demo sends plain DICOM and dicom.tls is on: send studies with a TLS client "
+            "(docs/dimse-security.md) or load the demo into a home without TLS"
+        )
     store = open_store(settings)
     try:
         # the demo sends from this machine: its AE is bound to loopback like any other

@@ -117,7 +117,8 @@ def modality_entry(
     follows the ``dicom_allow_get`` setting (off by default). C-FIND and C-MOVE stay allowed:
     the archive answers them itself with the institution's rule; C-STORE is then admitted
     by the archive's filter. Orthanc needs a port even for AEs that only push; 104 is inert.
-    ``tls``: Orthanc's own C-STORE to this AE (a C-MOVE destination) uses DICOM TLS.
+    ``tls``: Orthanc's own C-STORE to this AE (a C-MOVE destination) uses DICOM TLS, as
+    every association with the archive does when ``dicom.tls`` is on.
     """
     return {
         "AET": ae_title,

@@ -380,7 +380,11 @@ class ArchivePlugin:
         name = quote(ae_title, safe="")
         # the catalog is the authority on destinations; Orthanc's list was written at start
         entry = modality_entry(
-            ae_title, peer_address(host) or host, port, self.settings.dicom_allow_get
+            ae_title,
+            peer_address(host) or host,
+            port,
+            self.settings.dicom_allow_get,
+            tls=self.settings.dicom.tls,
         )
         self.sdk.RestApiPut(f"/modalities/{name}", json.dumps(entry))
         body: dict[str, Any] = {
@@ -417,6 +421,7 @@ class ArchivePlugin:
                 self.catalog.registered_aes(),
                 allow_get=self.settings.dicom_allow_get,
                 check_host=security.check_host,
+                tls=security.tls,
             )
             listed = {str(name) for name in json.loads(self.sdk.RestApiGet("/modalities"))}
             removed = sorted(listed - desired.keys())

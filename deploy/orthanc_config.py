@@ -52,6 +52,7 @@ def orthanc_config(
         [ae for inst in institutions for ae in inst.ae_titles],
         allow_get=settings.dicom_allow_get,
         check_host=settings.dicom.check_host,
+        tls=settings.dicom.tls,
     )
     site_packages, python_path = _python_paths()
     return {

@@ -127,7 +127,6 @@ def _issue(
     directory: Path,
     stem: str,
     common_name: str,
-    usage: x509.ObjectIdentifier,
     alt_names: Sequence[x509.GeneralName] = (),
 ) -> TlsFiles:
     files = TlsFiles(directory / f"{stem}.pem", directory / f"{stem}.key", tls_dir / "ca.pem")
@@ -145,7 +144,14 @@ def _issue(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=_LEAF_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        # a DICOM node is both SCU and SCP: the archive's certificate opens its C-MOVE
+        # sub-associations, a hospital's serves as its node's when it receives them
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -170,7 +176,7 @@ def ensure_server_pki(tls_dir: Path, hosts: Sequence[str]) -> TlsFiles:
             alt.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             alt.append(x509.DNSName(host))
-    return _issue(tls_dir, tls_dir, "server", "VNA DICOM", ExtendedKeyUsageOID.SERVER_AUTH, alt)
+    return _issue(tls_dir, tls_dir, "server", "VNA DICOM", alt)
 
 
 def _slug(institution: str) -> str:
@@ -191,7 +197,7 @@ def issue_client(tls_dir: Path, institution: str) -> TlsFiles:
     _private_dir(tls_dir)
     _ensure_ca(tls_dir)
     directory = _private_dir(tls_dir / "clients") / _slug(institution)
-    return _issue(tls_dir, directory, "client", institution, ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _issue(tls_dir, directory, "client", institution)
 
 
 def export_client(tls_dir: Path, institution: str, out_dir: Path) -> TlsFiles:

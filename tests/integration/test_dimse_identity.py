@@ -14,6 +14,7 @@ import copy
 import datetime
 import io
 import os
+import ssl
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
@@ -37,7 +38,7 @@ from pynetdicom.sop_class import (
 
 from archive.synthetic import StudySpec, generate_study
 from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, wait_until
+from tests.integration.harness import Archive, free_port, wait_until
 from tests.integration.test_dimse import Receiver, Setup, audit_records, dimse_setup, findscu
 
 SPOOF = "127.0.0.9"
@@ -302,6 +303,11 @@ def test_dicom_tls_admits_only_certificates_the_archive_issued(
         found = [pydicom.dcmread(p) for p in out.glob("rsp*.dcm")]
         assert [str(d.StudyInstanceUID) for d in found] == [str(first.StudyInstanceUID)]
 
+        # C-MOVE over TLS, and the sub-association to the hospital's node over TLS too
+        # (the node presents the institution's certificate and checks the archive's)
+        received = _tls_move(arch, key, cert, ca, str(first.StudyInstanceUID))
+        assert received == [str(first.SOPInstanceUID)]
+
         # refused: a certificate of another CA, no certificate, no TLS at all
         other = _new_uid_copy(first, home / "other.dcm")
         foreign_key, foreign_cert = _foreign_client(home / "foreign")
@@ -333,3 +339,42 @@ def _new_uid_copy(ds: Dataset, path: Path) -> Path:
 
 def _sop_of(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _tls_move(arch: Archive, key: Path, cert: Path, ca: Path, study_uid: str) -> list[str]:
+    """C-MOVE a study over DICOM TLS to a TLS storage SCP registered as HOSPA_WS; the SOP
+    Instance UIDs it received."""
+    node = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    node.load_cert_chain(str(cert), str(key))
+    node.verify_mode = ssl.CERT_REQUIRED
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    port = free_port()
+    scp = AE(ae_title="HOSPA_WS")
+    scp.supported_contexts = AllStoragePresentationContexts
+    server: Any = scp.start_server(("127.0.0.1", port), block=False, ssl_context=node,
+                                   evt_handlers=[(evt.EVT_C_STORE, on_store)])  # fmt: skip
+    try:
+        arch.vna("institution", "add", "Hospital A", "--ae", "HOSPA_WS",
+                 "--host", "127.0.0.1", "--port", str(port))  # fmt: skip
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+        client.load_cert_chain(str(cert), str(key))
+        ae = AE(ae_title="HOSPA")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet,
+                             tls_args=(client, "localhost"))  # fmt: skip
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid
+        model = StudyRootQueryRetrieveInformationModelMove
+        statuses = [int(st.Status) for st, _ in assoc.send_c_move(query, "HOSPA_WS", model) if st]
+        assoc.release()
+        assert statuses and statuses[-1] == 0x0000, statuses
+    finally:
+        server.shutdown()
+    return received

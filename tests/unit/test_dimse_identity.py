@@ -76,6 +76,10 @@ def test_dicom_tls_settings_name_the_archives_files(tmp_path: Path) -> None:
     assert config["DicomTlsTrustedCertificates"] == str(tmp_path / "tls" / "ca.pem")
     assert config["DicomTlsCertificate"] == str(tmp_path / "tls" / "server.pem")
     assert config["DicomTlsPrivateKey"] == str(tmp_path / "tls" / "server.key")
+    # C-MOVE sub-associations to registered destinations use DICOM TLS as well
+    inst = Institution(1, "Hospital A", (("WS", "10.0.0.5", 104),))
+    config = orthanc_config(settings, OrthancCredentials("u", "p"), [inst], tls)
+    assert config["DicomModalities"]["WS"]["UseDicomTls"] is True
 
 
 def test_tls_is_read_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

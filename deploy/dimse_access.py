@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -74,12 +74,12 @@ class Refusal:
         )
 
 
-@dataclass
 class RefusalParser:
     """Turns Orthanc's log lines into refusals (the reason line comes just before the
     request line of the same refusal)."""
 
-    _reason: tuple[str, str, str] | None = field(default=None)
+    def __init__(self) -> None:
+        self._reason: tuple[str, str, str] | None = None
 
     def feed(self, line: str) -> Refusal | None:
         if match := _REASON.search(line):

@@ -378,7 +378,8 @@ class ArchivePlugin:
         """
         ae_title, host, port = destination
         name = quote(ae_title, safe="")
-        # the catalog is the authority on destinations; Orthanc's list was written at start
+        # the catalog is the authority on destinations: a destination registered on another
+        # node since this one's last modality sync is entered now
         entry = modality_entry(
             ae_title,
             peer_address(host) or host,

@@ -36,6 +36,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from archive.catalog import Catalog
 from archive.synthetic import StudySpec, generate_study
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, free_port, wait_until
@@ -211,6 +212,21 @@ def test_registration_change_and_removal_count_at_once(setup: Setup, tmp_path: P
         assert dest.take() == {}
     finally:
         server.shutdown()
+
+
+def test_a_registration_made_by_another_process_is_picked_up(setup: Setup) -> None:
+    """Another node or tool writing the shared catalog, without telling this Orthanc: the
+    plugin's periodic sync admits the AE (a readiness wait, no timing asserted)."""
+    arch = setup.archive
+    catalog = Catalog(f"sqlite:///{arch.home / 'catalog.db'}")
+    try:
+        assert _find(arch, "HOSPE", "127.0.0.1") in ([], [(None, None)])
+        catalog.add_institution("Hospital E", "HOSPE", "127.0.0.1")
+        wait_until(lambda: _find(arch, "HOSPE", "127.0.0.1") == [(0x0000, None)], "HOSPE admitted")
+        catalog.remove_ae("HOSPE")
+        wait_until(lambda: _find(arch, "HOSPE", "127.0.0.1") != [(0x0000, None)], "HOSPE refused")
+    finally:
+        catalog.close()
 
 
 def test_an_ae_registered_without_a_host_is_refused(setup: Setup) -> None:

@@ -444,7 +444,8 @@ class VnaArchive(Target):
                 time.sleep(0.1)
 
     def add_institution(self, name: str, ae: str) -> None:
-        self.vna("institution", "add", name, "--ae", ae)
+        # the benchmark's senders run on this machine: the AE is bound to loopback
+        self.vna("institution", "add", name, "--ae", ae, "--host", "127.0.0.1")
 
     def stats(self) -> dict[str, Any]:
         """``vna stats --json``."""

@@ -57,6 +57,7 @@ from dicomweb.middleware import (
     cors,
     error_middleware,
     metrics_middleware,
+    nosniff,
     qido_response,
 )
 from dicomweb.oauth import (
@@ -545,6 +546,7 @@ def create_app(
     app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
     app[OPENED] = OpenedStudies()
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(nosniff)
 
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)

@@ -92,9 +92,7 @@ def test_concurrent_appenders_in_several_processes_verify(tmp_path: Path) -> Non
     db, keys = tmp_path / "catalog.db", tmp_path / "keys"
     AuditLog.open(_engine(db), keys)  # the head row and key, as the gateway's parent does
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_append_many, args=(str(db), str(keys), w, 40)) for w in range(4)
-    ]
+    procs = [ctx.Process(target=_append_many, args=(str(db), str(keys), w, 40)) for w in range(4)]
     for proc in procs:
         proc.start()
     for proc in procs:

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -30,6 +30,7 @@ from deploy.cli_users import user_app
 from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
 from security.errors import VnaError
+from security.homefiles import exposed, restrict_umask
 
 app = typer.Typer(
     help="Regional imaging archive: run and operate it.", no_args_is_help=True, add_completion=False
@@ -85,7 +86,7 @@ def up(
         pid = supervisor.start_detached(settings)
         out.print(f"VNA archive is up (supervisor pid {pid})")
         for line in supervisor.endpoints(settings).lines():
-            out.print("  " + line)
+            out.print("  " + line, soft_wrap=True)
         out.print(f"  logs: {settings.home / 'log'}   stop with: vna down --home {settings.home}")
         return
     # what preparing the home reports (schema upgrades, recovery) goes to stderr, or to the
@@ -152,7 +153,9 @@ def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
         if state["running"]:
             out.print(f"  Orthanc ready: {state['orthanc_ready']}")
             for line in supervisor.endpoints(settings).lines():
-                out.print("  " + line)
+                out.print("  " + line, soft_wrap=True)
+        for line in cast(list[str], state["exposed"]):
+            out.print(f"  [red]EXPOSED[/red] {line}")
     if not state["running"]:
         raise typer.Exit(3)
 
@@ -211,8 +214,11 @@ def fsck(
             ours = store.catalog.attachment_uuids()
             report.missing_attachments = sorted(referenced - ours)
             report.orphan_attachments = sorted(ours - referenced)
+    # files and directories under the home that group or others may use
+    exposed_paths = [item.describe() for item in exposed(settings.home)]
+    ok = report.ok and not exposed_paths
     data = {
-        "ok": report.ok,
+        "ok": ok,
         "blobs_checked": report.blobs_checked,
         "bytes_checked": report.bytes_checked,
         "damaged_blobs": [{"blob": b, "error": e} for b, e in report.damaged_blobs],
@@ -226,6 +232,7 @@ def fsck(
         "damaged_attachments": [
             {"attachment": u, "error": e} for u, e in report.damaged_attachments
         ],
+        "exposed_paths": exposed_paths,
     }
     if as_json:
         out.print_json(json.dumps(data))
@@ -246,11 +253,13 @@ def fsck(
             out.print(f"[yellow]ORPHAN attachment {uuid}[/yellow] (Orthanc does not know it)")
         for uuid, error in report.damaged_attachments:
             out.print(f"[red]DAMAGED attachment {uuid}[/red]: {error}")
-        verdict = "[green]clean[/green]" if report.ok else "[red]DAMAGE FOUND[/red]"
+        for line in exposed_paths:
+            out.print(f"[red]EXPOSED[/red] {line} (`vna up` or chmod go= makes it private)")
+        verdict = "[green]clean[/green]" if ok else "[red]DAMAGE FOUND[/red]"
         out.print(
             f"fsck: {report.blobs_checked} blobs, {report.bytes_checked:,} bytes checked: {verdict}"
         )
-    if not report.ok:
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -500,6 +509,7 @@ def demo(
 
 
 def main() -> None:
+    restrict_umask()  # whatever a command creates under the home is the owner's only
     try:
         app()
     except VnaError as exc:

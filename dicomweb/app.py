@@ -84,6 +84,7 @@ from dicomweb.rendered import (
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
+from dicomweb.transport import forwarded_middleware
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
 from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
@@ -534,7 +535,14 @@ def create_app(
         )
     preflight, add_cors_headers = cors(gateway.cors_origins)
     app = web.Application(
-        middlewares=[preflight, metrics_middleware, error_middleware],
+        # the client behind a trusted reverse proxy is known before any handler runs;
+        # after metrics, whose request id the clone it makes then carries
+        middlewares=[
+            preflight,
+            metrics_middleware,
+            forwarded_middleware(gateway.trusted_proxies),
+            error_middleware,
+        ],
         # bodies read whole (forms, JSON): small; STOW-RS streams its body and counts it
         # against gateway.max_request_mb itself (aiohttp's limit does not cover streams)
         client_max_size=FORM_BODY_LIMIT,

@@ -452,11 +452,15 @@ def audit_admin(home: Path | None, action: str, change: str, **detail: str) -> N
 @audit_app.command("verify")
 def audit_verify(home: HomeOption = None) -> None:
     """Check every audit record and link; exit 1 and name the first broken one."""
-    broken = _audit_log(home).verify()
+    log = _audit_log(home)
+    broken = log.verify()
     if broken is not None:
         out.print(f"[red]audit log BROKEN at record {broken.seq}[/red]: {broken.reason}")
         raise typer.Exit(1)
     out.print("audit log intact")
+    if log.anchor is not None and not log.anchor.exists() and next(log.records(), None):
+        # a home from before the anchor (it starts with the next record), or a deleted file
+        out.print(f"[yellow]no anchor file {log.anchor}[/yellow]: a cut tail cannot be seen")
 
 
 @audit_app.command("export")

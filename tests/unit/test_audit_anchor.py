@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from security.audit import ANCHOR_FILE, AuditEvent, AuditLog, read_anchor
+from security.audit import ANCHOR_FILE, AuditEvent, AuditLog, read_anchor, syslog_message
 
 
 def _engine(path: Path) -> Engine:
@@ -103,3 +103,9 @@ def test_concurrent_appenders_in_several_processes_verify(tmp_path: Path) -> Non
     anchored = read_anchor(log.anchor)  # type: ignore[arg-type]
     assert sorted(anchored) == list(range(1, 161))
     assert anchored == _macs(log)
+
+
+def test_syslog_copy_carries_the_chain_mac() -> None:
+    mac = bytes(range(32))
+    message = syslog_message(7, _event(7), "vna-host", mac=mac)
+    assert f'[vna@32473 seq="7" mac="{mac.hex()}"]'.encode() in message

@@ -75,14 +75,16 @@ def exposed(home: Path) -> list[Exposure]:
 
 def tighten(home: Path) -> list[Exposure]:
     """Take group and other permissions off everything under ``home`` (directories keep
-    the owner's ``rwx``); returns what was changed, as it was."""
-    changed = exposed(home)
-    for item in changed:
+    the owner's ``rwx``); returns what was changed, as it was. A path this user may not
+    change (another owner's) is left for ``vna fsck`` to report."""
+    changed = []
+    for item in exposed(home):
         mode = stat.S_IMODE(item.mode) & ~_OTHERS
         if item.is_dir:
             mode |= 0o700
         try:
             os.chmod(item.path, mode)  # never a link: _walk leaves them out
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):
             continue
+        changed.append(item)
     return changed

@@ -33,6 +33,7 @@ from archive.catalog import (
 from archive.headers import header_record
 from archive.settings import load_settings
 from security.audit import AuditEvent, AuditLog
+from security.homefiles import restrict_umask
 
 __all__ = ["Indexer", "main"]
 
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m archive.indexer", description=__doc__)
     parser.add_argument("--home", default=None, help="archive home [VNA_HOME or ./var]")
     args = parser.parse_args(argv)
+    restrict_umask()  # the catalog's WAL and anything else it creates: the owner's only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s indexer %(levelname)s %(message)s")
     settings = load_settings(args.home)
     # ingest first: the index may lag a moment, a C-STORE should not wait for it

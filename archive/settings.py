@@ -11,7 +11,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -106,7 +113,7 @@ class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     public_url: str | None = Field(
-        None, description="Base URL clients use; the embedded issuer's `iss` [http://HOST:PORT]"
+        None, description="Base URL clients use; the embedded issuer's `iss` [https://HOST:PORT]"
     )
     audience: str | None = Field(None, description="`aud` of access tokens [PUBLIC_URL/dicom-web]")
     cors_origins: tuple[str, ...] = ("*",)
@@ -150,6 +157,25 @@ class GatewaySettings(BaseModel):
     # processes serving the gateway's port together (SO_REUSEPORT; dicomweb/workers.py):
     # 0 = min(usable CPUs, 4); 1 = one process, as before
     workers: int = Field(0, ge=0, le=64)
+    # HTTPS (docs/security.md): with neither file set, a self-signed pair made under keys/
+    # (`vna up` prints its SHA-256 fingerprint); false serves plain HTTP, only for a
+    # reverse proxy on the same host that terminates TLS (and for the test suite)
+    tls: bool = True
+    tls_cert_file: Path | None = None  # PEM, the chain after the certificate
+    tls_key_file: Path | None = None
+    # peers whose Forwarded / X-Forwarded-For/-Proto/-Host headers are believed (addresses
+    # or networks, e.g. "127.0.0.1" or "10.0.8.0/24"): the client address of audit records
+    # and throttles; from anyone else those headers are ignored
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "set both gateway.tls_cert_file and gateway.tls_key_file, or neither "
+                "(a self-signed pair under keys/)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _viewer_sign_in_pair(self) -> GatewaySettings:
@@ -161,7 +187,10 @@ class GatewaySettings(BaseModel):
         return self
 
     def resolved_public_url(self, settings: Settings) -> str:
-        return (self.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+        scheme = "https" if self.tls else "http"
+        return (self.public_url or f"{scheme}://{settings.http_host}:{settings.http_port}").rstrip(
+            "/"
+        )
 
     def resolved_audience(self, settings: Settings) -> str:
         return self.audience or f"{self.resolved_public_url(settings)}/dicom-web"

@@ -335,6 +335,8 @@ class VnaArchive(Target):
             VNA_DICOM_PORT=str(self.dicom_port),
             VNA_ORTHANC_HTTP_PORT=str(self.http_port),
             VNA_HTTP_PORT=str(self.gateway_port),
+            # plain HTTP, as the Orthanc it is compared with (the gateway's default is HTTPS)
+            VNA_GATEWAY__TLS="false",
         )
         self._started = False
 

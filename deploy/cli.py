@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -32,6 +32,7 @@ from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
 from security.clients import ClientRegistry
 from security.dicom_tls import export_client, issue_client
 from security.errors import VnaError
+from security.homefiles import exposed, restrict_umask
 
 app = typer.Typer(
     help="Regional imaging archive: run and operate it.", no_args_is_help=True, add_completion=False
@@ -87,7 +88,7 @@ def up(
         pid = supervisor.start_detached(settings)
         out.print(f"VNA archive is up (supervisor pid {pid})")
         for line in supervisor.endpoints(settings).lines():
-            out.print("  " + line)
+            out.print("  " + line, soft_wrap=True)
         out.print(f"  logs: {settings.home / 'log'}   stop with: vna down --home {settings.home}")
         return
     # what preparing the home reports (schema upgrades, recovery) goes to stderr, or to the
@@ -154,7 +155,9 @@ def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
         if state["running"]:
             out.print(f"  Orthanc ready: {state['orthanc_ready']}")
             for line in supervisor.endpoints(settings).lines():
-                out.print("  " + line)
+                out.print("  " + line, soft_wrap=True)
+        for line in cast(list[str], state["exposed"]):
+            out.print(f"  [red]EXPOSED[/red] {line}")
     if not state["running"]:
         raise typer.Exit(3)
 
@@ -213,8 +216,11 @@ def fsck(
             ours = store.catalog.attachment_uuids()
             report.missing_attachments = sorted(referenced - ours)
             report.orphan_attachments = sorted(ours - referenced)
+    # files and directories under the home that group or others may use
+    exposed_paths = [item.describe() for item in exposed(settings.home)]
+    ok = report.ok and not exposed_paths
     data = {
-        "ok": report.ok,
+        "ok": ok,
         "blobs_checked": report.blobs_checked,
         "bytes_checked": report.bytes_checked,
         "damaged_blobs": [{"blob": b, "error": e} for b, e in report.damaged_blobs],
@@ -228,6 +234,7 @@ def fsck(
         "damaged_attachments": [
             {"attachment": u, "error": e} for u, e in report.damaged_attachments
         ],
+        "exposed_paths": exposed_paths,
     }
     if as_json:
         out.print_json(json.dumps(data))
@@ -248,11 +255,13 @@ def fsck(
             out.print(f"[yellow]ORPHAN attachment {uuid}[/yellow] (Orthanc does not know it)")
         for uuid, error in report.damaged_attachments:
             out.print(f"[red]DAMAGED attachment {uuid}[/red]: {error}")
-        verdict = "[green]clean[/green]" if report.ok else "[red]DAMAGE FOUND[/red]"
+        for line in exposed_paths:
+            out.print(f"[red]EXPOSED[/red] {line} (`vna up` or chmod go= makes it private)")
+        verdict = "[green]clean[/green]" if ok else "[red]DAMAGE FOUND[/red]"
         out.print(
             f"fsck: {report.blobs_checked} blobs, {report.bytes_checked:,} bytes checked: {verdict}"
         )
-    if not report.ok:
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -520,11 +529,15 @@ def audit_admin(home: Path | None, action: str, change: str, **detail: str) -> N
 @audit_app.command("verify")
 def audit_verify(home: HomeOption = None) -> None:
     """Check every audit record and link; exit 1 and name the first broken one."""
-    broken = _audit_log(home).verify()
+    log = _audit_log(home)
+    broken = log.verify()
     if broken is not None:
         out.print(f"[red]audit log BROKEN at record {broken.seq}[/red]: {broken.reason}")
         raise typer.Exit(1)
     out.print("audit log intact")
+    if log.anchor is not None and not log.anchor.exists() and next(log.records(), None):
+        # a home from before the anchor (it starts with the next record), or a deleted file
+        out.print(f"[yellow]no anchor file {log.anchor}[/yellow]: a cut tail cannot be seen")
 
 
 @audit_app.command("export")
@@ -577,6 +590,7 @@ def demo(
 
 
 def main() -> None:
+    restrict_umask()  # whatever a command creates under the home is the owner's only
     try:
         app()
     except VnaError as exc:

@@ -29,9 +29,12 @@ from archive.recovery import recover
 from archive.settings import Settings
 from deploy.dimse_access import RefusalAuditor
 from deploy.orthanc_config import write_orthanc_config
+from dicomweb.transport import tls_files
 from security.audit import AuditLog
 from security.dicom_tls import ensure_server_pki
 from security.errors import VnaError
+from security.homefiles import exposed, restrict_umask, tighten
+from security.tls import SELF_SIGNED_CERT, fingerprint
 
 __all__ = ["Endpoints", "prepare_home", "serve", "start_detached", "stop", "status"]
 
@@ -48,15 +51,30 @@ class Endpoints:
     orthanc: str
     public_url: str = ""
     dicom_services: str = "C-STORE/C-FIND/C-MOVE/C-GET"
+    tls: str = ""  # what clients check the gateway's certificate against
 
     def lines(self) -> list[str]:
         return [
             f"DICOM ({self.dicom_services}): {self.dicom}",
-            f"Orthanc HTTP (loopback, internal): {self.orthanc}",
+            f"Orthanc HTTP (internal; refuses all but 127.0.0.1): {self.orthanc}",
             f"DICOMweb gateway (OAuth2 bearer tokens):  {self.gateway}",
             f"Viewer (OHIF, staff sign-in):  {self.public_url}/viewer/",
             f"OpenID discovery:  {self.public_url}/.well-known/openid-configuration",
-        ]
+        ] + ([f"TLS certificate: {self.tls}"] if self.tls else [])
+
+
+def _tls_line(settings: Settings) -> str:
+    """The gateway's certificate and its SHA-256 fingerprint, once it exists."""
+    gateway = settings.gateway
+    if not gateway.tls:
+        return ""
+    cert = gateway.tls_cert_file or settings.keys_dir / SELF_SIGNED_CERT
+    try:
+        print_ = fingerprint(cert)
+    except (OSError, ValueError):
+        return f"{cert} (not readable yet)"
+    kind = "" if gateway.tls_cert_file else "self-signed, "
+    return f"{cert} ({kind}SHA-256 {print_})"
 
 
 def endpoints(settings: Settings) -> Endpoints:
@@ -69,6 +87,7 @@ def endpoints(settings: Settings) -> Endpoints:
         dicom_services="C-STORE/C-FIND/C-MOVE"
         + ("/C-GET" if settings.dicom_allow_get else "; C-GET off")
         + ("; DICOM TLS only" if settings.dicom.tls else ""),
+        tls=_tls_line(settings),
     )
 
 
@@ -102,10 +121,23 @@ def running_pid(settings: Settings) -> int | None:
 def prepare_home(settings: Settings) -> tuple[OrthancCredentials, Path]:
     """Create what a first start needs and reconcile after an unclean stop."""
     home = settings.home
-    home.mkdir(parents=True, exist_ok=True)
+    # Orthanc, the gateway and the indexer inherit it: their files (the catalog and its
+    # WAL, Orthanc's index and logs) are created 0600 whatever the caller's umask
+    restrict_umask()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    changed = tighten(home)  # a home made by an older version, by hand, or loosened since
+    if changed:
+        logger.warning(
+            "made %d paths under %s private (group or others had access), e.g. %s",
+            len(changed),
+            home,
+            changed[0].describe(),
+        )
     for sub in ("run", "log", "secrets", "keys"):
         (home / sub).mkdir(exist_ok=True, mode=0o700)
     creds = credentials(settings)
+    # the gateway's self-signed pair, made before it starts so `vna up` prints its fingerprint
+    tls_files(settings, settings.gateway, settings.http_host)
     store = open_store(settings)
     try:
         catalog: Catalog = store.catalog
@@ -321,7 +353,8 @@ def start_detached(settings: Settings, timeout: float = 120.0) -> int:
     other = running_pid(settings)
     if other is not None:
         raise VnaError(f"the archive in {settings.home} already runs (pid {other})")
-    settings.home.mkdir(parents=True, exist_ok=True)
+    restrict_umask()
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     (settings.home / "log").mkdir(exist_ok=True, mode=0o700)
     log = open(settings.home / "log" / "vna.log", "ab")  # noqa: SIM115 - child owns it
     proc = subprocess.Popen(
@@ -374,4 +407,6 @@ def status(settings: Settings) -> dict[str, object]:
         "pid": pid,
         "orthanc_ready": ready,
         "endpoints": endpoints(settings).lines(),
+        # paths under the home that group or others may use (vna fsck fails on them)
+        "exposed": [item.describe() for item in exposed(settings.home)],
     }

@@ -25,8 +25,11 @@ from archive.api import load_settings
 from dicomweb.app import create_app
 from dicomweb.metrics import MULTIPROC_ENV, GatewayMetrics
 from dicomweb.middleware import AccessLogger
+from dicomweb.transport import tls_files
 from dicomweb.workers import die_with_parent, resolve_workers, usable_cpus, workers_cli
 from security.errors import VnaError
+from security.homefiles import restrict_umask
+from security.tls import server_context
 
 __all__ = ["main", "serve"]
 
@@ -58,15 +61,24 @@ def _configure_logging(level: str, worker: int | None = None) -> None:
     root.setLevel(level.upper())
 
 
-def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
+def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    tls: tuple[Path, Path] | None = None,
+) -> None:
     """Serve ``app`` until SIGINT or SIGTERM (aiohttp handles both).
 
     ``reuse_port``: bind with SO_REUSEPORT, for worker processes sharing the port.
+    ``tls``: (certificate, key) to serve HTTPS with; each process loads its own context.
     """
     web.run_app(
         app,
         host=host,
         port=port,
+        ssl_context=server_context(*tls) if tls else None,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("dicomweb.access"),
         print=None,
@@ -97,20 +109,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers is not None and not 0 <= args.workers <= 64:
         parser.error("--workers is 0 (automatic) to 64")
+    restrict_umask()  # STOW spool files, metrics files, a generated key: the owner's only
     settings = load_settings(args.home)
     _configure_logging(settings.log_level, args.worker)
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     overrides: dict[str, object] = {}
     if args.public_url or not settings.gateway.public_url:
-        overrides["public_url"] = args.public_url or f"http://{host}:{port}"
+        scheme = "https" if settings.gateway.tls else "http"
+        overrides["public_url"] = args.public_url or f"{scheme}://{host}:{port}"
     if args.cors_origin:
         overrides["cors_origins"] = tuple(args.cors_origin)
     gateway = settings.gateway.model_copy(update=overrides)
+    # made here, in the parent, before any worker: the workers only read the pair
+    tls = tls_files(settings, gateway, host)
     if args.worker is not None:
         die_with_parent(args.parent if args.parent is not None else os.getppid())
         metrics = GatewayMetrics(args.worker, Path(os.environ[MULTIPROC_ENV]))
-        serve(create_app(settings, gateway, metrics=metrics), host, port, reuse_port=True)
+        serve(create_app(settings, gateway, metrics=metrics), host, port, reuse_port=True, tls=tls)
         return 0
     count = resolve_workers(
         gateway.workers if args.workers is None else args.workers, usable_cpus()
@@ -121,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except VnaError as exc:
             logging.getLogger(__name__).error("%s", exc)
             return 1
-    serve(create_app(settings, gateway), host, port)
+    serve(create_app(settings, gateway), host, port, tls=tls)
     return 0
 
 

@@ -57,6 +57,7 @@ from dicomweb.middleware import (
     cors,
     error_middleware,
     metrics_middleware,
+    nosniff,
     qido_response,
 )
 from dicomweb.oauth import (
@@ -83,6 +84,7 @@ from dicomweb.rendered import (
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
+from dicomweb.transport import forwarded_middleware
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
 from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
@@ -533,7 +535,14 @@ def create_app(
         )
     preflight, add_cors_headers = cors(gateway.cors_origins)
     app = web.Application(
-        middlewares=[preflight, metrics_middleware, error_middleware],
+        # the client behind a trusted reverse proxy is known before any handler runs;
+        # after metrics, whose request id the clone it makes then carries
+        middlewares=[
+            preflight,
+            metrics_middleware,
+            forwarded_middleware(gateway.trusted_proxies),
+            error_middleware,
+        ],
         # bodies read whole (forms, JSON): small; STOW-RS streams its body and counts it
         # against gateway.max_request_mb itself (aiohttp's limit does not cover streams)
         client_max_size=FORM_BODY_LIMIT,
@@ -545,6 +554,7 @@ def create_app(
     app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
     app[OPENED] = OpenedStudies()
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(nosniff)
 
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)

@@ -41,6 +41,7 @@ __all__ = [
     "cors",
     "error_middleware",
     "metrics_middleware",
+    "nosniff",
     "qido_response",
 ]
 
@@ -147,6 +148,13 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
+
+
+async def nosniff(_request: web.Request, response: web.StreamResponse) -> None:
+    """``X-Content-Type-Options: nosniff`` on every answer (an ``on_response_prepare``
+    hook, so errors, redirects and streamed answers carry it too): a browser must never
+    guess a type for a DICOM part, a JSON error or an HTML page."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 def cors(origins: Sequence[str]) -> tuple[Middleware, PrepareHook]:

@@ -7,6 +7,13 @@ holds an HMAC-SHA256, keyed by ``keys/audit.key``, over the previous record's MA
 own canonical content, so an edited, inserted or deleted row breaks the chain at that row
 and cannot be re-chained without the key. Nothing secret (tokens, secrets, Authorization
 headers) is ever part of a record.
+
+The head row lives in the same database, so whoever can delete rows there can also rewind
+it: a cut tail would verify. Each append therefore also writes ``<seq> <mac>`` to an
+anchor file outside the catalog (``keys/audit.anchor``, opened ``O_APPEND`` so appenders
+in several processes never interleave a line) and, with syslog forwarding, sends the MAC
+with the record. :meth:`AuditLog.verify` checks every anchored record against the chain
+and names a cut: the anchor says at least N records ending in MAC X, the log has M.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -39,6 +47,7 @@ __all__ = [
     "ChainBreak",
     "SyslogForwarder",
     "dicom_xml",
+    "read_anchor",
     "fhir_audit_event",
     "syslog_message",
 ]
@@ -118,15 +127,60 @@ class ChainBreak:
     reason: str
 
 
+ANCHOR_FILE = "audit.anchor"
+
+
+def _append_anchor(path: Path, seq: int, mac: bytes) -> None:
+    """Add one ``<seq> <mac hex>`` line; one ``write`` of an ``O_APPEND`` descriptor, so
+    lines of concurrent appenders (other processes) never mix.
+
+    Not fsynced: the anchor guards against rows deleted on purpose, not power loss (the
+    catalog itself does not sync every commit, storage.durable_catalog).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{seq} {mac.hex()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def read_anchor(path: Path) -> dict[int, bytes]:
+    """Anchored records (sequence number -> MAC); lines out of order are normal (appenders
+    in several processes), a torn or unparsable line is skipped."""
+    anchored: dict[int, bytes] = {}
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return anchored
+    for line in text.splitlines():
+        seq_text, _, mac_text = line.partition(" ")
+        try:
+            seq, mac = int(seq_text), bytes.fromhex(mac_text)
+        except ValueError:
+            continue
+        if seq > 0 and len(mac) == 32:
+            anchored[seq] = mac
+    return anchored
+
+
 class AuditLog:
-    """The audit log in a SQL database (the catalog's, by default)."""
+    """The audit log in a SQL database (the catalog's, by default).
+
+    ``anchor``: the append-only file that records each appended record's sequence number
+    and MAC outside the database (:func:`read_anchor`); None keeps no anchor (tests).
+    """
 
     def __init__(
-        self, engine: Engine, key: bytes, forwarder: SyslogForwarder | None = None
+        self,
+        engine: Engine,
+        key: bytes,
+        forwarder: SyslogForwarder | None = None,
+        anchor: Path | None = None,
     ) -> None:
         self.engine = engine
         self.key = key
         self.forwarder = forwarder
+        self.anchor = anchor
         self._lock = threading.Lock()
         metadata.create_all(engine)
         with engine.begin() as conn:
@@ -146,7 +200,7 @@ class AuditLog:
             with contextlib.suppress(FileExistsError):  # a concurrent first start made it
                 write_secret_file(key_file, secrets.token_bytes(32))
         forwarder = SyslogForwarder(syslog) if syslog else None
-        return cls(engine, key_file.read_bytes(), forwarder)
+        return cls(engine, key_file.read_bytes(), forwarder, keys_dir / ANCHOR_FILE)
 
     def _mac(self, previous: bytes, body: str) -> bytes:
         return hmac.new(self.key, previous + body.encode(), hashlib.sha256).digest()
@@ -165,9 +219,12 @@ class AuditLog:
             ).inserted_primary_key
             conn.execute(audit_head.update().values(mac=mac, updated=time.time()))
         number = int(seq[0]) if seq else 0
+        if self.anchor is not None:
+            # after the commit: the anchor never names a record the database lacks
+            _append_anchor(self.anchor, number, mac)
         if self.forwarder is not None:
             # the database record is the evidence; a lost datagram must not fail the request
-            self.forwarder.send(number, event)
+            self.forwarder.send(number, event, mac)
         return number
 
     def records(self, after: int = 0, limit: int | None = None) -> Iterator[tuple[int, AuditEvent]]:
@@ -180,7 +237,13 @@ class AuditLog:
                 yield int(row.seq), AuditEvent(**json.loads(row.body))
 
     def verify(self) -> ChainBreak | None:
-        """The first broken link, or None when every record is intact and none is missing."""
+        """The first broken link, or None when every record is intact and none is missing.
+
+        Every record named in the anchor file must be in the chain with the anchored MAC;
+        anchored records beyond the end of the log are a cut tail, even when the head row
+        was rewound to match.
+        """
+        anchored = read_anchor(self.anchor) if self.anchor is not None else {}
         previous = GENESIS
         expected_seq = 1  # sequence numbers start at 1 and have no gaps
         count = 0
@@ -193,7 +256,21 @@ class AuditLog:
                 if not hmac.compare_digest(self._mac(previous, row.body), bytes(row.mac)):
                     return ChainBreak(int(row.seq), "record altered or chain broken here")
                 previous = bytes(row.mac)
+                pinned = anchored.get(int(row.seq))
+                if pinned is not None and not hmac.compare_digest(pinned, previous):
+                    return ChainBreak(
+                        int(row.seq),
+                        f"record differs from the anchor ({self.anchor}: MAC {pinned.hex()}); "
+                        "the log was rewritten from here",
+                    )
                 expected_seq = int(row.seq) + 1
+        last = max(anchored, default=0)
+        if last > count:
+            return ChainBreak(
+                count + 1,
+                f"records cut from the end: the anchor ({self.anchor}) records at least "
+                f"{last} records ending in MAC {anchored[last].hex()}, the log has {count}",
+            )
         if count != head.records or not hmac.compare_digest(previous, bytes(head.mac)):
             return ChainBreak(expected_seq, "records missing at the end (deleted)")
         return None
@@ -308,18 +385,21 @@ def fhir_audit_event(seq: int, event: AuditEvent) -> dict[str, object]:
 _FACILITY_AUTHPRIV = 10
 
 
-def syslog_message(seq: int, event: AuditEvent, hostname: str, app_name: str = "vna") -> bytes:
+def syslog_message(
+    seq: int, event: AuditEvent, hostname: str, app_name: str = "vna", mac: bytes | None = None
+) -> bytes:
     """One record as an RFC 5424 message; the MSG is the DICOM audit message (PS3.15 A.5).
 
     DICOM's syslog profile (PS3.15 A.5.1, RFC 5425/5426) carries the XML audit message as
-    the MSG part, with a UTF-8 BOM.
+    the MSG part, with a UTF-8 BOM. ``mac``, the record's chain MAC, goes into the
+    structured data: the collector then holds an anchor of the chain off this machine.
     """
     severity = 5 if event.outcome == 0 else 4
     pri = _FACILITY_AUTHPRIV * 8 + severity
     timestamp = datetime.fromtimestamp(event.time, UTC).isoformat(timespec="milliseconds")
     header = f"<{pri}>1 {timestamp.replace('+00:00', 'Z')} {hostname or '-'} {app_name} - "
     msg_id = "DICOM+RFC3881"
-    structured = f'[vna@32473 seq="{seq}"]'
+    structured = f'[vna@32473 seq="{seq}"' + (f' mac="{mac.hex()}"]' if mac else "]")
     return f"{header}{msg_id} {structured} ".encode() + b"\xef\xbb\xbf" + dicom_xml(event).encode()
 
 
@@ -336,8 +416,8 @@ class SyslogForwarder:
         self._lock = threading.Lock()
         self._tcp: socket.socket | None = None
 
-    def send(self, seq: int, event: AuditEvent) -> None:
-        message = syslog_message(seq, event, self.hostname)
+    def send(self, seq: int, event: AuditEvent, mac: bytes | None = None) -> None:
+        message = syslog_message(seq, event, self.hostname, mac=mac)
         try:
             with self._lock:
                 if self.scheme == "udp":

@@ -50,6 +50,9 @@ class Archive:
     aet: str = "VNA"
     # one gateway process unless a test asks for more (tests/integration/test_gateway_workers)
     gateway_workers: int = 1
+    # the suite talks plain HTTP to the gateway (its URLs, dicomweb-client and Chromium);
+    # HTTPS, the default, is tested with gateway_tls=True (tests/integration/test_exposure.py)
+    gateway_tls: bool = False
 
     def env(self) -> dict[str, str]:
         return dict(
@@ -59,6 +62,7 @@ class Archive:
             VNA_ORTHANC_HTTP_PORT=str(self.orthanc_port),
             VNA_HTTP_PORT=str(self.http_port),
             VNA_GATEWAY__WORKERS=str(self.gateway_workers),
+            VNA_GATEWAY__TLS=str(self.gateway_tls).lower(),
         )
 
     def write_config(self, institutions: dict[str, list[str]], **settings: Any) -> None:

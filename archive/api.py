@@ -21,6 +21,7 @@ from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest
 from archive.headers import header_record
 from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
+from archive.split import Survey, survey
 
 __all__ = [
     "AttachmentPart",
@@ -37,6 +38,7 @@ __all__ = [
     "Institution",
     "Settings",
     "SourceRecord",
+    "Survey",
     "credentials",
     "header_record",
     "instance_sources",
@@ -47,4 +49,5 @@ __all__ = [
     "patients",
     "series",
     "studies",
+    "survey",
 ]

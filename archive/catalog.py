@@ -241,6 +241,27 @@ pending_sources = Table(
     Column("announced_at", Float, nullable=False),
 )
 
+# who may file instances under a Study Instance UID, and under which study a SOP Instance
+# UID is filed: claimed when the first instance is admitted (C-STORE filter, STOW check),
+# by an insert that only one sender can win, long before the indexer records the study.
+# A claim outlives the study's deletion: the UID stays its first sender's.
+study_claims = Table(
+    "study_claims",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+)
+
+instance_claims = Table(
+    "instance_claims",
+    metadata,
+    Column("sop_uid", String(64), primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+)
+
 
 class _HotPath:
     """The few statements run for every attachment, as plain SQL.
@@ -292,6 +313,12 @@ class _HotPath:
             with self.catalog.engine.connect() as conn:
                 return list(conn.execute(text(sql), params))
         return self._sqlite().execute(sql, params).fetchall()
+
+
+class _ClaimRefused(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 class _Withdrawn(Exception):
@@ -1201,7 +1228,16 @@ class Catalog:
         conn.execute(
             update(studies)
             .where(studies.c.study_uid == known.study_uid, studies.c.owner_institution_id.is_(None))
-            .values(owner_institution_id=src.institution_id)
+            # the claim decided who owns the study; a study without one (stored before
+            # claims existed) belongs to its first recorded sender
+            .values(
+                owner_institution_id=func.coalesce(
+                    select(study_claims.c.institution_id)
+                    .where(study_claims.c.study_uid == known.study_uid)
+                    .scalar_subquery(),
+                    src.institution_id,
+                )
+            )
         )
         updated = conn.execute(
             update(instance_sources)
@@ -1231,6 +1267,81 @@ class Catalog:
                 )
             )
         return True
+
+    def claim(
+        self,
+        study_uid: str,
+        sop_uid: str,
+        institution_id: int,
+        may_write: Callable[[Connection, str], bool],
+    ) -> str | None:
+        """Claim a study and a SOP instance for an institution about to store it.
+
+        The first institution to store an instance of a Study Instance UID owns that UID
+        (and a SOP Instance UID is filed under the study it first came with): an insert
+        that cannot succeed twice decides, so two senders racing on a new study cannot
+        both win, whichever process or protocol they use. Another institution is let in
+        only when ``may_write(conn, study_uid)`` says so (a ``read+report`` grant; called
+        inside the transaction for a study the institution does not own).
+
+        Returns None when the instance may be stored; ``"study"`` when the study is
+        another institution's, ``"instance"`` when the SOP instance is already filed
+        under a study the institution may not write. A refusal claims nothing.
+        """
+        now = time.time()
+        # a study or instance indexed without a claim (stored over Orthanc's REST API by
+        # an operator, re-indexed after a crash) is claimed for what the index says
+        indexed_owner = (
+            select(studies.c.owner_institution_id)
+            .where(studies.c.study_uid == study_uid)
+            .scalar_subquery()
+        )
+        indexed_study = (
+            select(instances.c.study_uid).where(instances.c.sop_uid == sop_uid).scalar_subquery()
+        )
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    self._insert_ignore(study_claims).values(
+                        study_uid=study_uid,
+                        institution_id=func.coalesce(indexed_owner, institution_id),
+                        claimed_at=now,
+                    )
+                )
+                owner = self._claimed_owner(conn, study_uid)
+                if owner != institution_id and not may_write(conn, study_uid):
+                    raise _ClaimRefused("study")
+                conn.execute(
+                    self._insert_ignore(instance_claims).values(
+                        sop_uid=sop_uid,
+                        study_uid=func.coalesce(indexed_study, study_uid),
+                        institution_id=institution_id,
+                        claimed_at=now,
+                    )
+                )
+                filed = conn.execute(
+                    select(instance_claims.c.study_uid).where(instance_claims.c.sop_uid == sop_uid)
+                ).scalar_one()
+                if filed != study_uid:
+                    filed_owner = self._claimed_owner(conn, filed)
+                    if filed_owner != institution_id and not may_write(conn, filed):
+                        raise _ClaimRefused("instance")
+        except _ClaimRefused as refused:
+            return refused.what
+        return None
+
+    @staticmethod
+    def _claimed_owner(conn: Connection, study_uid: str) -> int | None:
+        """The institution a study is claimed for; else its owner in the index, if any."""
+        row = conn.execute(
+            select(study_claims.c.institution_id).where(study_claims.c.study_uid == study_uid)
+        ).first()
+        if row is not None:
+            return int(row[0])
+        owner = conn.execute(
+            select(studies.c.owner_institution_id).where(studies.c.study_uid == study_uid)
+        ).scalar()
+        return None if owner is None else int(owner)
 
     def announce_source(
         self,

@@ -17,7 +17,7 @@ from archive.catalog import (
     studies,
 )
 from archive.credentials import OrthancCredentials, credentials
-from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest
+from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
 from archive.headers import header_record
 from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
@@ -38,6 +38,7 @@ __all__ = [
     "Institution",
     "Settings",
     "SourceRecord",
+    "StoreRequest",
     "Survey",
     "credentials",
     "header_record",

@@ -223,6 +223,13 @@ def test_parallel_first_stores_of_a_new_study_have_one_winner(site: Site) -> Non
     assert statuses[winner] == [0, 0, 0, 0]
     assert statuses[loser] == [0x0124] * 4
     assert not any(stored(site, ds) for ds in halves[loser])
+    site.archive.stats()  # the index agrees: the study is the winner's, with its 4 images
+    assert site.catalog(
+        "select i.name from studies s join institutions i on i.id = s.owner_institution_id"
+        " where s.study_uid = ?",
+        study_uid,
+    ) == [(winner,)]
+    assert site.catalog("select count(*) from instances where study_uid = ?", study_uid) == [(4,)]
 
 
 def test_parallel_c_store_and_stow_of_a_new_study_have_one_winner(site: Site) -> None:

@@ -263,33 +263,22 @@ def _image_bytes(values: dict[int, int | str]) -> int | None:
     return (bits_total + 7) // 8
 
 
-def survey(data: bytes | memoryview) -> Survey:
-    """Walk every top-level element header of a Part 10 file (see :class:`Survey`).
-
-    A value is read only for the two UIDs and the image geometry; nested sequences and
-    encapsulated fragments are skipped by their lengths, each checked against the end.
-    """
+def _walk_all(
+    data: bytes | memoryview, pos: int, implicit: bool, little: bool
+) -> tuple[dict[int, int | str], int | None, str | None]:
+    """The wanted values, the native Pixel Data length and why the walk failed, if it did."""
+    walker = _Walker(data, implicit, little)
+    # an undefined-length UN element holds implicit VR (PS3.5 6.2.2)
+    inner = walker if implicit else _Walker(data, True, little)
     size = len(data)
-    if size < 132 or bytes(data[128:132]) != b"DICM":
-        return Survey(None, None, truncated="the file is not DICOM Part 10 (no DICM prefix)")
-    try:
-        start = _walk_meta(data)
-    except struct.error:
-        start = None
-    if start is None or start[0] > size:
-        return Survey(None, None, truncated="the File Meta Information is cut short")
-    pos, syntax = start
-    if syntax in _DEFLATED:
-        return Survey(None, None)
-    walker = _Walker(data, syntax == b"1.2.840.10008.1.2", syntax != b"1.2.840.10008.1.2.2")
     values: dict[int, int | str] = {}
     pixel_length: int | None = None
-    truncated: str | None = None
     try:
         while pos < size:
             tag, value, length = walker.header(pos)
             if length == _UNDEFINED:
-                pos = walker.skip_undefined(value, _SEQ_END)
+                un = not implicit and bytes(data[pos + 4 : pos + 6]) == b"UN"
+                pos = (inner if un else walker).skip_undefined(value, _SEQ_END)
                 continue
             pos = value + length
             if pos > size:
@@ -305,7 +294,36 @@ def survey(data: bytes | memoryview) -> Survey:
             elif tag == _PIXEL_DATA:
                 pixel_length = length
     except (_Malformed, struct.error) as exc:
-        truncated = str(exc) if isinstance(exc, _Malformed) else "truncated element header"
+        return values, pixel_length, str(exc) if isinstance(exc, _Malformed) else "cut short"
+    return values, pixel_length, None
+
+
+def survey(data: bytes | memoryview) -> Survey:
+    """Walk every top-level element header of a Part 10 file (see :class:`Survey`).
+
+    A value is read only for the two UIDs and the image geometry; nested sequences and
+    encapsulated fragments are skipped by their lengths, each checked against the end.
+    A data set written in implicit VR under an explicit VR transfer syntax (a known
+    writer bug that DCMTK and pydicom read) is walked as implicit VR when that fits.
+    """
+    size = len(data)
+    if size < 132 or bytes(data[128:132]) != b"DICM":
+        return Survey(None, None, truncated="the file is not DICOM Part 10 (no DICM prefix)")
+    try:
+        start = _walk_meta(data)
+    except struct.error:
+        start = None
+    if start is None or start[0] > size:
+        return Survey(None, None, truncated="the File Meta Information is cut short")
+    pos, syntax = start
+    if syntax in _DEFLATED:
+        return Survey(None, None)
+    implicit, little = syntax == b"1.2.840.10008.1.2", syntax != b"1.2.840.10008.1.2.2"
+    values, pixel_length, truncated = _walk_all(data, pos, implicit, little)
+    if truncated is not None and not implicit and little:
+        retried = _walk_all(data, pos, True, True)
+        if retried[2] is None:
+            values, pixel_length, truncated = retried
     study = values.get(_STUDY_INSTANCE_UID)
     sop = values.get(_SOP_INSTANCE_UID)
     needed = _image_bytes(values) if syntax in _NATIVE and pixel_length is not None else None

@@ -464,6 +464,23 @@ class Stats:
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
 
+# the common admission, as plain SQL (see Catalog.claim): a study claimed for its indexed
+# owner, else the sender; a SOP instance filed under its indexed study, else this one
+_CLAIM_STUDY = (
+    "INSERT INTO study_claims (study_uid, institution_id, claimed_at) "
+    "VALUES (CAST(:study AS VARCHAR(64)), COALESCE((SELECT owner_institution_id FROM studies "
+    "WHERE study_uid = CAST(:study AS VARCHAR(64))), CAST(:inst AS INTEGER)), :now) "
+    "ON CONFLICT DO NOTHING"
+)
+_CLAIMED_STUDY = "SELECT institution_id FROM study_claims WHERE study_uid = :study"
+_CLAIM_INSTANCE = (
+    "INSERT INTO instance_claims (sop_uid, study_uid, institution_id, claimed_at) "
+    "VALUES (CAST(:sop AS VARCHAR(64)), COALESCE((SELECT study_uid FROM instances "
+    "WHERE sop_uid = CAST(:sop AS VARCHAR(64))), CAST(:study AS VARCHAR(64))), :inst, :now) "
+    "ON CONFLICT DO NOTHING"
+)
+_CLAIMED_INSTANCE = "SELECT study_uid FROM instance_claims WHERE sop_uid = :sop"
+
 _INSERT_ATTACHMENT = (
     "INSERT INTO attachments (uuid, content_type, size, digest, created_at) "
     "VALUES (:uuid, :content_type, :size, :digest, :now)"
@@ -1289,6 +1306,20 @@ class Catalog:
         under a study the institution may not write. A refusal claims nothing.
         """
         now = time.time()
+        # every instance of a study but its first passes here, so the common case (the
+        # sender's own study, a new or its own SOP instance) is a few plain statements;
+        # anything else is rolled back and decided below, with the grants
+        params = {"study": study_uid, "sop": sop_uid, "inst": institution_id, "now": now}
+        try:
+            with self._hot.write() as run:
+                run(_CLAIM_STUDY, params)
+                if run(_CLAIMED_STUDY, params).fetchone()[0] == institution_id:
+                    run(_CLAIM_INSTANCE, params)
+                    if run(_CLAIMED_INSTANCE, params).fetchone()[0] == study_uid:
+                        return None
+                raise _ClaimRefused("undecided")
+        except _ClaimRefused:
+            pass
         # a study or instance indexed without a claim (stored over Orthanc's REST API by
         # an operator, re-indexed after a crash) is claimed for what the index says
         indexed_owner = (

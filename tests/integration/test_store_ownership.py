@@ -15,6 +15,7 @@ import copy
 import io
 import sqlite3
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -355,3 +356,13 @@ def test_an_executable_preamble_never_comes_back(site: Site, preamble: bytes, ke
     )
     assert uri.status_code == 200
     assert uri.content == expected
+    # the ZIP download (Orthanc's DICOMDIR media of the stored files)
+    download = requests.get(
+        f"{site.url}/api/studies/{study_uid}/archive",
+        headers=site.headers(A, "dicom.read", "export"),
+        timeout=60,
+    )
+    assert download.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(download.content)) as media:
+        (name,) = [n for n in media.namelist() if not n.endswith(("/", "DICOMDIR"))]
+        assert media.read(name)[:132] == expected[:132]

@@ -17,10 +17,11 @@ from archive.catalog import (
     studies,
 )
 from archive.credentials import OrthancCredentials, credentials
-from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest
+from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
 from archive.headers import header_record
 from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
+from archive.split import Survey, survey
 
 __all__ = [
     "AttachmentPart",
@@ -37,6 +38,8 @@ __all__ = [
     "Institution",
     "Settings",
     "SourceRecord",
+    "StoreRequest",
+    "Survey",
     "credentials",
     "header_record",
     "instance_sources",
@@ -47,4 +50,5 @@ __all__ = [
     "patients",
     "series",
     "studies",
+    "survey",
 ]

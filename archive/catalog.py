@@ -242,6 +242,27 @@ pending_sources = Table(
     Column("announced_at", Float, nullable=False),
 )
 
+# who may file instances under a Study Instance UID, and under which study a SOP Instance
+# UID is filed: claimed when the first instance is admitted (C-STORE filter, STOW check),
+# by an insert that only one sender can win, long before the indexer records the study.
+# A claim outlives the study's deletion: the UID stays its first sender's.
+study_claims = Table(
+    "study_claims",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+)
+
+instance_claims = Table(
+    "instance_claims",
+    metadata,
+    Column("sop_uid", String(64), primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+)
+
 
 class _HotPath:
     """The few statements run for every attachment, as plain SQL.
@@ -293,6 +314,12 @@ class _HotPath:
             with self.catalog.engine.connect() as conn:
                 return list(conn.execute(text(sql), params))
         return self._sqlite().execute(sql, params).fetchall()
+
+
+class _ClaimRefused(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 class _Withdrawn(Exception):
@@ -437,6 +464,23 @@ class Stats:
     def total_ratio(self) -> float:
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
+
+# the common admission, as plain SQL (see Catalog.claim): a study claimed for its indexed
+# owner, else the sender; a SOP instance filed under its indexed study, else this one
+_CLAIM_STUDY = (
+    "INSERT INTO study_claims (study_uid, institution_id, claimed_at) "
+    "VALUES (CAST(:study AS VARCHAR(64)), COALESCE((SELECT owner_institution_id FROM studies "
+    "WHERE study_uid = CAST(:study AS VARCHAR(64))), CAST(:inst AS INTEGER)), :now) "
+    "ON CONFLICT DO NOTHING"
+)
+_CLAIMED_STUDY = "SELECT institution_id FROM study_claims WHERE study_uid = :study"
+_CLAIM_INSTANCE = (
+    "INSERT INTO instance_claims (sop_uid, study_uid, institution_id, claimed_at) "
+    "VALUES (CAST(:sop AS VARCHAR(64)), COALESCE((SELECT study_uid FROM instances "
+    "WHERE sop_uid = CAST(:sop AS VARCHAR(64))), CAST(:study AS VARCHAR(64))), :inst, :now) "
+    "ON CONFLICT DO NOTHING"
+)
+_CLAIMED_INSTANCE = "SELECT study_uid FROM instance_claims WHERE sop_uid = :sop"
 
 _INSERT_ATTACHMENT = (
     "INSERT INTO attachments (uuid, content_type, size, digest, created_at) "
@@ -1228,7 +1272,16 @@ class Catalog:
         conn.execute(
             update(studies)
             .where(studies.c.study_uid == known.study_uid, studies.c.owner_institution_id.is_(None))
-            .values(owner_institution_id=src.institution_id)
+            # the claim decided who owns the study; a study without one (stored before
+            # claims existed) belongs to its first recorded sender
+            .values(
+                owner_institution_id=func.coalesce(
+                    select(study_claims.c.institution_id)
+                    .where(study_claims.c.study_uid == known.study_uid)
+                    .scalar_subquery(),
+                    src.institution_id,
+                )
+            )
         )
         updated = conn.execute(
             update(instance_sources)
@@ -1258,6 +1311,95 @@ class Catalog:
                 )
             )
         return True
+
+    def claim(
+        self,
+        study_uid: str,
+        sop_uid: str,
+        institution_id: int,
+        may_write: Callable[[Connection, str], bool],
+    ) -> str | None:
+        """Claim a study and a SOP instance for an institution about to store it.
+
+        The first institution to store an instance of a Study Instance UID owns that UID
+        (and a SOP Instance UID is filed under the study it first came with): an insert
+        that cannot succeed twice decides, so two senders racing on a new study cannot
+        both win, whichever process or protocol they use. Another institution is let in
+        only when ``may_write(conn, study_uid)`` says so (a ``read+report`` grant; called
+        inside the transaction for a study the institution does not own).
+
+        Returns None when the instance may be stored; ``"study"`` when the study is
+        another institution's, ``"instance"`` when the SOP instance is already filed
+        under a study the institution may not write. A refusal claims nothing.
+        """
+        now = time.time()
+        # every instance of a study but its first passes here, so the common case (the
+        # sender's own study, a new or its own SOP instance) is a few plain statements;
+        # anything else is rolled back and decided below, with the grants
+        params = {"study": study_uid, "sop": sop_uid, "inst": institution_id, "now": now}
+        try:
+            with self._hot.write() as run:
+                run(_CLAIM_STUDY, params)
+                if run(_CLAIMED_STUDY, params).fetchone()[0] == institution_id:
+                    run(_CLAIM_INSTANCE, params)
+                    if run(_CLAIMED_INSTANCE, params).fetchone()[0] == study_uid:
+                        return None
+                raise _ClaimRefused("undecided")
+        except _ClaimRefused:
+            pass
+        # a study or instance indexed without a claim (stored over Orthanc's REST API by
+        # an operator, re-indexed after a crash) is claimed for what the index says
+        indexed_owner = (
+            select(studies.c.owner_institution_id)
+            .where(studies.c.study_uid == study_uid)
+            .scalar_subquery()
+        )
+        indexed_study = (
+            select(instances.c.study_uid).where(instances.c.sop_uid == sop_uid).scalar_subquery()
+        )
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    self._insert_ignore(study_claims).values(
+                        study_uid=study_uid,
+                        institution_id=func.coalesce(indexed_owner, institution_id),
+                        claimed_at=now,
+                    )
+                )
+                owner = self._claimed_owner(conn, study_uid)
+                if owner != institution_id and not may_write(conn, study_uid):
+                    raise _ClaimRefused("study")
+                conn.execute(
+                    self._insert_ignore(instance_claims).values(
+                        sop_uid=sop_uid,
+                        study_uid=func.coalesce(indexed_study, study_uid),
+                        institution_id=institution_id,
+                        claimed_at=now,
+                    )
+                )
+                filed = conn.execute(
+                    select(instance_claims.c.study_uid).where(instance_claims.c.sop_uid == sop_uid)
+                ).scalar_one()
+                if filed != study_uid:
+                    filed_owner = self._claimed_owner(conn, filed)
+                    if filed_owner != institution_id and not may_write(conn, filed):
+                        raise _ClaimRefused("instance")
+        except _ClaimRefused as refused:
+            return refused.what
+        return None
+
+    @staticmethod
+    def _claimed_owner(conn: Connection, study_uid: str) -> int | None:
+        """The institution a study is claimed for; else its owner in the index, if any."""
+        row = conn.execute(
+            select(study_claims.c.institution_id).where(study_claims.c.study_uid == study_uid)
+        ).first()
+        if row is not None:
+            return int(row[0])
+        owner = conn.execute(
+            select(studies.c.owner_institution_id).where(studies.c.study_uid == study_uid)
+        ).scalar()
+        return None if owner is None else int(owner)
 
     def announce_source(
         self,

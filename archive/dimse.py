@@ -16,7 +16,7 @@ from typing import Any
 
 import pydicom
 
-from archive.catalog import Catalog
+from archive.catalog import Catalog, Institution
 
 __all__ = [
     "FindAnswer",
@@ -25,12 +25,24 @@ __all__ = [
     "MoveHandler",
     "MoveItem",
     "MoveRequest",
+    "StoreHandler",
+    "StoreRequest",
     "modality_entries",
     "modality_entry",
     "peer_address",
 ]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """One C-STORE being admitted: who sends it and which study and SOP instance it is."""
+
+    calling_ae: str
+    institution: Institution
+    study_uid: str
+    sop_uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +98,10 @@ FindHandler = Callable[[Catalog, FindRequest], FindAnswer]
 
 MoveHandler = Callable[[Catalog, MoveRequest], Sequence[MoveItem]]
 """The instances a C-MOVE may send: only those the request's institution reaches."""
+
+StoreHandler = Callable[[Catalog, StoreRequest], str | None]
+"""Admits a C-STORE by the ownership rule STOW-RS follows: None, or what refused it
+(``"study"``: another institution's study; ``"instance"``: a SOP instance filed there)."""
 
 
 def peer_address(host: str) -> str | None:

@@ -5,7 +5,8 @@ interpreter, so its site-packages (named in the generated configuration) load he
 
 This is also the plugin's composition root: the one archive module allowed to import
 ``dicomweb.dimse`` (tests/unit/test_boundaries.py), whose C-FIND / C-MOVE handlers reuse
-the gateway's QIDO matching and sharing's access rule; ``archive.plugin`` only receives
+the gateway's QIDO matching and sharing's access rule (and whose C-STORE admission is
+sharing's ownership rule, as for STOW-RS); ``archive.plugin`` only receives
 them as callables.
 """
 
@@ -30,6 +31,6 @@ for _path in reversed(_vna.get("PythonPath", [])):
 
 from archive.plugin import register  # noqa: E402
 from archive.settings import load_settings  # noqa: E402
-from dicomweb.dimse import find, move  # noqa: E402
+from dicomweb.dimse import find, move, store  # noqa: E402
 
-register(orthanc, load_settings(_vna["Home"]), find=find, move=move)
+register(orthanc, load_settings(_vna["Home"]), find=find, move=move, admit=store)

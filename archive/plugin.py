@@ -23,7 +23,7 @@ import pydicom
 from sqlalchemy import and_, select
 
 from archive import migrations
-from archive.blobstore import BlobStore
+from archive.blobstore import CONTENT_DICOM, CONTENT_DICOM_UNTIL_PIXEL_DATA, BlobStore
 from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
 from archive.dimse import (
     LEVELS,
@@ -32,12 +32,15 @@ from archive.dimse import (
     MoveHandler,
     MoveItem,
     MoveRequest,
+    StoreHandler,
+    StoreRequest,
     modality_entries,
     modality_entry,
     peer_address,
 )
 from archive.headers import instance_record
 from archive.settings import Settings
+from archive.split import neutral_preamble, survey
 from security.audit import AuditEvent, AuditLog
 from security.errors import Forbidden, IntegrityError, InvalidInput, StorageFull, VnaError
 from security.keys import KeyRing
@@ -47,8 +50,15 @@ __all__ = ["ArchivePlugin", "MoveDestinationUnknown", "register", "instance_reco
 
 logger = logging.getLogger(__name__)
 
-# DIMSE status for a C-STORE from an AE title no institution owns (PS3.7 C.5: Not Authorized)
+# DIMSE status for a C-STORE from an AE title no institution owns, or into a study that is
+# another institution's (PS3.7 C.5: Refused: Not Authorized)
 STATUS_NOT_AUTHORIZED = 0x0124
+# C-STORE statuses for incomplete data sets (PS3.4 B.2.3): native Pixel Data shorter than
+# its image (Error: Data Set does not match SOP Class), a length past the end (Cannot
+# understand)
+STATUS_DATASET_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+_DICOM_FILES = (CONTENT_DICOM, CONTENT_DICOM_UNTIL_PIXEL_DATA)
 _AE_CACHE_SECONDS = 2.0
 # how often each Orthanc process re-reads the registered AEs into its modality list (a
 # `vna` command also asks at once; this covers other processes and nodes)
@@ -122,6 +132,7 @@ class ArchivePlugin:
         *,
         find: FindHandler | None = None,
         move: MoveHandler | None = None,
+        admit: StoreHandler | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         self.sdk = sdk
@@ -130,6 +141,7 @@ class ArchivePlugin:
         self.catalog = store.catalog
         self.find_handler = find
         self.move_handler = move
+        self.store_handler = admit
         self.audit_log = audit
         self._ae_map: dict[str, Institution] = {}
         self._ae_loaded = 0.0
@@ -148,7 +160,13 @@ class ArchivePlugin:
         sender = self._senders.pop(threading.get_ident(), None)
         if sender is not None and time.monotonic() - sender[1] > _SENDER_FRESH_SECONDS:
             sender = None
-        self.store.put(uuid, int(content_type), data, sender[0] if sender else None)
+        kind = int(content_type)
+        if kind in _DICOM_FILES:
+            # CVE-2019-11687: no stored file starts with an executable's header, so every
+            # way out (REST, C-MOVE, WADO, ZIP) serves a harmless preamble; the file and
+            # its "until pixel data" copy change alike and still share their header blob
+            data = neutral_preamble(data)
+        self.store.put(uuid, kind, data, sender[0] if sender else None)
 
     @_guard("reading an attachment")
     def read(self, uuid: str, content_type: Any) -> bytes:
@@ -180,6 +198,9 @@ class ArchivePlugin:
                 ae_title,
             )
             return STATUS_NOT_AUTHORIZED
+        status = self._admit(received, ae_title, institution)
+        if status:
+            return status
         # Orthanc writes the file on this same thread right after this filter: the storage
         # area picks the sender up there (every C-STORE, new or a re-send, is recorded)
         self._senders[threading.get_ident()] = (
@@ -187,6 +208,71 @@ class ArchivePlugin:
             time.monotonic(),
         )
         return 0
+
+    def _admit(self, received: Any, ae_title: str, institution: Institution) -> int:
+        """The refusal status of a C-STORE from a registered AE, or 0 to store it.
+
+        Orthanc's filter can set only the status, not an Error Comment (PS3.7 C.4): what
+        was wrong and what to do goes to the log and the audit record.
+        """
+        checked = survey(received.GetInstanceData())
+        study_uid, sop_uid = checked.study_uid, checked.sop_uid
+        incomplete = checked.truncated or checked.short_pixels
+        if incomplete:
+            logger.warning(
+                "C-STORE from %r (%s) refused: incomplete data set, %s (SOP instance %s); "
+                "nothing stored: send the complete file",
+                ae_title,
+                institution.name,
+                incomplete,
+                sop_uid,
+            )
+            self._audit_store(ae_title, institution, study_uid, "incomplete data set")
+            return STATUS_CANNOT_UNDERSTAND if checked.truncated else STATUS_DATASET_MISMATCH
+        if self.store_handler is None:
+            return 0
+        if not (study_uid and sop_uid):  # a file the walker cannot read (deflated)
+            tags = json.loads(received.GetInstanceSimplifiedJson())
+            study_uid = str(tags.get("StudyInstanceUID") or "").strip()
+            sop_uid = str(tags.get("SOPInstanceUID") or "").strip()
+            if not (study_uid and sop_uid):
+                return STATUS_CANNOT_UNDERSTAND
+        refused = self.store_handler(
+            self.catalog, StoreRequest(ae_title, institution, study_uid, sop_uid)
+        )
+        if refused is None:
+            return 0
+        logger.warning(
+            "C-STORE from %r (%s) refused with 0x0124: %s; nothing stored. The first "
+            "institution to store a study owns its Study Instance UID: send your images "
+            "under a Study Instance UID (and SOP Instance UIDs) of your own, or ask the "
+            "owner for a read+report grant",
+            ae_title,
+            institution.name,
+            f"study {study_uid} belongs to another institution"
+            if refused == "study"
+            else f"SOP instance {sop_uid} is filed under another institution's study",
+        )
+        self._audit_store(ae_title, institution, study_uid, f"{refused} owned by another")
+        return STATUS_NOT_AUTHORIZED
+
+    def _audit_store(
+        self, ae_title: str, institution: Institution, study_uid: str | None, reason: str
+    ) -> None:
+        """A refused C-STORE, as the indexer records accepted ones (action C, failed)."""
+        if self.audit_log is None:
+            return
+        self.audit_log.append(
+            AuditEvent(
+                "instances-transferred",
+                "C",
+                4,
+                ae_title,
+                institution.name,
+                study_uid=study_uid,
+                detail={"via": "dimse", "refused": reason},
+            )
+        )
 
     # -- C-FIND and C-MOVE, limited to what the caller's institution may see --------------
 
@@ -559,12 +645,14 @@ def register(
     *,
     find: FindHandler | None = None,
     move: MoveHandler | None = None,
+    admit: StoreHandler | None = None,
 ) -> ArchivePlugin:
     """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module).
 
     ``find`` and ``move`` answer C-FIND and C-MOVE from the catalog for the calling AE's
     institution (injected by the composition root, ``archive/orthanc_entry.py``); without
-    them Orthanc answers those itself.
+    them Orthanc answers those itself. ``admit`` admits each C-STORE by the ownership
+    rule STOW-RS follows; without it any registered AE may store into any study.
     """
     root = logging.getLogger()
     if not any(isinstance(h, OrthancLogHandler) for h in root.handlers):
@@ -572,13 +660,15 @@ def register(
         handler.setFormatter(logging.Formatter("vna %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-    store = open_store(settings)
+    blob_store = open_store(settings)
     audit = (
-        AuditLog.open(store.catalog.engine, settings.keys_dir, settings.audit_syslog)
-        if find or move
+        AuditLog.open(blob_store.catalog.engine, settings.keys_dir, settings.audit_syslog)
+        if find or move or admit
         else None
     )
-    plugin = ArchivePlugin(sdk, settings, store, find=find, move=move, audit=audit)
+    plugin = ArchivePlugin(
+        sdk, settings, blob_store, find=find, move=move, admit=admit, audit=audit
+    )
     if settings.storage.write_behind:
         plugin.store.start_digester()
     sdk.RegisterStorageArea(plugin.create, plugin.read, plugin.remove)

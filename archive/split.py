@@ -12,6 +12,11 @@ Parts are contiguous byte ranges whose concatenation is the file, so a read is a
 Only element headers are read (tag, VR, length); no value is decoded. Files this walker
 does not understand (deflated transfer syntax, no pixel data, odd encodings) become one
 part, which is always correct, merely less deduplicated.
+
+The same walk serves admission (:func:`survey`: the UIDs an archive files an instance
+under, and whether the file holds every byte its element lengths and image geometry
+promise) and :func:`neutral_preamble` (PS3.10 7.1: the 128-byte preamble carries no
+executable header, CVE-2019-11687).
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["NATIVE_CHUNK", "Span", "pixel_data_offset", "split_dicom"]
+__all__ = [
+    "NATIVE_CHUNK",
+    "Span",
+    "Survey",
+    "neutral_preamble",
+    "pixel_data_offset",
+    "split_dicom",
+    "survey",
+]
 
 NATIVE_CHUNK = 16 * 1024 * 1024
 
@@ -34,6 +47,21 @@ _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _DEFLATED = {b"1.2.840.10008.1.2.1.99", b"1.2.840.10008.1.2.1.99\x00"}
+_NATIVE = {b"1.2.840.10008.1.2", b"1.2.840.10008.1.2.1", b"1.2.840.10008.1.2.2"}
+
+_SOP_INSTANCE_UID = 0x00080018
+_STUDY_INSTANCE_UID = 0x0020000D
+_SAMPLES_PER_PIXEL = 0x00280002
+_PHOTOMETRIC = 0x00280004
+_NUMBER_OF_FRAMES = 0x00280008
+_ROWS = 0x00280010
+_COLUMNS = 0x00280011
+_BITS_ALLOCATED = 0x00280100
+_STRINGS = (_SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _PHOTOMETRIC, _NUMBER_OF_FRAMES)
+_US = (_SAMPLES_PER_PIXEL, _ROWS, _COLUMNS, _BITS_ALLOCATED)
+# a preamble may hold a TIFF header (PS3.10 7.5, dual-personality files); it is never an
+# executable's header, which must begin the file (ELF "\x7fELF", PE "MZ")
+_TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +229,122 @@ def split_dicom(data: bytes | memoryview) -> list[Span]:
         return spans
     except (_Malformed, struct.error):
         return whole
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What admission reads from a whole Part 10 file (:func:`survey`).
+
+    ``truncated`` says why a declared length runs past the end of the file, and
+    ``short_pixels`` why native Pixel Data holds fewer bytes than Rows x Columns x
+    Samples per Pixel x Bits Allocated x Number of Frames need; both None for a
+    complete file. The UIDs are None when absent or when the file cannot be walked
+    (deflated transfer syntax): the caller then reads them another way.
+    """
+
+    study_uid: str | None
+    sop_uid: str | None
+    truncated: str | None = None
+    short_pixels: str | None = None
+
+
+def _image_bytes(values: dict[int, int | str]) -> int | None:
+    """The bytes native pixel data needs for the image attributes in ``values``."""
+    try:
+        rows, columns = int(values[_ROWS]), int(values[_COLUMNS])
+        bits = int(values[_BITS_ALLOCATED])
+        samples = int(values.get(_SAMPLES_PER_PIXEL, 1))
+        frames = int(str(values.get(_NUMBER_OF_FRAMES, "1")).split("\\")[0] or 1)
+    except (KeyError, ValueError):
+        return None
+    bits_total = rows * columns * samples * frames * bits
+    if str(values.get(_PHOTOMETRIC, "")).startswith(("YBR_FULL_422", "YBR_PARTIAL_422")):
+        bits_total = bits_total * 2 // 3  # two chroma samples shared by two pixels
+    return (bits_total + 7) // 8
+
+
+def _walk_all(
+    data: bytes | memoryview, pos: int, implicit: bool, little: bool
+) -> tuple[dict[int, int | str], int | None, str | None]:
+    """The wanted values, the native Pixel Data length and why the walk failed, if it did."""
+    walker = _Walker(data, implicit, little)
+    # an undefined-length UN element holds implicit VR (PS3.5 6.2.2)
+    inner = walker if implicit else _Walker(data, True, little)
+    size = len(data)
+    values: dict[int, int | str] = {}
+    pixel_length: int | None = None
+    try:
+        while pos < size:
+            tag, value, length = walker.header(pos)
+            if length == _UNDEFINED:
+                un = not implicit and bytes(data[pos + 4 : pos + 6]) == b"UN"
+                pos = (inner if un else walker).skip_undefined(value, _SEQ_END)
+                continue
+            pos = value + length
+            if pos > size:
+                raise _Malformed(
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes, "
+                    f"{size - value} remain"
+                )
+            if tag in _STRINGS:
+                raw = bytes(data[value:pos]).rstrip(b"\x00 ")
+                values[tag] = raw.decode("ascii", "replace").strip()
+            elif tag in _US and length == 2:
+                values[tag] = int(walker.u16(data, value)[0])
+            elif tag == _PIXEL_DATA:
+                pixel_length = length
+    except (_Malformed, struct.error) as exc:
+        return values, pixel_length, str(exc) if isinstance(exc, _Malformed) else "cut short"
+    return values, pixel_length, None
+
+
+def survey(data: bytes | memoryview) -> Survey:
+    """Walk every top-level element header of a Part 10 file (see :class:`Survey`).
+
+    A value is read only for the two UIDs and the image geometry; nested sequences and
+    encapsulated fragments are skipped by their lengths, each checked against the end.
+    A data set written in implicit VR under an explicit VR transfer syntax (a known
+    writer bug that DCMTK and pydicom read) is walked as implicit VR when that fits.
+    """
+    size = len(data)
+    if size < 132 or bytes(data[128:132]) != b"DICM":
+        return Survey(None, None, truncated="the file is not DICOM Part 10 (no DICM prefix)")
+    try:
+        start = _walk_meta(data)
+    except struct.error:
+        start = None
+    if start is None or start[0] > size:
+        return Survey(None, None, truncated="the File Meta Information is cut short")
+    pos, syntax = start
+    if syntax in _DEFLATED:
+        return Survey(None, None)
+    implicit, little = syntax == b"1.2.840.10008.1.2", syntax != b"1.2.840.10008.1.2.2"
+    values, pixel_length, truncated = _walk_all(data, pos, implicit, little)
+    if truncated is not None and not implicit and little:
+        retried = _walk_all(data, pos, True, True)
+        if retried[2] is None:
+            values, pixel_length, truncated = retried
+    study = values.get(_STUDY_INSTANCE_UID)
+    sop = values.get(_SOP_INSTANCE_UID)
+    needed = _image_bytes(values) if syntax in _NATIVE and pixel_length is not None else None
+    short = (
+        f"Pixel Data holds {pixel_length} bytes, the image needs {needed}"
+        if truncated is None and needed and pixel_length is not None and pixel_length < needed
+        else None
+    )
+    return Survey(str(study) if study else None, str(sop) if sop else None, truncated, short)
+
+
+def neutral_preamble(data: bytes) -> bytes:
+    """``data`` with a preamble that cannot make the file an executable (CVE-2019-11687).
+
+    PS3.10 7.1 leaves the 128-byte preamble to applications, so a Part 10 file can also be
+    a valid PE or ELF program. Zeros and a TIFF header (dual-personality files, PS3.10
+    7.5) are kept; anything else becomes 128 zero bytes. Not Part 10: unchanged.
+    """
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return data
+    preamble = data[:128]
+    if preamble == bytes(128) or preamble[:4] in _TIFF_HEADERS:
+        return data
+    return bytes(128) + data[128:]

@@ -1,6 +1,7 @@
 """C-FIND and C-MOVE answered from the catalog for the calling AE's institution.
 
-The Orthanc adapter (``archive.plugin``) calls :func:`find` and :func:`move`; the
+The Orthanc adapter (``archive.plugin``) calls :func:`find` and :func:`move` (and
+:func:`store` to admit a C-STORE by the rule STOW-RS follows); the
 composition root (``archive/orthanc_entry.py``) injects them. They live here, in the
 gateway's package, because a C-FIND is the same search as a QIDO-RS one over another
 wire (PS3.4 C.2.2.2 matching is what PS3.18 refers to): this module reuses the QIDO
@@ -25,6 +26,7 @@ from archive.api import (
     FindRequest,
     MoveItem,
     MoveRequest,
+    StoreRequest,
     instances,
     patients,
     studies,
@@ -33,9 +35,9 @@ from dicomweb.attributes import Attribute, Level, lookup
 from dicomweb.query import parse_query
 from dicomweb.search import search
 from security.errors import InvalidInput
-from sharing.api import ensure_schema, reachable
+from sharing.api import claim_for_store, ensure_schema, reachable
 
-__all__ = ["MAX_FIND_RESULTS", "find", "move"]
+__all__ = ["MAX_FIND_RESULTS", "find", "move", "store"]
 
 MAX_FIND_RESULTS = 1000
 """Matches one C-FIND returns at most; beyond that the answer is marked incomplete."""
@@ -204,3 +206,9 @@ def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
     with catalog.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [MoveItem(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def store(catalog: Catalog, request: StoreRequest) -> str | None:
+    """Admit a C-STORE as STOW-RS admits an instance (:func:`sharing.api.claim_for_store`):
+    None to store it, else what refused it."""
+    return claim_for_store(catalog, request.institution, request.study_uid, request.sop_uid)

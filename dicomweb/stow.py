@@ -23,11 +23,14 @@ Failure reasons (FailureReason (0008,1197); PS3.18 I.2.2 and this archive's own 
 
 ======  ==========================================================================
 0x0110  processing failure (Orthanc refused or could not be reached)
-0x0124  refused, not authorised: the instance's study (or the SOP instance) exists
-        and the token's institution may not store into it (PS3.7 C.5 status)
+0x0124  refused, not authorised: the instance's study (or the SOP instance) belongs to
+        another institution, which did not give the token's institution a
+        ``read+report`` grant (PS3.7 C.5 status; the same rule as C-STORE)
 0xA700  out of resources (the archive's storage is full)
+0xA900  data set does not match SOP class: native Pixel Data shorter than its image
 0xC000  cannot understand: not a DICOM Part 10 file, unreadable header, missing UIDs,
-        or a part whose media type is not ``application/dicom``
+        an element whose declared length runs past the end of the file, or a part
+        whose media type is not ``application/dicom``
 0xC409  the instance's Study Instance UID differs from the study in the request URL
 ======  ==========================================================================
 """
@@ -47,15 +50,14 @@ from typing import IO, Any
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
-from sqlalchemy import and_, exists, not_, or_, select
 
-from archive.api import Catalog, header_record, instances, studies
+from archive.api import Catalog, Institution, header_record, survey
 from dicomweb.auditing import audit
 from dicomweb.dicomjson import element
 from dicomweb.orthanc import OrthancClient, OrthancError
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from security.tokens import Principal
-from sharing.api import reportable
+from sharing.api import claim_for_store
 
 __all__ = [
     "FailureReason",
@@ -91,6 +93,7 @@ class FailureReason(IntEnum):
     PROCESSING_FAILURE = 0x0110
     NOT_AUTHORIZED = 0x0124
     OUT_OF_RESOURCES = 0xA700
+    DATASET_MISMATCH = 0xA900
     CANNOT_UNDERSTAND = 0xC000
     STUDY_MISMATCH = 0xC409
 
@@ -300,6 +303,18 @@ def inspect_part(part: ReceivedPart) -> _Candidate | Outcome:
         return Outcome(
             record.sop_class_uid, record.sop_uid, failure=FailureReason.CANNOT_UNDERSTAND
         )
+    part.data.seek(0)
+    whole = survey(part.data.read())
+    incomplete = whole.truncated or whole.short_pixels
+    if incomplete:
+        # DCMTK (so Orthanc) reads past such a file's end leniently and would store it
+        logger.info("STOW part %d refused: incomplete data set (%s)", part.index, incomplete)
+        failure = (
+            FailureReason.CANNOT_UNDERSTAND if whole.truncated else FailureReason.DATASET_MISMATCH
+        )
+        return Outcome(
+            record.sop_class_uid, record.sop_uid, record.study_uid, record.series_uid, failure
+        )
     return _Candidate(
         part,
         record.sop_class_uid,
@@ -310,31 +325,19 @@ def inspect_part(part: ReceivedPart) -> _Candidate | Outcome:
     )
 
 
-def refused(catalog: Catalog, institution: str, study_uid: str, sop_uid: str) -> bool:
+def refused(catalog: Catalog, institution: Institution | str, study_uid: str, sop_uid: str) -> bool:
     """True when ``institution`` may not store this instance (blocking).
 
-    Refused: the study exists and is not the institution's to write, or the SOP instance
-    is already archived in such a study (a second copy would be filed over it). A study
-    that does not exist yet may be created; its owner becomes the storing institution.
-
-    Writing needs :func:`sharing.api.reportable`: the owner, or an active ``read+report``
-    grant (a reading centre storing its reports); a read-only grant does not allow it.
+    The rule C-STORE follows too (:func:`sharing.api.claim_for_store`): the first
+    institution to store an instance of a study owns its UID; another may store into it
+    only with an active ``read+report`` grant (a reading centre's reports), and a SOP
+    instance already filed under such a study is refused. Admission claims the study
+    and the instance for the institution, so two parallel first stores of one new study
+    cannot both pass.
     """
-    study_refused = exists(
-        select(studies.c.study_uid).where(
-            studies.c.study_uid == study_uid, not_(reportable(studies.c.study_uid, institution))
-        )
-    )
-    instance_refused = exists(
-        select(instances.c.sop_uid).where(
-            and_(
-                instances.c.sop_uid == sop_uid,
-                not_(reportable(instances.c.study_uid, institution)),
-            )
-        )
-    )
-    with catalog.engine.connect() as conn:
-        return bool(conn.execute(select(or_(study_refused, instance_refused))).scalar())
+    if isinstance(institution, str):
+        institution = catalog.institution(institution)
+    return claim_for_store(catalog, institution, study_uid, sop_uid) is not None
 
 
 # -- step 3: store -------------------------------------------------------------------------
@@ -422,7 +425,7 @@ async def store_instances(
     :class:`Forbidden` when the token's institution is not registered in the archive.
     """
     try:
-        institution_id = (await asyncio.to_thread(catalog.institution, principal.institution)).id
+        institution = await asyncio.to_thread(catalog.institution, principal.institution)
     except NotFound:
         raise Forbidden(
             f"institution {principal.institution!r} of this token is not registered in the "
@@ -440,7 +443,7 @@ async def store_instances(
             if study_uid is not None and checked.study_uid != study_uid:
                 reason = FailureReason.STUDY_MISMATCH
             elif await asyncio.to_thread(
-                refused, catalog, principal.institution, checked.study_uid, checked.sop_uid
+                refused, catalog, institution, checked.study_uid, checked.sop_uid
             ):
                 reason = FailureReason.NOT_AUTHORIZED
             if reason is not None:
@@ -457,7 +460,7 @@ async def store_instances(
                 continue
             outcomes.append(
                 await _store_one(
-                    checked, catalog, orthanc, institution_id, principal, request.remote
+                    checked, catalog, orthanc, institution.id, principal, request.remote
                 )
             )
     finally:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import ColumnElement, String, and_, exists, false, literal, or_, select
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
-from archive.api import institutions, studies
+from archive.api import Catalog, Institution, institutions, studies
 from sharing.grants import Permission, granted
 from sharing.links import SHARE_PREFIX, link_reaches
 
-__all__ = ["may_store_reports", "reachable", "reportable"]
+__all__ = ["claim_for_store", "may_store_reports", "reachable", "reportable"]
 
 
 def _owned(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
@@ -109,3 +109,30 @@ def may_store_reports(
     new study becomes its owner, which is the caller's rule, not a grant question.
     """
     return _study_where(engine, study_uid, reportable(studies.c.study_uid, institution, now))
+
+
+def claim_for_store(
+    catalog: Catalog,
+    institution: Institution,
+    study_uid: str,
+    sop_uid: str,
+    now: float | None = None,
+) -> str | None:
+    """Admit an instance ``institution`` is storing, over DIMSE or DICOMweb alike.
+
+    The first institution to store an instance of a Study Instance UID owns it; another
+    may add instances only with an active ``read+report`` grant (:func:`reportable`). A
+    SOP instance already filed under a study the institution may not write is refused
+    too. The decision is a claim in the catalog (:meth:`archive.api.Catalog.claim`), so
+    parallel first stores of one new study by two institutions cannot both succeed.
+
+    Returns None when the instance may be stored, ``"study"`` or ``"instance"`` for
+    what refused it.
+    """
+    now = time.time() if now is None else now
+
+    def may_write(conn: Connection, uid: str) -> bool:
+        condition = reportable(literal(uid, String), institution.name, now)
+        return bool(conn.execute(select(condition)).scalar())
+
+    return catalog.claim(study_uid, sop_uid, institution.id, may_write)

@@ -9,7 +9,14 @@ Everything else in ``sharing`` is private: import from here.
 
 from sqlalchemy import Engine
 
-from sharing.access import deletable, may_store_reports, reachable, reaches_study, reportable
+from sharing.access import (
+    claim_for_store,
+    deletable,
+    may_store_reports,
+    reachable,
+    reaches_study,
+    reportable,
+)
 from sharing.grants import Grant, Grants, Permission, create_tables, parse_duration
 from sharing.links import (
     SHARE_PREFIX,
@@ -48,6 +55,7 @@ __all__ = [
     "WrongPin",
     "Status",
     "WorklistEntry",
+    "claim_for_store",
     "deletable",
     "ensure_schema",
     "may_store_reports",

@@ -54,6 +54,13 @@ def test_second_institution_adds_no_blob_and_records_both(
     folder = ct_files[0].parent.parent
     send(archive, "HOSPA", folder)
     first = archive.stats()
+    # another institution stores into A's study only with a read+report grant (as STOW-RS)
+    assert archive.storescu("HOSPB", ct_files[0]).returncode != 0
+    study_uid = str(pydicom.dcmread(ct_files[0], stop_before_pixels=True).StudyInstanceUID)
+    archive.vna(
+        "grant", "add", study_uid, "--from", "Hospital A", "--to", "Hospital B",
+        "--permission", "read+report",
+    )  # fmt: skip
     send(archive, "HOSPB", folder)
     second = archive.stats()
     assert second["instances"] == first["instances"]

@@ -12,6 +12,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,8 @@ def store(pg_url: str, tmp_path: Path) -> Iterator[BlobStore]:
     with catalog.engine.begin() as conn:  # a clean schema per test
         for table in (
             "index_queue",
+            "instance_claims",
+            "study_claims",
             "instance_sources",
             "instances",
             "series",
@@ -159,3 +162,36 @@ def test_index_queue_and_ownership_on_postgresql(store: BlobStore, tmp_path: Pat
     record = store.catalog.instance(str(ds.SOPInstanceUID))
     assert record is not None and record.issuer == "Hospital A"
     assert store.catalog.sources_of(str(ds.SOPInstanceUID)) == [("Hospital A", "dimse", "HOSPA")]
+
+
+def test_parallel_first_stores_of_a_study_have_one_owner_on_postgresql(
+    store: BlobStore, pg_url: str
+) -> None:
+    """Two catalogs (the plugin's and the gateway's) claim the first instance of each of 20
+    new studies at the same moment: ON CONFLICT DO NOTHING lets exactly one win."""
+    other = Catalog(pg_url)
+    catalogs = [store.catalog, other]
+    try:
+        ids = [store.catalog.add_institution(name).id for name in ("Hospital A", "Hospital B")]
+        for n in range(20):
+            study = f"1.2.840.99.{n}"
+            start = threading.Barrier(2)
+            outcome: dict[int, str | None] = {}
+
+            def claim(
+                i: int,
+                study: str = study,
+                start: threading.Barrier = start,
+                outcome: dict[int, str | None] = outcome,
+            ) -> None:
+                start.wait()
+                outcome[i] = catalogs[i].claim(study, f"{study}.{i}", ids[i], lambda c, u: False)
+
+            threads = [threading.Thread(target=claim, args=(i,)) for i in (0, 1)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert sorted(outcome.values(), key=str) == [None, "study"]
+    finally:
+        other.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import pytest
@@ -359,3 +360,72 @@ def test_a_re_send_from_another_institution_keeps_one_patient(catalog: Catalog) 
     catalog.index_instance(_record("5.1", issuer="Hospital B"))
     assert _count(catalog, "patients") == 1
     assert catalog.patients_with_id("PID-1") == [("Hospital A", "PID-1")]
+
+
+def _claim_together(
+    catalog: Catalog,
+    institution_id: int,
+    study: str,
+    i: int,
+    start: threading.Barrier,
+    outcome: dict[int, str | None],
+) -> None:
+    start.wait()
+    outcome[i] = catalog.claim(study, f"{study}.{i}", institution_id, lambda c, u: False)
+
+
+def test_two_processes_claiming_one_new_study_at_once_get_one_owner(tmp_path: Any) -> None:
+    """Two catalogs on one database (as the plugin and the gateway hold) race on the first
+    instance of each of 20 new studies: exactly one institution wins each study."""
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    catalogs = [Catalog(url, durable=False), Catalog(url, durable=False)]
+    try:
+        ids = [catalogs[0].add_institution(name).id for name in ("A", "B")]
+        for n in range(20):
+            study = f"1.2.840.99.{n}"
+            start = threading.Barrier(2)
+            outcome: dict[int, str | None] = {}
+
+            threads = [
+                threading.Thread(
+                    target=_claim_together, args=(catalogs[i], ids[i], study, i, start, outcome)
+                )
+                for i in (0, 1)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert sorted(outcome.values(), key=str) == [None, "study"]
+            winner = ids[0] if outcome[0] is None else ids[1]
+            owners = _rows(
+                catalogs[0], "select institution_id from study_claims where study_uid = :s", s=study
+            )
+            assert [r[0] for r in owners] == [winner]
+            # the loser's SOP instance was not claimed (a refusal claims nothing)
+            assert (
+                _rows(
+                    catalogs[0],
+                    "select count(*) from instance_claims where study_uid = :s",
+                    s=study,
+                )[0][0]
+                == 1
+            )
+    finally:
+        for catalog in catalogs:
+            catalog.close()
+
+
+def test_a_claim_follows_the_index_and_the_index_follows_the_claim(catalog: Catalog) -> None:
+    a, b = catalog.add_institution("A"), catalog.add_institution("B")
+    # indexed without a claim (stored over Orthanc's REST API): claimed for its owner
+    catalog.index_batch([_record("1.1", study="7.7")], [SourceRecord("1.1", a.id, "dimse", "AE")])
+    assert catalog.claim("7.7", "1.2", b.id, lambda c, u: False) == "study"
+    assert catalog.claim("9.9", "1.1", b.id, lambda c, u: False) == "instance"
+    assert catalog.claim("7.7", "1.2", a.id, lambda c, u: False) is None
+    # a claimed study is owned by its claimant even when another's copy is indexed first
+    assert catalog.claim("8.8", "2.1", b.id, lambda c, u: False) is None
+    catalog.index_batch([_record("2.2", study="8.8")], [SourceRecord("2.2", a.id, "stow", "x")])
+    assert _rows(catalog, "select owner_institution_id from studies where study_uid = '8.8'") == [
+        (b.id,)
+    ]

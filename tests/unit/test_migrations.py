@@ -65,13 +65,16 @@ CLIENT_SECRET = "an old client's secret"  # noqa: S105 - test data
 def build_pre_migration_database(engine: Engine) -> None:
     """Tables as an older version's create_all made them, with rows: the plugin, the CLI
     (grants, audit, an OAuth client of the first kind) ran; the gateway's sign-in tables
-    and share links were never created; the catalog predates ix_studies_date_uid."""
+    and share links were never created; the catalog predates ix_studies_date_uid and the
+    study and instance claims (revision 0002_dimse_own)."""
     archive.catalog.metadata.create_all(engine)
     sharing.grants.metadata.create_all(engine)
     security.audit.metadata.create_all(engine)
     _old.create_all(engine)
     with engine.begin() as conn:
         conn.execute(text("DROP INDEX ix_studies_date_uid"))
+        conn.execute(text("DROP TABLE study_claims"))
+        conn.execute(text("DROP TABLE instance_claims"))
         conn.execute(
             text("INSERT INTO institutions (id, name, created_at) VALUES (1, 'A', 1), (2, 'B', 1)")
         )
@@ -188,6 +191,9 @@ def test_a_pre_migration_database_is_adopted_and_keeps_its_rows(url: str) -> Non
     with engine.connect() as conn:
         indexes = conn.execute(text("SELECT name FROM sqlite_master WHERE type='index'"))
         assert "ix_studies_date_uid" in set(indexes.scalars())
+        # an owned study is claimed for its owner: nobody else can file into it
+        claims = conn.execute(text("SELECT study_uid, institution_id FROM study_claims"))
+        assert claims.all() == [("1.2.3", 1)]
 
 
 def test_upgrading_twice_changes_nothing(url: str, tmp_path: Path) -> None:

@@ -251,6 +251,9 @@ def test_an_existing_catalog_gets_the_new_index(tmp_path: Path) -> None:
     Catalog(url, durable=False).close()
     with sqlite3.connect(tmp_path / "old.db") as conn:
         conn.execute("DROP INDEX ix_studies_date_uid")
+        # nor the claim tables of revision 0002_dimse_own (a pre-migration catalog)
+        conn.execute("DROP TABLE study_claims")
+        conn.execute("DROP TABLE instance_claims")
     migrations.upgrade(url)
     with sqlite3.connect(tmp_path / "old.db") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}

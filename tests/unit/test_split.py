@@ -511,3 +511,120 @@ def test_random_byte_flips_never_raise() -> None:
                 mutated[rng.randrange(132, len(mutated))] = rng.randrange(256)
             data = bytes(mutated)
             assert_exact_cover(split_dicom(data), data)
+
+
+# ------------------------------------------------------------------ admission: survey()
+
+TRUNCATED = {"MR_truncated.dcm", "rtplan_truncated.dcm"}
+PART10 = [p for p in BUNDLED if _read(p)[128:132] == b"DICM"]
+
+
+@pytest.mark.parametrize("path", PART10, ids=_ids(PART10))
+def test_survey_finds_every_bundled_file_complete_but_the_truncated_ones(path: Path) -> None:
+    """No complete file is refused (odd encodings included); cut files are."""
+    found = split.survey(_read(path))
+    if path.name in TRUNCATED:
+        assert found.truncated and "declares" in found.truncated
+        return
+    assert (found.truncated, found.short_pixels) == (None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if "SOPInstanceUID" in ds and path.name != "image_dfl.dcm":
+        assert found.sop_uid == str(ds.SOPInstanceUID).strip()
+        assert found.study_uid == (str(ds.get("StudyInstanceUID", "")).strip() or None)
+
+
+def _image(syntax: str = ExplicitVRLittleEndian, **attributes: object) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 4, 6, 1, 16
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def _part10(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize(
+    ("attributes", "needed"),
+    [
+        ({}, 4 * 6 * 2),
+        ({"NumberOfFrames": "3"}, 3 * 4 * 6 * 2),
+        ({"SamplesPerPixel": 3, "BitsAllocated": 8, "PhotometricInterpretation": "RGB"}, 72),
+        (
+            {"SamplesPerPixel": 3, "BitsAllocated": 8, "PhotometricInterpretation": "YBR_FULL_422"},
+            48,
+        ),
+        ({"BitsAllocated": 1, "Columns": 8}, 4),
+    ],
+    ids=["mono16", "frames", "rgb", "ybr422", "1-bit"],
+)
+def test_native_pixel_data_must_hold_the_whole_image(
+    syntax: str, attributes: dict[str, object], needed: int
+) -> None:
+    ds = _image(syntax, **attributes)
+    ds.PixelData = bytes(needed)
+    complete = split.survey(_part10(ds))
+    assert (complete.truncated, complete.short_pixels) == (None, None)
+    assert (complete.study_uid, complete.sop_uid) == (ds.StudyInstanceUID, ds.SOPInstanceUID)
+    ds.PixelData = bytes(needed - 2)
+    short = split.survey(_part10(ds))
+    assert short.truncated is None
+    assert short.short_pixels == f"Pixel Data holds {needed - 2} bytes, the image needs {needed}"
+
+
+def test_a_length_past_the_end_is_truncation_wherever_it_is() -> None:
+    ds = _image()
+    ds.PixelData = bytes(48)
+    data = _part10(ds)
+    assert split.survey(data[:-10]).truncated == "element (7FE0,0010) declares 48 bytes, 38 remain"
+    # inside a sequence: the item runs past the end
+    ds.ReferencedImageSequence = Sequence([Dataset()])
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = generate_uid()
+    del ds.PixelData
+    data = _part10(ds)
+    assert split.survey(data[:-6]).truncated
+    assert split.survey(data).truncated is None
+
+
+def test_encapsulated_pixel_data_without_its_delimiter_is_truncated() -> None:
+    ds = _image(RLELossless)
+    ds.PixelData = encapsulate([b"\x00" * 10, b"\x01" * 10])
+    data = _part10(ds)
+    assert split.survey(data).truncated is None
+    assert split.survey(data[: -len(SEQUENCE_DELIMITER_LE)]).truncated
+
+
+ELF = b"\x7fELF\x02\x01\x01" + bytes(121)
+PE = b"MZ\x90\x00" + b"\x41" * 124
+TIFF = b"MM\x00*" + b"\x07" * 124
+
+
+@pytest.mark.parametrize(("preamble", "kept"), [(ELF, False), (PE, False), (TIFF, True)])
+def test_a_preamble_is_zeroed_unless_zeros_or_tiff(preamble: bytes, kept: bool) -> None:
+    ds = _image()
+    ds.PixelData = bytes(48)
+    ds.preamble = preamble
+    data = _part10(ds)
+    neutral = split.neutral_preamble(data)
+    assert neutral == (data if kept else bytes(128) + data[128:])
+    # the "until pixel data" copy Orthanc also stores changes alike: the header still dedups
+    offset = pixel_data_offset(data)
+    assert offset is not None
+    assert split.neutral_preamble(data[:offset]) == neutral[:offset]
+    assert split.neutral_preamble(neutral) is neutral
+    assert split.neutral_preamble(b"not dicom" * 20) == b"not dicom" * 20

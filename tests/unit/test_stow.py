@@ -429,6 +429,7 @@ def test_an_announced_http_store_records_source_owner_and_issuer(
     assert rec is not None and rec.issuer == "Hospital B"
     assert catalog.sources_of(checked.sop_uid) == [("Hospital B", "stow", "client-b")]
     assert catalog.announced_sources([checked.orthanc_id]) == {}  # consumed
+    catalog.add_institution("Hospital A")
     assert refused(catalog, "Hospital A", checked.study_uid, "9.9")  # B owns the new study
     assert not refused(catalog, "Hospital B", checked.study_uid, "9.9")
 

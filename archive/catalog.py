@@ -208,6 +208,8 @@ instances = Table(
     Column("attachment_uuid", String(64)),
     Column("size", Integer),
     Column("created_at", Float, nullable=False),
+    # last: added by revision 0002, and SQLite appends added columns
+    Column("bits_allocated", Integer),
     Index("ix_instances_series", "series_uid"),
     Index("ix_instances_study", "study_uid"),
 )
@@ -412,6 +414,7 @@ class InstanceRecord:
     number_of_frames: int | None = None
     rows: int | None = None
     columns: int | None = None
+    bits_allocated: int | None = None
     transfer_syntax: str | None = None
     orthanc_id: str | None = None
     attachment_uuid: str | None = None
@@ -1229,6 +1232,7 @@ class Catalog:
             "number_of_frames": rec.number_of_frames,
             "rows": rec.rows,
             "columns": rec.columns,
+            "bits_allocated": rec.bits_allocated,
             "transfer_syntax": rec.transfer_syntax,
             "orthanc_id": rec.orthanc_id,
             "attachment_uuid": rec.attachment_uuid,

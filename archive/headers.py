@@ -45,6 +45,7 @@ INDEXED_KEYWORDS = (
     "NumberOfFrames",
     "Rows",
     "Columns",
+    "BitsAllocated",
 )
 
 
@@ -108,6 +109,7 @@ def instance_record(
         number_of_frames=_int(tags.get("NumberOfFrames")),
         rows=_int(tags.get("Rows")),
         columns=_int(tags.get("Columns")),
+        bits_allocated=_int(tags.get("BitsAllocated")),
         transfer_syntax=transfer_syntax,
         orthanc_id=orthanc_id,
         attachment_uuid=attachment_uuid,

@@ -115,18 +115,26 @@ def _offer_demo(settings: Settings) -> None:
     if typer.confirm(
         "The archive is empty. Load 3 synthetic demo studies (CT and MR)?", default=True
     ):
-        from deploy.demo import load_demo
+        from deploy.demo import demo_access, load_demo
 
         with _progress() as progress:
             task = progress.add_task("sending demo studies", total=None)
-            sent = load_demo(
+            loaded = load_demo(
                 settings,
                 3,
                 40,
                 lambda total: progress.update(task, total=total),
                 lambda: progress.advance(task),
             )
-        out.print(f"  demo: stored {sent} instances from 'Demo Hospital'; Ctrl-C stops")
+        out.print(f"  demo: stored {loaded.stored} instances from 'Demo Hospital'")
+        _echo(demo_access(settings, loaded.study_uids[0]).lines())
+        out.print("  Ctrl-C stops the archive")
+
+
+def _echo(lines: list[str]) -> None:
+    # plain stdout: rich would wrap a long URL or password across lines; never a log
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -571,22 +579,28 @@ def demo(
     studies: Annotated[int, typer.Option(help="How many studies.")] = 3,
     slices: Annotated[int, typer.Option(help="Slices per series.")] = 40,
 ) -> None:
-    """Load a few synthetic CT/MR studies into the running archive over DICOM."""
-    from deploy.demo import load_demo
+    """Load a few synthetic CT/MR studies into the running archive over DICOM, then print
+    how to see them: the viewer, a demo reading user (its generated password once, when it
+    is made) and a new share link to the first demo study."""
+    from deploy.demo import demo_access, load_demo
 
     settings = _settings(home)
     if supervisor.running_pid(settings) is None:
         raise VnaError(f"the archive in {settings.home} is not running: `vna up --detach` first")
     with _progress() as progress:
         task = progress.add_task("sending demo studies", total=None)
-        sent = load_demo(
+        loaded = load_demo(
             settings,
             studies,
             slices,
             lambda total: progress.update(task, total=total),
             lambda: progress.advance(task),
         )
-    out.print(f"demo: stored {sent} instances from institution 'Demo Hospital' (AE VNADEMO)")
+    out.print(
+        f"demo: stored {loaded.stored} instances from institution 'Demo Hospital' (AE VNADEMO)"
+    )
+    if loaded.study_uids:
+        _echo(demo_access(settings, loaded.study_uids[0]).lines())
 
 
 def main() -> None:

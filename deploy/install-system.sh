@@ -7,6 +7,9 @@ packages=(orthanc orthanc-python orthanc-dicomweb dcmtk python3-venv python3-dev
 # the viewer: npm fetches OHIF (any npm will do), chromium drives the browser tests
 command -v npm >/dev/null || packages+=(npm)
 packages+=(chromium chromium-driver)
+# the scaled-out catalog: the tests run throwaway clusters with its initdb/pg_ctl (under
+# /usr/lib/postgresql/<version>/bin, not on PATH)
+packages+=(postgresql)
 packages+=("$@")
 
 missing=()

@@ -67,6 +67,8 @@ def _attrs() -> tuple[Attribute, ...]:
         Attribute("00080061", "ModalitiesInStudy", "CS", study),
         Attribute("00201206", "NumberOfStudyRelatedSeries", "IS", study),
         Attribute("00201208", "NumberOfStudyRelatedInstances", "IS", study),
+        # computed: every indexed instance can be retrieved now (PS3.18 Table 10.6.3-3, -5)
+        Attribute("00080056", "InstanceAvailability", "CS", study),
         Attribute("0020000E", "SeriesInstanceUID", "UI", ser, se.series_uid),
         Attribute("00080060", "Modality", "CS", ser, se.modality),
         Attribute("00200011", "SeriesNumber", "IS", ser, se.series_number),
@@ -78,6 +80,7 @@ def _attrs() -> tuple[Attribute, ...]:
         Attribute("00200013", "InstanceNumber", "IS", inst, i.instance_number),
         Attribute("00280010", "Rows", "US", inst, i.rows),
         Attribute("00280011", "Columns", "US", inst, i.columns),
+        Attribute("00280100", "BitsAllocated", "US", inst, i.bits_allocated),
         Attribute("00280008", "NumberOfFrames", "IS", inst, i.number_of_frames),
         Attribute("00083002", "AvailableTransferSyntaxUID", "UI", inst, i.transfer_syntax),
     )
@@ -105,6 +108,7 @@ DEFAULT_RETURN: dict[Level, tuple[str, ...]] = {
         "PatientSex",
         "NumberOfStudyRelatedSeries",
         "NumberOfStudyRelatedInstances",
+        "InstanceAvailability",
     ),
     Level.SERIES: (
         "StudyInstanceUID",
@@ -122,8 +126,10 @@ DEFAULT_RETURN: dict[Level, tuple[str, ...]] = {
         "InstanceNumber",
         "Rows",
         "Columns",
+        "BitsAllocated",
         "NumberOfFrames",
         "AvailableTransferSyntaxUID",
+        "InstanceAvailability",
     ),
 }
 

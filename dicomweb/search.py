@@ -80,11 +80,17 @@ def search(
 
 
 def _computed(conn: Any, query: Query, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """ModalitiesInStudy and the related-object counts, for the page of results only."""
+    """ModalitiesInStudy, the related-object counts and InstanceAvailability, for the page
+    of results only."""
     wanted = {a.keyword for a in query.returned if a.computed}
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     if not wanted or not rows:
         return out
+    if "InstanceAvailability" in wanted:
+        # every tier is read on demand (a cold blob is fetched or restored by the read
+        # itself), so what the catalog lists is ONLINE to the client
+        for r in rows:
+            out[str(r[int(query.level) - 1])]["InstanceAvailability"] = "ONLINE"
     if query.level == Level.STUDY:
         uids = [str(r[0]) for r in rows]
         if "ModalitiesInStudy" in wanted:

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     exists,
     or_,
     select,
@@ -310,58 +312,72 @@ class ShareLinks:
     ) -> ShareLink:
         """Check secret, state and PIN, count one use; raise what the visitor must be told.
 
-        A wrong secret answers exactly like an unknown id (NotFound). The counters change
-        in one transaction with a compare-and-set, so parallel opens cannot exceed the
-        use limit or the PIN attempts.
+        A wrong secret answers exactly like an unknown id (NotFound). Every counter
+        changes by one conditional UPDATE (compare-and-set in SQL), each its own short
+        write transaction: a PIN is checked only after an UPDATE admitted the attempt
+        (counting it as a failure, while the link is live, and locking the link when it
+        reaches ``pin_attempts``), and a use is counted only while the link is live and
+        below its use limit. So parallel opens never exceed the PIN attempts or the use
+        limit, and parallel visitors of a valid link all get in. A right PIN clears the
+        count (and a lock that attempts admitted after it set).
         """
         now = time.time() if now is None else now
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(select(share_links).where(share_links.c.id == link_id)).first()
-            if row is None or not hmac.compare_digest(_sha256(secret), bytes(row.secret_sha256)):
-                raise NotFound("no such share link")
-            link = _row_to_link(row)
-            state = link.state(now)
-            if state == "locked":
-                raise LinkLocked(
-                    "this link is locked after too many wrong PINs: ask the sender for a new link"
+        if row is None or not hmac.compare_digest(_sha256(secret), bytes(row.secret_sha256)):
+            raise NotFound("no such share link")
+        self._check_state(_row_to_link(row), now)
+        live = [
+            share_links.c.id == link_id,
+            share_links.c.revoked_at.is_(None),
+            share_links.c.expires_at > now,
+        ]
+        counted: dict[str, Any] = {}
+        if row.pin_hash is not None:
+            if not pin:
+                raise PinRequired("this link needs its PIN")
+            failures = share_links.c.pin_failures + 1
+            admit = (
+                update(share_links)
+                .where(*live, share_links.c.locked_at.is_(None))
+                .values(
+                    pin_failures=failures,
+                    locked_at=case((failures >= self.pin_attempts, now), else_=None),
                 )
-            if state != "active":
-                raise LinkGone(
-                    f"this link is {state.replace('-', ' ')}: ask the sender for a new one"
-                )
-            if row.pin_hash is not None:
-                if not pin:
-                    raise PinRequired("this link needs its PIN")
-                given = _pin_hash(pin, bytes(row.pin_salt))
-                if not hmac.compare_digest(given, bytes(row.pin_hash)):
-                    failures = row.pin_failures + 1
-                    locked = failures >= self.pin_attempts
-                    conn.execute(
-                        update(share_links)
-                        .where(share_links.c.id == link_id)
-                        .values(pin_failures=failures, locked_at=now if locked else None)
-                    )
-                    # raised after the commit: the failed attempt must be counted
-                    wrong: WrongPin | None = WrongPin(max(self.pin_attempts - failures, 0))
-                else:
-                    wrong = None
-            else:
-                wrong = None
-            if wrong is None:
-                counted = conn.execute(
-                    update(share_links)
-                    .where(
-                        share_links.c.id == link_id,
-                        share_links.c.uses == row.uses,
-                        or_(
-                            share_links.c.max_uses.is_(None),
-                            share_links.c.uses < share_links.c.max_uses,
-                        ),
-                    )
-                    .values(uses=row.uses + 1, last_used_at=now, pin_failures=0)
-                ).rowcount
-                if not counted:
-                    raise LinkGone("this link was just used up: ask the sender for a new one")
-        if wrong is not None:
-            raise wrong
-        return self.get(link_id)
+                .returning(share_links.c.pin_failures)
+            )
+            with self.engine.begin() as conn:
+                admitted = conn.execute(admit).scalar_one_or_none()
+            if admitted is None:
+                self._check_state(self.get(link_id), now)
+                raise LinkGone("this link was just closed: ask the sender for a new one")
+            if not hmac.compare_digest(_pin_hash(pin, bytes(row.pin_salt)), bytes(row.pin_hash)):
+                raise WrongPin(max(self.pin_attempts - int(admitted), 0))
+            counted = {"pin_failures": 0, "locked_at": None}
+        else:
+            live.append(share_links.c.locked_at.is_(None))
+        use = (
+            update(share_links)
+            .where(
+                *live,
+                or_(share_links.c.max_uses.is_(None), share_links.c.uses < share_links.c.max_uses),
+            )
+            .values(uses=share_links.c.uses + 1, last_used_at=now, **counted)
+            .returning(*share_links.c)
+        )
+        with self.engine.begin() as conn:
+            opened = conn.execute(use).first()
+        if opened is None:
+            self._check_state(self.get(link_id), now)
+            raise LinkGone("this link was just used up: ask the sender for a new one")
+        return _row_to_link(opened)
+
+    @staticmethod
+    def _check_state(link: ShareLink, now: float) -> None:
+        state = link.state(now)
+        if state == "locked":
+            raise LinkLocked(
+                "this link is locked after too many wrong PINs: ask the sender for a new link"
+            )
+        if state != "active":
+            raise LinkGone(f"this link is {state.replace('-', ' ')}: ask the sender for a new one")

@@ -74,8 +74,7 @@ class ShareService:
         self.throttle = throttle
 
     def throttled(self, address: str) -> bool:
-        limit = self.gateway.share_open_failures_per_address
-        return self.throttle.throttled(THROTTLE_KIND, address, limit)
+        return self.throttle.throttled(THROTTLE_KIND, address)
 
     def failed(self, address: str) -> None:
         self.throttle.failed(THROTTLE_KIND, address)
@@ -92,7 +91,9 @@ def share_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         engine = app[BLOBS].catalog.engine
         links = await asyncio.to_thread(ShareLinks, engine, pin_attempts=gateway.share_pin_attempts)
-        throttle = FailureThrottle(engine, window=FAILURE_WINDOW)
+        throttle = FailureThrottle(
+            engine, limit=gateway.share_open_failures_per_address, window=FAILURE_WINDOW
+        )
         app[SHARES] = ShareService(links, gateway, throttle)
         yield
 

@@ -45,6 +45,8 @@ class FailureThrottle:
     engine : Engine
         The catalog's engine (the table is made by the migrations, or by
         :meth:`create_table` on a fresh test database).
+    limit : int
+        Failures within a window after which an address is refused.
     window : float
         Seconds from an address's first failure until its count is forgotten.
     clock : callable
@@ -52,9 +54,15 @@ class FailureThrottle:
     """
 
     def __init__(
-        self, engine: Engine, *, window: float = 600.0, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        *,
+        limit: int,
+        window: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
+        self.limit = limit
         self.window = window
         self.clock = clock
 
@@ -76,9 +84,9 @@ class FailureThrottle:
             ).scalar_one_or_none()
         return int(found or 0)
 
-    def throttled(self, kind: str, address: str, limit: int) -> bool:
+    def throttled(self, kind: str, address: str) -> bool:
         """True when ``address`` failed ``limit`` times or more in its current window."""
-        return self.failures(kind, address) >= limit
+        return self.failures(kind, address) >= self.limit
 
     def failed(self, kind: str, address: str) -> int:
         """Count one failure; returns the address's failures in its window, this one

@@ -314,12 +314,13 @@ class ShareLinks:
 
         A wrong secret answers exactly like an unknown id (NotFound). Every counter
         changes by one conditional UPDATE (compare-and-set in SQL), each its own short
-        write transaction: a PIN is checked only after an UPDATE admitted the attempt
-        (counting it as a failure, while the link is live, and locking the link when it
-        reaches ``pin_attempts``), and a use is counted only while the link is live and
-        below its use limit. So parallel opens never exceed the PIN attempts or the use
-        limit, and parallel visitors of a valid link all get in. A right PIN clears the
-        count (and a lock that attempts admitted after it set).
+        write transaction, and only while the link is live: a wrong PIN is counted (the
+        one that reaches ``pin_attempts`` locks the link in the same statement), a use is
+        counted below the use limit. The PIN is checked before its attempt is counted, so
+        that parallel visitors with the right PIN all get in; but an answer depends on
+        the PIN only through an UPDATE that found the link unlocked, and once it is locked
+        every answer is "locked": parallel guesses learn nothing about more than
+        ``pin_attempts`` wrong PINs. A right PIN clears the count of wrong ones.
         """
         now = time.time() if now is None else now
         with self.engine.connect() as conn:
@@ -330,32 +331,31 @@ class ShareLinks:
         live = [
             share_links.c.id == link_id,
             share_links.c.revoked_at.is_(None),
+            share_links.c.locked_at.is_(None),
             share_links.c.expires_at > now,
         ]
         counted: dict[str, Any] = {}
         if row.pin_hash is not None:
             if not pin:
                 raise PinRequired("this link needs its PIN")
-            failures = share_links.c.pin_failures + 1
-            admit = (
-                update(share_links)
-                .where(*live, share_links.c.locked_at.is_(None))
-                .values(
-                    pin_failures=failures,
-                    locked_at=case((failures >= self.pin_attempts, now), else_=None),
-                )
-                .returning(share_links.c.pin_failures)
-            )
-            with self.engine.begin() as conn:
-                admitted = conn.execute(admit).scalar_one_or_none()
-            if admitted is None:
-                self._check_state(self.get(link_id), now)
-                raise LinkGone("this link was just closed: ask the sender for a new one")
             if not hmac.compare_digest(_pin_hash(pin, bytes(row.pin_salt)), bytes(row.pin_hash)):
-                raise WrongPin(max(self.pin_attempts - int(admitted), 0))
-            counted = {"pin_failures": 0, "locked_at": None}
-        else:
-            live.append(share_links.c.locked_at.is_(None))
+                failures = share_links.c.pin_failures + 1
+                count = (
+                    update(share_links)
+                    .where(*live)
+                    .values(
+                        pin_failures=failures,
+                        locked_at=case((failures >= self.pin_attempts, now), else_=None),
+                    )
+                    .returning(share_links.c.pin_failures)
+                )
+                with self.engine.begin() as conn:
+                    counted_failures = conn.execute(count).scalar_one_or_none()
+                if counted_failures is None:
+                    self._check_state(self.get(link_id), now)
+                    raise LinkGone("this link was just closed: ask the sender for a new one")
+                raise WrongPin(max(self.pin_attempts - int(counted_failures), 0))
+            counted = {"pin_failures": 0}
         use = (
             update(share_links)
             .where(

@@ -34,8 +34,8 @@ def test_failed_openings_are_throttled_per_address_within_the_window(tmp_path: P
     engine = create_engine(f"sqlite:///{tmp_path / 'throttle.db'}")
     FailureThrottle.create_table(engine)
     clock = [1000.0]
-    throttle = FailureThrottle(engine, window=FAILURE_WINDOW, clock=lambda: clock[0])
-    service = ShareService(None, GatewaySettings(share_open_failures_per_address=3), throttle)  # type: ignore[arg-type]
+    throttle = FailureThrottle(engine, limit=3, window=FAILURE_WINDOW, clock=lambda: clock[0])
+    service = ShareService(None, GatewaySettings(), throttle)  # type: ignore[arg-type]
     for _ in range(3):
         assert not service.throttled("10.0.0.1")
         service.failed("10.0.0.1")
@@ -43,7 +43,7 @@ def test_failed_openings_are_throttled_per_address_within_the_window(tmp_path: P
     assert service.throttled("10.0.0.1")
     assert not service.throttled("10.0.0.2")  # another address is not
     # a second service (another gateway worker) on the same catalog sees the same count
-    other = ShareService(None, GatewaySettings(share_open_failures_per_address=3), throttle)  # type: ignore[arg-type]
+    other = ShareService(None, GatewaySettings(), throttle)  # type: ignore[arg-type]
     assert other.throttled("10.0.0.1")
     clock[0] = 1000.0 + FAILURE_WINDOW + 1
     assert not service.throttled("10.0.0.1")  # the window passed

@@ -34,12 +34,13 @@ def rows(engine: Engine) -> int:
 
 def check_window_and_expiry(engine: Engine) -> None:
     clock = Clock()
-    throttle = FailureThrottle(engine, window=600.0, clock=clock)
-    assert [throttle.failed("share", "10.0.0.1") for _ in range(3)] == [1, 2, 3]
-    assert throttle.throttled("share", "10.0.0.1", 3)
-    assert not throttle.throttled("share", "10.0.0.1", 4)
-    assert not throttle.throttled("client", "10.0.0.1", 1)  # another kind counts apart
-    assert not throttle.throttled("share", "10.0.0.2", 1)  # another address too
+    throttle = FailureThrottle(engine, limit=3, window=600.0, clock=clock)
+    assert [throttle.failed("share", "10.0.0.1") for _ in range(2)] == [1, 2]
+    assert not throttle.throttled("share", "10.0.0.1")
+    assert throttle.failed("share", "10.0.0.1") == 3
+    assert throttle.throttled("share", "10.0.0.1")
+    assert not throttle.throttled("client", "10.0.0.1")  # another kind counts apart
+    assert not throttle.throttled("share", "10.0.0.2")  # another address too
     clock.now += 599
     assert throttle.failed("share", "10.0.0.2") == 1
     assert throttle.failures("share", "10.0.0.1") == 3
@@ -52,7 +53,7 @@ def check_window_and_expiry(engine: Engine) -> None:
 
 
 def check_parallel_failures_all_count(engine: Engine) -> None:
-    throttle = FailureThrottle(engine, window=600.0)
+    throttle = FailureThrottle(engine, limit=100, window=600.0)
     with ThreadPoolExecutor(8) as pool:
         counts = list(pool.map(lambda _: throttle.failed("share", "10.9.9.9"), range(40)))
     assert sorted(counts) == list(range(1, 41))  # each failure saw its own count

@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("kind", "address"),
     )
-    op.create_index(
-        "ix_failure_throttle_expires", "failure_throttle", ["expires_at"], unique=False
-    )
+    op.create_index("ix_failure_throttle_expires", "failure_throttle", ["expires_at"], unique=False)
 
 
 def downgrade() -> None:

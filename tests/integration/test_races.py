@@ -27,7 +27,7 @@ import requests
 from archive.synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, session_from, start_gateway, wait_until
 
-SPEC = StudySpec(series=1, slices=1, rows=32, columns=32, patient_id="RACE0001", seed=91)
+SPEC = StudySpec(series=1, slices=1, rows=32, columns=32, patient_id="RACE0001", seed=9101)
 PASSWORD = "a long races password"
 CLIENT_ID = "races-viewer"
 REDIRECT_URI = "http://127.0.0.1:9/races-callback"

@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
+from security.transactions import writing
 
 __all__ = [
     "SHARE_PREFIX",
@@ -296,7 +297,7 @@ class ShareLinks:
         where = [share_links.c.id == link_id]
         if institution is not None:
             where.append(share_links.c.institution == institution)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             row = conn.execute(select(share_links).where(*where)).first()
             if row is None:
                 raise NotFound("no such share link")

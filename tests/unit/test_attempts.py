@@ -5,9 +5,12 @@ tests/integration/test_attempts_postgres.py runs the same checks on PostgreSQL."
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,9 +18,11 @@ import pytest
 from sqlalchemy import Engine
 
 from archive.catalog import Catalog
+from security.authorization import AuthorizationStore, Grant
 from security.errors import VnaError
 from security.users import LoginOutcome, UserRegistry
 from sharing.api import LinkGone, LinkLocked, ShareLinks, WrongPin, ensure_schema
+from tests.unit.test_authorization import REDIRECT, code_for
 
 PASSWORD = "correct horse battery"
 STUDY = "1.2.826.0.1.3680043.8.498.7"
@@ -106,12 +111,34 @@ def check_parallel_opens_respect_the_use_limit(engine: Engine) -> None:
     assert links.get(new.link.id).uses == 3
 
 
+def check_parallel_refresh_and_code_reuse(engine: Engine) -> None:
+    """Transactions that read before they write (a refresh token spent, a code redeemed)
+    wait for the write lock: one wins, the others are refused as reuse, none fails."""
+    store = AuthorizationStore(engine, code_lifetime=60)
+    verifier = secrets.token_urlsafe(48)
+    code = code_for(store, verifier)
+    results = in_parallel(
+        [
+            lambda: store.redeem_code(
+                code, client_id="viewer", redirect_uri=REDIRECT, code_verifier=verifier
+            )
+        ]
+        * 8
+    )
+    assert Counter(type(r).__name__ for r in results) == {"Grant": 1, "InvalidGrantError": 7}
+    grant = next(r for r in results if isinstance(r, Grant))
+    refresh = store.issue_refresh(replace(grant, auth_time=int(time.time())))
+    results = in_parallel([lambda: store.spend_refresh(refresh, client_id="viewer")] * 8)
+    assert Counter(type(r).__name__ for r in results) == {"Grant": 1, "InvalidGrantError": 7}
+
+
 CHECKS = [
     check_parallel_wrong_passwords,
     check_parallel_guesses_with_the_right_password,
     check_parallel_wrong_pins,
     check_parallel_visitors_all_get_in,
     check_parallel_opens_respect_the_use_limit,
+    check_parallel_refresh_and_code_reuse,
 ]
 
 

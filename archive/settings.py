@@ -134,6 +134,9 @@ class GatewaySettings(BaseModel):
     # failed link openings (unknown id, wrong secret or PIN) an address may make per
     # 10 minutes before it is answered 429
     share_open_failures_per_address: int = Field(20, ge=1)
+    # wrong client secrets at the token endpoint an address may send per 10 minutes
+    # before it is answered 429 (counted in the catalog, across gateway workers)
+    client_secret_failures_per_address: int = Field(20, ge=1)
     # staff sign in to the viewer at an external OIDC provider instead of the embedded
     # issuer (its tokens must be trusted through external_issuers); both or neither
     viewer_oidc_authority: str | None = None

@@ -15,6 +15,7 @@ import archive.catalog
 import security.audit
 import security.authorization
 import security.clients
+import security.throttle
 import security.users
 import sharing.grants
 import sharing.links
@@ -33,4 +34,5 @@ def all_metadata() -> list[MetaData]:
         security.clients.metadata,
         security.authorization.metadata,
         security.audit.metadata,
+        security.throttle.metadata,
     ]

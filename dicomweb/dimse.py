@@ -7,18 +7,18 @@ gateway's package, because a C-FIND is the same search as a QIDO-RS one over ano
 wire (PS3.4 C.2.2.2 matching is what PS3.18 refers to): this module reuses the QIDO
 parser, the SQL it builds with :func:`sharing.api.reachable` inside, and its result rows,
 so the two can never disagree on what an institution sees. Nothing here imports aiohttp:
-it runs inside Orthanc.
+it runs inside Orthanc. The tables queried are the migrations' (``open_store`` runs them
+before the plugin opens the catalog): a query never creates one.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from archive.api import (
     Catalog,
@@ -35,7 +35,7 @@ from dicomweb.attributes import Attribute, Level, lookup
 from dicomweb.query import parse_query
 from dicomweb.search import search
 from security.errors import InvalidInput
-from sharing.api import claim_for_store, ensure_schema, reachable
+from sharing.api import claim_for_store, reachable
 
 __all__ = ["MAX_FIND_RESULTS", "find", "move", "store"]
 
@@ -57,17 +57,6 @@ _UNIQUE = {
     "SERIES": ("StudyInstanceUID", "SeriesInstanceUID"),
     "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
 }
-
-_ready: set[int] = set()
-_ready_lock = threading.Lock()
-
-
-def _ensure_ready(engine: Engine) -> None:
-    """Sharing's tables (grants) exist before the first query that joins them."""
-    with _ready_lock:
-        if id(engine) not in _ready:
-            ensure_schema(engine)
-            _ready.add(id(engine))
 
 
 def _query_params(request: FindRequest) -> tuple[list[tuple[str, str]], list[int]]:
@@ -135,7 +124,6 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
     """
     if request.level not in _UNIQUE:
         raise InvalidInput(f"C-FIND level {request.level!r} is not PATIENT/STUDY/SERIES/IMAGE")
-    _ensure_ready(catalog.engine)
     params, tags = _query_params(request)
     if request.level == "PATIENT":
         params.append(("includefield", "IssuerOfPatientID"))  # one answer per patient
@@ -169,7 +157,6 @@ def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
     SeriesInstanceUID, SOPInstanceUID): an empty key matches nothing, never everything.
     An unreachable resource and a nonexistent one both give an empty list.
     """
-    _ensure_ready(catalog.engine)
     stmt = (
         select(instances.c.study_uid, instances.c.sop_uid, instances.c.orthanc_id)
         .join(studies, studies.c.study_uid == instances.c.study_uid)

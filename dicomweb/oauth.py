@@ -50,6 +50,7 @@ from dicomweb.auth import authorize
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client, ClientRegistry
 from security.issuer import DEFAULT_LIFETIME, EmbeddedIssuer
+from security.throttle import FailureThrottle
 from security.tokens import SCOPES, InvalidToken, TokenValidator
 from security.users import UserRegistry
 
@@ -74,6 +75,9 @@ USERS: web.AppKey[UserRegistry] = web.AppKey("users", UserRegistry)
 AUTHORIZATIONS: web.AppKey[AuthorizationStore] = web.AppKey("authorizations", AuthorizationStore)
 OWN_TOKENS: web.AppKey[TokenValidator] = web.AppKey("own_tokens", TokenValidator)
 """Validates only the embedded issuer's own access tokens (userinfo)."""
+SECRET_FAILURES: web.AppKey[FailureThrottle] = web.AppKey("secret_failures", FailureThrottle)
+"""Wrong client secrets per address (in the catalog: every gateway worker counts them)."""
+SECRET_FAILURE_WINDOW = 600.0
 
 OIDC_SCOPES = frozenset({"openid", "profile"})
 """OpenID Connect scopes granted when asked for, beside the archive's own."""
@@ -102,6 +106,9 @@ def issuer_context(
             engine,
             refresh_lifetime=gateway.refresh_token_seconds,
             session_lifetime=gateway.session_max_seconds,
+        )
+        app[SECRET_FAILURES] = FailureThrottle(
+            engine, limit=gateway.client_secret_failures_per_address, window=SECRET_FAILURE_WINDOW
         )
         app[OWN_TOKENS] = TokenValidator(
             [app[ISSUER].trusted()], leeway=gateway.token_leeway_seconds
@@ -142,8 +149,21 @@ async def _authenticate_client(
     if credentials is None and form.get("client_secret"):
         credentials = (form.get("client_id", ""), form["client_secret"])
     if credentials is not None:
+        throttle = request.app[SECRET_FAILURES]
+        address = request.remote or "unknown"
+        if await asyncio.to_thread(throttle.throttled, "client", address):
+            await audit(
+                request,
+                "security-alert",
+                "E",
+                8,
+                credentials[0][:64] or "unknown",
+                detail={"refused": "throttled"},
+            )
+            raise InvalidClientError("too many failed attempts: try again later", status_code=429)
         client = await asyncio.to_thread(registry.authenticate, *credentials)
         if client is None:
+            await asyncio.to_thread(throttle.failed, "client", address)
             await audit(
                 request,
                 "authentication",

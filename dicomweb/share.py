@@ -19,7 +19,6 @@ audited; failed openings from one address beyond a limit are answered 429.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -37,6 +36,7 @@ from dicomweb.middleware import METRICS
 from dicomweb.oauth import ISSUER
 from dicomweb.orthanc import OrthancError
 from security.errors import InvalidInput, NotFound
+from security.throttle import FailureThrottle
 from security.tokens import Principal
 from sharing.api import (
     Action,
@@ -59,26 +59,25 @@ SHARE = "share"
 EXPORT = "export"
 READ = "dicom.read"
 FAILURE_WINDOW = 600.0
+THROTTLE_KIND = "share"
 
 
 class ShareService:
-    """The link table plus the per-address failure counter of this gateway process."""
+    """The link table plus the failed openings per address (in the catalog: shared by
+    every gateway worker, forgotten after ``FAILURE_WINDOW``)."""
 
-    def __init__(self, links: ShareLinks, gateway: GatewaySettings) -> None:
+    def __init__(
+        self, links: ShareLinks, gateway: GatewaySettings, throttle: FailureThrottle
+    ) -> None:
         self.links = links
         self.gateway = gateway
-        self._failures: dict[str, collections.deque[float]] = {}
+        self.throttle = throttle
 
-    def throttled(self, address: str, now: float) -> bool:
-        recent = self._failures.get(address)
-        if recent is None:
-            return False
-        while recent and recent[0] < now - FAILURE_WINDOW:
-            recent.popleft()
-        return len(recent) >= self.gateway.share_open_failures_per_address
+    def throttled(self, address: str) -> bool:
+        return self.throttle.throttled(THROTTLE_KIND, address)
 
-    def failed(self, address: str, now: float) -> None:
-        self._failures.setdefault(address, collections.deque()).append(now)
+    def failed(self, address: str) -> None:
+        self.throttle.failed(THROTTLE_KIND, address)
 
 
 SHARES: web.AppKey[ShareService] = web.AppKey("shares", ShareService)
@@ -92,7 +91,10 @@ def share_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         engine = app[BLOBS].catalog.engine
         links = await asyncio.to_thread(ShareLinks, engine, pin_attempts=gateway.share_pin_attempts)
-        app[SHARES] = ShareService(links, gateway)
+        throttle = FailureThrottle(
+            engine, limit=gateway.share_open_failures_per_address, window=FAILURE_WINDOW
+        )
+        app[SHARES] = ShareService(links, gateway, throttle)
         yield
 
     return context
@@ -138,7 +140,7 @@ async def open_link(request: web.Request) -> web.Response:
     user = share_institution(link_id)
     address = request.remote or "unknown"
     now = time.time()
-    if service.throttled(address, now):
+    if await asyncio.to_thread(service.throttled, address):
         await audit(request, "security-alert", "E", 8, user, None, None, {"refused": "throttled"})
         return _json(429, "too_many_attempts", "Too many failed attempts: try again later.")
     try:
@@ -149,7 +151,7 @@ async def open_link(request: web.Request) -> web.Response:
         link = await asyncio.to_thread(service.links.open, link_id, body.secret, body.pin, now)
     except NotFound:
         # an unknown id or a wrong secret: somebody guessing, or a mangled link
-        service.failed(address, now)
+        await asyncio.to_thread(service.failed, address)
         await audit(
             request, "security-alert", "E", 4, user, None, None, {"refused": "no such link"}
         )
@@ -157,7 +159,7 @@ async def open_link(request: web.Request) -> web.Response:
     except PinRequired as exc:
         return _json(401, "pin_required", str(exc))
     except WrongPin as exc:
-        service.failed(address, now)
+        await asyncio.to_thread(service.failed, address)
         await audit(
             request,
             "authentication",

@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import (
     Boolean,
@@ -26,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    case,
     select,
     update,
 )
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Engine
 
 from security.clients import check_scopes
 from security.errors import Conflict, InvalidInput, NotFound
+from security.transactions import writing
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -173,7 +175,7 @@ class UserRegistry:
             raise InvalidInput(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
         wanted = check_scopes(scopes)
         hashed = hash_password(password)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             if conn.execute(select(users.c.name).where(users.c.name == name)).first():
                 raise Conflict(f"a user named {name!r} exists already")
             conn.execute(
@@ -218,45 +220,49 @@ class UserRegistry:
     def authenticate(self, name: str, password: str, *, now: float | None = None) -> LoginResult:
         """Check a login; counts failures and locks the account after ``max_failures``.
 
-        A locked account is refused without looking at the password (so guessing goes
-        nowhere while it is locked); the password hash is still computed so that the
-        answer takes as long as any other.
+        An attempt is admitted by one conditional UPDATE before the password is looked
+        at: it counts the attempt as a failure, only while the account is neither locked
+        nor disabled, and the attempt that reaches the limit locks the account in the
+        same statement. So parallel guesses cannot get more than ``max_failures``
+        passwords checked, on SQLite or PostgreSQL. A right password then clears the
+        count (and a lock that attempts admitted after it set). A refused attempt still
+        computes a hash, so that the answer takes as long as any other.
         """
         now = time.time() if now is None else now
-        with self.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.name == name)).first()
+        counted = users.c.failed_logins + 1
+        reaches = counted >= self.max_failures
+        admit = (
+            update(users)
+            .where(
+                users.c.name == name,
+                users.c.disabled.is_(False),
+                users.c.locked_until <= now,
+            )
+            .values(
+                failed_logins=case((reaches, 0), else_=counted),
+                locked_until=case((reaches, now + self.lockout_seconds), else_=0.0),
+            )
+            .returning(*users.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(admit).first()
         if row is None:
             verify_password(password, _DUMMY_HASH)
-            return LoginResult(LoginOutcome.BAD_CREDENTIALS)
-        matches = verify_password(password, row.password_hash)
+            found = self.get(name)
+            if found is None:
+                return LoginResult(LoginOutcome.BAD_CREDENTIALS)
+            if found.locked_until > now:
+                return LoginResult(LoginOutcome.LOCKED, found)
+            return LoginResult(LoginOutcome.DISABLED, found)
         user = _user(row)
-        if row.locked_until > now:
-            return LoginResult(LoginOutcome.LOCKED, user)
-        if row.disabled:
-            return LoginResult(LoginOutcome.DISABLED, user)
-        with self.engine.begin() as conn:
-            if matches:
+        if verify_password(password, row.password_hash):
+            with self.engine.begin() as conn:
                 conn.execute(
                     update(users)
                     .where(users.c.name == name)
                     .values(failed_logins=0, locked_until=0.0, last_login=now)
                 )
-                return LoginResult(LoginOutcome.OK, user)
-            # increment in SQL: concurrent guesses must not lose counts
-            conn.execute(
-                update(users)
-                .where(users.c.name == name)
-                .values(failed_logins=users.c.failed_logins + 1)
-            )
-            failures = int(
-                conn.execute(select(users.c.failed_logins).where(users.c.name == name)).scalar_one()
-            )
-            if failures >= self.max_failures:
-                conn.execute(
-                    update(users)
-                    .where(users.c.name == name)
-                    .values(failed_logins=0, locked_until=now + self.lockout_seconds)
-                )
-        if failures >= self.max_failures:
+            return LoginResult(LoginOutcome.OK, replace(user, locked_until=0.0, last_login=now))
+        if row.locked_until > now:
             return LoginResult(LoginOutcome.LOCKED, user)
         return LoginResult(LoginOutcome.BAD_CREDENTIALS, user)

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     exists,
     or_,
     select,
@@ -41,6 +43,7 @@ from sqlalchemy import (
 )
 
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
+from security.transactions import writing
 
 __all__ = [
     "SHARE_PREFIX",
@@ -294,7 +297,7 @@ class ShareLinks:
         where = [share_links.c.id == link_id]
         if institution is not None:
             where.append(share_links.c.institution == institution)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             row = conn.execute(select(share_links).where(*where)).first()
             if row is None:
                 raise NotFound("no such share link")
@@ -310,58 +313,72 @@ class ShareLinks:
     ) -> ShareLink:
         """Check secret, state and PIN, count one use; raise what the visitor must be told.
 
-        A wrong secret answers exactly like an unknown id (NotFound). The counters change
-        in one transaction with a compare-and-set, so parallel opens cannot exceed the
-        use limit or the PIN attempts.
+        A wrong secret answers exactly like an unknown id (NotFound). Every counter
+        changes by one conditional UPDATE (compare-and-set in SQL), each its own short
+        write transaction, and only while the link is live: a wrong PIN is counted (the
+        one that reaches ``pin_attempts`` locks the link in the same statement), a use is
+        counted below the use limit. The PIN is checked before its attempt is counted, so
+        that parallel visitors with the right PIN all get in; but an answer depends on
+        the PIN only through an UPDATE that found the link unlocked, and once it is locked
+        every answer is "locked": parallel guesses learn nothing about more than
+        ``pin_attempts`` wrong PINs. A right PIN clears the count of wrong ones.
         """
         now = time.time() if now is None else now
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(select(share_links).where(share_links.c.id == link_id)).first()
-            if row is None or not hmac.compare_digest(_sha256(secret), bytes(row.secret_sha256)):
-                raise NotFound("no such share link")
-            link = _row_to_link(row)
-            state = link.state(now)
-            if state == "locked":
-                raise LinkLocked(
-                    "this link is locked after too many wrong PINs: ask the sender for a new link"
-                )
-            if state != "active":
-                raise LinkGone(
-                    f"this link is {state.replace('-', ' ')}: ask the sender for a new one"
-                )
-            if row.pin_hash is not None:
-                if not pin:
-                    raise PinRequired("this link needs its PIN")
-                given = _pin_hash(pin, bytes(row.pin_salt))
-                if not hmac.compare_digest(given, bytes(row.pin_hash)):
-                    failures = row.pin_failures + 1
-                    locked = failures >= self.pin_attempts
-                    conn.execute(
-                        update(share_links)
-                        .where(share_links.c.id == link_id)
-                        .values(pin_failures=failures, locked_at=now if locked else None)
-                    )
-                    # raised after the commit: the failed attempt must be counted
-                    wrong: WrongPin | None = WrongPin(max(self.pin_attempts - failures, 0))
-                else:
-                    wrong = None
-            else:
-                wrong = None
-            if wrong is None:
-                counted = conn.execute(
+        if row is None or not hmac.compare_digest(_sha256(secret), bytes(row.secret_sha256)):
+            raise NotFound("no such share link")
+        self._check_state(_row_to_link(row), now)
+        live = [
+            share_links.c.id == link_id,
+            share_links.c.revoked_at.is_(None),
+            share_links.c.locked_at.is_(None),
+            share_links.c.expires_at > now,
+        ]
+        counted: dict[str, Any] = {}
+        if row.pin_hash is not None:
+            if not pin:
+                raise PinRequired("this link needs its PIN")
+            if not hmac.compare_digest(_pin_hash(pin, bytes(row.pin_salt)), bytes(row.pin_hash)):
+                failures = share_links.c.pin_failures + 1
+                count = (
                     update(share_links)
-                    .where(
-                        share_links.c.id == link_id,
-                        share_links.c.uses == row.uses,
-                        or_(
-                            share_links.c.max_uses.is_(None),
-                            share_links.c.uses < share_links.c.max_uses,
-                        ),
+                    .where(*live)
+                    .values(
+                        pin_failures=failures,
+                        locked_at=case((failures >= self.pin_attempts, now), else_=None),
                     )
-                    .values(uses=row.uses + 1, last_used_at=now, pin_failures=0)
-                ).rowcount
-                if not counted:
-                    raise LinkGone("this link was just used up: ask the sender for a new one")
-        if wrong is not None:
-            raise wrong
-        return self.get(link_id)
+                    .returning(share_links.c.pin_failures)
+                )
+                with self.engine.begin() as conn:
+                    counted_failures = conn.execute(count).scalar_one_or_none()
+                if counted_failures is None:
+                    self._check_state(self.get(link_id), now)
+                    raise LinkGone("this link was just closed: ask the sender for a new one")
+                raise WrongPin(max(self.pin_attempts - int(counted_failures), 0))
+            counted = {"pin_failures": 0}
+        use = (
+            update(share_links)
+            .where(
+                *live,
+                or_(share_links.c.max_uses.is_(None), share_links.c.uses < share_links.c.max_uses),
+            )
+            .values(uses=share_links.c.uses + 1, last_used_at=now, **counted)
+            .returning(*share_links.c)
+        )
+        with self.engine.begin() as conn:
+            opened = conn.execute(use).first()
+        if opened is None:
+            self._check_state(self.get(link_id), now)
+            raise LinkGone("this link was just used up: ask the sender for a new one")
+        return _row_to_link(opened)
+
+    @staticmethod
+    def _check_state(link: ShareLink, now: float) -> None:
+        state = link.state(now)
+        if state == "locked":
+            raise LinkLocked(
+                "this link is locked after too many wrong PINs: ask the sender for a new link"
+            )
+        if state != "active":
+            raise LinkGone(f"this link is {state.replace('-', ' ')}: ask the sender for a new one")

@@ -170,6 +170,26 @@ def wait_until(check: Callable[[], Any], what: str, deadline: float = 120.0) -> 
         time.sleep(0.2)
 
 
+class _FromAddress(requests.adapters.HTTPAdapter):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    """A session whose connections come from ``address``, another loopback address such as
+    127.0.0.9: what one test makes a server count per address touches no other test."""
+    session = requests.Session()
+    adapter = _FromAddress(address)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 @dataclass
 class GatewayProcess:
     """A running ``python -m dicomweb`` (with several workers: their parent)."""

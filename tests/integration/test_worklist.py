@@ -1,17 +1,20 @@
 """The reading worklist and reports back, against a real archive and gateway.
 
 Hospital A stores three studies over DICOM; the Reading Centre (AE READCTR) one of its own.
-A grants the Reading Centre one study with read+report and one read-only. The Reading
-Centre's worklist (``/worklist/dicom-web/studies``, a QIDO-RS study search) lists exactly
-those two, NEW until it retrieves one (OPENED) and REPORTED once it stores a DICOM SR
-(TID 1500, built with highdicom) into it through STOW-RS with dicomweb-client. The same
-store into the read-only study or an ungranted one is refused (0x0124) and stores nothing.
+Each test has a reading centre of its own (``centre``), to which A grants one study with
+read+report and one read-only, so that no test depends on what another opened, reported
+or revoked (the tests run in random order). A centre's worklist
+(``/worklist/dicom-web/studies``, a QIDO-RS study search) lists exactly those two, NEW
+until it retrieves one (OPENED) and REPORTED once it stores a DICOM SR (TID 1500, built
+with highdicom) into it through STOW-RS with dicomweb-client. The same store into the
+read-only study or an ungranted one is refused (0x0124) and stores nothing.
 
 The archive is this module's own (other modules' tests tamper with the shared one).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -49,7 +52,6 @@ class Setup:
     issuer: EmbeddedIssuer
     studies: dict[str, str]  # STUDIES key -> study UID
     files: dict[str, list[Path]]
-    grants: dict[str, int]  # STUDIES key -> grant id
 
     @property
     def root(self) -> str:
@@ -92,20 +94,37 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 assert sent.returncode == 0, sent.stderr
                 studies[key] = str(pydicom.dcmread(files[key][0]).StudyInstanceUID)
             archive.stats()  # indexed
-            s = Setup(archive, url, issuer, studies, files, {})
-            for key, permission in (("report", "read+report"), ("read", "read")):
-                body = {"study_uid": studies[key], "grantee": C, "permission": permission}
-                answer = requests.post(
-                    f"{url}/api/grants", json=body, headers=s.headers(A, "share"), timeout=30
-                )
-                assert answer.status_code == 201, answer.text
-                s.grants[key] = int(answer.json()["id"])
-            yield s
+            yield Setup(archive, url, issuer, studies, files)
     finally:
         archive.down()
 
 
-def _worklist(s: Setup, institution: str = C, **params: str) -> dict[str, str]:
+@dataclass
+class Centre:
+    name: str
+    grants: dict[str, int]  # STUDIES key -> grant id
+
+
+_centres = itertools.count(1)
+
+
+@pytest.fixture
+def centre(setup: Setup) -> Centre:
+    """A reading centre of this test's own, granted "report" (read+report) and "read"."""
+    name = f"Reading Centre {next(_centres)}"
+    setup.archive.vna("institution", "add", name)  # no AE: it reads over the web only
+    grants = {}
+    for key, permission in (("report", "read+report"), ("read", "read")):
+        body = {"study_uid": setup.studies[key], "grantee": name, "permission": permission}
+        answer = requests.post(
+            f"{setup.url}/api/grants", json=body, headers=setup.headers(A, "share"), timeout=30
+        )
+        assert answer.status_code == 201, answer.text
+        grants[key] = int(answer.json()["id"])
+    return Centre(name, grants)
+
+
+def _worklist(s: Setup, institution: str, **params: str) -> dict[str, str]:
     """The worklist as {study UID: status} (dicomweb-client against the worklist root)."""
     status = params.pop("status", None)
     if status is None:
@@ -138,31 +157,37 @@ def _audit(s: Setup) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in rows]
 
 
-def test_the_worklist_lists_granted_studies_as_new(setup: Setup) -> None:
-    s = setup
+def test_the_worklist_lists_granted_studies_as_new(setup: Setup, centre: Centre) -> None:
+    s, c = setup, centre.name
     granted = {s.studies["report"]: "NEW", s.studies["read"]: "NEW"}
-    assert _worklist(s) == granted
-    # the normal root still answers everything the Reading Centre reaches, its own included
-    normal = s.client(C).search_for_studies()
+    assert _worklist(s, c) == granted
+    # the normal root still answers everything an institution reaches, its own included
+    normal = s.client(c).search_for_studies()
     assert {str(pydicom.Dataset.from_json(json.dumps(d)).StudyInstanceUID) for d in normal} == {
         s.studies["report"],
         s.studies["read"],
-        s.studies["own"],
     }
-    assert _worklist(s, A) == {} and _worklist(s, B) == {}  # nothing granted to them
-    assert _worklist(s, status="new") == granted
-    assert _worklist(s, status="opened,reported") == {}
-    assert _worklist(s, PatientID="WL0002") == {s.studies["read"]: "NEW"}
+    own = s.client(C).search_for_studies()
+    assert [str(pydicom.Dataset.from_json(json.dumps(d)).StudyInstanceUID) for d in own] == [
+        s.studies["own"]
+    ]
+    # nothing granted to them
+    assert _worklist(s, A) == {} and _worklist(s, B) == {} and _worklist(s, C) == {}
+    assert _worklist(s, c, status="new") == granted
+    assert _worklist(s, c, status="opened,reported") == {}
+    assert _worklist(s, c, PatientID="WL0002") == {s.studies["read"]: "NEW"}
 
     # the full answer: QIDO study attributes, Retrieve URL at the normal root, the block
     answer = requests.get(
         f"{s.url}/worklist/dicom-web/studies",
         params={"StudyInstanceUID": s.studies["report"], "includefield": "all"},
-        headers=s.headers(C),
+        headers=s.headers(c),
         timeout=30,
     ).json()
     ds = pydicom.Dataset.from_json(json.dumps(answer[0]))
-    assert ds.PatientID == "WL0001" and ds.NumberOfStudyRelatedInstances == 2
+    # two images, and a report if another test stored it already
+    stored = s.client(A).search_for_instances(study_instance_uid=s.studies["report"])
+    assert ds.PatientID == "WL0001" and ds.NumberOfStudyRelatedInstances == len(stored)
     assert ds.RetrieveURL == f"{s.root}/studies/{s.studies['report']}"
     block = ds.private_block(0x0009, PRIVATE_CREATOR)
     assert (block[0x02].value, block[0x03].value) == (A, "READ_REPORT")
@@ -170,7 +195,7 @@ def test_the_worklist_lists_granted_studies_as_new(setup: Setup) -> None:
     bad = requests.get(
         f"{s.url}/worklist/dicom-web/studies",
         params={"status": "finished"},
-        headers=s.headers(C),
+        headers=s.headers(c),
         timeout=30,
     )
     assert bad.status_code == 400 and "new, opened, reported" in bad.json()["message"]
@@ -178,30 +203,30 @@ def test_the_worklist_lists_granted_studies_as_new(setup: Setup) -> None:
         requests.get(f"{s.url}/worklist/dicom-web/studies", timeout=30).status_code == 401
     )  # a token is needed, as everywhere
     query = [e for e in _audit(s) if e["event"] == "query" and e["detail"].get("worklist")]
-    assert query and query[-1]["institution"] == C
+    assert query and query[-1]["institution"] == c
 
 
-def test_searching_does_not_open_retrieving_does(setup: Setup) -> None:
-    s = setup
+def test_searching_does_not_open_retrieving_does(setup: Setup, centre: Centre) -> None:
+    s, c = setup, centre.name
     uid = s.studies["read"]
-    client = s.worklist_client(C)
+    client = s.worklist_client(c)
     # the series and instance searches under the worklist root are the normal ones
     series = client.search_for_series(study_instance_uid=uid)
     assert len(series) == 1
     series_uid = str(pydicom.Dataset.from_json(json.dumps(series[0])).SeriesInstanceUID)
     assert len(client.search_for_instances(study_instance_uid=uid, series_instance_uid=series_uid))
-    thumb = requests.get(f"{s.root}/studies/{uid}/thumbnail", headers=s.headers(C), timeout=60)
+    thumb = requests.get(f"{s.root}/studies/{uid}/thumbnail", headers=s.headers(c), timeout=60)
     assert thumb.status_code == 200
-    assert _worklist(s)[uid] == "NEW"
+    assert _worklist(s, c)[uid] == "NEW"
 
     # the owner's own retrieval is not an opening by the grantee
     assert len(s.client(A).retrieve_study_metadata(uid)) == 2
-    assert _worklist(s)[uid] == "NEW"
+    assert _worklist(s, c)[uid] == "NEW"
 
     metadata = client.retrieve_study_metadata(uid)  # through wado_url_prefix: /dicom-web
     assert len(metadata) == 2
-    assert _worklist(s) == {uid: "OPENED", s.studies["report"]: "NEW"}
-    assert _worklist(s, status="opened") == {uid: "OPENED"}
+    assert _worklist(s, c) == {uid: "OPENED", s.studies["report"]: "NEW"}
+    assert _worklist(s, c, status="opened") == {uid: "OPENED"}
     # frames afterwards: still one opening
     first = pydicom.dcmread(s.files["read"][0], stop_before_pixels=True)
     frames = client.retrieve_instance_frames(
@@ -210,20 +235,26 @@ def test_searching_does_not_open_retrieving_does(setup: Setup) -> None:
     assert len(frames) == 1 and len(frames[0]) == 32 * 32 * 2
     db = sqlite3.connect(s.archive.home / "catalog.db")
     try:
-        rows = db.execute("select study_uid, opened_by from worklist_opened").fetchall()
+        rows = db.execute(
+            "select w.study_uid, w.opened_by from worklist_opened w"
+            " join institutions i on i.id = w.institution_id where i.name = ?",
+            (c,),
+        ).fetchall()
     finally:
         db.close()
-    assert rows == [(uid, f"client-{C}")]
+    assert rows == [(uid, f"client-{c}")]
 
 
-def test_a_reading_centre_stores_its_report_into_a_read_report_study(setup: Setup) -> None:
-    s = setup
+def test_a_reading_centre_stores_its_report_into_a_read_report_study(
+    setup: Setup, centre: Centre
+) -> None:
+    s, c = setup, centre.name
     uid = s.studies["report"]
     images = [pydicom.dcmread(p) for p in s.files["report"]]
     sr = measurement_report(images)
     assert sr.StudyInstanceUID == uid and "IssuerOfPatientID" not in sr
 
-    answer = s.client(C, "dicom.read", "dicom.write").store_instances([sr], study_instance_uid=uid)
+    answer = s.client(c, "dicom.read", "dicom.write").store_instances([sr], study_instance_uid=uid)
     assert "FailedSOPSequence" not in answer
     assert [str(i.ReferencedSOPInstanceUID) for i in answer.ReferencedSOPSequence] == [
         str(sr.SOPInstanceUID)
@@ -239,8 +270,8 @@ def test_a_reading_centre_stores_its_report_into_a_read_report_study(setup: Setu
 
     wait_until(lambda: len(sr_series()) == 1, "the report to be indexed")
     assert str(sr_series()[0].SeriesInstanceUID) == str(sr.SeriesInstanceUID)
-    assert _worklist(s)[uid] == "REPORTED"
-    assert _worklist(s, status="reported") == {uid: "REPORTED"}
+    assert _worklist(s, c)[uid] == "REPORTED"
+    assert _worklist(s, c, status="reported") == {uid: "REPORTED"}
 
     # the study stays A's, filed under A's patient (no second patient for the report)
     study = s.client(A).search_for_studies(
@@ -269,13 +300,15 @@ def test_a_reading_centre_stores_its_report_into_a_read_report_study(setup: Setu
 
 
 @pytest.mark.parametrize("key", ["read", "none"])
-def test_a_report_into_a_read_only_or_ungranted_study_is_refused(setup: Setup, key: str) -> None:
-    s = setup
+def test_a_report_into_a_read_only_or_ungranted_study_is_refused(
+    setup: Setup, centre: Centre, key: str
+) -> None:
+    s, c = setup, centre.name
     uid = s.studies[key]
     images = [pydicom.dcmread(p) for p in s.files[key]]
     sr = measurement_report(images)
     with pytest.raises(requests.HTTPError) as refused:
-        s.client(C, "dicom.read", "dicom.write").store_instances([sr], study_instance_uid=uid)
+        s.client(c, "dicom.read", "dicom.write").store_instances([sr], study_instance_uid=uid)
     response = refused.value.response
     assert response is not None and response.status_code == 409, response
     failed = pydicom.Dataset.from_json(response.json()).FailedSOPSequence
@@ -293,7 +326,7 @@ def test_a_report_into_a_read_only_or_ungranted_study_is_refused(setup: Setup, k
             + f"\r\n--{boundary}--\r\n".encode()
         ),
         headers={
-            **s.headers(C, "dicom.read", "dicom.write"),
+            **s.headers(c, "dicom.read", "dicom.write"),
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         },
         timeout=60,
@@ -304,13 +337,13 @@ def test_a_report_into_a_read_only_or_ungranted_study_is_refused(setup: Setup, k
     series = s.client(A).search_for_series(study_instance_uid=uid)
     assert len(series) == 1  # only the images
     if key == "read":
-        assert _worklist(s)[uid] != "REPORTED"
+        assert _worklist(s, c)[uid] != "REPORTED"
 
 
-def test_a_revoked_grant_leaves_the_worklist(setup: Setup) -> None:
-    s = setup
-    gid = s.grants["read"]
+def test_a_revoked_grant_leaves_the_worklist(setup: Setup, centre: Centre) -> None:
+    s, c = setup, centre.name
+    gid = centre.grants["read"]
     answer = requests.delete(f"{s.url}/api/grants/{gid}", headers=s.headers(A, "share"), timeout=30)
     assert answer.status_code == 200
-    assert s.studies["read"] not in _worklist(s)
-    assert s.studies["report"] in _worklist(s)
+    assert s.studies["read"] not in _worklist(s, c)
+    assert s.studies["report"] in _worklist(s, c)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pydicom
 import pytest
+from sqlalchemy import inspect
+from sqlalchemy.exc import OperationalError
 
 from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
 from archive.credentials import OrthancCredentials
@@ -22,6 +24,7 @@ from dicomweb import dimse
 from dicomweb.dimse import find, move
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, VnaError
+from sharing.api import ensure_schema
 from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
 
 STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
@@ -71,9 +74,27 @@ def fill(catalog: Catalog) -> None:
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    ensure_schema(catalog.engine)  # the access rule joins sharing's grants
     fill(catalog)
     yield catalog
     catalog.close()
+
+
+def test_queries_leave_the_schema_to_migrations_and_fixtures(tmp_path: Path) -> None:
+    """C-FIND and C-MOVE create no table: the schema is the migrations' (and a test's
+    fixture's). Creating it from the query path, remembered per ``id(engine)``, skipped
+    the creation when Python reused the id of a closed engine for a new one."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    try:
+        fill(catalog)
+        before = set(inspect(catalog.engine).get_table_names())
+        assert "grants" not in before
+        request = MoveRequest("HOSPA", "Hospital A", "STUDY", study_uids=("1.2.1.1",))
+        with pytest.raises(OperationalError, match="no such table"):
+            move(catalog, request)
+        assert set(inspect(catalog.engine).get_table_names()) == before
+    finally:
+        catalog.close()
 
 
 def cfind(

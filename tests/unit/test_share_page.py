@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
 from archive.settings import GatewaySettings
 from dicomweb.share import FAILURE_WINDOW, ShareService
+from security.throttle import FailureThrottle
 from viewer.api import SHARE_SCRIPT, share_headers, share_page
 
 
@@ -25,11 +30,20 @@ def test_the_script_drops_the_secret_from_the_address_bar_and_posts_it() -> None
     assert "localStorage" not in SHARE_SCRIPT  # this tab only
 
 
-def test_failed_openings_are_throttled_per_address_within_the_window() -> None:
-    service = ShareService(None, GatewaySettings(share_open_failures_per_address=3))  # type: ignore[arg-type]
+def test_failed_openings_are_throttled_per_address_within_the_window(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'throttle.db'}")
+    FailureThrottle.create_table(engine)
+    clock = [1000.0]
+    throttle = FailureThrottle(engine, limit=3, window=FAILURE_WINDOW, clock=lambda: clock[0])
+    service = ShareService(None, GatewaySettings(), throttle)  # type: ignore[arg-type]
     for _ in range(3):
-        assert not service.throttled("10.0.0.1", 1000.0)
-        service.failed("10.0.0.1", 1000.0)
-    assert service.throttled("10.0.0.1", 1001.0)
-    assert not service.throttled("10.0.0.2", 1001.0)  # another address is not
-    assert not service.throttled("10.0.0.1", 1000.0 + FAILURE_WINDOW + 1)  # the window passed
+        assert not service.throttled("10.0.0.1")
+        service.failed("10.0.0.1")
+    clock[0] = 1001.0
+    assert service.throttled("10.0.0.1")
+    assert not service.throttled("10.0.0.2")  # another address is not
+    # a second service (another gateway worker) on the same catalog sees the same count
+    other = ShareService(None, GatewaySettings(), throttle)  # type: ignore[arg-type]
+    assert other.throttled("10.0.0.1")
+    clock[0] = 1000.0 + FAILURE_WINDOW + 1
+    assert not service.throttled("10.0.0.1")  # the window passed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -26,19 +27,36 @@ VNA = [sys.executable, "-m", "deploy.cli"]
 _issued: set[int] = set()
 
 
-def free_port() -> int:
-    """A free TCP port on loopback, never one this test run has handed out before.
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out for outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
-    The kernel may offer a port it just offered again once the probing socket is closed,
-    so two ports asked for one after the other could collide; remembering them prevents it.
+
+def free_port() -> int:
+    """A free TCP port, below the kernel's ephemeral range, never one this run handed out.
+
+    A port the kernel offers for bind(0) lies in the ephemeral range, where any outgoing
+    connection (a client, the gateway's connections to Orthanc, Chromium) may take it as its
+    local port before the server that was meant to listen there starts ("port already in
+    use" seen in a full run). Below that range only listeners take ports; remembering the
+    ones handed out keeps two archives of one run apart.
     """
+    high = min(_ephemeral_low(), 65536)
+    low = max(1024, high - 16384)
     while True:
+        port = random.randrange(low, high)  # noqa: S311 - a port number, not a secret
+        if port in _issued:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _issued:
-            _issued.add(port)
-            return port
+            try:
+                sock.bind(("0.0.0.0", port))  # noqa: S104 - Orthanc's HTTP binds all addresses
+            except OSError:
+                continue
+        _issued.add(port)
+        return port
 
 
 @dataclass

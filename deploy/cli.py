@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,7 +22,7 @@ from archive.plugin import open_store
 from archive.recovery import orthanc_attachment_uuids
 from archive.settings import Settings, load_settings
 from deploy import supervisor
-from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
+from deploy.cli_common import HomeOption, JsonOption, cli_user, err, open_home, out
 from deploy.cli_grants import grant_app
 from deploy.cli_shares import share_app
 from deploy.cli_users import user_app
@@ -51,8 +50,7 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(share_app, name="share")
 app.add_typer(user_app, name="user")
 
-console = Console(stderr=True)
-out = Console()
+console = err
 
 
 def _settings(home: Path | None) -> Settings:

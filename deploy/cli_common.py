@@ -8,11 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from archive.api import BlobStore, Settings, load_settings, open_store
 from security.errors import VnaError
 
-__all__ = ["HomeOption", "JsonOption", "cli_user", "open_home"]
+__all__ = ["HomeOption", "JsonOption", "cli_user", "err", "open_home", "out"]
+
+# emoji codes off: rich would turn ":CD:" in a certificate fingerprint (or ":cd:" anywhere
+# in a name or path) into an emoji, so what an operator copies would not be what was meant
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", envvar="VNA_HOME", help="Archive home directory [./var].")

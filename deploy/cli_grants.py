@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
 from security.audit import AuditEvent, AuditLog
 from security.errors import VnaError
 from sharing.api import Grant, Grants, ensure_schema, parse_duration
@@ -29,8 +28,6 @@ grant_app = typer.Typer(
     help="Grants: let another institution reach a study or a patient's studies.",
     no_args_is_help=True,
 )
-
-out = Console()
 
 
 @contextmanager

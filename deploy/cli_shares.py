@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from archive.api import Settings
-from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
 from security.audit import AuditEvent, AuditLog
 from security.errors import NotFound, VnaError
 from sharing.api import (
@@ -36,8 +35,6 @@ __all__ = ["share_app"]
 share_app = typer.Typer(
     help="Share links: one study, for a patient or a referring doctor.", no_args_is_help=True
 )
-
-out = Console()
 
 
 @contextmanager

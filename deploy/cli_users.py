@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from archive.blobstore import BlobStore
-from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home
+from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
 from security.audit import AuditEvent, AuditLog
 from security.errors import InvalidInput
 from security.users import MIN_PASSWORD_LENGTH, User, UserRegistry
@@ -26,8 +25,6 @@ __all__ = ["user_app"]
 user_app = typer.Typer(
     help="People who sign in to the embedded issuer (e.g. in the viewer).", no_args_is_help=True
 )
-
-out = Console()
 
 
 def _open(home: Path | None) -> tuple[UserRegistry, AuditLog, BlobStore]:

@@ -122,6 +122,9 @@ def renamed(ds: Dataset, **uids: str) -> Dataset:
 def c_store(site: Site, institution: str, datasets: list[Dataset]) -> list[int]:
     """Send ``datasets`` over one association of the institution's AE (pynetdicom)."""
     ae = AE(ae_title=AE_OF[institution])
+    # outcomes are asserted, not speed: a loaded CI machine once took over pynetdicom's
+    # default 30 s to answer one of two parallel associations
+    ae.dimse_timeout = 120
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", site.archive.dicom_port, ae_title=site.archive.aet)
     assert assoc.is_established

@@ -142,7 +142,11 @@ def test_the_called_ae_title_must_be_the_archives(setup: Setup) -> None:
     ae = AE(ae_title="HOSPA")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title="NOT_THE_VNA")
-    assert assoc.is_rejected and not assoc.is_established
+    # Orthanc sends A-ASSOCIATE-RJ and closes at once; pynetdicom sometimes sees the close
+    # first and reports an abort (seen in a full run, with Orthanc's log saying "Rejected
+    # association, because of a bad called AET")
+    assert not assoc.is_established
+    assert assoc.is_rejected or assoc.is_aborted
 
 
 def test_orthancs_refusals_are_audited(setup: Setup) -> None:

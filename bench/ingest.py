@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -205,6 +206,23 @@ def _prepare(target: Target) -> None:
         target.add_institution(SECOND_INSTITUTION, SECOND_AE)
 
 
+def _grant_resend(target: Target, data_dir: Path) -> None:
+    """The second institution may store into the first's studies only with a read+report
+    grant (the ownership rule C-STORE shares with STOW-RS): give it one per study."""
+    if not isinstance(target, VnaArchive):
+        return
+    study_uids = {
+        str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            .StudyInstanceUID)
+        for path in sorted(data_dir.rglob("*.dcm"))
+    }  # fmt: skip
+    for study_uid in sorted(study_uids):
+        target.vna(
+            "grant", "add", study_uid, "--from", FIRST_INSTITUTION, "--to", SECOND_INSTITUTION,
+            "--permission", "read+report",
+        )  # fmt: skip
+
+
 def _timed_send(
     target: Target, groups: Sequence[Sequence[Path]], aet: str, log_dir: Path
 ) -> tuple[SendResult, float]:
@@ -239,6 +257,7 @@ def measure_target(
 
     step(f"{label}: re-send from {SECOND_AE}")
     with target:
+        _grant_resend(target, data_dir)
         resend, cpu_resend = _timed_send(target, [[data_dir]], SECOND_AE, logs)
         _check_count(target, n_files, f"after the re-send from {SECOND_AE}")
     disk_resend = disk_usage(target.home)

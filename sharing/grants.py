@@ -40,6 +40,7 @@ from sqlalchemy.orm import aliased
 
 from archive.api import institutions, patients, studies
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
+from security.transactions import writing
 
 __all__ = [
     "Grant",
@@ -250,13 +251,6 @@ class Grants:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _write(self) -> Any:
-        conn = self.engine.connect()
-        # the catalog's SQLite begin hook then takes the write lock up front (BEGIN
-        # IMMEDIATE): these transactions read before they write
-        conn.info["vna_write"] = True
-        return conn
-
     @staticmethod
     def _institution_id(conn: Connection, name: str, role: str) -> int:
         found = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
@@ -302,7 +296,7 @@ class Grants:
             raise InvalidInput("the expiry is in the past: give a future time or duration")
         if grantor == grantee:
             raise InvalidInput(f"{grantor!r} cannot grant to itself: it reaches its studies")
-        with self._write() as conn, conn.begin():
+        with writing(self.engine) as conn:
             grantor_id = self._institution_id(conn, grantor, "grantor")
             grantee_id = self._institution_id(conn, grantee, "grantee")
             patient_pk: int | None = None
@@ -402,7 +396,7 @@ class Grants:
         grantee is told it may not, anyone else that there is no such grant.
         """
         now = time.time() if now is None else now
-        with self._write() as conn, conn.begin():
+        with writing(self.engine) as conn:
             row = conn.execute(_select_grants().where(grants.c.id == grant_id)).first()
             if row is None:
                 raise NotFound(f"no grant {grant_id}")

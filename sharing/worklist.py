@@ -49,6 +49,7 @@ from sqlalchemy.orm import aliased
 
 from archive.api import instance_sources, instances, institutions, studies
 from security.errors import InvalidInput
+from security.transactions import writing
 from sharing.grants import Permission, active_grant, granted, grants, metadata
 
 __all__ = [
@@ -275,15 +276,12 @@ def record_opened(
     if row is None or row.noted:
         return False
     try:
-        with engine.connect() as conn:
-            # the catalog's SQLite begin hook then takes the write lock up front
-            conn.info["vna_write"] = True
-            with conn.begin():
-                conn.execute(
-                    worklist_opened.insert().values(
-                        institution_id=row.id, study_uid=study_uid, opened_at=now, opened_by=by
-                    )
+        with writing(engine) as conn:
+            conn.execute(
+                worklist_opened.insert().values(
+                    institution_id=row.id, study_uid=study_uid, opened_at=now, opened_by=by
                 )
+            )
     except IntegrityError:
         return False  # a concurrent request of the same institution noted it first
     return True

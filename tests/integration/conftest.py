@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Archive
+from tests.integration.stock_orthanc import StockOrthanc, stock_orthanc
 
 INSTITUTIONS = {"Hospital A": ["HOSPA"], "Hospital B": ["HOSPB"]}
 
@@ -46,3 +47,10 @@ def fresh_archive(tmp_path: Path) -> Iterator[Callable[[], Archive]]:
     yield make
     for arch in started:
         arch.down()
+
+
+@pytest.fixture
+def stock_peer(tmp_path: Path) -> Iterator[StockOrthanc]:
+    """A stock Orthanc (DICOMweb plugin only) on free ports: a hospital's PACS."""
+    with stock_orthanc(tmp_path / "stock-orthanc") as peer:
+        yield peer

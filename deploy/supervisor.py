@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -244,8 +245,36 @@ def _launch(settings: Settings, config: Path, creds: OrthancCredentials) -> subp
     except BaseException:
         _terminate(proc)  # never leave an Orthanc behind, whatever interrupted the start
         raise
-    (settings.run_dir / "ready").write_text(json.dumps({"pid": proc.pid}))
     return proc
+
+
+def _mark_ready(settings: Settings, proc: subprocess.Popen[bytes]) -> None:
+    """Say the archive answers (``vna up --detach`` waits for this file); names Orthanc's pid."""
+    (settings.run_dir / "ready").write_text(json.dumps({"pid": proc.pid}))
+
+
+def _gateway_listening(settings: Settings) -> bool:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host  # noqa: S104
+    try:
+        with socket.create_connection((host, settings.http_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for_gateway(settings: Settings, gateway: subprocess.Popen[bytes]) -> None:
+    """Wait until the gateway accepts connections: "up" means every front answers, so a
+    script's first request after ``vna up --detach`` is not refused."""
+    log = settings.home / "log" / "gateway.log"
+    deadline = time.monotonic() + 120
+    while not _gateway_listening(settings):
+        if gateway.poll() is not None:
+            raise VnaError(
+                f"the gateway exited with code {gateway.returncode} during start; see {log}"
+            )
+        if time.monotonic() > deadline:
+            raise VnaError(f"the gateway did not listen within 120 s; see {log}")
+        time.sleep(0.2)
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -286,6 +315,8 @@ def serve(
             proc = _launch(settings, config, creds)
             for name in HELPERS:
                 helpers[name] = _start_helper(settings, name)
+            _wait_for_gateway(settings, helpers["gateway"])
+            _mark_ready(settings, proc)
             if ready_message:
                 print("VNA archive is up", flush=True)
                 for line in endpoints(settings).lines():
@@ -328,6 +359,7 @@ def serve(
                 print(f"Orthanc exited with code {code}; restarting", file=sys.stderr, flush=True)
                 creds, config = prepare_home(settings)
                 proc = _launch(settings, config, creds)
+                _mark_ready(settings, proc)
     except _Stop:
         if proc is not None:
             _terminate(proc)

@@ -100,6 +100,13 @@ def orthanc_config(
         "DicomAlwaysAllowMove": False,
         "DicomModalities": modalities,
         "DicomModalitiesInDatabase": False,
+        # Orthanc converts every C-FIND answer a plugin gives it into this encoding (1.10
+        # and 1.12 alike), whatever the query or the answer's own Specific Character Set:
+        # its default, Latin1, turns Greek, Cyrillic and CJK names into "?" or nothing.
+        # UTF-8 (ISO_IR 192) carries every name (PS3.4 C.4.1.1.3.2 lets an SCP answer in
+        # another character set than the query's). It is also how Orthanc reads a file or a
+        # query without Specific Character Set, which PS3.5 limits to ASCII anyway.
+        "DefaultEncoding": "Utf8",
         **_dicom_tls(tls),
         "OverwriteInstances": False,
         "StableAge": 60,

@@ -138,10 +138,10 @@ def test_findscu_matches_and_returns_names(
         assert str(answer.PatientName) == stored.name_of[stem]
 
 
-def _pynetdicom_find(stored: Stored, query: Dataset) -> list[Dataset]:
+def _pynetdicom_find(arch: Archive, query: Dataset) -> list[Dataset]:
     ae = AE(ae_title="HOSPA")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", stored.archive.dicom_port, ae_title=stored.archive.aet)
+    assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet)
     assert assoc.is_established
     answers, statuses = [], []
     try:
@@ -176,7 +176,7 @@ def test_c_find_answers_carry_every_name(stored: Stored, tmp_path: Path, stem: s
     query.StudyInstanceUID = study_uid
     query.PatientName = ""
     answers = [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
-    answers += _pynetdicom_find(stored, query)
+    answers += _pynetdicom_find(stored.archive, query)
     assert len(answers) == 2
     for answer in answers:
         assert str(answer.PatientName) == stored.name_of[stem]
@@ -208,7 +208,7 @@ def test_pynetdicom_finds_names_in_their_own_character_set(
     query.PatientName = value
     query.StudyInstanceUID = ""
     query.PatientID = ""
-    answers = _pynetdicom_find(stored, query)
+    answers = _pynetdicom_find(stored.archive, query)
     assert [str(a.StudyInstanceUID) for a in answers] == [stored.study_of[stem]]
     (answer,) = answers
     assert answer.SpecificCharacterSet == "ISO_IR 192"
@@ -232,3 +232,27 @@ def test_the_archive_answers_qido_once_indexed(stored: Stored) -> None:
         return len(stored.client().search_for_studies()) == len(STEMS)
 
     wait_until(all_there, "every charset file in QIDO")
+
+
+def test_answers_in_the_configured_character_set(tmp_path: Path) -> None:
+    """``dicom_answer_charset``, for workstations that cannot read ISO_IR 192: Orthanc
+    converts the answers, and names the set it used."""
+    arch = Archive(tmp_path / "home")
+    arch.write_config(INSTITUTIONS, dicom_answer_charset="ISO_IR 126")
+    arch.up()
+    try:
+        path, study_uid, name = _copy_with_new_uids("chrGreek", tmp_path)
+        sent = arch.storescu("HOSPA", path)
+        assert sent.returncode == 0, sent.stderr
+        arch.stats()
+        query = Dataset()
+        query.SpecificCharacterSet = "ISO_IR 126"
+        query.QueryRetrieveLevel = "STUDY"
+        query.PatientName = "ΔΙΟΝΥΣΙΟΣ"
+        query.StudyInstanceUID = ""
+        (answer,) = _pynetdicom_find(arch, query)
+        assert str(answer.StudyInstanceUID) == study_uid
+        assert answer.SpecificCharacterSet == "ISO_IR 126"
+        assert str(answer.PatientName) == name
+    finally:
+        arch.down()

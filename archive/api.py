@@ -19,6 +19,7 @@ from archive.catalog import (
 from archive.credentials import OrthancCredentials, credentials
 from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
 from archive.headers import header_record
+from archive.names import fold, fold_group, folded_groups, split_groups
 from archive.plugin import open_store
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
 from archive.split import Survey, survey
@@ -41,6 +42,9 @@ __all__ = [
     "StoreRequest",
     "Survey",
     "credentials",
+    "fold",
+    "fold_group",
+    "folded_groups",
     "header_record",
     "instance_sources",
     "instances",
@@ -49,6 +53,7 @@ __all__ = [
     "open_store",
     "patients",
     "series",
+    "split_groups",
     "studies",
     "survey",
 ]

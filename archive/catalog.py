@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from archive.names import folded_groups
 from archive.perthread import PerThread
 from security.errors import Conflict, InvalidInput, NotFound
 
@@ -52,6 +53,7 @@ __all__ = [
     "SourceRecord",
     "Stats",
     "metadata",
+    "pn_fold_values",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +157,11 @@ patients = Table(
     Column("birth_date", String(16)),
     Column("sex", String(16)),
     UniqueConstraint("issuer", "patient_id", name="uq_patient_issuer_id"),
+    # PatientName's alphabetic, ideographic and phonetic groups, folded for matching
+    # (archive.names; revision 0005); last, as SQLite appends added columns
+    Column("patient_name_fold_a", String(256)),
+    Column("patient_name_fold_i", String(256)),
+    Column("patient_name_fold_p", String(256)),
 )
 
 studies = Table(
@@ -178,6 +185,10 @@ studies = Table(
     # QIDO's study order (date, uid): a study list with a limit reads its first rows in
     # index order instead of sorting each date's studies (100k studies: ~0.1 ms, not ~300)
     Index("ix_studies_date_uid", "study_date", "study_uid"),
+    # ReferringPhysicianName folded as patients' PatientName (revision 0005)
+    Column("referring_physician_fold_a", String(256)),
+    Column("referring_physician_fold_i", String(256)),
+    Column("referring_physician_fold_p", String(256)),
 )
 
 series = Table(
@@ -264,6 +275,16 @@ instance_claims = Table(
     Column("institution_id", Integer, ForeignKey("institutions.id"), nullable=False),
     Column("claimed_at", Float, nullable=False),
 )
+
+
+def pn_fold_values(column: str, value: str | None) -> dict[str, str]:
+    """The folded-group columns of the PN ``column`` for a stored ``value`` (none for an
+    absent value, so the upsert keeps what is known); an absent group folds to ``""``,
+    which overwrites a group the previous name had."""
+    groups = folded_groups(value)
+    if groups is None:
+        return {}
+    return {f"{column}_fold_{kind}": group for kind, group in zip("aip", groups, strict=True)}
 
 
 class _HotPath:
@@ -1183,9 +1204,11 @@ class Catalog:
             "study_id": rec.study_id,
             "description": rec.study_description,
             "referring_physician": rec.referring_physician,
+            **pn_fold_values("referring_physician", rec.referring_physician),
         }
         patient_values = {
             "patient_name": rec.patient_name,
+            **pn_fold_values("patient_name", rec.patient_name),
             "birth_date": rec.birth_date,
             "sex": rec.sex,
         }

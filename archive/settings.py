@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "DicomCharset",
     "DicomSecurity",
     "ExternalIssuer",
     "GatewaySettings",
@@ -78,6 +79,24 @@ class InstitutionConfig(BaseModel):
     ae_titles: list[str] = Field(default_factory=list)
     host: str | None = None
     port: int | None = None
+
+
+DicomCharset = Literal[
+    "ISO_IR 192",
+    "ISO_IR 100",
+    "ISO_IR 101",
+    "ISO_IR 109",
+    "ISO_IR 110",
+    "ISO_IR 148",
+    "ISO_IR 144",
+    "ISO_IR 126",
+    "ISO_IR 127",
+    "ISO_IR 138",
+    "ISO_IR 166",
+    "GB18030",
+]
+"""Specific Character Set terms (PS3.3 C.12.1.1.2) the archive can answer C-FIND in: those
+Orthanc converts to without code extensions."""
 
 
 class DicomSecurity(BaseModel):
@@ -219,6 +238,10 @@ class Settings(BaseSettings):
     # limits to what their institution may see. True lets every registered AE C-GET any
     # stored instance.
     dicom_allow_get: bool = False
+    # the character set of every C-FIND answer (Orthanc converts each answer to one for the
+    # whole process): UTF-8 carries every name; a single-byte set, for workstations that
+    # cannot read ISO_IR 192, drops the characters it lacks
+    dicom_answer_charset: DicomCharset = "ISO_IR 192"
     dicom: DicomSecurity = DicomSecurity()
     # 0: every read is verified by the archive; raise it to trade that for speed
     orthanc_storage_cache_mb: int = Field(0, ge=0)

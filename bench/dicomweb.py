@@ -53,6 +53,7 @@ from archive.api import (
     series,
     studies,
 )
+from archive.catalog import pn_fold_values
 from archive.synthetic import StudySpec, generate_studies, write_study
 from bench.common import (
     BENCH_DIR,
@@ -553,17 +554,21 @@ def fill_catalog(catalog: Catalog, n: int, institution_id: int, batch: int = 20_
     now = time.time()
     with catalog.engine.begin() as conn:
         for start in range(0, n // 2 + n % 2, batch):
-            rows = [
-                {
-                    "pk": k + 1,
-                    "issuer": INSTITUTION,
-                    "patient_id": f"P{k:07d}",
-                    "patient_name": f"{_FAMILY[k % len(_FAMILY)]}^{_GIVEN[k % len(_GIVEN)]}",
-                    "birth_date": f"{1930 + k % 80}0{1 + k % 9}1{k % 9}",
-                    "sex": "FM"[k % 2],
-                }
-                for k in range(start, min(n // 2 + n % 2, start + batch))
-            ]
+            rows = []
+            for k in range(start, min(n // 2 + n % 2, start + batch)):
+                name = f"{_FAMILY[k % len(_FAMILY)]}^{_GIVEN[k % len(_GIVEN)]}"
+                rows.append(
+                    {
+                        "pk": k + 1,
+                        "issuer": INSTITUTION,
+                        "patient_id": f"P{k:07d}",
+                        "patient_name": name,
+                        # the folded groups PN matching reads (archive.names)
+                        **pn_fold_values("patient_name", name),
+                        "birth_date": f"{1930 + k % 80}0{1 + k % 9}1{k % 9}",
+                        "sex": "FM"[k % 2],
+                    }
+                )
             conn.execute(patients.insert(), rows)
         for start in range(0, n, batch):
             study_rows, series_rows, instance_rows = [], [], []
@@ -580,6 +585,7 @@ def fill_catalog(catalog: Catalog, n: int, institution_id: int, batch: int = 20_
                         "study_id": str(k % 100_000),
                         "description": "BENCH STUDY",
                         "referring_physician": "Referrer^Bench",
+                        **pn_fold_values("referring_physician", "Referrer^Bench"),
                         "created_at": now,
                         "owner_institution_id": institution_id,
                     }

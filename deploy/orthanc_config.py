@@ -10,13 +10,30 @@ from typing import Any
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
 from archive.dimse import modality_entries
-from archive.settings import Settings
+from archive.settings import DicomCharset, Settings
 from security.dicom_tls import TlsFiles
 
 __all__ = ["orthanc_config", "write_orthanc_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPT = PROJECT_ROOT / "archive" / "orthanc_entry.py"
+
+
+# Specific Character Set term -> Orthanc's name of the encoding
+_ORTHANC_ENCODINGS: dict[DicomCharset, str] = {
+    "ISO_IR 192": "Utf8",
+    "ISO_IR 100": "Latin1",
+    "ISO_IR 101": "Latin2",
+    "ISO_IR 109": "Latin3",
+    "ISO_IR 110": "Latin4",
+    "ISO_IR 148": "Latin5",
+    "ISO_IR 144": "Cyrillic",
+    "ISO_IR 126": "Greek",
+    "ISO_IR 127": "Arabic",
+    "ISO_IR 138": "Hebrew",
+    "ISO_IR 166": "Thai",
+    "GB18030": "Chinese",
+}
 
 
 def _python_paths() -> tuple[list[str], list[str]]:
@@ -100,6 +117,13 @@ def orthanc_config(
         "DicomAlwaysAllowMove": False,
         "DicomModalities": modalities,
         "DicomModalitiesInDatabase": False,
+        # Orthanc converts every C-FIND answer a plugin gives it into this encoding (1.10
+        # and 1.12 alike), whatever the query or the answer's own Specific Character Set:
+        # its default, Latin1, turned Greek, Cyrillic and CJK names into nothing. UTF-8
+        # (ISO_IR 192), the archive's default, carries every name (PS3.4 C.4.1.1.3.2 lets
+        # an SCP answer in another character set than the query's). It is also how Orthanc
+        # reads a query without Specific Character Set, which PS3.5 limits to ASCII anyway.
+        "DefaultEncoding": _ORTHANC_ENCODINGS[settings.dicom_answer_charset],
         **_dicom_tls(tls),
         "OverwriteInstances": False,
         "StableAge": 60,

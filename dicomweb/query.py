@@ -9,6 +9,10 @@ Matching supported:
 
 * single value (exact), universal (empty value, or ``*``),
 * wild card ``*`` and ``?`` (PN case-insensitively, other VRs case-sensitively),
+* PN: case-insensitive in every script, on the folded copies of each component group the
+  catalog keeps (:mod:`archive.names`); a value without ``=`` matches any of the
+  alphabetic, ideographic and phonetic groups, a value with ``=`` matches group by group
+  (an empty group there matches anything),
 * UID lists (``,`` or ``\\`` separated) and value lists for CS,
 * ranges for DA and TM: ``A-B``, ``A-``, ``-B``.
 """
@@ -19,9 +23,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, true
 
-from archive.api import instances, patients, series, studies
+from archive.api import fold, fold_group, instances, patients, series, split_groups, studies
 from dicomweb.attributes import DEFAULT_RETURN, Attribute, Level, lookup
 from security.errors import InvalidInput
 from sharing.api import reachable
@@ -217,9 +221,61 @@ def _returned(
     return tuple(sorted(unique.values(), key=lambda a: a.tag))
 
 
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like_pattern(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
+    return _like_escape(value).replace("*", "%").replace("?", "_")
+
+
+# a PN attribute's folded component groups (alphabetic, ideographic, phonetic)
+_FOLDED = {
+    "PatientName": (
+        patients.c.patient_name_fold_a,
+        patients.c.patient_name_fold_i,
+        patients.c.patient_name_fold_p,
+    ),
+    "ReferringPhysicianName": (
+        studies.c.referring_physician_fold_a,
+        studies.c.referring_physician_fold_i,
+        studies.c.referring_physician_fold_p,
+    ),
+}
+
+
+def _folded_like(group: str) -> str:
+    """A LIKE pattern for a PN group with wild cards: the literal runs folded (so a
+    full-width ``＊`` stays a literal) and escaped, ``*`` and ``?`` as ``%`` and ``_``."""
+    pattern: list[str] = []
+    literal: list[str] = []
+    for char in group + "*":
+        if char in "*?":
+            pattern.append(_like_escape(fold("".join(literal))))
+            pattern.append("%" if char == "*" else "_")
+            literal = []
+        else:
+            literal.append(char)
+    return "".join(pattern)[:-1]
+
+
+def _match_group(column: ColumnElement[str], group: str) -> ColumnElement[bool]:
+    if "*" in group or "?" in group:
+        return column.like(_folded_like(group.strip()), escape="\\")
+    return column == fold_group(group)
+
+
+def _match_pn(columns: tuple[ColumnElement[str], ...], value: str) -> ColumnElement[bool]:
+    """PS3.4 C.2.2.2 single value and wild card matching of a PN, case-insensitively:
+    the folded query against the folded groups, never the database's ``lower()``."""
+    if "=" not in value:
+        return or_(*(_match_group(column, value) for column in columns))
+    given = [
+        (column, group)
+        for column, group in zip(columns, split_groups(value), strict=False)
+        if group.strip()
+    ]
+    return and_(*(_match_group(c, g) for c, g in given)) if given else true()
 
 
 def _match(cond: Condition, dialect: str) -> ColumnElement[bool]:
@@ -248,11 +304,9 @@ def _match(cond: Condition, dialect: str) -> ColumnElement[bool]:
     if attr.vr in ("IS", "US"):
         return col == int(cond.values[0])
     value = cond.values[0]
-    if attr.vr == "PN":
-        # PN matching is case-insensitive, as in Orthanc's default (CaseSensitivePN false)
-        if cond.kind == "exact":
-            return func.lower(col) == value.lower()
-        return func.lower(col).like(_like_pattern(value).lower(), escape="\\")
+    if attr.vr == "PN" and attr.keyword in _FOLDED:
+        # case-insensitive, as in Orthanc's default (CaseSensitivePN false)
+        return _match_pn(_FOLDED[attr.keyword], value)
     if cond.kind == "wildcard":
         if dialect == "sqlite":  # sqlite's LIKE ignores case; GLOB does not
             return col.op("GLOB")(value.replace("[", "[[]"))

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -212,3 +214,73 @@ def _peer_has(peer: StockOrthanc, sop_uids: set[str]) -> bool:
         if not any(r.get("Type") == "Instance" for r in found):
             return False
     return True
+
+
+# --------------------------------------------------------------------------- C-GET off
+
+
+# Orthanc 1.10 and 1.12 accept the C-GET presentation contexts whatever the configuration
+# and give plugins no C-GET hook; a C-GET their modality list does not allow is answered by
+# aborting the association. What the archive can do is send nothing, never report
+# success, and tell the operator why (the audit record of the refusal).
+
+
+def _c_get_refusals(arch: Archive) -> list[dict[str, object]]:
+    return [
+        r
+        for r in audit_records(arch)
+        if r["event"] == "security-alert" and r["detail"].get("service") == "C-GET"
+    ]
+
+
+def test_getscu_while_c_get_is_off_gets_nothing_and_the_refusal_says_why(
+    setup: Setup, tmp_path: Path
+) -> None:
+    out = tmp_path / "got"
+    out.mkdir()
+    before = len(_c_get_refusals(setup.archive))
+    proc = subprocess.run(
+        ["getscu", "-v", "-S", "-aet", "HOSPA", "-aec", setup.archive.aet, "-od", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={setup.study_uid}",
+         "127.0.0.1", str(setup.archive.dicom_port)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert list(out.iterdir()) == []
+    assert proc.returncode != 0 or "Success" not in proc.stderr, proc.stderr
+    wait_until(
+        lambda: len(_c_get_refusals(setup.archive)) > before, "the C-GET refusal to be audited"
+    )
+    refusal = _c_get_refusals(setup.archive)[-1]
+    assert refusal["user"] == "HOSPA"
+    assert "C-MOVE" in str(refusal["detail"]["reason"]), refusal
+
+
+def test_pynetdicom_c_get_while_off_is_never_a_success(setup: Setup) -> None:
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="HOSPA")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(setup.study[0].SOPClassUID)
+    assoc = ae.associate(
+        "127.0.0.1", setup.archive.dicom_port, ae_title=setup.archive.aet,
+        ext_neg=[build_role(setup.study[0].SOPClassUID, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    statuses: list[int] = []
+    if assoc.is_established:
+        query = Dataset()
+        query.QueryRetrieveLevel = "PATIENT"
+        query.PatientID = PATIENT_ID
+        statuses = [
+            int(status.Status)
+            for status, _ in assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet)
+            if "Status" in status
+        ]
+        if assoc.is_established:
+            assoc.release()
+    assert received == []
+    assert 0x0000 not in statuses

@@ -476,13 +476,10 @@ class ArchivePlugin:
                 requested[0] if len(requested) == 1 else None,
                 {**detail, "instances": "0"},
             )
-            logger.info(
-                "C-MOVE from %r at level %s matched no instance its institution reaches; "
-                "nothing sent",
-                ae_title,
-                level,
+            raise NotFound(
+                f"C-MOVE from {ae_title!r} at level {level} matched no instance that "
+                f"{institution.name} reaches; nothing sent"
             )
-            raise NotFound(f"C-MOVE at level {level} matched nothing")
         record(0)
 
     def _store_to(

@@ -1194,6 +1194,12 @@ class Catalog:
         conn.execute(table.insert().values(**key, **values))
 
     def _index_one(self, conn: Connection, rec: InstanceRecord, now: float) -> None:
+        if self._discarded_copy(conn, rec):
+            # a re-send of a SOP instance Orthanc already holds: with OverwriteInstances
+            # false (deploy/orthanc_config.py) Orthanc keeps the first copy and drops this
+            # one, so the index keeps describing the first (transfer syntax, header
+            # attributes) and only the re-sender is recorded, as a source
+            return
         study = conn.execute(
             select(studies.c.patient_pk).where(studies.c.study_uid == rec.study_uid)
         ).first()
@@ -1262,26 +1268,34 @@ class Catalog:
             "size": rec.size,
         }
         current = conn.execute(
-            select(instances.c.attachment_uuid).where(instances.c.sop_uid == rec.sop_uid)
+            select(instances.c.sop_uid).where(instances.c.sop_uid == rec.sop_uid)
         ).first()
         if current is None:
             conn.execute(instances.insert().values(sop_uid=rec.sop_uid, created_at=now, **values))
             return
-        if current.attachment_uuid and current.attachment_uuid != rec.attachment_uuid:
-            still_stored = conn.execute(
-                select(attachments.c.uuid)
-                .where(attachments.c.uuid == current.attachment_uuid)
-                .union(
-                    select(pending_attachments.c.uuid).where(
-                        pending_attachments.c.uuid == current.attachment_uuid
-                    )
-                )
-            ).first()
-            if still_stored is not None:
-                # a re-send: Orthanc keeps the instance it has and drops the new copy
-                values.pop("attachment_uuid")
-                values.pop("size")
         conn.execute(update(instances).where(instances.c.sop_uid == rec.sop_uid).values(**values))
+
+    @staticmethod
+    def _discarded_copy(conn: Connection, rec: InstanceRecord) -> bool:
+        """Whether ``rec`` describes a second copy of an indexed SOP instance whose first
+        copy is still stored (Orthanc stores the duplicate's file, then removes it)."""
+        current = conn.execute(
+            select(instances.c.attachment_uuid).where(instances.c.sop_uid == rec.sop_uid)
+        ).first()
+        if current is None or not current.attachment_uuid:
+            return False
+        if current.attachment_uuid == rec.attachment_uuid:
+            return False
+        still_stored = conn.execute(
+            select(attachments.c.uuid)
+            .where(attachments.c.uuid == current.attachment_uuid)
+            .union(
+                select(pending_attachments.c.uuid).where(
+                    pending_attachments.c.uuid == current.attachment_uuid
+                )
+            )
+        ).first()
+        return still_stored is not None
 
     @staticmethod
     def _same_patient(conn: Connection, patient_pk: int, rec: InstanceRecord) -> bool:

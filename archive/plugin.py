@@ -42,7 +42,14 @@ from archive.headers import instance_record
 from archive.settings import Settings
 from archive.split import neutral_preamble, survey
 from security.audit import AuditEvent, AuditLog
-from security.errors import Forbidden, IntegrityError, InvalidInput, StorageFull, VnaError
+from security.errors import (
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageFull,
+    VnaError,
+)
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
 
@@ -68,6 +75,8 @@ _SENDER_FRESH_SECONDS = 60.0
 F = TypeVar("F", bound=Callable[..., Any])
 
 _QUERY_RETRIEVE_LEVEL = 0x00080052
+# the C-MOVE levels as Orthanc passes them to the move callback -> PS3.4's names
+_MOVE_LEVELS = {"INSTANCE": "IMAGE"}
 _SPECIFIC_CHARACTER_SET = 0x00080005
 # how long a C-MOVE waits for Orthanc's store job between two looks at it
 _JOB_POLL_SECONDS = 0.1
@@ -380,9 +389,26 @@ class ArchivePlugin:
         assert self.move_handler is not None
         ae_title = str(request.get("OriginatorAET") or "").strip()
         target = str(request.get("TargetAET") or "").strip()
-        level = str(request.get("Level") or "").strip().upper()
+        raw_level = str(request.get("Level") or "").strip().upper()
+        # Orthanc names the IMAGE level of PS3.4 C.4.2 by its own resource type, INSTANCE
+        level = _MOVE_LEVELS.get(raw_level, raw_level)
         detail = {"level": level, "destination": target}
         institution = self._caller(ae_title, "C-MOVE", "instances-transferred", detail)
+        if level not in LEVELS:
+            logger.warning(
+                "C-MOVE from %r refused: Query/Retrieve Level %r is not one of %s",
+                ae_title,
+                raw_level,
+                "/".join(LEVELS),
+            )
+            self._audit(
+                "instances-transferred",
+                4,
+                ae_title,
+                institution.name,
+                detail={**detail, "reason": "unknown level"},
+            )
+            raise InvalidInput(f"C-MOVE with Query/Retrieve Level {raw_level!r}")
         destination = self.destination(target, institution)
         if destination is None:
             logger.warning(
@@ -437,7 +463,10 @@ class ArchivePlugin:
             record(8)
             raise
         if not items:
-            # nothing reachable matched: the same answer as for a study that does not exist
+            # nothing reachable matched: the same answer as for a study that does not exist.
+            # Python plugin 4.0 reports each C-MOVE as one sub-operation, so returning here
+            # would tell the workstation "1 completed" with nothing sent; failing it gives
+            # "0 completed, 1 failed" (0xB000), the nearest to PS3.4's "0 sub-operations"
             requested = _values(request.get("StudyInstanceUID"))
             self._audit(
                 "instances-transferred",
@@ -446,6 +475,10 @@ class ArchivePlugin:
                 institution.name,
                 requested[0] if len(requested) == 1 else None,
                 {**detail, "instances": "0"},
+            )
+            raise NotFound(
+                f"C-MOVE from {ae_title!r} at level {level} matched no instance that "
+                f"{institution.name} reaches; nothing sent"
             )
         record(0)
 

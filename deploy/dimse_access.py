@@ -41,6 +41,7 @@ _CALLED = re.compile(r"Rejected association, because of a bad called AET in the 
 #   E1207 16:14:19.362267 CommandDispatcher.cpp:284] Receiving Association failed: TLS error:
 #     certificate verify failed
 _TLS = re.compile(r"Receiving Association failed: TLS error: (.*)$")
+_C_GET_OFF = "C-GET is off (setting dicom_allow_get): retrieve with C-MOVE or WADO-RS"
 _SERVICES = {
     "Echo": "C-ECHO",
     "Find": "C-FIND",
@@ -90,6 +91,11 @@ class RefusalParser:
             reason = "not allowed for this AE"
             if self._reason is not None and self._reason[:2] == (ae, address):
                 reason = _plain_reason(self._reason[2])
+            if kind == "Get" and "not allowed for this" in reason:
+                # a registered AE: Orthanc aborts the association without a C-GET response
+                # (it accepts the C-GET contexts, and plugins get no C-GET hook), so the
+                # operator is told here what the workstation should do
+                reason = _C_GET_OFF
             self._reason = None
             return Refusal(ae, address, _SERVICES.get(kind, kind), reason)
         if match := _CALLED.search(line):

@@ -189,7 +189,7 @@ def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
             return []
         stmt = stmt.where(instances.c.sop_uid.in_(request.sop_uids))
     else:
-        return []
+        raise InvalidInput(f"C-MOVE level {request.level!r} is not PATIENT/STUDY/SERIES/IMAGE")
     with catalog.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [MoveItem(str(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -23,7 +23,7 @@ from deploy.orthanc_config import orthanc_config
 from dicomweb import dimse
 from dicomweb.dimse import find, move
 from security.audit import AuditLog
-from security.errors import Forbidden, InvalidInput, VnaError
+from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from sharing.api import ensure_schema
 from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
 
@@ -203,8 +203,14 @@ def test_move_levels(cat: Catalog) -> None:
 
 
 def test_a_move_without_its_key_matches_nothing(cat: Catalog) -> None:
-    for level in ("PATIENT", "STUDY", "SERIES", "IMAGE", ""):
+    for level in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
         assert moved(cat, level) == []
+
+
+@pytest.mark.parametrize("level", ["", "FRAME", "INSTANCE"])
+def test_a_move_at_an_unknown_level_is_invalid(cat: Catalog, level: str) -> None:
+    with pytest.raises(InvalidInput, match="PATIENT/STUDY/SERIES/IMAGE"):
+        moved(cat, level, study_uids=("1.2.1.1",))
 
 
 # --------------------------------------------------------------------------- adapter
@@ -410,9 +416,12 @@ def test_c_move_stores_reachable_instances_to_the_destination(
 
 
 def test_c_move_of_an_unreachable_study_sends_nothing(sdk: DimseSdk, plugin: ArchivePlugin) -> None:
-    sdk.move_callback(**move_request(OriginatorAET="HOSPB", TargetAET="HOSPB_WS"))
-    sdk.move_callback(**move_request(OriginatorAET="HOSPB", TargetAET="HOSPB_WS",
-                                     StudyInstanceUID="9.9.9"))  # fmt: skip
+    # failed, not "1 completed": python plugin 4.0 reports a C-MOVE as one sub-operation
+    with pytest.raises(NotFound):
+        sdk.move_callback(**move_request(OriginatorAET="HOSPB", TargetAET="HOSPB_WS"))
+    with pytest.raises(NotFound):
+        sdk.move_callback(**move_request(OriginatorAET="HOSPB", TargetAET="HOSPB_WS",
+                                         StudyInstanceUID="9.9.9"))  # fmt: skip
     assert sdk.posts == []
     first, second = audit(plugin)[-2:]
     assert first["detail"]["instances"] == second["detail"]["instances"] == "0"
@@ -450,8 +459,41 @@ def test_a_failed_store_job_fails_the_move_and_is_audited(
     assert any("answering a C-MOVE failed" in m for m in sdk.errors)
 
 
+@pytest.mark.parametrize(
+    ("level", "keys", "sent"),
+    [
+        (
+            "PATIENT",
+            {"PatientID": "P1", "StudyInstanceUID": ""},
+            ["orth-1", "orth-2", "orth-3", "orth-4"],
+        ),
+        ("STUDY", {}, ["orth-1", "orth-2", "orth-3"]),
+        ("SERIES", {"SeriesInstanceUID": "1.2.2.2"}, ["orth-3"]),
+        # Orthanc passes the IMAGE level as its resource type, INSTANCE
+        ("INSTANCE", {"SOPInstanceUID": "1.2.3.2"}, ["orth-2"]),
+    ],
+)
+def test_c_move_at_every_level_as_orthanc_names_it(
+    sdk: DimseSdk, plugin: ArchivePlugin, level: str, keys: dict[str, str], sent: list[str]
+) -> None:
+    sdk.move_callback(**move_request(Level=level, **keys))
+    assert sdk.posts[0][1]["Resources"] == sent
+
+
+@pytest.mark.parametrize("level", ["FRAME", ""])
+def test_c_move_at_an_unknown_level_fails_with_a_reason(
+    sdk: DimseSdk, plugin: ArchivePlugin, level: str
+) -> None:
+    with pytest.raises(InvalidInput):
+        sdk.move_callback(**move_request(Level=level))
+    assert sdk.posts == []
+    record = audit(plugin)[-1]
+    assert (record["outcome"], record["detail"]["reason"]) == (4, "unknown level")
+    assert any("Query/Retrieve Level" in m for m in sdk.warnings)
+
+
 def test_multi_valued_keys_are_split(sdk: DimseSdk, plugin: ArchivePlugin) -> None:
-    sdk.move_callback(**move_request(Level="IMAGE", StudyInstanceUID="",
+    sdk.move_callback(**move_request(Level="INSTANCE", StudyInstanceUID="",
                                      SOPInstanceUID="1.2.3.1\\1.2.3.5\\1.2.3.4"))  # fmt: skip
     assert sdk.posts[0][1]["Resources"] == ["orth-1", "orth-4"]  # not B's 1.2.3.5
     assert {r["study_uid"] for r in audit(plugin)} == {"1.2.1.1", "1.2.1.2"}

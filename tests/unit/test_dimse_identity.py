@@ -253,6 +253,27 @@ def test_orthancs_refusal_lines_become_refusals() -> None:
     assert "WRONG" in found[2].reason and "certificate verify failed" in found[3].reason
 
 
+GET_LINES = """\
+W1207 16:20:01.000000 main.cpp:415] DICOM authorization rejected for AET HOSPA on IP 127.0.0.1: \
+The DICOM command Get is not allowed for this modality according to configuration option \
+"DicomModalities"
+W1207 16:20:01.000001 CommandDispatcher.cpp:828] Rejected Get request from remote DICOM \
+modality with AET "HOSPA" and hostname "127.0.0.1"
+W1207 16:20:02.000000 main.cpp:404] DICOM authorization rejected for AET STRANGER on IP \
+127.0.0.1: This AET is not listed in configuration option "DicomModalities"
+W1207 16:20:02.000001 CommandDispatcher.cpp:828] Rejected Get request from remote DICOM \
+modality with AET "STRANGER" and hostname "127.0.0.1"
+"""
+
+
+def test_a_refused_c_get_is_told_to_use_c_move_or_wado_rs() -> None:
+    parser = RefusalParser()
+    off, stranger = [r for line in GET_LINES.splitlines() if (r := parser.feed(line))]
+    assert (off.calling_ae, off.service) == ("HOSPA", "C-GET")
+    assert "dicom_allow_get" in off.reason and "C-MOVE" in off.reason
+    assert stranger.reason.startswith("AE title not registered")  # not the C-GET advice
+
+
 def test_the_auditor_follows_the_log_from_where_it_was(tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 

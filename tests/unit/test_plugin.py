@@ -328,6 +328,51 @@ def test_a_re_send_keeps_the_instance_and_records_both_senders(
     ]
 
 
+def test_a_re_send_in_another_syntax_and_header_leaves_the_index_on_the_stored_copy(
+    sdk: FakeSdk, plugin: ArchivePlugin
+) -> None:
+    """The same SOP instance sent again as RLE with a changed SeriesDescription: Orthanc
+    keeps the first copy (OverwriteInstances false), so the index keeps describing it."""
+    plugin.catalog.add_institution("Hospital A", "HOSPA")
+    first = Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes()
+    rle = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm", download=False))
+    rle.SeriesDescription = "corrected later"
+    buffer = io.BytesIO()
+    rle.save_as(buffer, enforce_file_format=True)
+    sop = str(rle.SOPInstanceUID)
+    _store(sdk, "att-1", first, "HOSPA")
+    _store(sdk, "att-2", buffer.getvalue(), "HOSPA")
+    assert sdk.storage is not None
+    sdk.storage[2]("att-2", CONTENT_DICOM)  # Orthanc drops the duplicate's file
+    Indexer(plugin.catalog).drain()
+    rec = plugin.catalog.instance(sop)
+    assert rec is not None and rec.attachment_uuid == "att-1"
+    assert rec.transfer_syntax == "1.2.840.10008.1.2.1"  # the stored file's, not RLE
+    with plugin.catalog.engine.connect() as conn:
+        described = conn.exec_driver_sql(
+            "select description from series where series_uid = ?", (str(rle.SeriesInstanceUID),)
+        ).scalar_one()
+    assert described is None  # MR_small.dcm has no SeriesDescription
+    assert plugin.catalog.sources_of(sop) == [("Hospital A", "dimse", "HOSPA")]
+
+
+def test_a_re_send_after_the_first_copy_was_deleted_is_indexed_anew(
+    sdk: FakeSdk, plugin: ArchivePlugin
+) -> None:
+    first = Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes()
+    again = Path(get_testdata_file("MR_small_RLE.dcm", download=False)).read_bytes()
+    sop = str(pydicom.dcmread(io.BytesIO(again)).SOPInstanceUID)
+    _store(sdk, "att-1", first, None)
+    Indexer(plugin.catalog).drain()
+    assert sdk.storage is not None
+    sdk.storage[2]("att-1", CONTENT_DICOM)  # deleted
+    _store(sdk, "att-2", again, None)
+    Indexer(plugin.catalog).drain()
+    rec = plugin.catalog.instance(sop)
+    assert rec is not None and rec.attachment_uuid == "att-2"
+    assert rec.transfer_syntax == "1.2.840.10008.1.2.5"
+
+
 def test_a_rest_upload_is_local_and_has_no_sender(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     data = _ct_bytes()
     sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)

@@ -137,7 +137,9 @@ def worklist_search(
         # a grant revoked between the two statements: the study is off the list now
         if entry is not None:
             answer.append(dict(sorted({**dataset, **private_block(entry)}.items())))
-    return answer, query.ignored
+    # the worklist answers from the catalog only: attributes read from the headers by a
+    # QIDO-RS search (dicomweb/includefield.py) are named in the Warning instead
+    return answer, query.ignored + query.header_fields
 
 
 async def worklist_response(

@@ -26,6 +26,7 @@ from dicomweb.blobcache import ContentCache
 from dicomweb.metacache import metadata_body
 from dicomweb.query import Query
 from dicomweb.search import StoredInstance
+from security.errors import NotFound
 
 __all__ = ["add_header_fields", "needs_headers"]
 
@@ -82,10 +83,12 @@ def add_header_fields(
     uids = [str(r[uid_tag]["Value"][0]) for r in results if r.get(uid_tag, {}).get("Value")]
     if not uids:
         return results
-    chosen = _representatives(blobs, query.level, uids)
-    items = list(chosen.values())
-    documents = json.loads(metadata_body(blobs, cache, items, base_url)) if items else []
-    by_uid = dict(zip(chosen, documents, strict=True))
+    by_uid: dict[str, dict[str, Any]] = {}
+    for uid, item in _representatives(blobs, query.level, uids).items():
+        try:
+            (by_uid[uid],) = json.loads(metadata_body(blobs, cache, [item], base_url))
+        except NotFound:
+            continue  # deleted since the search ran: nothing more to say about it
     every = query.include_all and query.level == Level.INSTANCE
     answered = []
     for result in results:

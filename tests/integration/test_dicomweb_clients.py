@@ -332,6 +332,10 @@ def test_qido_and_metadata_answer_xml_with_the_json_values(
             as_json = gw.get(path).json()
             for accept in (XML_ACCEPT, "application/dicom+xml"):
                 _compare(_xml_parts(gw.get(path, Accept=accept)), as_json)
+    # nothing found: no parts to send (a multipart needs one), so 204; JSON stays []
+    nobody = f"/studies?PatientID={unique_id('NOBODY')}"
+    assert gw.get(nobody, Accept=XML_ACCEPT).status_code == 204
+    assert gw.get(nobody).json() == []
     # person names by component (PS3.19 A.1.5)
     answer = gw.get(f"/studies?PatientID={japanese.PatientID}", Accept=XML_ACCEPT)
     part = multipart_parts(answer.content, answer.headers["Content-Type"])[0]

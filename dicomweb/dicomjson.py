@@ -1,11 +1,10 @@
 """Render catalog values as the DICOM JSON Model (PS3.18 Annex F).
 
 Keys are 8 upper-case hex digits; each element has ``vr`` and, when it has a value,
-``Value`` (always an array). PN values are objects with ``Alphabetic``, ``Ideographic`` and
-``Phonetic`` component groups (F.2.2), converted by pydicom as WADO-RS metadata is; IS, DS,
-US and the
-other numeric VRs are JSON numbers (F.2.3). An attribute without a value is rendered with
-its ``vr`` only, which is how QIDO-RS says "known, empty".
+``Value`` (always an array). PN values are objects with ``Alphabetic``, ``Ideographic``
+and ``Phonetic`` component groups (F.2.2), converted by pydicom as WADO-RS metadata is;
+IS, DS, US and the other numeric VRs are JSON numbers (F.2.3). An attribute without a
+value is rendered with its ``vr`` only, which is how QIDO-RS says "known, empty".
 """
 
 from __future__ import annotations

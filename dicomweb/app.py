@@ -34,6 +34,7 @@ sees is limited to the studies of the token's institution (``sharing.api``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -47,8 +48,10 @@ from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.delete import delete_series, delete_study
+from dicomweb.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
 from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
 from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
+from dicomweb.includefield import add_header_fields, needs_headers
 from dicomweb.login import authorize_form, authorize_login
 from dicomweb.metacache import metadata_body
 from dicomweb.metrics import GatewayMetrics
@@ -76,9 +79,11 @@ from dicomweb.query import parse_query
 from dicomweb.rendered import (
     THUMBNAIL_VIEWPORT,
     negotiate_image,
+    negotiate_rendered_many,
     rendered_params,
     representative,
     send_rendered,
+    send_rendered_first,
     send_rendered_many,
 )
 from dicomweb.search import StoredInstance, instances_to_retrieve, search
@@ -124,6 +129,7 @@ METADATA_CACHE: web.AppKey[ContentCache] = web.AppKey("metadata_cache", ContentC
 async def _search(
     request: web.Request, level: Level, study: str | None, series: str | None
 ) -> web.Response:
+    media = negotiate_dataset_media(request.headers.get("Accept"), "QIDO-RS")
     principal = await authorize(request, request.app[VALIDATOR], READ)
     view = request.app[VIEW]
     query = parse_query(
@@ -137,6 +143,15 @@ async def _search(
     results = await asyncio.to_thread(
         search, catalog, query, principal.institution, view.dicomweb_root
     )
+    if results and needs_headers(query):
+        results = await asyncio.to_thread(
+            add_header_fields,
+            request.app[BLOBS],
+            request.app[METADATA_CACHE],
+            query,
+            results,
+            view.dicomweb_root,
+        )
     await audit(
         request,
         "query",
@@ -147,7 +162,7 @@ async def _search(
         study,
         {"level": level.name.lower(), "results": str(len(results))},
     )
-    return qido_response(results, query.ignored)
+    return qido_response(results, query.ignored, media)
 
 
 async def search_for_studies(request: web.Request) -> web.Response:
@@ -238,13 +253,17 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
 
 
 async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
+    media = negotiate_dataset_media(request.headers.get("Accept"), "WADO-RS metadata")
     items, record = await _reachable(request, what, "instances-accessed", "metadata")
     root = request.app[VIEW].dicomweb_root
     body = await asyncio.to_thread(
         metadata_body, request.app[BLOBS], request.app[METADATA_CACHE], items, root
     )
     await record()
-    return web.Response(body=body, content_type="application/dicom+json")
+    if media != DICOM_JSON:
+        # the XML is written from the very JSON the other answer sends (PS3.18 8.7.3)
+        return await asyncio.to_thread(dataset_response, json.loads(body), media)
+    return web.Response(body=body, content_type=DICOM_JSON)
 
 
 async def retrieve_study_metadata(request: web.Request) -> web.Response:
@@ -329,10 +348,11 @@ async def _render(request: web.Request, what: str, thumbnail: bool) -> web.Strea
 
 
 async def _render_many(request: web.Request, what: str) -> web.StreamResponse:
-    media_type = negotiate_image(request.headers.get("Accept"))
+    media_type, multipart = negotiate_rendered_many(request.headers.get("Accept"))
     params = rendered_params(request.query, default_viewport=None)
     items, record = await _reachable(request, what, "instances-accessed", "rendered")
-    response, _sent = await send_rendered_many(
+    send = send_rendered_many if multipart else send_rendered_first
+    response, _sent = await send(
         request, request.app[ORTHANC], items, media_type=media_type, params=params
     )
     await record()
@@ -340,7 +360,8 @@ async def _render_many(request: web.Request, what: str) -> web.StreamResponse:
 
 
 async def retrieve_study_rendered(request: web.Request) -> web.StreamResponse:
-    """WADO-RS rendered study: every renderable instance, by Orthanc, multipart."""
+    """WADO-RS rendered study (PS3.18 10.4.1.1.4), by Orthanc: one image (the first
+    renderable instance) for an image type, every instance for a multipart Accept."""
     return await _render_many(request, "study")
 
 

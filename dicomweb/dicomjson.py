@@ -1,9 +1,10 @@
 """Render catalog values as the DICOM JSON Model (PS3.18 Annex F).
 
 Keys are 8 upper-case hex digits; each element has ``vr`` and, when it has a value,
-``Value`` (always an array). PN values are objects with ``Alphabetic``; IS, DS, US and the
-other numeric VRs are JSON numbers (F.2.3). An attribute without a value is rendered with
-its ``vr`` only, which is how QIDO-RS says "known, empty".
+``Value`` (always an array). PN values are objects with ``Alphabetic``, ``Ideographic``
+and ``Phonetic`` component groups (F.2.2), converted by pydicom as WADO-RS metadata is;
+IS, DS, US and the other numeric VRs are JSON numbers (F.2.3). An attribute without a
+value is rendered with its ``vr`` only, which is how QIDO-RS says "known, empty".
 """
 
 from __future__ import annotations
@@ -11,14 +12,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pydicom.dataelem import DataElement
+
 __all__ = ["element", "NUMERIC_VRS"]
 
 NUMERIC_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"})
 
 
+_PN_TAG = 0x00100010  # any PN tag: the conversion depends on the VR only
+
+
+def _person_names(values: list[Any]) -> list[Any]:
+    """PN values as F.2.2 objects: ``A=I=P`` splits into its three component groups,
+    by pydicom's converter, the one metadata uses (dicomweb/metadata.py)."""
+    names = [str(v) for v in values]
+    document = DataElement(_PN_TAG, "PN", names).to_json_dict(
+        bulk_data_element_handler=None, bulk_data_threshold=1024
+    )
+    return list(document.get("Value", []))
+
+
 def _one(vr: str, value: Any) -> Any:
-    if vr == "PN":
-        return {"Alphabetic": str(value)}
     if vr in NUMERIC_VRS:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value
@@ -34,6 +48,8 @@ def element(vr: str, value: Any) -> dict[str, Any]:
     --------
     >>> element("PN", "Doe^Jane")
     {'vr': 'PN', 'Value': [{'Alphabetic': 'Doe^Jane'}]}
+    >>> element("PN", "Yamada^Tarou=山田^太郎")
+    {'vr': 'PN', 'Value': [{'Alphabetic': 'Yamada^Tarou', 'Ideographic': '山田^太郎'}]}
     >>> element("IS", "3")
     {'vr': 'IS', 'Value': [3]}
     >>> element("DA", None)
@@ -46,5 +62,5 @@ def element(vr: str, value: Any) -> dict[str, Any]:
         values = [v for v in value if v is not None and v != ""]
     else:
         values = [value]
-    rendered = [_one(vr, v) for v in values]
+    rendered = _person_names(list(values)) if vr == "PN" else [_one(vr, v) for v in values]
     return {"vr": vr, "Value": rendered} if rendered else {"vr": vr}

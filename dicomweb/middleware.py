@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 
 from dicomweb.auditing import REQUEST_ID, audit
+from dicomweb.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.orthanc import OrthancError
 from security.errors import (
@@ -66,10 +67,13 @@ _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (
 _EXPOSED = "Content-Type, Content-Location, Warning, X-Request-Id, WWW-Authenticate"
 
 
-def qido_response(results: Any, ignored: Sequence[str] = ()) -> web.Response:
-    """A QIDO-RS answer; matching keys the query could not use are named in a Warning
+def qido_response(
+    results: Any, ignored: Sequence[str] = (), media: str = DICOM_JSON
+) -> web.Response:
+    """A QIDO-RS answer in ``media`` (DICOM JSON, or multipart XML: dicomweb/dicomxml.py);
+    matching keys and return attributes the query could not use are named in a Warning
     (PS3.18: a 299 warning rather than an error)."""
-    response = web.json_response(results, content_type="application/dicom+json")
+    response = dataset_response(results, media)
     if ignored:
         names = ", ".join(sorted(set(ignored)))
         response.headers["Warning"] = f'299 vna "not supported, ignored: {names}"'

@@ -19,6 +19,7 @@ Matching supported:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class Query:
     study_uid: str | None = None
     series_uid: str | None = None
     ignored: tuple[str, ...] = ()
+    # includefield attributes the catalog does not index (8 upper-case hex digits), read
+    # from the stored headers of the page of results (dicomweb/includefield.py)
+    header_fields: tuple[str, ...] = ()
+    include_all: bool = False
 
 
 def _split_list(value: str) -> list[str]:
@@ -133,6 +138,7 @@ def parse_query(
     """
     conditions: dict[str, Condition] = {}
     includes: list[Attribute] = []
+    header_fields: list[str] = []
     include_all = False
     ignored: list[str] = []
     limit, offset = max_results, 0
@@ -153,8 +159,10 @@ def parse_query(
                     include_all = True
                 elif (attr := lookup(item)) is not None:
                     includes.append(attr)
+                elif (tag := _header_tag(item)) is not None:
+                    header_fields.append(tag)
                 elif _is_tag_path(item):
-                    ignored.append(item)
+                    ignored.append(item)  # a path into a sequence: not answered
                 else:
                     raise InvalidInput(f"includefield names an unknown attribute {item!r}")
         elif (attr := lookup(key)) is not None:
@@ -180,7 +188,26 @@ def parse_query(
         study_uid=study_uid,
         series_uid=series_uid,
         ignored=tuple(ignored),
+        header_fields=tuple(dict.fromkeys(header_fields)),
+        include_all=include_all,
     )
+
+
+@functools.cache
+def _keywords() -> dict[str, int]:
+    from pydicom.datadict import keyword_dict
+
+    return {keyword.lower(): tag for keyword, tag in keyword_dict.items() if keyword}
+
+
+def _header_tag(key: str) -> str | None:
+    """The tag of a single attribute (keyword in any case, as catalog attributes are
+    looked up, or 8 hex digits) as 8 upper-case hex digits; None for anything else (a
+    sequence path, an unknown keyword)."""
+    if len(key) == 8 and all(c in "0123456789abcdefABCDEF" for c in key):
+        return key.upper()
+    tag = _keywords().get(key.lower())
+    return None if tag is None else f"{tag:08X}"
 
 
 def _is_tag_path(key: str) -> bool:

@@ -2,6 +2,11 @@
 
 Rendering needs decoding, windowing and image encoding, which Orthanc's DICOMweb plugin
 does; the gateway decides access, picks the instance and streams the image through.
+
+A rendered study or series asked for as an image type (``image/jpeg``: what
+dicomweb-client's ``retrieve_series_rendered`` sends) is one image, the first renderable
+instance, as Orthanc's DICOMweb plugin answers; ``multipart/related; type="image/jpeg"``
+gets every renderable instance, one part each.
 Paths sent to Orthanc are built from catalog UIDs, never from the request path.
 """
 
@@ -21,10 +26,16 @@ from security.errors import InvalidInput, NotFound
 __all__ = [
     "THUMBNAIL_VIEWPORT",
     "negotiate_image",
+    "negotiate_rendered_many",
     "rendered_params",
     "representative",
     "send_rendered",
+    "send_rendered_first",
+    "send_rendered_many",
 ]
+# a rendered study or series as one image tries at most this many instances (an SR or a
+# SEG Orthanc cannot draw is skipped) before answering 406
+FIRST_ATTEMPTS = 16
 
 THUMBNAIL_VIEWPORT = "128,128"
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
@@ -32,6 +43,25 @@ _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
 _PASSED = ("viewport", "quality", "window")
 _NUMBER_CHARS = frozenset("0123456789.,-")
 _WINDOW_CHARS = _NUMBER_CHARS | frozenset("linearsigmoidLINEARSIGMOID_")
+
+
+def _offers(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """The media ranges of ``Accept`` with q > 0, best first (ties in the client's order),
+    each with its parameters (names lower-cased, quotes removed)."""
+    offers = []
+    for position, item in enumerate(accept.split(",")):
+        media, *rest = (p.strip() for p in item.split(";"))
+        params = {}
+        for param in rest:
+            name, _, value = param.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            quality = 0.0
+        if quality > 0:
+            offers.append((-quality, position, media.lower(), params))
+    return [(media, params) for _q, _p, media, params in sorted(offers, key=lambda o: o[:2])]
 
 
 def negotiate_image(accept: str | None) -> str:
@@ -44,25 +74,41 @@ def negotiate_image(accept: str | None) -> str:
     """
     if not accept:
         return "image/jpeg"
-    offers = []
-    for position, item in enumerate(accept.split(",")):
-        media, *params = (p.strip() for p in item.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            offers.append((-quality, position, media.lower()))
-    for _q, _p, media in sorted(offers):
+    for media, _params in _offers(accept):
         if media in _IMAGE_TYPES:
             return media
         if media in ("*/*", "image/*"):
             return "image/jpeg"
     raise web.HTTPNotAcceptable(text="rendered images are image/jpeg, image/png or image/gif")
+
+
+def negotiate_rendered_many(accept: str | None) -> tuple[str, bool]:
+    """The image type for a rendered study or series, and whether to answer multipart.
+
+    ``multipart/related; type="image/..."`` asks for every instance rendered; a bare image
+    type (or ``*/*``, or no Accept) for one image, as dicomweb-client's
+    ``retrieve_series_rendered`` and Orthanc's DICOMweb plugin expect.
+
+    Raises
+    ------
+    aiohttp.web.HTTPNotAcceptable
+        When the client accepts none of these.
+    """
+    if not accept:
+        return "image/jpeg", False
+    for media, params in _offers(accept):
+        if media == "multipart/related":
+            part = params.get("type", "").lower()
+            if part in _IMAGE_TYPES:
+                return part, True
+        elif media in _IMAGE_TYPES:
+            return media, False
+        elif media in ("*/*", "image/*"):
+            return "image/jpeg", False
+    raise web.HTTPNotAcceptable(
+        text="rendered studies and series are image/jpeg, image/png or image/gif (one image), "
+        'or multipart/related; type="image/jpeg" (or png, gif) for every instance'
+    )
 
 
 def rendered_params(query: Mapping[str, str], *, default_viewport: str | None) -> dict[str, str]:
@@ -160,3 +206,28 @@ async def send_rendered_many(
     await response.write(f"--{boundary}--\r\n".encode())
     await response.write_eof()
     return response, sent
+
+
+async def send_rendered_first(
+    request: web.Request,
+    orthanc: OrthancClient,
+    items: Sequence[StoredInstance],
+    *,
+    media_type: str,
+    params: dict[str, str],
+) -> tuple[web.StreamResponse, int]:
+    """Rendered study or series as one image: the first instance (series by UID, then
+    Instance Number) that Orthanc can render, as Orthanc's DICOMweb plugin answers the
+    same resource; instances that cannot be rendered (SR, ...) are skipped."""
+    for item in items[:FIRST_ATTEMPTS]:
+        status, _headers, body = await orthanc.request(
+            "GET",
+            "/dicom-web" + instance_path(item) + "/rendered",
+            headers={"Accept": media_type},
+            params=params,
+        )
+        if status == 200:
+            return web.Response(body=body, headers={"Content-Type": media_type}), len(body)
+    raise web.HTTPNotAcceptable(
+        text=f"none of the first {FIRST_ATTEMPTS} instances here can be rendered as {media_type}"
+    )

@@ -77,6 +77,9 @@ CHUNK_BYTES = 256 * 1024
 # a part stays in memory up to this size; all parts of a request together up to the second
 MEMORY_PART_BYTES = 16 * 1024 * 1024
 MEMORY_REQUEST_BYTES = 64 * 1024 * 1024
+# RFC 2046 caps boundaries at 70 characters, but Orthanc's DICOMweb plugin (1.7 at least)
+# sends 73: be liberal, yet bounded, since the parser scans every chunk for the boundary
+MAX_BOUNDARY = 200
 
 # DICOM JSON tags of the Store Instances Response (PS3.18 Annex I)
 RETRIEVE_URL = "00081190"
@@ -184,8 +187,25 @@ def check_content_type(value: str | None) -> None:
     boundary = mime.parameters.get("boundary")
     if not boundary:
         raise InvalidInput(f"the multipart Content-Type has no boundary: {expected}")
-    if len(boundary) > 70:
-        raise InvalidInput("the multipart boundary is longer than 70 characters (RFC 2046)")
+    if len(boundary) > MAX_BOUNDARY:
+        raise InvalidInput(
+            f"the multipart boundary is longer than {MAX_BOUNDARY} characters: "
+            "use a boundary of at most 70 (RFC 2046)"
+        )
+
+
+class _LiberalMultipartReader(MultipartReader):
+    """aiohttp's reader, with boundaries up to ``MAX_BOUNDARY`` characters: its own stops
+    at RFC 2046's 70, which refuses every STOW-RS from Orthanc's DICOMweb plugin.
+
+    The length was checked by :func:`check_content_type` before the reader is made.
+    """
+
+    def _get_boundary(self) -> str:
+        boundary = parse_mimetype(self.headers[hdrs.CONTENT_TYPE]).parameters["boundary"]
+        if len(boundary) > MAX_BOUNDARY:
+            raise ValueError(f"the boundary is longer than {MAX_BOUNDARY} characters")
+        return boundary
 
 
 def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
@@ -251,7 +271,7 @@ async def receive_parts(request: web.Request, limits: StowLimits) -> list[Receiv
     limits.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     budget = _Budget(limits)
     try:
-        reader = MultipartReader(request.headers, request.content)
+        reader = _LiberalMultipartReader(request.headers, request.content)
         index = 0
         while True:
             part = await reader.next()

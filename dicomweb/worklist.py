@@ -49,6 +49,7 @@ from archive.api import Catalog, studies
 from dicomweb.attributes import Level
 from dicomweb.auditing import audit
 from dicomweb.dicomjson import element
+from dicomweb.dicomxml import negotiate_dataset_media
 from dicomweb.middleware import qido_response
 from dicomweb.query import parse_query
 from dicomweb.search import search
@@ -137,7 +138,9 @@ def worklist_search(
         # a grant revoked between the two statements: the study is off the list now
         if entry is not None:
             answer.append(dict(sorted({**dataset, **private_block(entry)}.items())))
-    return answer, query.ignored
+    # the worklist answers from the catalog only: attributes read from the headers by a
+    # QIDO-RS search (dicomweb/includefield.py) are named in the Warning instead
+    return answer, query.ignored + query.header_fields
 
 
 async def worklist_response(
@@ -154,6 +157,7 @@ async def worklist_response(
     max_results : int
         The QIDO-RS limit (``gateway.qido_max_results``).
     """
+    media = negotiate_dataset_media(request.headers.get("Accept"), "the worklist")
     results, ignored = await asyncio.to_thread(
         worklist_search,
         catalog,
@@ -172,7 +176,7 @@ async def worklist_response(
         None,
         {"level": "study", "worklist": "true", "results": str(len(results))},
     )
-    return qido_response(results, ignored)
+    return qido_response(results, ignored, media)
 
 
 class OpenedStudies:

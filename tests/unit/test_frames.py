@@ -30,7 +30,7 @@ from dicomweb.pixels import (
     negotiate_frames,
     parse_frame_list,
 )
-from dicomweb.rendered import negotiate_image, rendered_params
+from dicomweb.rendered import negotiate_image, negotiate_rendered_many, rendered_params
 from dicomweb.search import StoredInstance
 from dicomweb.wado_uri import parse_wado_uri
 from security.errors import InvalidInput, NotFound
@@ -221,6 +221,31 @@ def test_negotiate_image_and_rendered_parameters() -> None:
     for bad in ({"quality": "0"}, {"quality": "101"}, {"viewport": "a/../b"}):
         with pytest.raises(InvalidInput):
             rendered_params(bad, default_viewport=None)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, ("image/jpeg", False)),  # dicomweb-client without media types
+        ("image/jpeg", ("image/jpeg", False)),  # dicomweb-client, Orthanc's plugin
+        ("image/*", ("image/jpeg", False)),
+        ("image/png, image/jpeg", ("image/png", False)),
+        ('multipart/related; type="image/jpeg"', ("image/jpeg", True)),
+        ("multipart/related; type=image/png", ("image/png", True)),
+        ('multipart/related; type="image/png";q=0.5, image/gif', ("image/gif", False)),
+        ('multipart/related; type="application/dicom", */*', ("image/jpeg", False)),
+    ],
+)
+def test_a_rendered_study_or_series_is_one_image_unless_a_multipart_is_asked_for(
+    accept: str | None, expected: tuple[str, bool]
+) -> None:
+    assert negotiate_rendered_many(accept) == expected
+
+
+def test_a_rendered_study_refuses_what_it_cannot_render() -> None:
+    with pytest.raises(web.HTTPNotAcceptable) as caught:
+        negotiate_rendered_many('application/dicom, multipart/related; type="video/mp4"')
+    assert "multipart/related" in (caught.value.text or "")
 
 
 def test_wado_uri_parameters() -> None:

@@ -203,6 +203,24 @@ def test_invalid_queries(params: dict[str, str]) -> None:
         parse_query(params.items(), level)
 
 
+def test_unindexed_includefields_are_read_from_headers_and_paths_are_reported() -> None:
+    query = parse_query(
+        [
+            ("includefield", "InstitutionName,00101030"),
+            ("includefield", "00091001"),  # private: by tag
+            ("includefield", "institutionname"),  # a keyword in any case is the catalog's only
+            ("includefield", "ReferencedImageSequence.ReferencedSOPInstanceUID"),
+            ("includefield", "StudyDescription"),  # indexed: from the catalog
+        ],
+        Level.STUDY,
+    )
+    assert query.header_fields == ("00080080", "00101030", "00091001")
+    assert query.ignored == ("ReferencedImageSequence.ReferencedSOPInstanceUID",)
+    assert "00081030" in {a.tag for a in query.returned}
+    assert not query.include_all
+    assert parse_query([("includefield", "all")], Level.INSTANCE).include_all
+
+
 def test_unsupported_but_valid_keys_are_reported(cat: Catalog) -> None:
     query = parse_query([("BodyPartExamined", "CHEST"), ("fuzzymatching", "true")], Level.STUDY)
     assert set(query.ignored) == {"BodyPartExamined", "fuzzymatching"}
@@ -221,6 +239,32 @@ def test_limit_zero_means_the_server_maximum(cat: Catalog) -> None:
     ("vr", "value", "expected"),
     [
         ("PN", "Doe^Jane", {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}),
+        # component groups (PS3.18 F.2.2), as WADO-RS metadata renders them
+        (
+            "PN",
+            "Yamada^Tarou=山田^太郎=やまだ^たろう",
+            {
+                "vr": "PN",
+                "Value": [
+                    {
+                        "Alphabetic": "Yamada^Tarou",
+                        "Ideographic": "山田^太郎",
+                        "Phonetic": "やまだ^たろう",
+                    }
+                ],
+            },
+        ),
+        (
+            "PN",
+            ["Wang^XiaoDong=王^小東", "Doe^J"],
+            {
+                "vr": "PN",
+                "Value": [
+                    {"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小東"},
+                    {"Alphabetic": "Doe^J"},
+                ],
+            },
+        ),
         ("IS", "12", {"vr": "IS", "Value": [12]}),
         ("US", 64, {"vr": "US", "Value": [64]}),
         ("DS", "1.5", {"vr": "DS", "Value": [1.5]}),

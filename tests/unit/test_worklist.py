@@ -243,6 +243,9 @@ def test_the_worklist_search_is_a_qido_study_search(cat: Catalog, grants: Grants
     assert uids([("PatientName", "doe^p*")]) == ["1.2.1.1", "1.2.1.2", "1.2.1.3"]
     assert uids([("StudyDate", "20240102-")]) == ["1.2.1.2", "1.2.1.3"]
     assert uids([("limit", "1"), ("offset", "1")]) == ["1.2.1.2"]
+    # attributes a QIDO-RS search reads from the headers are named as ignored here
+    _results, ignored = worklist_search(cat, [("includefield", "InstitutionName")], C, root, 100)
+    assert ignored == ("00080080",)
     assert uids([("status", "new"), ("limit", "1"), ("offset", "1")]) == ["1.2.1.3"]
     assert uids([("StudyInstanceUID", "1.2.1.5")]) == []  # C's own study is not on it
     with pytest.raises(InvalidInput):

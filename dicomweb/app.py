@@ -231,7 +231,7 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     await record()
     zstd = request.app[VIEW].zstd_transfer and accepts_zstd(request.headers.get("Accept-Encoding"))
     response, sent = await stream_instances(
-        request, items, request.app[READER], accepted, zstd=zstd
+        request, items, request.app[READER], accepted, zstd=zstd, orthanc=request.app[ORTHANC]
     )
     request.app[METRICS].bytes_sent.inc(sent)
     return response
@@ -263,7 +263,8 @@ async def retrieve_instance_metadata(request: web.Request) -> web.Response:
 
 
 async def retrieve_study(request: web.Request) -> web.StreamResponse:
-    """WADO-RS study retrieval (PS3.18 10.4), stored transfer syntax, streamed."""
+    """WADO-RS study retrieval (PS3.18 10.4), streamed: as stored when the client accepts
+    the stored transfer syntax, else converted (Explicit VR Little Endian by default)."""
     return await _retrieve(request, "study")
 
 
@@ -286,7 +287,12 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     items, record = await _reachable(request, "instance", "instances-transferred", "frames")
     numbers = parse_frame_list(request.match_info["frames"])
     response, sent = await send_frames(
-        request, request.app[BLOBS], request.app[ORTHANC], items[0], numbers
+        request,
+        request.app[BLOBS],
+        request.app[ORTHANC],
+        items[0],
+        numbers,
+        request.app[VIEW].dicomweb_root,
     )
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
@@ -297,11 +303,11 @@ async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
     """WADO-RS bulk data (PS3.18 10.4.1.1.5), the URIs metadata hands out."""
     items, record = await _reachable(request, "instance", "instances-transferred", "bulkdata")
     path = request.match_info["path"].upper()
-    blobs, orthanc = request.app[BLOBS], request.app[ORTHANC]
+    blobs, orthanc, root = request.app[BLOBS], request.app[ORTHANC], request.app[VIEW].dicomweb_root
     if path == PIXEL_DATA_PATH:
-        response, sent = await send_pixel_data(request, blobs, orthanc, items[0])
+        response, sent = await send_pixel_data(request, blobs, orthanc, items[0], root)
     else:
-        response, sent = await send_bulk_value(request, blobs, items[0], path)
+        response, sent = await send_bulk_value(request, blobs, items[0], path, root)
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
     return response

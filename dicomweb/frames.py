@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 
 from archive.api import AttachmentPart, BlobStore
 from dicomweb.middleware import STREAMING
+from dicomweb.multipart import MultipartParser, PartData, PartHeaders
 from dicomweb.orthanc import OrthancClient, OrthancError
 from dicomweb.pixels import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -48,6 +49,7 @@ __all__ = [
     "StoredImage",
     "instance_path",
     "open_image",
+    "public_location",
     "send_bulk_value",
     "send_frames",
     "send_pixel_data",
@@ -59,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 PIXEL_DATA_PATH = "7FE00010"
 _GEOMETRY_TAGS = ["Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames"]
+_ORTHANC_ROOT = "/dicom-web/"
 _BULK_PATH = re.compile(r"^[0-9A-Fa-f]{8}(/\d+/[0-9A-Fa-f]{8})*$")
 
 
@@ -204,8 +207,10 @@ async def _send_parts(
     produce: Callable[[int], bytes],
     count: int,
     content_type: str,
+    location: Callable[[int], str],
 ) -> tuple[web.StreamResponse, int]:
-    """Stream ``count`` bodies as multipart/related, reading the next while writing one."""
+    """Stream ``count`` bodies as multipart/related, reading the next while writing one;
+    part ``i`` carries ``Content-Location: location(i)`` (its public URL, PS3.18 8.7.1)."""
     boundary = secrets.token_hex(16)
     media = content_type.split(";")[0]
     response = web.StreamResponse(
@@ -214,6 +219,7 @@ async def _send_parts(
     # one body in hand, the next one read meanwhile
     bodies = ordered_prefetch(None, produce, range(count), [1] * count, 2)
     sent = 0
+    sent_parts = 0
     try:
         async for data in bodies:
             if not response.prepared:
@@ -223,8 +229,9 @@ async def _send_parts(
                 request[STREAMING] = True
             head = (
                 f"--{boundary}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n"
+                f"Content-Length: {len(data)}\r\nContent-Location: {location(sent_parts)}\r\n\r\n"
             )
+            sent_parts += 1
             await response.write(head.encode("ascii"))
             await response.write(data)
             await response.write(b"\r\n")
@@ -246,8 +253,12 @@ async def send_frames(
     orthanc: OrthancClient,
     item: StoredInstance,
     numbers: Sequence[int],
+    root: str,
 ) -> tuple[web.StreamResponse, int]:
-    """Answer a frames request (PS3.18 10.4.1.1.3); returns the response and bytes sent."""
+    """Answer a frames request (PS3.18 10.4.1.1.3); returns the response and bytes sent.
+
+    ``root`` is the public DICOMweb root: each part's Content-Location is the frame's URL
+    below it (never Orthanc's loopback address)."""
     image = await asyncio.to_thread(open_image, blobs, item)
     _check_frames(image, numbers)
     plan = negotiate_frames(request.headers.get("Accept"), image.syntax, len(numbers))
@@ -259,16 +270,27 @@ async def send_frames(
             else FramePlan(Plan.TRANSCODE, plan.media_type, plan.transfer_syntax, plan.multipart)
         )
         path = f"{instance_path(item)}/frames/{','.join(map(str, numbers))}"
-        return await _frames_from_orthanc(request, orthanc, path, wanted)
+        return await _frames_from_orthanc(request, orthanc, path, wanted, root)
     if not plan.multipart:
         data = await asyncio.to_thread(reader, numbers[0])
         response = web.Response(body=data, headers={"Content-Type": _part_type(plan)})
         return response, len(data)
-    return await _send_parts(request, lambda i: reader(numbers[i]), len(numbers), _part_type(plan))
+    frames = f"{root}{instance_path(item)}/frames/"
+    return await _send_parts(
+        request,
+        lambda i: reader(numbers[i]),
+        len(numbers),
+        _part_type(plan),
+        lambda i: f"{frames}{numbers[i]}",
+    )
 
 
 async def send_pixel_data(
-    request: web.Request, blobs: BlobStore, orthanc: OrthancClient, item: StoredInstance
+    request: web.Request,
+    blobs: BlobStore,
+    orthanc: OrthancClient,
+    item: StoredInstance,
+    root: str,
 ) -> tuple[web.StreamResponse, int]:
     """Pixel Data's bulk data URI: the native value as one octet-stream part, or every
     compressed frame as one part each (as the frames resource would send them)."""
@@ -277,7 +299,7 @@ async def send_pixel_data(
         raise NotFound(f"instance {item.sop_uid} has no pixel data")
     if image.encapsulated or not image.native or len(image.parts) < 2:
         frames = list(range(1, image.geometry.number_of_frames + 1))
-        return await send_frames(request, blobs, orthanc, item, frames)
+        return await send_frames(request, blobs, orthanc, item, frames, root)
     element_header = 8 if image.syntax == IMPLICIT_VR_LITTLE_ENDIAN else 12
     cache = _PartCache(blobs, image.parts)
     first = image.parts[1]
@@ -306,7 +328,8 @@ async def send_pixel_data(
     await response.write(
         (
             f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {length}\r\n\r\n"
+            f"Content-Length: {length}\r\n"
+            f"Content-Location: {root}{instance_path(item)}/bulkdata/{PIXEL_DATA_PATH}\r\n\r\n"
         ).encode("ascii")
     )
     for index in range(len(spans)):
@@ -340,7 +363,7 @@ def _bulk_value(header: Dataset, path: str) -> bytes:
 
 
 async def send_bulk_value(
-    request: web.Request, blobs: BlobStore, item: StoredInstance, path: str
+    request: web.Request, blobs: BlobStore, item: StoredInstance, path: str, root: str
 ) -> tuple[web.StreamResponse, int]:
     """A binary element of the header (other than Pixel Data) as one octet-stream part."""
 
@@ -350,7 +373,10 @@ async def send_bulk_value(
         return _bulk_value(ds, path)
 
     value = await asyncio.to_thread(read)
-    return await _send_parts(request, lambda _i: value, 1, "application/octet-stream")
+    location = f"{root}{instance_path(item)}/bulkdata/{path}"
+    return await _send_parts(
+        request, lambda _i: value, 1, "application/octet-stream", lambda _i: location
+    )
 
 
 async def stream_from_orthanc(
@@ -401,7 +427,7 @@ async def stream_from_orthanc(
 
 
 async def _frames_from_orthanc(
-    request: web.Request, orthanc: OrthancClient, path: str, plan: FramePlan
+    request: web.Request, orthanc: OrthancClient, path: str, plan: FramePlan, root: str
 ) -> tuple[web.StreamResponse, int]:
     accept = f'multipart/related; type="{plan.media_type}"; transfer-syntax={plan.transfer_syntax}'
 
@@ -415,9 +441,7 @@ async def _frames_from_orthanc(
         )
 
     if plan.multipart:
-        return await stream_from_orthanc(
-            request, orthanc, "/dicom-web" + path, accept=accept, refuse=refuse
-        )
+        return await _relay_parts(request, orthanc, "/dicom-web" + path, accept, refuse, root)
     # one frame asked for as a single part: unwrap Orthanc's one-part multipart answer
     status, headers, body = await orthanc.request(
         "GET", "/dicom-web" + path, headers={"Accept": accept}
@@ -431,6 +455,72 @@ async def _frames_from_orthanc(
     return web.Response(body=data, headers={"Content-Type": part_type or plan.media_type}), len(
         data
     )
+
+
+def public_location(value: str | None, root: str) -> str | None:
+    """Orthanc's Content-Location (``http://127.0.0.1:<its port>/dicom-web/...``, a
+    loopback address behind its own login) as the same resource below the public
+    ``root``; None (drop it) for anything that is not a DICOMweb URL."""
+    if not value:
+        return None
+    at = value.find(_ORTHANC_ROOT)
+    return None if at < 0 else root + value[at + len(_ORTHANC_ROOT) - 1 :]
+
+
+async def _relay_parts(
+    request: web.Request,
+    orthanc: OrthancClient,
+    path: str,
+    accept: str,
+    refuse: Callable[[int, str], Exception],
+    root: str,
+) -> tuple[web.StreamResponse, int]:
+    """Stream Orthanc's multipart answer to ``path`` through, part by part, with the part
+    headers rewritten: Content-Type and Content-Length kept, Content-Location moved to the
+    public ``root`` (:func:`public_location`), anything else dropped."""
+    try:
+        async with orthanc.session.get(
+            path, headers={"Accept": accept, "Accept-Encoding": "identity"}
+        ) as upstream:
+            content_type = upstream.headers.get("Content-Type", "")
+            match = re.search(r'boundary="?([^";]+)"?', content_type)
+            if upstream.status != 200 or match is None:
+                text = (await upstream.read())[:500].decode("utf-8", "replace")
+                logger.info("Orthanc answered %d to GET %s: %s", upstream.status, path, text)
+                raise refuse(upstream.status, text)
+            boundary = match.group(1)
+            parser = MultipartParser(boundary)
+            response = web.StreamResponse(headers={"Content-Type": content_type})
+            await response.prepare(request)
+            request[STREAMING] = True
+            sent = 0
+            first = True
+            async for chunk in upstream.content.iter_chunked(256 * 1024):
+                for event in parser.feed(chunk):
+                    if isinstance(event, PartHeaders):
+                        head = "" if first else "\r\n"
+                        head += f"--{boundary}\r\n"
+                        for name in ("content-type", "content-length"):
+                            if name in event.headers:
+                                head += f"{name.title()}: {event.headers[name]}\r\n"
+                        location = public_location(event.headers.get("content-location"), root)
+                        if location is not None:
+                            head += f"Content-Location: {location}\r\n"
+                        await response.write(f"{head}\r\n".encode("latin-1"))
+                        first = False
+                    elif isinstance(event, PartData):
+                        await response.write(event.data)
+                        sent += len(event.data)
+            if not parser.done:
+                # Orthanc's answer broke off: so does ours, without a closing delimiter
+                raise OrthancError("Orthanc's multipart answer ended early")
+            await response.write(f"\r\n--{boundary}--\r\n".encode("ascii"))
+            await response.write_eof()
+            return response, sent
+    except aiohttp.ClientError as exc:
+        if request.get(STREAMING):
+            raise
+        raise OrthancError(f"Orthanc is not reachable ({exc.__class__.__name__})") from exc
 
 
 def split_multipart(content_type: str, body: bytes) -> Iterator[tuple[str, bytes]]:

@@ -291,6 +291,14 @@ async def _transcoded(orthanc: OrthancClient, item: StoredInstance, syntax: str)
     return data
 
 
+def _by_orthanc(item: StoredInstance, target: str | None) -> bool:
+    """Whether converting ``item`` to ``target`` takes Orthanc (all but Implicit VR
+    Little Endian to Explicit VR Little Endian, done here)."""
+    if target is None:
+        return False
+    return (item.transfer_syntax, target) != (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
+
+
 def _explicit(reader: InstanceReader, planned: PlannedInstance) -> list[bytes | memoryview]:
     parts = planned.parts
     if parts is None:  # still in the write-behind journal
@@ -320,10 +328,7 @@ async def _send_converted(
         if target is None:
             stored = await loop.run_in_executor(reader.executor, reader.read, planned)
             return item.transfer_syntax or "", list(stored)
-        if (
-            item.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-            and target == EXPLICIT_VR_LITTLE_ENDIAN
-        ):
+        if not _by_orthanc(item, target):
             try:
                 return target, await loop.run_in_executor(
                     reader.executor, _explicit, reader, planned
@@ -340,7 +345,13 @@ async def _send_converted(
         status=200,
         headers={"Content-Type": f'multipart/related; type="{_DICOM}"; boundary={boundary}'},
     )
-    weights = [planned.size or (1 << 20) for planned in plan]
+    # a conversion by Orthanc weighs the whole read-ahead: one at a time, so a decoded
+    # instance (several times its stored size) is the most held, and Orthanc's CPU is
+    # not taken by one retrieval's conversions at once
+    weights = [
+        reader.read_ahead if _by_orthanc(item, target) else (planned.size or (1 << 20))
+        for item, planned, target in zip(items, plan, targets, strict=True)
+    ]
     bodies = ordered_tasks(produce, weights, reader.read_ahead)
     sent = 0
     try:

@@ -64,6 +64,7 @@ class Gateway:
     issuer: EmbeddedIssuer
     study: str
     sent: dict[str, Sent]
+    log: Path
 
     @property
     def root(self) -> str:
@@ -116,9 +117,9 @@ def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Itera
             str(ds.SOPInstanceUID),
             syntax,
         )
-    with gateway_process(archive, "wado-syntaxes") as (url, _log):
+    with gateway_process(archive, "wado-syntaxes") as (url, log):
         issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
-        gw = Gateway(url, issuer, str(study.StudyInstanceUID), sent)
+        gw = Gateway(url, issuer, str(study.StudyInstanceUID), sent, log)
 
         def indexed() -> bool:
             answer = requests.get(
@@ -187,6 +188,8 @@ def test_default_is_explicit_vr_little_endian(gateway: Gateway) -> None:
         answer = requests.get(gateway.url_of("implicit"), headers=headers, timeout=60)
         ((part_headers, body),) = _parts(answer)
         assert _checked(part_headers, body).file_meta.TransferSyntaxUID == EXPLICIT, accept
+    # Implicit VR LE was re-encoded by the gateway itself, never handed to Orthanc
+    assert "Orthanc converts it" not in gateway.log.read_text()
 
 
 def test_study_default_converts_what_it_must(gateway: Gateway) -> None:

@@ -309,9 +309,9 @@ def test_part_locations_are_public(gateway: Gateway, archive: Archive) -> None:
 def test_stock_orthanc_pulls_explicit_vr_little_endian(
     gateway: Gateway, stock_peer: StockOrthanc
 ) -> None:
-    """A stock Orthanc pulling through its DICOMweb plugin: with its default Accept
-    (transfer-syntax=*) it stores what the archive stores; asking for Explicit VR LE it
-    gets Explicit VR LE, from Implicit VR LE and from JPEG alike."""
+    """A stock Orthanc pulling through its DICOMweb plugin: asking for Explicit VR LE it
+    gets Explicit VR LE, from Implicit VR LE and from JPEG alike; with its default Accept
+    (transfer-syntax=*) it stores what the archive stores."""
     token = gateway.headers()["Authorization"]
     stock_peer.add_dicomweb_server("archive", gateway.root, headers={"Authorization": token})
     resources = [
@@ -324,9 +324,25 @@ def test_stock_orthanc_pulls_explicit_vr_little_endian(
         json={"Resources": resources, "HttpHeaders": {"Accept": accept}},
     )
     assert answer.ok, answer.text
-    for s in (gateway.sent["implicit"], gateway.sent["jpeg_lossless"]):
+    # and with its own default Accept (transfer-syntax=*): as stored
+    rtplan, j2k = gateway.sent["rtplan"], gateway.sent["j2k"]
+    answer = stock_peer.post(
+        "/dicom-web/servers/archive/retrieve",
+        json={
+            "Resources": [
+                {"Study": s.study, "Series": s.series, "Instance": s.sop} for s in (rtplan, j2k)
+            ]
+        },
+    )
+    assert answer.ok, answer.text
+    for s, expected in (
+        (gateway.sent["implicit"], EXPLICIT),
+        (gateway.sent["jpeg_lossless"], EXPLICIT),
+        (rtplan, IMPLICIT),
+        (j2k, J2K),
+    ):
         found = stock_peer.post("/tools/lookup", data=s.sop).json()
         ids = [item["ID"] for item in found if item["Type"] == "Instance"]
         assert len(ids) == 1, s.sop
         syntax = stock_peer.get(f"/instances/{ids[0]}/metadata/TransferSyntax").text
-        assert syntax == EXPLICIT
+        assert syntax == expected, s.sop

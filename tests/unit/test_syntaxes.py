@@ -13,7 +13,7 @@ from aiohttp import web
 from pydicom.data import get_testdata_file
 
 from archive.api import AttachmentPart
-from archive.split import split_dicom
+from archive.split import NATIVE_CHUNK, split_dicom
 from dicomweb.syntaxes import available_syntaxes, explicit_parts, target_syntax
 from dicomweb.wado import AcceptedDicom, negotiate_dicom
 
@@ -98,3 +98,18 @@ def test_negotiate_dicom() -> None:
     assert negotiate_dicom(two) == AcceptedDicom((JPEG, EXPLICIT), False)
     with pytest.raises(web.HTTPNotAcceptable):
         negotiate_dicom("text/html")
+
+
+def test_pixel_data_stored_in_several_parts(tmp_path: Path) -> None:
+    """Native pixel data over ``NATIVE_CHUNK`` is stored as several parts; all but the
+    first go out untouched."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small_implicit.dcm", download=False))
+    frames = NATIVE_CHUNK // (ds.Rows * ds.Columns * 2) + 2
+    ds.NumberOfFrames = frames
+    rng = np.random.default_rng(3)
+    ds.PixelData = rng.integers(0, 4096, size=(frames, ds.Rows, ds.Columns), dtype="<u2").tobytes()
+    path = tmp_path / "large.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    got, parts = _converted(path.read_bytes())
+    assert [p.kind for p in parts].count("pixels") > 1
+    assert got.PixelData == ds.PixelData

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 import pydicom
 from aiohttp import web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from archive.api import AttachmentPart, BlobStore
 from dicomweb.middleware import STREAMING
-from dicomweb.multipart import MultipartParser, PartData, PartHeaders
 from dicomweb.orthanc import OrthancClient, OrthancError
 from dicomweb.pixels import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -47,13 +48,14 @@ from security.errors import InvalidInput, NotFound
 __all__ = [
     "PIXEL_DATA_PATH",
     "StoredImage",
+    "fetch_one_part",
     "instance_path",
     "open_image",
     "public_location",
+    "relay_parts",
     "send_bulk_value",
     "send_frames",
     "send_pixel_data",
-    "split_multipart",
     "stream_from_orthanc",
 ]
 
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 PIXEL_DATA_PATH = "7FE00010"
 _GEOMETRY_TAGS = ["Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames"]
 _ORTHANC_ROOT = "/dicom-web/"
+_RELAY_CHUNK = 256 * 1024  # the most of Orthanc's answer held at once while relaying
 _BULK_PATH = re.compile(r"^[0-9A-Fa-f]{8}(/\d+/[0-9A-Fa-f]{8})*$")
 
 
@@ -443,15 +446,10 @@ async def _frames_from_orthanc(
     if plan.multipart:
         return await _relay_parts(request, orthanc, "/dicom-web" + path, accept, refuse, root)
     # one frame asked for as a single part: unwrap Orthanc's one-part multipart answer
-    status, headers, body = await orthanc.request(
-        "GET", "/dicom-web" + path, headers={"Accept": accept}
-    )
-    if status != 200:
-        raise refuse(status, "")
-    parts = list(split_multipart(headers.get("Content-Type", ""), body))
-    if len(parts) != 1:
-        raise refuse(status, "")
-    part_type, data = parts[0]
+    part = await fetch_one_part(orthanc, "/dicom-web" + path, accept)
+    if part is None:
+        raise refuse(0, "")
+    part_type, data = part
     return web.Response(body=data, headers={"Content-Type": part_type or plan.media_type}), len(
         data
     )
@@ -475,46 +473,26 @@ async def _relay_parts(
     refuse: Callable[[int, str], Exception],
     root: str,
 ) -> tuple[web.StreamResponse, int]:
-    """Stream Orthanc's multipart answer to ``path`` through, part by part, with the part
-    headers rewritten: Content-Type and Content-Length kept, Content-Location moved to the
-    public ``root`` (:func:`public_location`), anything else dropped."""
+    """Stream Orthanc's multipart answer to ``path`` through, part by part
+    (:func:`relay_parts`)."""
     try:
         async with orthanc.session.get(
             path, headers={"Accept": accept, "Accept-Encoding": "identity"}
         ) as upstream:
             content_type = upstream.headers.get("Content-Type", "")
-            match = re.search(r'boundary="?([^";]+)"?', content_type)
-            if upstream.status != 200 or match is None:
+            mime = parse_mimetype(content_type)
+            if (
+                upstream.status != 200
+                or mime.type != "multipart"
+                or not mime.parameters.get("boundary")
+            ):
                 text = (await upstream.read())[:500].decode("utf-8", "replace")
                 logger.info("Orthanc answered %d to GET %s: %s", upstream.status, path, text)
                 raise refuse(upstream.status, text)
-            boundary = match.group(1)
-            parser = MultipartParser(boundary)
             response = web.StreamResponse(headers={"Content-Type": content_type})
             await response.prepare(request)
             request[STREAMING] = True
-            sent = 0
-            first = True
-            async for chunk in upstream.content.iter_chunked(256 * 1024):
-                for event in parser.feed(chunk):
-                    if isinstance(event, PartHeaders):
-                        head = "" if first else "\r\n"
-                        head += f"--{boundary}\r\n"
-                        for name in ("content-type", "content-length"):
-                            if name in event.headers:
-                                head += f"{name.title()}: {event.headers[name]}\r\n"
-                        location = public_location(event.headers.get("content-location"), root)
-                        if location is not None:
-                            head += f"Content-Location: {location}\r\n"
-                        await response.write(f"{head}\r\n".encode("latin-1"))
-                        first = False
-                    elif isinstance(event, PartData):
-                        await response.write(event.data)
-                        sent += len(event.data)
-            if not parser.done:
-                # Orthanc's answer broke off: so does ours, without a closing delimiter
-                raise OrthancError("Orthanc's multipart answer ended early")
-            await response.write(f"\r\n--{boundary}--\r\n".encode("ascii"))
+            sent = await relay_parts(upstream.headers, upstream.content, response.write, root)
             await response.write_eof()
             return response, sent
     except aiohttp.ClientError as exc:
@@ -523,21 +501,84 @@ async def _relay_parts(
         raise OrthancError(f"Orthanc is not reachable ({exc.__class__.__name__})") from exc
 
 
-def split_multipart(content_type: str, body: bytes) -> Iterator[tuple[str, bytes]]:
-    """Parts of a buffered multipart body: (Content-Type, bytes). Small answers only."""
-    match = re.search(r'boundary="?([^";]+)"?', content_type)
-    if match is None:
-        return
-    delimiter = b"--" + match.group(1).encode()
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            return
-        head, _, data = chunk.partition(b"\r\n\r\n")
-        if data.endswith(b"\r\n"):
-            data = data[:-2]
-        part_type = ""
-        for line in head.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-type":
-                part_type = value.strip()
-        yield part_type, data
+async def relay_parts(
+    headers: Mapping[str, str],
+    content: aiohttp.StreamReader,
+    write: Callable[[bytes], Awaitable[None]],
+    root: str,
+) -> int:
+    """Copy the multipart body ``content`` (whose ``headers`` name its boundary) to
+    ``write`` a piece at a time, with the part headers rewritten: Content-Type and
+    Content-Length kept, Content-Location moved to the public ``root``
+    (:func:`public_location`), anything else dropped. Returns the part bytes copied.
+
+    Raises
+    ------
+    OrthancError
+        For a malformed or truncated body; what was written by then has no closing
+        delimiter, so the client sees a broken message, never a complete one.
+    """
+    boundary = parse_mimetype(headers.get("Content-Type", "")).parameters.get("boundary", "")
+    sent = 0
+    previous = ""  # each head also closes the previous part
+    try:
+        reader = aiohttp.MultipartReader(headers, content)
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                raise ValueError("a part is itself multipart")
+            head = f"{previous}--{boundary}\r\n"
+            for name in ("Content-Type", "Content-Length"):
+                if name in part.headers:
+                    head += f"{name}: {part.headers[name]}\r\n"
+            location = public_location(part.headers.get("Content-Location"), root)
+            if location is not None:
+                head += f"Content-Location: {location}\r\n"
+            await write(f"{head}\r\n".encode("latin-1"))
+            while not part.at_eof():
+                chunk = await part.read_chunk(_RELAY_CHUNK)
+                if chunk:
+                    await write(chunk)
+                    sent += len(chunk)
+            previous = "\r\n"
+    except (ValueError, AssertionError, KeyError, HttpProcessingError) as exc:
+        raise OrthancError(
+            f"Orthanc's multipart answer is malformed or ended early ({exc})"
+        ) from exc
+    await write(f"{previous}--{boundary}--\r\n".encode("ascii"))
+    return sent
+
+
+async def fetch_one_part(
+    orthanc: OrthancClient, path: str, accept: str
+) -> tuple[str, bytes] | None:
+    """GET ``path`` from Orthanc, whose answer is a multipart body of one part (an
+    instance or a frame, converted); returns the part's Content-Type and its bytes, or
+    None unless the answer is a 200 of exactly one part.
+
+    The part is read from the socket into one buffer, then made bytes: a converted
+    instance (perhaps several times its stored size) is held at most twice, and only
+    for that copy.
+    """
+    try:
+        async with orthanc.session.get(
+            path, headers={"Accept": accept, "Accept-Encoding": "identity"}
+        ) as upstream:
+            if upstream.status != 200:
+                text = (await upstream.read())[:500].decode("utf-8", "replace")
+                logger.info("Orthanc answered %d to GET %s: %s", upstream.status, path, text)
+                return None
+            reader = aiohttp.MultipartReader(upstream.headers, upstream.content)
+            part = await reader.next()
+            if not isinstance(part, aiohttp.BodyPartReader):
+                return None
+            data = bytearray()
+            while not part.at_eof():
+                data += await part.read_chunk(_RELAY_CHUNK)
+            if await reader.next() is not None:
+                return None
+            return part.headers.get("Content-Type", ""), bytes(data)
+    except (ValueError, AssertionError, KeyError, HttpProcessingError) as exc:
+        logger.info("Orthanc's multipart answer to GET %s is malformed (%s)", path, exc)
+        return None
+    except aiohttp.ClientError as exc:
+        raise OrthancError(f"Orthanc is not reachable ({exc.__class__.__name__})") from exc

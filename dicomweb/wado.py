@@ -23,7 +23,7 @@ import zstandard
 from aiohttp import web
 
 from dicomweb.blobcache import InstanceReader, PlannedInstance
-from dicomweb.frames import instance_path, split_multipart
+from dicomweb.frames import fetch_one_part, instance_path
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
 from dicomweb.prefetch import batches, ordered_prefetch, ordered_tasks
@@ -265,20 +265,15 @@ async def stream_instances(
 async def _transcoded(orthanc: OrthancClient, item: StoredInstance, syntax: str) -> bytes:
     """The instance converted to ``syntax`` by Orthanc's DICOMweb plugin (which
     transcodes with DCMTK since DICOMweb 1.5 / Orthanc 1.7), checked to be in ``syntax``."""
-    status, headers, body = await orthanc.request(
-        "GET",
+    part = await fetch_one_part(
+        orthanc,
         "/dicom-web" + instance_path(item),
-        headers={
-            "Accept": f'multipart/related; type="{_DICOM}"; transfer-syntax={syntax}',
-            "Accept-Encoding": "identity",
-        },
+        f'multipart/related; type="{_DICOM}"; transfer-syntax={syntax}',
     )
-    parts = list(split_multipart(headers.get("Content-Type", ""), body)) if status == 200 else []
-    del body
-    if len(parts) != 1:
-        logger.info("Orthanc answered %d to a conversion of %s to %s", status, item.sop_uid, syntax)
+    if part is None:
+        logger.info("Orthanc did not convert %s to %s", item.sop_uid, syntax)
         raise _not_acceptable(item, (syntax,))
-    data = parts[0][1]
+    data = part[1]
 
     def labelled() -> str:
         meta = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True).file_meta

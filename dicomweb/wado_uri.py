@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from archive.api import BlobStore
-from dicomweb.frames import instance_path, split_multipart
+from dicomweb.frames import fetch_one_part, instance_path
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
 from dicomweb.prefetch import ordered_prefetch
@@ -153,11 +153,8 @@ async def send_transcoded_file(
 ) -> tuple[web.StreamResponse, int]:
     """The instance converted to ``syntax`` by Orthanc's DICOMweb plugin (one instance)."""
     accept = f'multipart/related; type="{_DICOM}"; transfer-syntax={syntax}'
-    status, headers, body = await orthanc.request(
-        "GET", "/dicom-web" + instance_path(item), headers={"Accept": accept}
-    )
-    parts = list(split_multipart(headers.get("Content-Type", ""), body)) if status == 200 else []
-    if len(parts) != 1:
+    part = await fetch_one_part(orthanc, "/dicom-web" + instance_path(item), accept)
+    if part is None:
         raise web.HTTPNotAcceptable(text=f"this instance cannot be converted to {syntax}")
-    data = parts[0][1]
+    data = part[1]
     return web.Response(body=data, headers={"Content-Type": _DICOM}), len(data)

@@ -87,7 +87,7 @@ from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.transport import forwarded_middleware
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
-from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
+from dicomweb.wado_uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
 from dicomweb.worklist import (
     OPENED,
     OPENING,
@@ -406,10 +406,12 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
             media_type=query.content_type,
             params=query.render,
         )
-    elif query.transfer_syntax in (None, item.transfer_syntax):
+    elif (target := dicom_target(item, query.transfer_syntax)) is None:
         response, sent = await send_dicom_file(request, request.app[BLOBS], item)
     else:
-        response, sent = await send_transcoded_file(request, orthanc, item, query.transfer_syntax)
+        response, sent = await send_converted_file(
+            request, request.app[READER], orthanc, item, target
+        )
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
     return response

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_DICOM",
     "AcceptedDicom",
     "accepts_zstd",
+    "convert_instance",
     "negotiate_dicom",
     "stream_instances",
 ]
@@ -294,6 +295,33 @@ def _by_orthanc(item: StoredInstance, target: str | None) -> bool:
     return (item.transfer_syntax, target) != (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
 
 
+async def convert_instance(
+    item: StoredInstance,
+    planned: PlannedInstance,
+    target: str,
+    reader: InstanceReader,
+    orthanc: OrthancClient,
+) -> list[bytes | memoryview]:
+    """``item`` converted to ``target``, as pieces to write in order: Implicit VR Little
+    Endian to Explicit VR Little Endian here (``dicomweb.syntaxes.explicit_parts``),
+    anything else by Orthanc (whole).
+
+    Raises
+    ------
+    aiohttp.web.HTTPNotAcceptable
+        When Orthanc cannot produce ``target``.
+    """
+    if not _by_orthanc(item, target):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                reader.executor, _explicit, reader, planned
+            )
+        except (ValueError, TypeError, KeyError, EOFError, OSError) as exc:
+            # an odd header pydicom cannot re-encode (e.g. a long value in a short VR)
+            logger.info("converting %s here failed (%s): Orthanc converts it", item.sop_uid, exc)
+    return [await _transcoded(orthanc, item, target)]
+
+
 def _explicit(reader: InstanceReader, planned: PlannedInstance) -> list[bytes | memoryview]:
     parts = planned.parts
     if parts is None:  # still in the write-behind journal
@@ -323,17 +351,7 @@ async def _send_converted(
         if target is None:
             stored = await loop.run_in_executor(reader.executor, reader.read, planned)
             return item.transfer_syntax or "", list(stored)
-        if not _by_orthanc(item, target):
-            try:
-                return target, await loop.run_in_executor(
-                    reader.executor, _explicit, reader, planned
-                )
-            except (ValueError, TypeError, KeyError, EOFError, OSError) as exc:
-                # an odd header pydicom cannot re-encode (e.g. a long value in a short VR)
-                logger.info(
-                    "converting %s here failed (%s): Orthanc converts it", item.sop_uid, exc
-                )
-        return target, [await _transcoded(orthanc, item, target)]
+        return target, await convert_instance(item, planned, target, reader, orthanc)
 
     boundary = secrets.token_hex(16)
     response = web.StreamResponse(

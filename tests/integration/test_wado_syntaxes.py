@@ -1,7 +1,8 @@
-"""WADO-RS transfer syntaxes (PS3.18 8.7.3) with real clients and pydicom's test files
-stored in their own syntaxes: the default is Explicit VR Little Endian, other syntaxes
-are converted on request, ``transfer-syntax=*`` sends the stored bytes, a syntax nothing
-can produce is a 406 naming what can; part headers carry public URLs only.
+"""WADO-RS (PS3.18 8.7.3) and WADO-URI (9.4.2.4) transfer syntaxes with real clients and
+pydicom's test files stored in their own syntaxes: the default is Explicit VR Little
+Endian, other syntaxes are converted on request, ``transfer-syntax=*`` sends the stored
+bytes, a syntax nothing can produce is a 406 naming what can; part headers carry public
+URLs only.
 
 Checked on what comes back: it parses, its File Meta names the syntax its part is
 labelled with, and lossless conversions decode to the original pixels."""
@@ -347,3 +348,54 @@ def test_stock_orthanc_pulls_explicit_vr_little_endian(
         assert len(ids) == 1, s.sop
         syntax = stock_peer.get(f"/instances/{ids[0]}/metadata/TransferSyntax").text
         assert syntax == expected, s.sop
+
+
+def _wado_uri(gw: Gateway, name: str, **params: str) -> requests.Response:
+    s = gw.sent[name]
+    query = {
+        "requestType": "WADO",
+        "studyUID": s.study,
+        "seriesUID": s.series,
+        "objectUID": s.sop,
+        "contentType": "application/dicom",
+        **params,
+    }
+    return requests.get(f"{gw.url}/wado", params=query, headers=gw.headers(), timeout=60)
+
+
+@pytest.mark.parametrize("name", ["implicit", "big", "rle"])
+def test_wado_uri_default_is_explicit_vr_little_endian(gateway: Gateway, name: str) -> None:
+    """WADO-URI without transferSyntax answers in Explicit VR Little Endian (PS3.18
+    9.4.2.4), whatever the stored syntax; the pixels are the original ones."""
+    answer = _wado_uri(gateway, name)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "application/dicom"
+    assert int(answer.headers["Content-Length"]) == len(answer.content)
+    ds = pydicom.dcmread(io.BytesIO(answer.content))
+    assert ds.file_meta.TransferSyntaxUID == EXPLICIT
+    original = _original(gateway, name)
+    _same_pixels(ds, original)
+    assert ds.SOPInstanceUID == original.SOPInstanceUID
+    # named, the stored syntax is the stored file
+    stored = _wado_uri(gateway, name, transferSyntax=gateway.sent[name].syntax)
+    assert stored.status_code == 200
+    assert pydicom.dcmread(io.BytesIO(stored.content)).file_meta.TransferSyntaxUID == (
+        gateway.sent[name].syntax
+    )
+
+
+def test_wado_uri_names_what_it_can_send(gateway: Gateway, archive: Archive) -> None:
+    """No codec for J2K here: the default is a 406 naming the stored syntax, which is
+    then sent as stored when asked for; an Explicit VR Little Endian file is the stored
+    file."""
+    answer = _wado_uri(gateway, "j2k")
+    assert answer.status_code == 406
+    message = answer.json()["message"]
+    assert J2K in message and "transferSyntax" in message
+    stored = _wado_uri(gateway, "j2k", transferSyntax=J2K)
+    assert stored.status_code == 200
+    assert pydicom.dcmread(io.BytesIO(stored.content)).file_meta.TransferSyntaxUID == J2K
+    orthanc_id = archive.lookup(gateway.sent["explicit"].sop)
+    assert orthanc_id is not None
+    stored_file = archive.get(f"/instances/{orthanc_id}/file").content
+    assert _wado_uri(gateway, "explicit").content == stored_file

@@ -92,7 +92,7 @@ from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.transport import forwarded_middleware
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
-from dicomweb.wado_uri import parse_wado_uri, send_dicom_file, send_transcoded_file
+from dicomweb.wado_uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
 from dicomweb.worklist import (
     OPENED,
     OPENING,
@@ -246,7 +246,7 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     await record()
     zstd = request.app[VIEW].zstd_transfer and accepts_zstd(request.headers.get("Accept-Encoding"))
     response, sent = await stream_instances(
-        request, items, request.app[READER], accepted, zstd=zstd
+        request, items, request.app[READER], accepted, zstd=zstd, orthanc=request.app[ORTHANC]
     )
     request.app[METRICS].bytes_sent.inc(sent)
     return response
@@ -282,7 +282,8 @@ async def retrieve_instance_metadata(request: web.Request) -> web.Response:
 
 
 async def retrieve_study(request: web.Request) -> web.StreamResponse:
-    """WADO-RS study retrieval (PS3.18 10.4), stored transfer syntax, streamed."""
+    """WADO-RS study retrieval (PS3.18 10.4), streamed: as stored when the client accepts
+    the stored transfer syntax, else converted (Explicit VR Little Endian by default)."""
     return await _retrieve(request, "study")
 
 
@@ -305,7 +306,12 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     items, record = await _reachable(request, "instance", "instances-transferred", "frames")
     numbers = parse_frame_list(request.match_info["frames"])
     response, sent = await send_frames(
-        request, request.app[BLOBS], request.app[ORTHANC], items[0], numbers
+        request,
+        request.app[BLOBS],
+        request.app[ORTHANC],
+        items[0],
+        numbers,
+        request.app[VIEW].dicomweb_root,
     )
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
@@ -316,11 +322,11 @@ async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
     """WADO-RS bulk data (PS3.18 10.4.1.1.5), the URIs metadata hands out."""
     items, record = await _reachable(request, "instance", "instances-transferred", "bulkdata")
     path = request.match_info["path"].upper()
-    blobs, orthanc = request.app[BLOBS], request.app[ORTHANC]
+    blobs, orthanc, root = request.app[BLOBS], request.app[ORTHANC], request.app[VIEW].dicomweb_root
     if path == PIXEL_DATA_PATH:
-        response, sent = await send_pixel_data(request, blobs, orthanc, items[0])
+        response, sent = await send_pixel_data(request, blobs, orthanc, items[0], root)
     else:
-        response, sent = await send_bulk_value(request, blobs, items[0], path)
+        response, sent = await send_bulk_value(request, blobs, items[0], path, root)
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
     return response
@@ -421,10 +427,12 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
             media_type=query.content_type,
             params=query.render,
         )
-    elif query.transfer_syntax in (None, item.transfer_syntax):
+    elif (target := dicom_target(item, query.transfer_syntax)) is None:
         response, sent = await send_dicom_file(request, request.app[BLOBS], item)
     else:
-        response, sent = await send_transcoded_file(request, orthanc, item, query.transfer_syntax)
+        response, sent = await send_converted_file(
+            request, request.app[READER], orthanc, item, target
+        )
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
     return response

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import pydicom
 from aiohttp import web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -46,12 +48,14 @@ from security.errors import InvalidInput, NotFound
 __all__ = [
     "PIXEL_DATA_PATH",
     "StoredImage",
+    "fetch_one_part",
     "instance_path",
     "open_image",
+    "public_location",
+    "relay_parts",
     "send_bulk_value",
     "send_frames",
     "send_pixel_data",
-    "split_multipart",
     "stream_from_orthanc",
 ]
 
@@ -59,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 PIXEL_DATA_PATH = "7FE00010"
 _GEOMETRY_TAGS = ["Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames"]
+_ORTHANC_ROOT = "/dicom-web/"
+_RELAY_CHUNK = 256 * 1024  # the most of Orthanc's answer held at once while relaying
 _BULK_PATH = re.compile(r"^[0-9A-Fa-f]{8}(/\d+/[0-9A-Fa-f]{8})*$")
 
 
@@ -204,8 +210,10 @@ async def _send_parts(
     produce: Callable[[int], bytes],
     count: int,
     content_type: str,
+    location: Callable[[int], str],
 ) -> tuple[web.StreamResponse, int]:
-    """Stream ``count`` bodies as multipart/related, reading the next while writing one."""
+    """Stream ``count`` bodies as multipart/related, reading the next while writing one;
+    part ``i`` carries ``Content-Location: location(i)`` (its public URL, PS3.18 8.7.1)."""
     boundary = secrets.token_hex(16)
     media = content_type.split(";")[0]
     response = web.StreamResponse(
@@ -214,6 +222,7 @@ async def _send_parts(
     # one body in hand, the next one read meanwhile
     bodies = ordered_prefetch(None, produce, range(count), [1] * count, 2)
     sent = 0
+    sent_parts = 0
     try:
         async for data in bodies:
             if not response.prepared:
@@ -223,8 +232,9 @@ async def _send_parts(
                 request[STREAMING] = True
             head = (
                 f"--{boundary}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n"
+                f"Content-Length: {len(data)}\r\nContent-Location: {location(sent_parts)}\r\n\r\n"
             )
+            sent_parts += 1
             await response.write(head.encode("ascii"))
             await response.write(data)
             await response.write(b"\r\n")
@@ -246,8 +256,12 @@ async def send_frames(
     orthanc: OrthancClient,
     item: StoredInstance,
     numbers: Sequence[int],
+    root: str,
 ) -> tuple[web.StreamResponse, int]:
-    """Answer a frames request (PS3.18 10.4.1.1.3); returns the response and bytes sent."""
+    """Answer a frames request (PS3.18 10.4.1.1.3); returns the response and bytes sent.
+
+    ``root`` is the public DICOMweb root: each part's Content-Location is the frame's URL
+    below it (never Orthanc's loopback address)."""
     image = await asyncio.to_thread(open_image, blobs, item)
     _check_frames(image, numbers)
     plan = negotiate_frames(request.headers.get("Accept"), image.syntax, len(numbers))
@@ -259,16 +273,27 @@ async def send_frames(
             else FramePlan(Plan.TRANSCODE, plan.media_type, plan.transfer_syntax, plan.multipart)
         )
         path = f"{instance_path(item)}/frames/{','.join(map(str, numbers))}"
-        return await _frames_from_orthanc(request, orthanc, path, wanted)
+        return await _frames_from_orthanc(request, orthanc, path, wanted, root)
     if not plan.multipart:
         data = await asyncio.to_thread(reader, numbers[0])
         response = web.Response(body=data, headers={"Content-Type": _part_type(plan)})
         return response, len(data)
-    return await _send_parts(request, lambda i: reader(numbers[i]), len(numbers), _part_type(plan))
+    frames = f"{root}{instance_path(item)}/frames/"
+    return await _send_parts(
+        request,
+        lambda i: reader(numbers[i]),
+        len(numbers),
+        _part_type(plan),
+        lambda i: f"{frames}{numbers[i]}",
+    )
 
 
 async def send_pixel_data(
-    request: web.Request, blobs: BlobStore, orthanc: OrthancClient, item: StoredInstance
+    request: web.Request,
+    blobs: BlobStore,
+    orthanc: OrthancClient,
+    item: StoredInstance,
+    root: str,
 ) -> tuple[web.StreamResponse, int]:
     """Pixel Data's bulk data URI: the native value as one octet-stream part, or every
     compressed frame as one part each (as the frames resource would send them)."""
@@ -277,7 +302,7 @@ async def send_pixel_data(
         raise NotFound(f"instance {item.sop_uid} has no pixel data")
     if image.encapsulated or not image.native or len(image.parts) < 2:
         frames = list(range(1, image.geometry.number_of_frames + 1))
-        return await send_frames(request, blobs, orthanc, item, frames)
+        return await send_frames(request, blobs, orthanc, item, frames, root)
     element_header = 8 if image.syntax == IMPLICIT_VR_LITTLE_ENDIAN else 12
     cache = _PartCache(blobs, image.parts)
     first = image.parts[1]
@@ -306,7 +331,8 @@ async def send_pixel_data(
     await response.write(
         (
             f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {length}\r\n\r\n"
+            f"Content-Length: {length}\r\n"
+            f"Content-Location: {root}{instance_path(item)}/bulkdata/{PIXEL_DATA_PATH}\r\n\r\n"
         ).encode("ascii")
     )
     for index in range(len(spans)):
@@ -340,7 +366,7 @@ def _bulk_value(header: Dataset, path: str) -> bytes:
 
 
 async def send_bulk_value(
-    request: web.Request, blobs: BlobStore, item: StoredInstance, path: str
+    request: web.Request, blobs: BlobStore, item: StoredInstance, path: str, root: str
 ) -> tuple[web.StreamResponse, int]:
     """A binary element of the header (other than Pixel Data) as one octet-stream part."""
 
@@ -350,7 +376,10 @@ async def send_bulk_value(
         return _bulk_value(ds, path)
 
     value = await asyncio.to_thread(read)
-    return await _send_parts(request, lambda _i: value, 1, "application/octet-stream")
+    location = f"{root}{instance_path(item)}/bulkdata/{path}"
+    return await _send_parts(
+        request, lambda _i: value, 1, "application/octet-stream", lambda _i: location
+    )
 
 
 async def stream_from_orthanc(
@@ -401,7 +430,7 @@ async def stream_from_orthanc(
 
 
 async def _frames_from_orthanc(
-    request: web.Request, orthanc: OrthancClient, path: str, plan: FramePlan
+    request: web.Request, orthanc: OrthancClient, path: str, plan: FramePlan, root: str
 ) -> tuple[web.StreamResponse, int]:
     accept = f'multipart/related; type="{plan.media_type}"; transfer-syntax={plan.transfer_syntax}'
 
@@ -415,39 +444,141 @@ async def _frames_from_orthanc(
         )
 
     if plan.multipart:
-        return await stream_from_orthanc(
-            request, orthanc, "/dicom-web" + path, accept=accept, refuse=refuse
-        )
+        return await _relay_parts(request, orthanc, "/dicom-web" + path, accept, refuse, root)
     # one frame asked for as a single part: unwrap Orthanc's one-part multipart answer
-    status, headers, body = await orthanc.request(
-        "GET", "/dicom-web" + path, headers={"Accept": accept}
-    )
-    if status != 200:
-        raise refuse(status, "")
-    parts = list(split_multipart(headers.get("Content-Type", ""), body))
-    if len(parts) != 1:
-        raise refuse(status, "")
-    part_type, data = parts[0]
+    part = await fetch_one_part(orthanc, "/dicom-web" + path, accept)
+    if part is None:
+        raise refuse(0, "")
+    part_type, data = part
     return web.Response(body=data, headers={"Content-Type": part_type or plan.media_type}), len(
         data
     )
 
 
-def split_multipart(content_type: str, body: bytes) -> Iterator[tuple[str, bytes]]:
-    """Parts of a buffered multipart body: (Content-Type, bytes). Small answers only."""
-    match = re.search(r'boundary="?([^";]+)"?', content_type)
-    if match is None:
-        return
-    delimiter = b"--" + match.group(1).encode()
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            return
-        head, _, data = chunk.partition(b"\r\n\r\n")
-        if data.endswith(b"\r\n"):
-            data = data[:-2]
-        part_type = ""
-        for line in head.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-type":
-                part_type = value.strip()
-        yield part_type, data
+def public_location(value: str | None, root: str) -> str | None:
+    """Orthanc's Content-Location (``http://127.0.0.1:<its port>/dicom-web/...``, a
+    loopback address behind its own login) as the same resource below the public
+    ``root``; None (drop it) for anything that is not a DICOMweb URL."""
+    if not value:
+        return None
+    at = value.find(_ORTHANC_ROOT)
+    return None if at < 0 else root + value[at + len(_ORTHANC_ROOT) - 1 :]
+
+
+async def _relay_parts(
+    request: web.Request,
+    orthanc: OrthancClient,
+    path: str,
+    accept: str,
+    refuse: Callable[[int, str], Exception],
+    root: str,
+) -> tuple[web.StreamResponse, int]:
+    """Stream Orthanc's multipart answer to ``path`` through, part by part
+    (:func:`relay_parts`)."""
+    try:
+        async with orthanc.session.get(
+            path, headers={"Accept": accept, "Accept-Encoding": "identity"}
+        ) as upstream:
+            content_type = upstream.headers.get("Content-Type", "")
+            mime = parse_mimetype(content_type)
+            if (
+                upstream.status != 200
+                or mime.type != "multipart"
+                or not mime.parameters.get("boundary")
+            ):
+                text = (await upstream.read())[:500].decode("utf-8", "replace")
+                logger.info("Orthanc answered %d to GET %s: %s", upstream.status, path, text)
+                raise refuse(upstream.status, text)
+            response = web.StreamResponse(headers={"Content-Type": content_type})
+            await response.prepare(request)
+            request[STREAMING] = True
+            sent = await relay_parts(upstream.headers, upstream.content, response.write, root)
+            await response.write_eof()
+            return response, sent
+    except aiohttp.ClientError as exc:
+        if request.get(STREAMING):
+            raise
+        raise OrthancError(f"Orthanc is not reachable ({exc.__class__.__name__})") from exc
+
+
+async def relay_parts(
+    headers: Mapping[str, str],
+    content: aiohttp.StreamReader,
+    write: Callable[[bytes], Awaitable[None]],
+    root: str,
+) -> int:
+    """Copy the multipart body ``content`` (whose ``headers`` name its boundary) to
+    ``write`` a piece at a time, with the part headers rewritten: Content-Type and
+    Content-Length kept, Content-Location moved to the public ``root``
+    (:func:`public_location`), anything else dropped. Returns the part bytes copied.
+
+    Raises
+    ------
+    OrthancError
+        For a malformed or truncated body; what was written by then has no closing
+        delimiter, so the client sees a broken message, never a complete one.
+    """
+    boundary = parse_mimetype(headers.get("Content-Type", "")).parameters.get("boundary", "")
+    sent = 0
+    previous = ""  # each head also closes the previous part
+    try:
+        reader = aiohttp.MultipartReader(headers, content)
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                raise ValueError("a part is itself multipart")
+            head = f"{previous}--{boundary}\r\n"
+            for name in ("Content-Type", "Content-Length"):
+                if name in part.headers:
+                    head += f"{name}: {part.headers[name]}\r\n"
+            location = public_location(part.headers.get("Content-Location"), root)
+            if location is not None:
+                head += f"Content-Location: {location}\r\n"
+            await write(f"{head}\r\n".encode("latin-1"))
+            while not part.at_eof():
+                chunk = await part.read_chunk(_RELAY_CHUNK)
+                if chunk:
+                    await write(chunk)
+                    sent += len(chunk)
+            previous = "\r\n"
+    except (ValueError, AssertionError, KeyError, HttpProcessingError) as exc:
+        raise OrthancError(
+            f"Orthanc's multipart answer is malformed or ended early ({exc})"
+        ) from exc
+    await write(f"{previous}--{boundary}--\r\n".encode("ascii"))
+    return sent
+
+
+async def fetch_one_part(
+    orthanc: OrthancClient, path: str, accept: str
+) -> tuple[str, bytes] | None:
+    """GET ``path`` from Orthanc, whose answer is a multipart body of one part (an
+    instance or a frame, converted); returns the part's Content-Type and its bytes, or
+    None unless the answer is a 200 of exactly one part.
+
+    The part is read from the socket into one buffer, then made bytes: a converted
+    instance (perhaps several times its stored size) is held at most twice, and only
+    for that copy.
+    """
+    try:
+        async with orthanc.session.get(
+            path, headers={"Accept": accept, "Accept-Encoding": "identity"}
+        ) as upstream:
+            if upstream.status != 200:
+                text = (await upstream.read())[:500].decode("utf-8", "replace")
+                logger.info("Orthanc answered %d to GET %s: %s", upstream.status, path, text)
+                return None
+            reader = aiohttp.MultipartReader(upstream.headers, upstream.content)
+            part = await reader.next()
+            if not isinstance(part, aiohttp.BodyPartReader):
+                return None
+            data = bytearray()
+            while not part.at_eof():
+                data += await part.read_chunk(_RELAY_CHUNK)
+            if await reader.next() is not None:
+                return None
+            return part.headers.get("Content-Type", ""), bytes(data)
+    except (ValueError, AssertionError, KeyError, HttpProcessingError) as exc:
+        logger.info("Orthanc's multipart answer to GET %s is malformed (%s)", path, exc)
+        return None
+    except aiohttp.ClientError as exc:
+        raise OrthancError(f"Orthanc is not reachable ({exc.__class__.__name__})") from exc

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
-__all__ = ["batches", "ordered_prefetch"]
+__all__ = ["batches", "ordered_prefetch", "ordered_tasks"]
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -76,3 +76,31 @@ async def ordered_prefetch(
     finally:
         for future, _weight in pending:
             future.cancel()
+
+
+async def ordered_tasks(
+    work: Callable[[int], Awaitable[T]], weights: Sequence[int], max_ahead: int
+) -> AsyncGenerator[T, None]:
+    """Yield ``await work(i)`` for ``i`` in ``range(len(weights))``, in order, with the
+    same bound as :func:`ordered_prefetch`, for work that is a coroutine (a read on a pool,
+    a request to Orthanc). Leaving early cancels what is still running."""
+    pending: deque[tuple[asyncio.Task[T], int]] = deque()
+    ahead = 0
+    following = 0
+    try:
+        while following < len(weights) or pending:
+            while following < len(weights) and (
+                not pending or ahead + weights[following] <= max_ahead
+            ):
+                pending.append((asyncio.ensure_future(work(following)), weights[following]))
+                ahead += weights[following]
+                following += 1
+            task, weight = pending.popleft()
+            try:
+                result = await task
+            finally:
+                ahead -= weight
+            yield result
+    finally:
+        for task, _weight in pending:
+            task.cancel()

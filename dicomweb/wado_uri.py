@@ -1,8 +1,9 @@
 """WADO-URI (PS3.18 section 9) for viewers that predate WADO-RS.
 
 ``GET /wado?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`` with
-``contentType`` ``application/dicom`` (the stored file, streamed from the blobs, or
-converted by Orthanc when another ``transferSyntax`` is named) or ``image/jpeg`` /
+``contentType`` ``application/dicom`` (the stored file, streamed from the blobs, when
+it is in the ``transferSyntax`` asked for, Explicit VR Little Endian by default; else
+converted as WADO-RS converts) or ``image/jpeg`` /
 ``image/png`` (rendered by Orthanc; ``frameNumber``, ``rows``, ``columns``,
 ``windowCenter``, ``windowWidth``, ``imageQuality`` honoured). Tokens come from the
 Authorization header like everywhere else.
@@ -18,14 +19,22 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from archive.api import BlobStore
-from dicomweb.frames import instance_path, split_multipart
+from dicomweb.blobcache import InstanceReader
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
 from dicomweb.prefetch import ordered_prefetch
 from dicomweb.search import StoredInstance
+from dicomweb.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax
+from dicomweb.wado import convert_instance
 from security.errors import InvalidInput
 
-__all__ = ["WadoUriRequest", "parse_wado_uri", "send_dicom_file", "send_transcoded_file"]
+__all__ = [
+    "WadoUriRequest",
+    "dicom_target",
+    "parse_wado_uri",
+    "send_converted_file",
+    "send_dicom_file",
+]
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DICOM = "application/dicom"
@@ -148,16 +157,54 @@ async def send_dicom_file(
     return response, size
 
 
-async def send_transcoded_file(
-    request: web.Request, orthanc: OrthancClient, item: StoredInstance, syntax: str
+def dicom_target(item: StoredInstance, transfer_syntax: str | None) -> str | None:
+    """The syntax to convert ``item`` to for ``contentType=application/dicom``, or None
+    to send the stored file.
+
+    ``transferSyntax`` absent means Explicit VR Little Endian, the default of DICOM web
+    services (PS3.18 9.4.2.4), as for WADO-RS (``dicomweb.wado``).
+
+    Raises
+    ------
+    aiohttp.web.HTTPNotAcceptable
+        When the instance cannot be sent in that syntax, naming those it can be sent in.
+    """
+    if not item.transfer_syntax:  # not known to the catalog: as stored
+        return None
+    wanted = transfer_syntax or EXPLICIT_VR_LITTLE_ENDIAN
+    target, possible = target_syntax(item.transfer_syntax, (wanted,), False)
+    if not possible:
+        available = ", ".join(available_syntaxes(item.transfer_syntax))
+        raise web.HTTPNotAcceptable(
+            text=(
+                f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
+                f"converted to {wanted}; ask with transferSyntax set to one of {available}"
+            )
+        )
+    return target
+
+
+async def send_converted_file(
+    request: web.Request,
+    reader: InstanceReader,
+    orthanc: OrthancClient,
+    item: StoredInstance,
+    syntax: str,
 ) -> tuple[web.StreamResponse, int]:
-    """The instance converted to ``syntax`` by Orthanc's DICOMweb plugin (one instance)."""
-    accept = f'multipart/related; type="{_DICOM}"; transfer-syntax={syntax}'
-    status, headers, body = await orthanc.request(
-        "GET", "/dicom-web" + instance_path(item), headers={"Accept": accept}
+    """The instance converted to ``syntax`` (``dicomweb.wado.convert_instance``)."""
+    (planned,) = await asyncio.to_thread(reader.plan, [item.attachment_uuid])
+    pieces = await convert_instance(item, planned, syntax, reader, orthanc)
+    size = sum(len(piece) for piece in pieces)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": _DICOM,
+            "Content-Disposition": f'attachment; filename="{item.sop_uid}.dcm"',
+        }
     )
-    parts = list(split_multipart(headers.get("Content-Type", ""), body)) if status == 200 else []
-    if len(parts) != 1:
-        raise web.HTTPNotAcceptable(text=f"this instance cannot be converted to {syntax}")
-    data = parts[0][1]
-    return web.Response(body=data, headers={"Content-Type": _DICOM}), len(data)
+    response.content_length = size
+    await response.prepare(request)
+    request[STREAMING] = True
+    for piece in pieces:
+        await response.write(piece)
+    await response.write_eof()
+    return response, size

@@ -24,7 +24,7 @@ from dicomweb.wado import AcceptedDicom, accepts_zstd, stream_instances
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
 
-ANY = AcceptedDicom(frozenset(), True)
+ANY = AcceptedDicom((), True)
 
 
 def _items(uuids: Sequence[str]) -> list[StoredInstance]:

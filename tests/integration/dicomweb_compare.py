@@ -95,8 +95,12 @@ def by_uid(results: list[Any], tag: str) -> dict[str, dict[str, Any]]:
 
 
 def normalised(tag: str, element: dict[str, Any]) -> dict[str, Any]:
-    """What PS3.18 leaves open, made equal: the order of ModalitiesInStudy's values and
-    the host of a Retrieve URL."""
+    """What PS3.18 leaves open, made equal: the order of ModalitiesInStudy's values, the
+    host of a Retrieve URL, and empty person-name groups (Orthanc writes ``"Phonetic":
+    ""``, the gateway leaves it out)."""
+    if element.get("vr") == "PN" and "Value" in element:
+        groups = [{k: v for k, v in g.items() if v} for g in element["Value"]]
+        return {"vr": "PN", "Value": groups}
     if tag == "00080061" and "Value" in element:
         return {"vr": element["vr"], "Value": sorted(element["Value"])}
     if tag == RETRIEVE_URL:  # hosts differ; the resource path must not

@@ -14,18 +14,13 @@ of Retrieve URL.
 Where our answer legitimately differs from Orthanc 1.10.1 / DICOMweb plugin 1.7, the case
 says so with the reason and asserts *both* answers, so a change on either side shows up.
 
-How the two are asked: Orthanc 1.10.1 hands its plugins the query string without
-percent-decoding it (``PatientID=QP00%31`` reaches the DICOMweb plugin verbatim and
-matches nothing) and its HTTP server drops ``\\`` from it, so queries to Orthanc go out
-raw (``*``, ``?``, ``^`` unencoded). The gateway gets them percent-encoded, as
-dicomweb-client, OHIF and ``requests`` send them.
+How the two are asked, and the comparison itself: ``tests/integration/dicomweb_compare.py``
+(shared with the comparison against a stock Orthanc peer on real data,
+``test_conformance_orthanc.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +32,16 @@ import requests
 
 from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from tests.integration.dicomweb_compare import (
+    Params,
+    by_uid,
+    check_paging,
+    orthanc_version,
+    raw_get,
+    uid_tag,
+)
+from tests.integration.dicomweb_compare import compare as compare_answers
+from tests.integration.dicomweb_compare import params as _p
 from tests.integration.harness import Archive, wait_until
 
 
@@ -61,9 +66,6 @@ N_INSTANCES = sum(s.series * s.slices for s in SPECS) + EXTRA.series * EXTRA.sli
 STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
 STUDY_KEYS += ("StudyDescription",)
 PATIENT_KEYS = ("PatientBirthDate", "PatientSex")
-
-RETRIEVE_URL = "00081190"
-UID_TAG = {"studies": "0020000D", "series": "0020000E", "instances": "00080018"}
 
 # Attributes Orthanc returns and the gateway does not, for every query: the reason.
 ORTHANC_ONLY = {
@@ -127,7 +129,7 @@ class Pair:
     def gateway_root(self) -> str:
         return f"http://127.0.0.1:{self.archive.http_port}/dicom-web"
 
-    def ours(self, path: str, params: tuple[tuple[str, str], ...] = ()) -> requests.Response:
+    def ours(self, path: str, params: Params = ()) -> requests.Response:
         return requests.get(
             self.gateway_root + path,
             params=list(params),
@@ -135,31 +137,18 @@ class Pair:
             timeout=60,
         )
 
-    def orthanc(self, path: str, params: tuple[tuple[str, str], ...] = ()) -> tuple[int, Any]:
-        """GET from Orthanc's DICOMweb with the query string unencoded (see module doc)."""
-        query = "&".join(f"{k}={v}" for k, v in params)
-        user, password = self.archive.auth
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.archive.orthanc_port, timeout=60)
-        try:
-            conn.request(
-                "GET",
-                "/dicom-web" + path + (f"?{query}" if query else ""),
-                headers={"Authorization": f"Basic {basic}", "Accept": "application/dicom+json"},
-            )
-            answer = conn.getresponse()
-            body = answer.read()
-        finally:
-            conn.close()
-        return answer.status, json.loads(body) if answer.status == 200 and body else body
+    def orthanc(self, path: str, params: Params = ()) -> tuple[int, Any]:
+        """GET from Orthanc's DICOMweb with the query string unencoded."""
+        answer = raw_get(
+            self.archive.orthanc_port, "/dicom-web" + path, params, auth=self.archive.auth
+        )
+        ok = answer.status == 200 and answer.body
+        return answer.status, answer.json() if ok else answer.body
 
     def orthanc_version(self) -> tuple[int, ...]:
-        user, password = self.archive.auth
-        url = f"http://127.0.0.1:{self.archive.orthanc_port}/system"
-        version = requests.get(url, auth=(user, password), timeout=30).json()["Version"]
-        return tuple(int(part) for part in str(version).split(".")[:2])
+        return orthanc_version(self.archive.orthanc_url, self.archive.auth)
 
-    def both(self, path: str, params: tuple[tuple[str, str], ...]) -> tuple[list[Any], list[Any]]:
+    def both(self, path: str, params: Params) -> tuple[list[Any], list[Any]]:
         ours = self.ours(path, params)
         assert ours.status_code == 200, ours.text
         status, theirs = self.orthanc(path, params)
@@ -205,45 +194,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 # --------------------------------------------------------------------------- comparing
 
 
-def _uid_tag(path: str) -> str:
-    return UID_TAG[path.rstrip("/").rsplit("/", 1)[-1]]
-
-
-def _by_uid(results: list[Any], tag: str) -> dict[str, dict[str, Any]]:
-    found = {str(r[tag]["Value"][0]): r for r in results}
-    assert len(found) == len(results), "a UID was returned twice"
-    return found
-
-
-def _normalised(tag: str, element: dict[str, Any]) -> dict[str, Any]:
-    if tag == "00080061" and "Value" in element:  # value order is not specified
-        return {"vr": element["vr"], "Value": sorted(element["Value"])}
-    if tag == RETRIEVE_URL:  # hosts differ; the resource path must not
-        return {"vr": "UR", "Value": [v.split("/dicom-web", 1)[1] for v in element["Value"]]}
-    return element
-
-
 def compare(path: str, ours: list[Any], theirs: list[Any]) -> set[str]:
-    """Assert equal UID sets and equal common values; returns the UIDs."""
-    tag = _uid_tag(path)
-    mine, other = _by_uid(ours, tag), _by_uid(theirs, tag)
-    assert set(mine) == set(other), (
-        f"only ours: {sorted(set(mine) - set(other))}, only Orthanc: "
-        f"{sorted(set(other) - set(mine))}"
-    )
+    """Equal UID sets and equal common values; Orthanc's extra attributes as listed above."""
     scoped = path.startswith("/studies/")
-    for uid, a in mine.items():
-        b = other[uid]
-        for key in a.keys() & b.keys():
-            assert _normalised(key, a[key]) == _normalised(key, b[key]), (uid, key)
-        allowed = set(ORTHANC_ONLY) | (STUDY_ATTRIBUTES if scoped else set())
-        assert b.keys() - a.keys() <= allowed, (uid, sorted(b.keys() - a.keys() - allowed))
-    return set(mine)
-
-
-def _p(text: str) -> tuple[tuple[str, str], ...]:
-    pairs = (item.partition("=") for item in text.split("&") if item)
-    return tuple((key, value) for key, _, value in pairs)
+    allowed = set(ORTHANC_ONLY) | (STUDY_ATTRIBUTES if scoped else set())
+    return compare_answers(path, ours, theirs, theirs_only=allowed)
 
 
 # --------------------------------------------------------------------------- equal answers
@@ -339,30 +294,14 @@ def test_the_two_modality_study(pair: Pair) -> None:
     ("path", "size"), [("/studies", 2), ("/series", 5), ("/instances", 7)], ids=str
 )
 def test_paging_partitions_the_same_results(pair: Pair, path: str, size: int) -> None:
-    """limit/offset: result order is the server's choice (PS3.18 8.3.4.4), so the pages
-    differ in content; on each side they must be disjoint, of the same sizes, and
-    together exactly the unpaged result."""
-    everything, _ = pair.both(path, ())
-    total = len(everything)
-    pages: dict[str, list[set[str]]] = {"ours": [], "orthanc": []}
-    for offset in range(0, total + size, size):
-        ours, theirs = pair.both(path, _p(f"limit={size}&offset={offset}"))
-        tag = _uid_tag(path)
-        pages["ours"].append(set(_by_uid(ours, tag)))
-        pages["orthanc"].append(set(_by_uid(theirs, tag)))
-    for side, got in pages.items():
-        flat = [uid for page in got for uid in page]
-        assert len(flat) == len(set(flat)) == total, side
-        assert set(flat) == set(_by_uid(everything, _uid_tag(path))), side
-    assert [len(p) for p in pages["ours"]] == [len(p) for p in pages["orthanc"]]
-    assert pages["ours"][-1] == set()  # past the end: empty, not an error
+    check_paging(pair.both, path, size)
 
 
 # --------------------------------------------------------------------------- differences
 
 
 def _uids(results: list[Any], path: str) -> set[str]:
-    return set(_by_uid(results, _uid_tag(path)))
+    return set(by_uid(results, uid_tag(path)))
 
 
 @pytest.mark.parametrize(

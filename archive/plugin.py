@@ -8,6 +8,7 @@ in :func:`_guard`: Orthanc sees a failed call and its log gets a sentence a pers
 
 from __future__ import annotations
 
+import base64
 import collections
 import functools
 import io
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
+from urllib.request import Request, urlopen
 
 import pydicom
 from sqlalchemy import and_, select
@@ -25,6 +27,7 @@ from sqlalchemy import and_, select
 from archive import migrations
 from archive.blobstore import CONTENT_DICOM, CONTENT_DICOM_UNTIL_PIXEL_DATA, BlobStore
 from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
+from archive.credentials import credentials
 from archive.dimse import (
     LEVELS,
     FindHandler,
@@ -526,15 +529,17 @@ class ArchivePlugin:
 
     # -- Orthanc's modality list, kept in step with the catalog ----------------------------
 
-    def sync_modalities(self) -> dict[str, list[str]]:
+    def sync_modalities(self, rest: Any = None) -> dict[str, list[str]]:
         """Make Orthanc's DICOM modality list the catalog's registered AEs, through its REST
         API (``PUT``/``DELETE /modalities/{ae}``), so that a registration, change or removal
         counts for every DIMSE service without a restart.
 
         Orthanc checks the calling AE (and, with ``dicom.check_host``, its address) against
         this list before any plugin callback runs. Idempotent: entries this process already
-        wrote are not written again; anything not registered is removed.
+        wrote are not written again; anything not registered is removed. ``rest``: the
+        SDK (default) or, from the plugin's own threads, :class:`LoopbackRest`.
         """
+        rest = self.sdk if rest is None else rest
         security = self.settings.dicom
         with self._modalities_lock:
             desired = modality_entries(
@@ -543,19 +548,17 @@ class ArchivePlugin:
                 check_host=security.check_host,
                 tls=security.tls,
             )
-            listed = {str(name) for name in json.loads(self.sdk.RestApiGet("/modalities"))}
+            listed = {str(name) for name in json.loads(rest.RestApiGet("/modalities"))}
             removed = sorted(listed - desired.keys())
             for name in removed:
-                self.sdk.RestApiDelete(f"/modalities/{quote(name, safe='')}")
+                rest.RestApiDelete(f"/modalities/{quote(name, safe='')}")
             changed = sorted(
                 name
                 for name, entry in desired.items()
                 if name not in listed or self._modalities.get(name) != entry
             )
             for name in changed:
-                self.sdk.RestApiPut(
-                    f"/modalities/{quote(name, safe='')}", json.dumps(desired[name])
-                )
+                rest.RestApiPut(f"/modalities/{quote(name, safe='')}", json.dumps(desired[name]))
             self._modalities = desired
         if removed or changed:
             logger.info(
@@ -566,10 +569,11 @@ class ArchivePlugin:
         return {"changed": changed, "removed": removed}
 
     def _keep_modalities_in_step(self) -> None:
+        rest = LoopbackRest.for_settings(self.settings)
         # first at once: the list Orthanc read at start may be older than the catalog
         while True:
             try:
-                self.sync_modalities()
+                self.sync_modalities(rest)
             except Exception:
                 logger.exception("updating Orthanc's DICOM modalities from the catalog failed")
             if self._stopping.wait(_MODALITY_SYNC_SECONDS):
@@ -588,7 +592,12 @@ class ArchivePlugin:
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:
         sdk = self.sdk
         if change_type == sdk.ChangeType.ORTHANC_STARTED:
-            threading.Thread(target=self.reindex_missing, name="vna-reindex", daemon=True).start()
+            threading.Thread(
+                target=self.reindex_missing,
+                args=(LoopbackRest.for_settings(self.settings),),
+                name="vna-reindex",
+                daemon=True,
+            ).start()
             threading.Thread(
                 target=self._keep_modalities_in_step, name="vna-modalities", daemon=True
             ).start()
@@ -596,30 +605,33 @@ class ArchivePlugin:
             self._stopping.set()
             self.store.stop_digester()
 
-    def attachment_uuid(self, instance_id: str) -> str | None:
-        info = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
+    def attachment_uuid(self, instance_id: str, rest: Any = None) -> str | None:
+        rest = self.sdk if rest is None else rest
+        info = json.loads(rest.RestApiGet(f"/instances/{instance_id}/attachments/dicom/info"))
         uuid = info.get("Uuid")
         return str(uuid) if uuid else None
 
-    def reindex_missing(self) -> int:
-        """Index instances Orthanc holds but the catalog lacks (after a crash); resumable."""
+    def reindex_missing(self, rest: Any = None) -> int:
+        """Index instances Orthanc holds but the catalog lacks (after a crash); resumable.
+        ``rest``: the SDK (default) or, from the plugin's own thread, :class:`LoopbackRest`."""
+        rest = self.sdk if rest is None else rest
         try:
             # what is still queued will be indexed by the indexer process: wait for it
             deadline = time.monotonic() + 600
             while self.catalog.index_backlog() and time.monotonic() < deadline:
                 time.sleep(1.0)
             known = self.catalog.indexed_orthanc_ids()
-            missing = [i for i in json.loads(self.sdk.RestApiGet("/instances")) if i not in known]
+            missing = [i for i in json.loads(rest.RestApiGet("/instances")) if i not in known]
             for instance_id in missing:
-                tags = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
-                meta = json.loads(self.sdk.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
+                tags = json.loads(rest.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
+                meta = json.loads(rest.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
                 ae_title = str(meta.get("RemoteAET", "")).strip()
                 institution = self.institution_for_ae(ae_title) if ae_title else None
                 record = instance_record(
                     tags,
                     institution.name if institution else "local",
                     orthanc_id=instance_id,
-                    attachment_uuid=self.attachment_uuid(instance_id),
+                    attachment_uuid=self.attachment_uuid(instance_id, rest),
                     size=None,
                     transfer_syntax=meta.get("TransferSyntax"),
                 )
@@ -635,6 +647,43 @@ class ArchivePlugin:
         except Exception:
             logger.exception("re-indexing after start failed; it will run again at next start")
             return 0
+
+
+class LoopbackRest:
+    """Orthanc's REST API over its loopback HTTP port, with the SDK's method names, for
+    the plugin's own threads (modality sync, re-indexing).
+
+    Python plugin 4.0 holds the GIL during SDK calls, and Orthanc serialises plugin
+    service calls under one lock: a thread of ours inside ``sdk.RestApiGet`` (GIL held,
+    waiting for that lock) deadlocked with a DICOMweb plugin request holding the lock
+    while it read an attachment through this storage area (waiting for the GIL), and
+    every later read hung. Over HTTP our thread waits in a socket read, GIL released.
+    """
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self._root = f"http://127.0.0.1:{port}"
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._authorization = f"Basic {token}"
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> LoopbackRest:
+        creds = credentials(settings)
+        return cls(settings.orthanc_http_port, creds.username, creds.password)
+
+    def _call(self, method: str, uri: str, body: bytes | None = None) -> bytes:
+        request = Request(self._root + uri, data=body, method=method)  # noqa: S310 (http on loopback)
+        request.add_header("Authorization", self._authorization)
+        with urlopen(request, timeout=60) as answer:  # noqa: S310 (http on loopback)
+            return bytes(answer.read())
+
+    def RestApiGet(self, uri: str) -> bytes:  # noqa: N802 (the SDK's name)
+        return self._call("GET", uri)
+
+    def RestApiPut(self, uri: str, body: str) -> bytes:  # noqa: N802
+        return self._call("PUT", uri, body.encode())
+
+    def RestApiDelete(self, uri: str) -> None:  # noqa: N802
+        self._call("DELETE", uri)
 
 
 def _values(raw: Any) -> tuple[str, ...]:

@@ -4,9 +4,11 @@ and the reading of Orthanc's refusal lines into audit records."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
 from archive.dimse import modality_entries, modality_entry, peer_address
-from archive.plugin import ArchivePlugin, register
+from archive.plugin import ArchivePlugin, LoopbackRest, register
 from archive.settings import DicomSecurity, StorageSettings, load_settings
 from deploy.dimse_access import RefusalAuditor, RefusalParser
 from deploy.orthanc_config import orthanc_config
@@ -145,6 +147,57 @@ def test_sync_makes_orthancs_list_the_catalogs(
     plugin.catalog.remove_ae("HOSPA")
     plugin.sync_modalities()
     assert sdk.modalities == {}
+
+
+def test_the_background_sync_goes_over_loopback_http_not_the_sdk(
+    plugin_and_sdk: tuple[ArchivePlugin, ModalitySdk],
+) -> None:
+    """The plugin's own threads reach Orthanc's REST API over HTTP (LoopbackRest): an SDK
+    call from a Python thread holds the GIL while Orthanc's plugin-service lock may be
+    held by a request waiting for the GIL in the storage area (a deadlock seen in the
+    conformance run). A real HTTP server stands in for Orthanc's /modalities here."""
+    plugin, sdk = plugin_and_sdk
+    plugin.catalog.add_institution("Hospital A", "HOSPA", "10.0.0.5")
+    seen: list[tuple[str, str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self, body: bytes) -> None:
+            seen.append((self.command, self.path, self.headers.get("Authorization", "")))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(sdk.RestApiGet(self.path))
+
+        def do_PUT(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            self._answer(sdk.RestApiPut(self.path, body))
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            sdk.RestApiDelete(self.path)
+            self._answer(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        rest = LoopbackRest(server.server_address[1], "vna-admin", "secret")
+        assert plugin.sync_modalities(rest) == {"changed": ["HOSPA"], "removed": ["GONE"]}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sdk.modalities == {"HOSPA": modality_entry("HOSPA", "10.0.0.5", None, False)}
+    assert [(m, p) for m, p, _ in seen] == [
+        ("GET", "/modalities"),
+        ("DELETE", "/modalities/GONE"),
+        ("PUT", "/modalities/HOSPA"),
+    ]
+    assert {auth for _, _, auth in seen} == {"Basic dm5hLWFkbWluOnNlY3JldA=="}
 
 
 def test_the_sync_endpoint_answers_post_only(

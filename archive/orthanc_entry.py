@@ -29,8 +29,16 @@ for _path in reversed(_vna.get("PythonPath", [])):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from archive.plugin import register  # noqa: E402
+from archive.plugin import LoopbackRest, register  # noqa: E402
 from archive.settings import load_settings  # noqa: E402
 from dicomweb.dimse import find, move, store  # noqa: E402
 
-register(orthanc, load_settings(_vna["Home"]), find=find, move=move, admit=store)
+_settings = load_settings(_vna["Home"])
+register(
+    orthanc,
+    _settings,
+    find=find,
+    move=move,
+    admit=store,
+    rest=LoopbackRest.for_settings(_settings),
+)

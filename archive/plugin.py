@@ -146,8 +146,12 @@ class ArchivePlugin:
         move: MoveHandler | None = None,
         admit: StoreHandler | None = None,
         audit: AuditLog | None = None,
+        rest: Any = None,
     ) -> None:
         self.sdk = sdk
+        # Orthanc's REST API for calls made while handling a DIMSE request (C-MOVE's
+        # C-STORE job): LoopbackRest in Orthanc, the SDK by default (see LoopbackRest)
+        self.rest = sdk if rest is None else rest
         self.settings = settings
         self.store = store
         self.catalog = store.catalog
@@ -496,7 +500,8 @@ class ArchivePlugin:
 
         The job runs asynchronously and is polled: python plugin 4.0 holds the GIL during
         SDK calls, and Orthanc's job thread must call back into the storage area (Python)
-        to read each file, so a synchronous store from here would deadlock.
+        to read each file, so a synchronous store from here would deadlock; the calls go
+        through ``self.rest`` (loopback HTTP in Orthanc) for the reason LoopbackRest gives.
         """
         ae_title, host, port = destination
         name = quote(ae_title, safe="")
@@ -509,7 +514,7 @@ class ArchivePlugin:
             self.settings.dicom_allow_get,
             tls=self.settings.dicom.tls,
         )
-        self.sdk.RestApiPut(f"/modalities/{name}", json.dumps(entry))
+        self.rest.RestApiPut(f"/modalities/{name}", json.dumps(entry))
         body: dict[str, Any] = {
             "Resources": [item.orthanc_id for item in items],
             "Asynchronous": True,
@@ -517,10 +522,10 @@ class ArchivePlugin:
         }
         if originator_id not in (None, ""):
             body["MoveOriginatorID"] = int(originator_id)
-        job = json.loads(self.sdk.RestApiPost(f"/modalities/{name}/store", json.dumps(body)))
+        job = json.loads(self.rest.RestApiPost(f"/modalities/{name}/store", json.dumps(body)))
         job_id = str(job["ID"])
         while True:
-            state = str(json.loads(self.sdk.RestApiGet(f"/jobs/{job_id}")).get("State"))
+            state = str(json.loads(self.rest.RestApiGet(f"/jobs/{job_id}")).get("State"))
             if state == "Success":
                 return
             if state not in ("Pending", "Running", "Retry"):
@@ -682,6 +687,9 @@ class LoopbackRest:
     def RestApiPut(self, uri: str, body: str) -> bytes:  # noqa: N802
         return self._call("PUT", uri, body.encode())
 
+    def RestApiPost(self, uri: str, body: str) -> bytes:  # noqa: N802
+        return self._call("POST", uri, body.encode())
+
     def RestApiDelete(self, uri: str) -> None:  # noqa: N802
         self._call("DELETE", uri)
 
@@ -728,6 +736,7 @@ def register(
     find: FindHandler | None = None,
     move: MoveHandler | None = None,
     admit: StoreHandler | None = None,
+    rest: Any = None,
 ) -> ArchivePlugin:
     """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module).
 
@@ -735,6 +744,8 @@ def register(
     institution (injected by the composition root, ``archive/orthanc_entry.py``); without
     them Orthanc answers those itself. ``admit`` admits each C-STORE by the ownership
     rule STOW-RS follows; without it any registered AE may store into any study.
+    ``rest``: Orthanc's REST API for the C-MOVE handler's calls (:class:`LoopbackRest` in
+    Orthanc; the SDK when None).
     """
     root = logging.getLogger()
     if not any(isinstance(h, OrthancLogHandler) for h in root.handlers):
@@ -749,7 +760,7 @@ def register(
         else None
     )
     plugin = ArchivePlugin(
-        sdk, settings, blob_store, find=find, move=move, admit=admit, audit=audit
+        sdk, settings, blob_store, find=find, move=move, admit=admit, audit=audit, rest=rest
     )
     if settings.storage.write_behind:
         plugin.store.start_digester()

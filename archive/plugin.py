@@ -591,7 +591,7 @@ class ArchivePlugin:
         if request.get("method") != "POST":
             output.SendMethodNotAllowed("POST")
             return
-        output.AnswerBuffer(json.dumps(self.sync_modalities()), "application/json")
+        output.AnswerBuffer(json.dumps(self.sync_modalities(self.rest)), "application/json")
 
     @_guard("handling an Orthanc change")
     def on_change(self, change_type: Any, level: Any, resource_id: str) -> None:

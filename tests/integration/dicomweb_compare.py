@@ -94,13 +94,22 @@ def by_uid(results: list[Any], tag: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _number(value: Any) -> Any:
+    if isinstance(value, str) and value.strip():
+        return float(value)
+    return float(value) if isinstance(value, int | float) else value
+
+
 def normalised(tag: str, element: dict[str, Any]) -> dict[str, Any]:
     """What PS3.18 leaves open, made equal: the order of ModalitiesInStudy's values, the
-    host of a Retrieve URL, and empty person-name groups (Orthanc writes ``"Phonetic":
-    ""``, the gateway leaves it out)."""
+    host of a Retrieve URL, DS/IS values as numbers, and empty person-name groups (Orthanc
+    writes ``"Phonetic": ""``, the gateway leaves it out)."""
     if element.get("vr") == "PN" and "Value" in element:
         groups = [{k: v for k, v in g.items() if v} for g in element["Value"]]
         return {"vr": "PN", "Value": groups}
+    if element.get("vr") in ("DS", "IS") and "Value" in element:
+        # PS3.18 F.2.3.1: numbers; Orthanc 1.12 writes the file's strings ("0.000000")
+        return {"vr": element["vr"], "Value": [_number(v) for v in element["Value"]]}
     if tag == "00080061" and "Value" in element:
         return {"vr": element["vr"], "Value": sorted(element["Value"])}
     if tag == RETRIEVE_URL:  # hosts differ; the resource path must not

@@ -717,7 +717,9 @@ def test_includefield_of_attributes_the_catalog_does_not_index(peers: Peers, key
 
     def first(result: dict[str, Any]) -> Any:
         value = result.get(tag, {}).get("Value", [None])[0]
-        return float(value) if isinstance(value, int | float) else value  # DS: 0 or 0.0
+        if result.get(tag, {}).get("vr") == "DS" and value is not None:
+            return float(value)  # 0, 0.0, or Orthanc 1.12's "0.000000"
+        return value
 
     per_study: dict[str, set[Any]] = {}
     for result in ours:

@@ -254,11 +254,22 @@ def test_key_rotation_keeps_old_blobs_readable(
     assert new_keys == [(current[0],)]
 
 
+def _dicom_attachments(archive: Archive) -> set[str]:
+    """The DICOM-file attachments in the catalog (digested or still journaled)."""
+    with sqlite3.connect(f"file:{archive.home / 'catalog.db'}?mode=ro", uri=True) as db:
+        return {
+            str(uuid)
+            for table in ("attachments", "pending_attachments")
+            for (uuid,) in db.execute(f"SELECT uuid FROM {table} WHERE content_type = 1")  # noqa: S608
+        }
+
+
 def test_malformed_and_unauthorised_input_is_refused(
     archive: Archive, ct_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     send(archive, "HOSPA", ct_files[0])
     before = archive.stats()
+    files_before = _dicom_attachments(archive)
 
     # not DICOM at all, over Orthanc's REST API
     answer = archive.post("/instances", data=b"this is not a DICOM file" * 10)
@@ -305,8 +316,10 @@ def test_malformed_and_unauthorised_input_is_refused(
     assert proc.returncode != 0
 
     after = archive.stats()
-    for key in ("instances", "attachments"):
-        assert after[key] == before[key], key
+    assert after["instances"] == before["instances"]
+    # DICOM files; Orthanc 1.12 may meanwhile add header copies (dicom-until-pixel-data)
+    # of instances it had stored before, when something reads them
+    assert _dicom_attachments(archive) == files_before
     # no blob is referenced by what was refused. Orthanc 1.12 may hand the storage area a
     # broken data set it then drops (create, then remove): that blob is left unreferenced
     # for gc, like any removed attachment's, and holds nothing any answer reaches

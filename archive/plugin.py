@@ -196,11 +196,15 @@ class ArchivePlugin:
 
     def institution_for_ae(self, ae_title: str) -> Institution | None:
         now = time.monotonic()
+        key = ae_title.strip()
         with self._ae_lock:
-            if now - self._ae_loaded > _AE_CACHE_SECONDS:
+            # an AE missing from a recent copy is looked up again: one registered a moment
+            # ago (`vna institution add`) is known at once, as the move destination check,
+            # which reads fresh, already knows it (a run saw the two disagree)
+            if now - self._ae_loaded > _AE_CACHE_SECONDS or key not in self._ae_map:
                 self._ae_map = self.catalog.ae_map()
                 self._ae_loaded = now
-            return self._ae_map.get(ae_title.strip())
+            return self._ae_map.get(key)
 
     @_guard("filtering an incoming C-STORE")
     def filter_cstore(self, received: Any) -> int:

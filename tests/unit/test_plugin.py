@@ -271,6 +271,15 @@ def test_filter_admits_a_known_ae(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     assert not [m for m in sdk.warnings if "HOSPA" in m]
 
 
+def test_an_ae_registered_after_a_lookup_is_known_at_once(plugin: ArchivePlugin) -> None:
+    plugin.catalog.add_institution("Hospital A", "HOSPA")
+    assert plugin.institution_for_ae("HOSPA") is not None  # fills the AE copy
+    plugin.catalog.add_institution("Hospital A", "NEWPACS")  # `vna institution add`, now
+    found = plugin.institution_for_ae("NEWPACS")
+    assert found is not None and found.name == "Hospital A"
+    assert plugin.institution_for_ae("STRANGER") is None
+
+
 def _store(sdk: FakeSdk, uuid: str, data: bytes, aet: str | None) -> None:
     """What Orthanc does for a C-STORE from ``aet`` (None: a REST upload, no filter)."""
     assert sdk.storage is not None and sdk.cstore_filter is not None

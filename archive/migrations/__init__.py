@@ -18,7 +18,8 @@ already at head costs one small query and no alembic import (``HEAD`` below, che
 
 Revision scripts live in ``versions/`` next to this file and are found through the
 package's path, so an installed archive needs no alembic.ini; that file, at the
-repository's root, is for developers writing revisions (README, "Schema migrations").
+repository's root, is for developers writing revisions (docs/development.md, "Schema
+migrations").
 """
 
 from __future__ import annotations

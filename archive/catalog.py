@@ -1605,6 +1605,14 @@ class Catalog:
                 )
             }
 
+    def holds_data(self) -> bool:
+        """Whether anything was ever stored: a blob, a journaled attachment or an instance."""
+        with self.engine.connect() as conn:
+            return any(
+                conn.execute(select(table).limit(1)).first() is not None
+                for table in (blobs, pending_attachments, instances)
+            )
+
     def stats(self) -> Stats:
         with self.engine.connect() as conn:
             n_instances = conn.execute(select(func.count()).select_from(instances)).scalar_one()

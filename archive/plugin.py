@@ -718,6 +718,18 @@ def _encode_answer(dataset: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _holds_data(settings: Settings, catalog: Catalog) -> bool:
+    if catalog.holds_data():
+        return True
+    # blobs or journal entries without a catalog (the catalog restored apart, or lost)
+    return any(
+        path.is_file()
+        for directory in (settings.blob_dir, settings.home / "journal")
+        if directory.is_dir()
+        for path in directory.rglob("*")
+    )
+
+
 def open_store(settings: Settings) -> BlobStore:
     """Open the blob store of an archive home (keys are created on first use).
 
@@ -727,6 +739,15 @@ def open_store(settings: Settings) -> BlobStore:
     """
     migrations.upgrade(settings.resolved_catalog_url)
     catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
+    if not KeyRing.present(settings.keys_dir) and _holds_data(settings, catalog):
+        catalog.close()
+        # new keys would start quietly and leave every stored blob and the audit chain
+        # unreadable: a home restored without its keys must get them back first
+        raise IntegrityError(
+            f"{settings.keys_dir} has no keys, but this home holds stored data: restore "
+            f"keys/ from the backup taken with the data (docs/backup.md) before starting; "
+            f"new keys could not read anything stored"
+        )
     keys = KeyRing.open_or_create(settings.keys_dir, settings.storage.blob_mac)
     hot = FileStore(settings.blob_dir, fsync=settings.storage.fsync)
     journal = Journal(settings.home / "journal", fsync=settings.storage.fsync)

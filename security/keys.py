@@ -64,6 +64,11 @@ class KeyRing:
         self._current_stamp: tuple[int, int] = (0, 0)
         self.reload()
 
+    @staticmethod
+    def present(directory: Path) -> bool:
+        """Whether ``directory`` holds a key ring (its dedup key and current KEK)."""
+        return (directory / "dedup.key").exists() and (directory / "current").exists()
+
     @classmethod
     def open_or_create(cls, directory: Path, mac_algorithm: str = "blake3") -> KeyRing:
         """Open the key ring, generating the keys on first start.

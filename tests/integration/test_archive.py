@@ -20,7 +20,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage
 
-from archive.synthetic import StudySpec, write_study
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive
 
 

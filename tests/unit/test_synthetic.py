@@ -1,4 +1,4 @@
-"""Unit tests for archive.synthetic (synthetic DICOM study generator)."""
+"""Unit tests for synthetic (synthetic DICOM study generator)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from archive.synthetic import StudySpec, generate_studies, generate_study, write_study
+from synthetic import StudySpec, generate_studies, generate_study, write_study
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -98,7 +98,7 @@ def test_deterministic_across_processes() -> None:
     """A fresh interpreter (different hash seed, different RNG state) gives the same bytes."""
     code = (
         "import hashlib, io, pydicom\n"
-        "from archive.synthetic import StudySpec, generate_study\n"
+        "from synthetic import StudySpec, generate_study\n"
         "h = hashlib.sha256()\n"
         "for ds in generate_study(StudySpec(series=2, slices=2, rows=32, columns=32)):\n"
         "    b = io.BytesIO(); pydicom.dcmwrite(b, ds, enforce_file_format=True)\n"

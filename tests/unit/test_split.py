@@ -31,8 +31,13 @@ from archive.split import Span, pixel_data_offset, split_dicom
 
 SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
-# every regular file pydicom bundles (DICOM or not), sorted, with a readable test id
-BUNDLED = sorted(Path(f) for f in get_testdata_files() if Path(f).is_file())
+# every regular file pydicom bundles (DICOM or not), sorted, with a readable test id; not
+# the files of pydicom-data (installed for tests/unit/test_synthetic.py), which
+# get_testdata_files() lists as well
+_PYDICOM_DATA = Path(pydicom.data.__file__).parent
+BUNDLED = sorted(
+    Path(f) for f in get_testdata_files() if Path(f).is_file() and _PYDICOM_DATA in Path(f).parents
+)
 BUNDLED_IDS = ["/".join(p.parts[-2:]) for p in BUNDLED]
 
 # files with pixel data that the walker deliberately leaves whole (always correct, less dedup)

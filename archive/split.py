@@ -174,8 +174,10 @@ def pixel_data_offset(data: bytes | memoryview) -> int | None:
         return None
 
 
-def split_dicom(data: bytes | memoryview) -> list[Span]:
-    """Cut a DICOM file into spans covering it exactly (see the module docstring)."""
+def split_dicom(data: bytes | memoryview, *, native_chunk: int | None = None) -> list[Span]:
+    """Cut a DICOM file into spans covering it exactly (see the module docstring); native
+    pixel data in spans of at most ``native_chunk`` bytes (default ``NATIVE_CHUNK``)."""
+    chunk = NATIVE_CHUNK if native_chunk is None else native_chunk
     size = len(data)
     whole = [Span(0, size, "header")]
     start = _dataset_start(data)
@@ -196,9 +198,9 @@ def split_dicom(data: bytes | memoryview) -> list[Span]:
             if end > size:
                 return whole
             chunk_start = offset
-            while end - chunk_start > NATIVE_CHUNK:
-                spans.append(Span(chunk_start, chunk_start + NATIVE_CHUNK, "pixels"))
-                chunk_start += NATIVE_CHUNK
+            while end - chunk_start > chunk:
+                spans.append(Span(chunk_start, chunk_start + chunk, "pixels"))
+                chunk_start += chunk
             spans.append(Span(chunk_start, end, "pixels"))
         else:
             # element header + Basic Offset Table item, then one span per fragment item

@@ -54,7 +54,6 @@ from archive.api import (
     studies,
 )
 from archive.catalog import pn_fold_values
-from archive.synthetic import StudySpec, generate_studies, write_study
 from bench.common import (
     BENCH_DIR,
     PROJECT_ROOT,
@@ -75,6 +74,7 @@ from bench.link import ThrottledLink
 from bench.replay import save_index
 from dicomweb.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, generate_studies, write_study
 
 __all__ = ["OrthancDicomWeb", "main"]
 

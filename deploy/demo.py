@@ -15,13 +15,13 @@ from pynetdicom import AE
 
 from archive.plugin import open_store
 from archive.settings import Settings
-from archive.synthetic import StudySpec, generate_studies, generate_study
 from deploy.cli_common import cli_user
 from deploy.dimse_access import apply_registrations
 from security.audit import AuditEvent, AuditLog
 from security.errors import VnaError
 from security.users import UserRegistry
 from sharing.api import Action, ShareLinks, ensure_schema, parse_duration, reaches_study
+from synthetic import StudySpec, generate_studies, generate_study
 
 __all__ = [
     "DEMO_AE",

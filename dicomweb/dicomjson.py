@@ -24,8 +24,13 @@ _PN_TAG = 0x00100010  # any PN tag: the conversion depends on the VR only
 
 def _person_names(values: list[Any]) -> list[Any]:
     """PN values as F.2.2 objects: ``A=I=P`` splits into its three component groups,
-    by pydicom's converter, the one metadata uses (dicomweb/metadata.py)."""
-    names = [str(v) for v in values]
+    by pydicom's converter, the one metadata uses (dicomweb/metadata.py).
+
+    A stored value may hold several names joined by ``\\`` (the catalog keeps a
+    multi-valued PN as the file has it): each is a value of its own, as pydicom reads the
+    file for WADO-RS metadata; empty ones are left out, as empty list items are.
+    """
+    names = [name for v in values for name in str(v).split("\\") if name]
     document = DataElement(_PN_TAG, "PN", names).to_json_dict(
         bulk_data_element_handler=None, bulk_data_threshold=1024
     )
@@ -50,6 +55,8 @@ def element(vr: str, value: Any) -> dict[str, Any]:
     {'vr': 'PN', 'Value': [{'Alphabetic': 'Doe^Jane'}]}
     >>> element("PN", "Yamada^Tarou=山田^太郎")
     {'vr': 'PN', 'Value': [{'Alphabetic': 'Yamada^Tarou', 'Ideographic': '山田^太郎'}]}
+    >>> element("PN", "Doe^Jane\\\\Roe^Richard")
+    {'vr': 'PN', 'Value': [{'Alphabetic': 'Doe^Jane'}, {'Alphabetic': 'Roe^Richard'}]}
     >>> element("IS", "3")
     {'vr': 'IS', 'Value': [3]}
     >>> element("DA", None)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
 
 from archive.api import Settings, credentials
 from security.errors import VnaError
@@ -33,7 +34,10 @@ class OrthancClient:
     def __init__(self, settings: Settings, *, timeout_seconds: float = 300) -> None:
         creds = credentials(settings)
         self.base_url = f"http://127.0.0.1:{settings.orthanc_http_port}"
-        self._auth = aiohttp.BasicAuth(creds.username, creds.password)
+        # built once; latin-1 as aiohttp.BasicAuth (deprecated since aiohttp 3.14) encoded it
+        self._authorization = aiohttp.encode_basic_auth(
+            creds.username, creds.password, encoding="latin1"
+        )
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
 
@@ -42,7 +46,7 @@ class OrthancClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 self.base_url,
-                auth=self._auth,
+                headers={hdrs.AUTHORIZATION: self._authorization},
                 timeout=self._timeout,
                 auto_decompress=False,
                 raise_for_status=False,

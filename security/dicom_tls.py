@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 import os
 import re
 import shutil
@@ -26,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from security.certificates import host_names, key_usage, private_key_pem, sign_certificate
 from security.errors import InvalidInput, NotFound
 from security.keys import write_secret_file
 
@@ -37,8 +37,8 @@ __all__ = ["TlsFiles", "client_files", "ensure_server_pki", "export_client", "is
 
 # RSA keeps every DICOM TLS profile of PS3.15 B.1-B.9 (and dcmtk's default BCP 195 set) open
 _KEY_BITS = 2048
-_CA_DAYS = 20 * 365
-_LEAF_DAYS = 5 * 365
+_CA_LIFETIME = datetime.timedelta(days=20 * 365)
+_LEAF_LIFETIME = datetime.timedelta(days=5 * 365)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +58,6 @@ def _private_dir(path: Path) -> Path:
 
 def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=_KEY_BITS)
-
-
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 def _name(common_name: str) -> x509.Name:
@@ -89,36 +81,21 @@ def _ensure_ca(tls_dir: Path) -> None:
     if (tls_dir / "ca.pem").exists():
         return
     key = _new_key()
-    now = datetime.datetime.now(datetime.UTC)
     name = _name("VNA DICOM TLS CA")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=_CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = sign_certificate(
+        subject=name,
+        public_key=key.public_key(),
+        issuer=name,
+        signing_key=key,
+        lifetime=_CA_LIFETIME,
+        extensions=[
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (key_usage(key_cert_sign=True, crl_sign=True), True),
+            (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+        ],
     )
     # the key first: a CA certificate without its key would block every later issue
-    write_secret_file(tls_dir / "ca.key", _key_pem(key))
+    write_secret_file(tls_dir / "ca.key", private_key_pem(key))
     write_secret_file(tls_dir / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -134,33 +111,30 @@ def _issue(
         return files
     ca_cert, ca_key = _load_ca(tls_dir)
     key = _new_key()
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=_LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
         # a DICOM node is both SCU and SCP: the archive's certificate opens its C-MOVE
         # sub-associations, a hospital's serves as its node's when it receives them
-        .add_extension(
+        (
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
             ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-    )
+            False,
+        ),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+    ]
     if alt_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
+        extensions.append((x509.SubjectAlternativeName(alt_names), False))
+    cert = sign_certificate(
+        subject=_name(common_name),
+        public_key=key.public_key(),
+        issuer=ca_cert.subject,
+        signing_key=ca_key,
+        lifetime=_LEAF_LIFETIME,
+        extensions=extensions,
+    )
     _private_dir(directory)
-    write_secret_file(files.private_key, _key_pem(key))
+    write_secret_file(files.private_key, private_key_pem(key))
     write_secret_file(files.certificate, cert.public_bytes(serialization.Encoding.PEM))
     return files
 
@@ -170,12 +144,7 @@ def ensure_server_pki(tls_dir: Path, hosts: Sequence[str]) -> TlsFiles:
     created on first use; returns the server's files."""
     _private_dir(tls_dir)
     _ensure_ca(tls_dir)
-    alt: list[x509.GeneralName] = []
-    for host in dict.fromkeys(["localhost", "127.0.0.1", *hosts]):
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alt.append(x509.DNSName(host))
+    alt = host_names(["localhost", "127.0.0.1", *hosts])
     return _issue(tls_dir, tls_dir, "server", "VNA DICOM", alt)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import ipaddress
 import os
 import socket
 import ssl
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from security.certificates import host_names, key_usage, private_key_pem, sign_certificate
 from security.keys import write_secret_file
 
 __all__ = [
@@ -39,18 +39,9 @@ _RENEW_BEFORE = datetime.timedelta(days=30)
 
 
 def _names(hosts: list[str]) -> list[x509.GeneralName]:
-    seen: list[x509.GeneralName] = []
-    for host in ["localhost", "127.0.0.1", "::1", socket.gethostname(), *hosts]:
-        if not host or host in ("0.0.0.0", "::"):  # noqa: S104 - a listen address, not a name
-            continue
-        name: x509.GeneralName
-        try:
-            name = x509.IPAddress(ipaddress.ip_address(host))
-        except ValueError:
-            name = x509.DNSName(host)
-        if name not in seen:
-            seen.append(name)
-    return seen
+    candidates = ["localhost", "127.0.0.1", "::1", socket.gethostname(), *hosts]
+    # a listen address is not a name
+    return host_names(h for h in candidates if h and h not in ("0.0.0.0", "::"))  # noqa: S104
 
 
 def _still_good(cert_path: Path, now: datetime.datetime) -> bool:
@@ -75,16 +66,12 @@ def ensure_self_signed(keys_dir: Path, hosts: list[str]) -> tuple[Path, Path]:
         if key_path.exists() and _still_good(cert_path, now):
             return cert_path, key_path
         key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(key_path, _key_pem(key))
+        _write_private(key_path, private_key_pem(key))
         _write_private(cert_path, _certificate(key, hosts, now).public_bytes(_PEM))
     return cert_path, key_path
 
 
 _PEM = serialization.Encoding.PEM
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -102,36 +89,21 @@ def _certificate(
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     # a server leaf that is its own issuer, with the extensions strict verifiers (Python
     # 3.13's VERIFY_X509_STRICT) want, so clients can trust the file itself
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _LIFETIME)
-        .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
+    return sign_certificate(
+        subject=subject,
+        public_key=key.public_key(),
+        issuer=subject,
+        signing_key=key,
+        lifetime=_LIFETIME,
+        now=now,
+        extensions=[
+            (x509.SubjectAlternativeName(_names(hosts)), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (key_usage(digital_signature=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (ski, False),
+            (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
+        ],
     )
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import zstandard
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage
 
-from archive.synthetic import StudySpec, write_study
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive
 
 
@@ -115,11 +116,16 @@ def test_ct_study_is_stored_well_under_raw_size(
     raw = sum(p.stat().st_size for p in ct_files)
     assert stats["instances"] == len(ct_files)
     ratio = stats["stored_bytes"] / raw
+    # zstd level 1 (the store's default) packs CT about 2x (synthetic/ is calibrated on a
+    # real slice): splitting, naming and sealing the parts may add next to nothing to that
+    zstd1 = sum(len(zstandard.ZstdCompressor(level=1).compress(p.read_bytes())) for p in ct_files)
     print(
         f"synthetic CT: {raw:,} bytes sent, {stats['stored_bytes']:,} stored "
-        f"(ratio {ratio:.3f}; Orthanc handed over {stats['logical_bytes']:,})"
+        f"(ratio {ratio:.3f}; zstd -1 of the files {zstd1:,}; "
+        f"Orthanc handed over {stats['logical_bytes']:,})"
     )
-    assert ratio < 0.5
+    assert stats["stored_bytes"] < 1.03 * zstd1
+    assert ratio < 0.6
 
 
 def test_flipped_byte_fails_loudly_and_fsck_names_it(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import requests
 
-from archive.synthetic import StudySpec, write_study
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, wait_until
 from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
 

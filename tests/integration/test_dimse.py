@@ -30,7 +30,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from archive.synthetic import StudySpec, generate_study
+from synthetic import StudySpec, generate_study
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, free_port
 

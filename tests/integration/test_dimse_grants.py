@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from archive.synthetic import StudySpec
+from synthetic import StudySpec
 from tests.integration.test_dimse import (
     REFUSED_MOVE,
     Setup,

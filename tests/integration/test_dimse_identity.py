@@ -37,7 +37,7 @@ from pynetdicom.sop_class import (
 )
 
 from archive.catalog import Catalog
-from archive.synthetic import StudySpec, generate_study
+from synthetic import StudySpec, generate_study
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, free_port, wait_until
 from tests.integration.test_dimse import Receiver, Setup, audit_records, dimse_setup, findscu

@@ -18,8 +18,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 
-from archive.synthetic import StudySpec, write_study
 from security.audit import AuditLog
+from synthetic import StudySpec, write_study
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, start_gateway, wait_until
 

@@ -15,8 +15,8 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, gateway_process, wait_until
 
 SPEC = StudySpec(series=2, slices=3, rows=64, columns=64, patient_id="GW0001", seed=31)

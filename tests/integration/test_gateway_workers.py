@@ -19,9 +19,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from archive.synthetic import StudySpec, write_study
 from dicomweb.workers import STOP_GRACE
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, GatewayProcess, start_gateway, wait_until
 

@@ -25,8 +25,8 @@ from archive.blobstore import BlobStore
 from archive.catalog import Catalog, Sender
 from archive.indexer import Indexer
 from archive.settings import StorageSettings
-from archive.synthetic import StudySpec, write_study
 from security.keys import KeyRing
+from synthetic import StudySpec, write_study
 from tests.integration.harness import free_port
 from tiering.fs import FileStore
 

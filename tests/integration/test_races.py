@@ -24,7 +24,7 @@ import pydicom
 import pytest
 import requests
 
-from archive.synthetic import StudySpec, write_study
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, session_from, start_gateway, wait_until
 
 SPEC = StudySpec(series=1, slices=1, rows=32, columns=32, patient_id="RACE0001", seed=9101)

@@ -12,10 +12,10 @@ import pytest
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, SourceRecord
 from archive.settings import StorageSettings
-from archive.synthetic import StudySpec, generate_study
 from dicomweb.search import instances_to_retrieve
 from security.keys import KeyRing
 from sharing.api import Grants, ensure_schema
+from synthetic import StudySpec, generate_study
 from tests.integration import test_postgres
 from tests.unit.conftest import dicom_bytes
 from tests.unit.test_grants import STUDIES, A, C, rec

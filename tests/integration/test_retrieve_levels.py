@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from archive.synthetic import StudySpec
+from synthetic import StudySpec
 from tests.integration.harness import Archive, wait_until
 from tests.integration.stock_orthanc import StockOrthanc
 from tests.integration.test_dimse import Setup, _dataset_bytes, audit_records, dimse_setup

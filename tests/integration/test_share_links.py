@@ -17,7 +17,7 @@ import pydicom
 import pytest
 import requests
 
-from archive.synthetic import StudySpec, write_study
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, session_from, wait_until
 from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
 

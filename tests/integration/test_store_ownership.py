@@ -29,8 +29,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from archive.synthetic import StudySpec, generate_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, generate_study
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, gateway_process, multipart_parts
 

@@ -20,8 +20,8 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, gateway_process, wait_until
 
 SPEC_A = StudySpec(series=1, slices=4, rows=64, columns=64, patient_id="STOWA1", seed=71)

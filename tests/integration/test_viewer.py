@@ -20,8 +20,8 @@ import pydicom
 import pytest
 import requests
 
-from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.browser import (
     chromium,
     listed,

@@ -26,8 +26,8 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.browser import (
     ARTIFACTS,
     chromium,

@@ -20,8 +20,8 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, gateway_process, multipart_parts, wait_until
 
 SPEC = StudySpec(series=1, slices=3, rows=64, columns=64, patient_id="WM0001", seed=77)

@@ -27,8 +27,8 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from archive.synthetic import StudySpec, write_study
 from security.issuer import EmbeddedIssuer
+from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, gateway_process, wait_until
 from tests.report_sr import measurement_report, part10
 

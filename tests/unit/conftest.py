@@ -13,8 +13,8 @@ import pytest
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog
 from archive.settings import StorageSettings
-from archive.synthetic import StudySpec, generate_study
 from security.keys import KeyRing
+from synthetic import StudySpec, generate_study
 from tiering.fs import FileStore
 
 

@@ -20,6 +20,7 @@ PROJECT = {
     "viewer",
     "deploy",
     "bench",
+    "synthetic",
 }
 
 # package -> project modules it may import (a module name or a package prefix)
@@ -31,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "dicomweb": {"dicomweb", "archive.api", "sharing.api", "security", "viewer.api"},
     "inference": {"inference"},
     "viewer": {"viewer"},
+    "synthetic": {"synthetic"},
 }
 
 

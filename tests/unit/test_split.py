@@ -31,8 +31,13 @@ from archive.split import Span, pixel_data_offset, split_dicom
 
 SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
-# every regular file pydicom bundles (DICOM or not), sorted, with a readable test id
-BUNDLED = sorted(Path(f) for f in get_testdata_files() if Path(f).is_file())
+# every regular file pydicom bundles (DICOM or not), sorted, with a readable test id; not
+# the files of pydicom-data (installed for tests/unit/test_synthetic.py), which
+# get_testdata_files() lists as well
+_PYDICOM_DATA = Path(pydicom.data.__file__).parent
+BUNDLED = sorted(
+    Path(f) for f in get_testdata_files() if Path(f).is_file() and _PYDICOM_DATA in Path(f).parents
+)
 BUNDLED_IDS = ["/".join(p.parts[-2:]) for p in BUNDLED]
 
 # files with pixel data that the walker deliberately leaves whole (always correct, less dedup)
@@ -352,13 +357,12 @@ def test_deflated_files_stay_whole(to_bytes: Callable[[Dataset], bytes]) -> None
 # --------------------------------------------------------------------- chunking
 
 
-def test_native_pixels_are_chunked_when_large(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_native_pixels_are_chunked_when_large() -> None:
     data = _read(Path(get_testdata_file("CT_small.dcm")))
     default = split_dicom(data)
     element = default[1]
     length = element.end - element.start
-    monkeypatch.setattr(split, "NATIVE_CHUNK", 4096)
-    spans = split_dicom(data)
+    spans = split_dicom(data, native_chunk=4096)
     assert_exact_cover(spans, data)
     pixels = [s for s in spans if s.kind == "pixels"]
     assert len(pixels) == math.ceil(length / 4096)
@@ -370,35 +374,29 @@ def test_native_pixels_are_chunked_when_large(monkeypatch: pytest.MonkeyPatch) -
     assert spans[-1] == default[-1]
 
 
-def test_chunk_boundaries_at_exact_multiples(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunk_boundaries_at_exact_multiples() -> None:
     data = _read(Path(get_testdata_file("CT_small.dcm")))
     element = split_dicom(data)[1]
     length = element.end - element.start
     assert length % 2 == 0
-    monkeypatch.setattr(split, "NATIVE_CHUNK", length)
-    assert len([s for s in split_dicom(data) if s.kind == "pixels"]) == 1
-    monkeypatch.setattr(split, "NATIVE_CHUNK", length // 2)
-    halves = [s for s in split_dicom(data) if s.kind == "pixels"]
+    assert len([s for s in split_dicom(data, native_chunk=length) if s.kind == "pixels"]) == 1
+    halves = [s for s in split_dicom(data, native_chunk=length // 2) if s.kind == "pixels"]
     assert [s.end - s.start for s in halves] == [length // 2, length // 2]
 
 
-def test_encapsulated_fragments_are_not_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encapsulated_fragments_are_not_chunked() -> None:
     data = _read(Path(get_testdata_file("MR_small_RLE.dcm")))
     default = split_dicom(data)
-    monkeypatch.setattr(split, "NATIVE_CHUNK", 16)
-    assert split_dicom(data) == default
+    assert split_dicom(data, native_chunk=16) == default
 
 
-def test_512_ct_is_one_pixel_span_by_default_and_chunks_when_asked(
-    big_ct: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_512_ct_is_one_pixel_span_by_default_and_chunks_when_asked(big_ct: bytes) -> None:
     _ds, offset = _pydicom_header_end(big_ct) or (None, -1)
     spans = split_dicom(big_ct)
     assert [s.kind for s in spans] == ["header", "pixels"]
     assert spans[0].end == offset
     assert spans[1].end - spans[1].start == 12 + 512 * 512 * 2
-    monkeypatch.setattr(split, "NATIVE_CHUNK", 64 * 1024)
-    chunked = split_dicom(big_ct)
+    chunked = split_dicom(big_ct, native_chunk=64 * 1024)
     assert_exact_cover(chunked, big_ct)
     assert len(chunked) == 1 + math.ceil((12 + 512 * 512 * 2) / (64 * 1024))
 

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, patients, studies
 from archive.indexer import Indexer
 from archive.plugin import ArchivePlugin
-from archive.synthetic import StudySpec, generate_study
 from dicomweb.stow import Outcome, inspect_part
 from dicomweb.worklist import (
     OPENING,
@@ -38,6 +37,7 @@ from sharing.api import (
     record_opened,
     worklist_entries,
 )
+from synthetic import StudySpec, generate_study
 from tests.report_sr import measurement_report, part10
 from tests.unit.test_plugin import _store
 from tests.unit.test_stow import _part, _rest_store, plugin  # noqa: F401  (fixture)

@@ -46,27 +46,34 @@ def upgrade() -> None:
 
 
 def _backfill(bind: sa.engine.Connection, table_name: str, key: str, name: str) -> None:
+    """Fold the names not folded yet, a page of ``_BATCH`` rows at a time in key order
+    (keyset pagination): a catalog of millions of rows never sits in memory, no cursor stays
+    open across the updates, and each page starts where the last ended on the primary key's
+    index instead of scanning the rows already folded again."""
     folds = _folded(name)
     table = sa.table(table_name, sa.column(key), sa.column(name), *map(sa.column, folds))
-    rows = bind.execute(
-        sa.select(table.c[key], table.c[name]).where(
-            table.c[name].is_not(None), table.c[folds[0]].is_(None)
-        )
-    ).all()
+    page = (
+        sa.select(table.c[key], table.c[name])
+        .where(table.c[name].is_not(None), table.c[folds[0]].is_(None))
+        .order_by(table.c[key])
+        .limit(_BATCH)
+    )
     update = (
         sa.update(table)
         .where(table.c[key] == sa.bindparam("k"))
         .values({f: sa.bindparam(f"v_{f}") for f in folds})
     )
-    for start in range(0, len(rows), _BATCH):
+    rows = bind.execute(page).all()
+    while rows:
         params = []
-        for row in rows[start : start + _BATCH]:
+        for row in rows:
             groups = folded_groups(row[1])
             assert groups is not None
             params.append(
                 {"k": row[0], **{f"v_{f}": g for f, g in zip(folds, groups, strict=True)}}
             )
         bind.execute(update, params)
+        rows = bind.execute(page.where(table.c[key] > rows[-1][0])).all()
 
 
 def downgrade() -> None:

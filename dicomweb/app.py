@@ -42,7 +42,6 @@ from aiohttp import web
 
 from archive.api import GatewaySettings, Settings, open_store
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
-from dicomweb.attributes import Level
 from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
@@ -75,7 +74,6 @@ from dicomweb.oauth import (
 )
 from dicomweb.orthanc import OrthancClient
 from dicomweb.pixels import parse_frame_list
-from dicomweb.query import parse_query
 from dicomweb.rendered import (
     THUMBNAIL_VIEWPORT,
     negotiate_image,
@@ -86,7 +84,6 @@ from dicomweb.rendered import (
     send_rendered_first,
     send_rendered_many,
 )
-from dicomweb.search import StoredInstance, instances_to_retrieve, search
 from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.transport import forwarded_middleware
@@ -101,6 +98,7 @@ from dicomweb.worklist import (
     note_opened,
     worklist_response,
 )
+from query.api import Level, StoredInstance, instances_to_retrieve, parse_query, search
 from security.audit import AuditLog
 from security.clients import ClientRegistry
 from security.errors import InvalidInput, NotFound

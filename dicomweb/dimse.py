@@ -31,9 +31,7 @@ from archive.api import (
     patients,
     studies,
 )
-from dicomweb.attributes import Attribute, Level, lookup
-from dicomweb.query import parse_query
-from dicomweb.search import search
+from query.api import Attribute, Level, lookup, parse_query, search
 from security.errors import InvalidInput
 from sharing.api import claim_for_store, reachable
 

@@ -42,7 +42,7 @@ from dicomweb.pixels import (
     negotiate_frames,
 )
 from dicomweb.prefetch import ordered_prefetch
-from dicomweb.search import StoredInstance
+from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound
 
 __all__ = [

@@ -21,11 +21,9 @@ from pydicom.datadict import dictionary_VR
 from sqlalchemy import func, select
 
 from archive.api import BlobStore, instances
-from dicomweb.attributes import Level
 from dicomweb.blobcache import ContentCache
 from dicomweb.metacache import metadata_body
-from dicomweb.query import Query
-from dicomweb.search import StoredInstance
+from query.api import Level, Query, StoredInstance
 from security.errors import NotFound
 
 __all__ = ["add_header_fields", "needs_headers"]

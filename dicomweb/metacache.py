@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from archive.api import BlobStore
 from dicomweb.blobcache import ContentCache
 from dicomweb.metadata import instance_metadata
-from dicomweb.search import StoredInstance
+from query.api import StoredInstance
 
 __all__ = ["metadata_body", "metadata_template", "render"]
 

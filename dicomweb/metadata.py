@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from archive.api import BlobStore
-from dicomweb.search import StoredInstance
+from query.api import StoredInstance
 
 __all__ = ["instance_metadata", "metadata_of"]
 

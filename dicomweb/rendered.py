@@ -20,7 +20,7 @@ from aiohttp import web
 from dicomweb.frames import instance_path, stream_from_orthanc
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient, OrthancError
-from dicomweb.search import StoredInstance
+from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound
 
 __all__ = [

@@ -53,8 +53,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from archive.api import Catalog, Institution, header_record, survey
 from dicomweb.auditing import audit
-from dicomweb.dicomjson import element
 from dicomweb.orthanc import OrthancClient, OrthancError
+from query.api import element
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from security.tokens import Principal
 from sharing.api import claim_for_store

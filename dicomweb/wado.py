@@ -27,7 +27,6 @@ from dicomweb.frames import fetch_one_part, instance_path
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
 from dicomweb.prefetch import batches, ordered_prefetch, ordered_tasks
-from dicomweb.search import StoredInstance
 from dicomweb.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -35,6 +34,7 @@ from dicomweb.syntaxes import (
     explicit_parts,
     target_syntax,
 )
+from query.api import StoredInstance
 
 __all__ = [
     "DEFAULT_DICOM",

@@ -23,9 +23,9 @@ from dicomweb.blobcache import InstanceReader
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
 from dicomweb.prefetch import ordered_prefetch
-from dicomweb.search import StoredInstance
 from dicomweb.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax
 from dicomweb.wado import convert_instance
+from query.api import StoredInstance
 from security.errors import InvalidInput
 
 __all__ = [

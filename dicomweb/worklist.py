@@ -8,7 +8,7 @@ instance searches below the worklist root answer as the normal root's do, so the
 open a study from the list; retrieval (``wadoRoot``) stays at ``/dicom-web``, where the
 Retrieve URL (0008,1190) of each result points.
 
-The study search takes every parameter of the normal one (:func:`dicomweb.query.parse_query`:
+The study search takes every parameter of the normal one (:func:`query.api.parse_query`:
 matching, ``includefield``, ``limit``/``offset``) plus ``status=new|opened|reported``
 (several: ``status=new,opened``). Each result carries the normal study attributes and a
 private block (PS3.5 7.8.1) with the worklist state, because no standard attribute says
@@ -46,13 +46,10 @@ from typing import Any
 from aiohttp import web
 
 from archive.api import Catalog, studies
-from dicomweb.attributes import Level
 from dicomweb.auditing import audit
-from dicomweb.dicomjson import element
 from dicomweb.dicomxml import negotiate_dataset_media
 from dicomweb.middleware import qido_response
-from dicomweb.query import parse_query
-from dicomweb.search import search
+from query.api import Level, element, parse_query, search
 from security.tokens import Principal
 from sharing.api import (
     Permission,

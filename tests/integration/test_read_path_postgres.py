@@ -13,7 +13,7 @@ from archive.blobstore import BlobStore
 from archive.catalog import Catalog, SourceRecord
 from archive.settings import StorageSettings
 from archive.synthetic import StudySpec, generate_study
-from dicomweb.search import instances_to_retrieve
+from query.api import instances_to_retrieve
 from security.keys import KeyRing
 from sharing.api import Grants, ensure_schema
 from tests.integration import test_postgres

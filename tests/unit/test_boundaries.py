@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = {
     "archive",
+    "query",
     "dicomweb",
     "sharing",
     "tiering",
@@ -28,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "tiering": {"tiering", "security"},
     "archive": {"archive", "tiering", "security"},
     "sharing": {"sharing", "archive.api", "security"},
-    "dicomweb": {"dicomweb", "archive.api", "sharing.api", "security", "viewer.api"},
+    "query": {"query", "archive.api", "sharing.api", "security"},
+    "dicomweb": {"dicomweb", "query.api", "archive.api", "sharing.api", "security", "viewer.api"},
     "inference": {"inference"},
     "viewer": {"viewer"},
 }

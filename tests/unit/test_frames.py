@@ -31,8 +31,8 @@ from dicomweb.pixels import (
     parse_frame_list,
 )
 from dicomweb.rendered import negotiate_image, negotiate_rendered_many, rendered_params
-from dicomweb.search import StoredInstance
 from dicomweb.wado_uri import parse_wado_uri
+from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound
 
 JPEG = "1.2.840.10008.1.2.4.50"

@@ -11,11 +11,9 @@ from pydicom.data import get_testdata_file
 
 from archive.blobstore import BlobStore
 from archive.catalog import InstanceRecord, SourceRecord
-from dicomweb.attributes import Level
 from dicomweb.blobcache import ContentCache
-from dicomweb.dicomjson import element
 from dicomweb.includefield import add_header_fields, needs_headers
-from dicomweb.query import parse_query
+from query.api import Level, element, parse_query
 
 ROOT = "http://gw/dicom-web"
 

@@ -10,10 +10,15 @@ import pytest
 
 from archive import migrations
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
-from dicomweb.attributes import Level, lookup
-from dicomweb.dicomjson import element
-from dicomweb.query import build_select, parse_query
-from dicomweb.search import instances_to_retrieve, search
+from query.api import (
+    Level,
+    build_select,
+    element,
+    instances_to_retrieve,
+    lookup,
+    parse_query,
+    search,
+)
 from security.errors import InvalidInput
 from sharing.api import ensure_schema
 

@@ -24,7 +24,7 @@ from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.metacache import metadata_body, metadata_template, render
 from dicomweb.metadata import instance_metadata
 from dicomweb.prefetch import batches, ordered_prefetch
-from dicomweb.search import StoredInstance, instances_to_retrieve
+from query.api import StoredInstance, instances_to_retrieve
 from security.errors import IntegrityError
 from sharing.api import Grants, ensure_schema
 

@@ -19,8 +19,8 @@ from archive.catalog import Catalog
 from archive.settings import StorageSettings
 from archive.split import pixel_data_offset
 from dicomweb.blobcache import ContentCache, InstanceReader
-from dicomweb.search import StoredInstance
 from dicomweb.wado import AcceptedDicom, accepts_zstd, stream_instances
+from query.api import StoredInstance
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
 

@@ -16,9 +16,9 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Float, bindparam, func, select
 
 from archive.api import Catalog, instances, series, studies
-from dicomweb.attributes import RETRIEVE_URL, Level
-from dicomweb.dicomjson import element
-from dicomweb.query import Query, build_select
+from query.attributes import RETRIEVE_URL, Level
+from query.dicomjson import element
+from query.matching import Query, build_select
 from sharing.api import reachable
 
 __all__ = ["StoredInstance", "instances_to_retrieve", "search"]

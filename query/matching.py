@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, true
 
 from archive.api import fold, fold_group, instances, patients, series, split_groups, studies
-from dicomweb.attributes import DEFAULT_RETURN, Attribute, Level, lookup
+from query.attributes import DEFAULT_RETURN, Attribute, Level, lookup
 from security.errors import InvalidInput
 from sharing.api import reachable
 
@@ -228,7 +228,7 @@ def _returned(
     conditions: Iterable[Condition],
     study_uid: str | None,
 ) -> tuple[Attribute, ...]:
-    from dicomweb.attributes import ATTRIBUTES
+    from query.attributes import ATTRIBUTES
 
     wanted: list[Attribute] = []
     if include_all:

@@ -17,10 +17,10 @@ from archive.catalog import (
     studies,
 )
 from archive.credentials import OrthancCredentials, credentials
-from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
 from archive.headers import header_record
 from archive.names import fold, fold_group, folded_groups, split_groups
 from archive.plugin import open_store
+from archive.scp import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
 from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
 from archive.split import Survey, survey
 

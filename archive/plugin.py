@@ -28,7 +28,8 @@ from archive import migrations
 from archive.blobstore import CONTENT_DICOM, CONTENT_DICOM_UNTIL_PIXEL_DATA, BlobStore
 from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
 from archive.credentials import credentials
-from archive.dimse import (
+from archive.headers import instance_record
+from archive.scp import (
     LEVELS,
     FindHandler,
     FindRequest,
@@ -41,7 +42,6 @@ from archive.dimse import (
     modality_entry,
     peer_address,
 )
-from archive.headers import instance_record
 from archive.settings import Settings
 from archive.split import neutral_preamble, survey
 from security.audit import AuditEvent, AuditLog
@@ -745,7 +745,7 @@ def register(
     """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module).
 
     ``find`` and ``move`` answer C-FIND and C-MOVE from the catalog for the calling AE's
-    institution (injected by the composition root, ``archive/orthanc_entry.py``); without
+    institution (injected by the composition root, ``compose/orthanc_entry.py``); without
     them Orthanc answers those itself. ``admit`` admits each C-STORE by the ownership
     rule STOW-RS follows; without it any registered AE may store into any study.
     ``rest``: Orthanc's REST API for the C-MOVE handler's calls (:class:`LoopbackRest` in

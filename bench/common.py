@@ -653,7 +653,17 @@ def _mount_of(path: Path) -> str:
     return fstype
 
 
-SOURCE_DIRS = ("archive", "security", "tiering", "deploy", "query", "dicomweb", "sharing")
+SOURCE_DIRS = (
+    "archive",
+    "security",
+    "tiering",
+    "deploy",
+    "query",
+    "dimse",
+    "dicomweb",
+    "compose",
+    "sharing",
+)
 
 
 def source_fingerprint(dirs: Sequence[str] = SOURCE_DIRS, root: Path = PROJECT_ROOT) -> str:

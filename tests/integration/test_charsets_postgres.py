@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from archive import migrations
 from archive.api import FindRequest
 from archive.catalog import Catalog
-from dicomweb.dimse import find
+from dimse.api import find
 from query.api import Level, parse_query, search
 from sharing.api import ensure_schema
 from tests.integration import test_postgres

@@ -19,8 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
-from archive.dimse import modality_entries, modality_entry, peer_address
 from archive.plugin import ArchivePlugin, LoopbackRest, register
+from archive.scp import modality_entries, modality_entry, peer_address
 from archive.settings import DicomSecurity, StorageSettings, load_settings
 from deploy.dimse_access import RefusalAuditor, RefusalParser
 from deploy.orthanc_config import orthanc_config

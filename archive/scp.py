@@ -2,8 +2,10 @@
 
 The archive answers C-FIND and C-MOVE itself (``archive.plugin``) so that a calling AE
 sees only what its institution may see. Matching the catalog is not the archive's job:
-the handlers are injected by the composition root (``archive/orthanc_entry.py``) and
-receive these plain values, so they can be tested without Orthanc.
+the handlers (``dimse/``) are injected by the composition root
+(``compose/orthanc_entry.py``) and receive these plain values, so they can be tested
+without Orthanc. Orthanc's ``DicomModalities`` entries for the registered AEs are made
+here too.
 """
 
 from __future__ import annotations

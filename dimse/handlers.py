@@ -2,12 +2,12 @@
 
 The Orthanc adapter (``archive.plugin``) calls :func:`find` and :func:`move` (and
 :func:`store` to admit a C-STORE by the rule STOW-RS follows); the
-composition root (``archive/orthanc_entry.py``) injects them. They live here, in the
-gateway's package, because a C-FIND is the same search as a QIDO-RS one over another
-wire (PS3.4 C.2.2.2 matching is what PS3.18 refers to): this module reuses the QIDO
-parser, the SQL it builds with :func:`sharing.api.reachable` inside, and its result rows,
-so the two can never disagree on what an institution sees. Nothing here imports aiohttp:
-it runs inside Orthanc. The tables queried are the migrations' (``open_store`` runs them
+composition root (``compose/orthanc_entry.py``) injects them. A C-FIND is the same search
+as a QIDO-RS one over another wire (PS3.4 C.2.2.2 matching is what PS3.18 refers to):
+this module reuses the query model (``query.api``: the QIDO parser, the SQL it builds
+with :func:`sharing.api.reachable` inside, and its result rows), so the two can never
+disagree on what an institution sees. Nothing here imports aiohttp: it runs inside
+Orthanc. The tables queried are the migrations' (``open_store`` runs them
 before the plugin opens the catalog): a query never creates one.
 """
 

@@ -3,11 +3,11 @@
 Orthanc runs the system Python; the project's virtual environment was built from that same
 interpreter, so its site-packages (named in the generated configuration) load here.
 
-This is also the plugin's composition root: the one archive module allowed to import
-``dicomweb.dimse`` (tests/unit/test_boundaries.py), whose C-FIND / C-MOVE handlers reuse
-the gateway's QIDO matching and sharing's access rule (and whose C-STORE admission is
-sharing's ownership rule, as for STOW-RS); ``archive.plugin`` only receives
-them as callables.
+This is the plugin's composition root: it injects the DIMSE handlers (``dimse.api``),
+whose C-FIND / C-MOVE answers use the query model and sharing's access rule (and whose
+C-STORE admission is sharing's ownership rule, as for STOW-RS), into ``archive.plugin``,
+which only receives them as callables. Its path is the ``PythonScript`` of the generated
+configuration (``deploy/orthanc_config.py``).
 """
 
 import json
@@ -31,7 +31,7 @@ for _path in reversed(_vna.get("PythonPath", [])):
 
 from archive.plugin import LoopbackRest, register  # noqa: E402
 from archive.settings import load_settings  # noqa: E402
-from dicomweb.dimse import find, move, store  # noqa: E402
+from dimse.api import find, move, store  # noqa: E402
 
 _settings = load_settings(_vna["Home"])
 register(

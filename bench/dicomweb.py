@@ -649,7 +649,7 @@ def gateway_alone(home: Path) -> Iterator[Endpoint]:
     env["VNA_HOME"] = str(home)
     log = (home / "gateway.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(home), "--host", "127.0.0.1"]
+        [sys.executable, "-m", "compose.gateway", "--home", str(home), "--host", "127.0.0.1"]
         + ["--port", str(port), "--public-url", url],
         cwd=PROJECT_ROOT,
         env=env,

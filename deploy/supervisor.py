@@ -209,7 +209,7 @@ def _start_orthanc(settings: Settings, config: Path) -> subprocess.Popen[bytes]:
 
 
 # the processes that run beside Orthanc: name -> python module
-HELPERS = {"indexer": "archive.indexer", "gateway": "dicomweb"}
+HELPERS = {"indexer": "archive.indexer", "gateway": "compose.gateway"}
 
 
 def _start_helper(settings: Settings, name: str) -> subprocess.Popen[bytes]:

@@ -2,12 +2,12 @@
 
 The gateway is one Python process per event loop, and WADO-RS retrieval of big studies
 saturates one core (bench/RESULTS.md, bench.dicomweb). With ``workers`` > 1,
-``python -m dicomweb`` becomes a small parent that:
+the gateway's main (``python -m compose.gateway``) becomes a small parent that:
 
 1. does the first-start writes once (:func:`prepare_home_once`: the application's whole
    startup and cleanup, i.e. schemas, the audit chain's head row, the issuer's and the
    audit log's keys, the viewer's public client), so workers never race on them;
-2. starts ``workers`` processes ``python -m dicomweb --worker K`` (fork + exec, so no
+2. starts ``workers`` processes ``python -m compose.gateway --worker K`` (fork + exec, so no
    thread, event loop or SQLite connection of the parent is inherited), each serving the
    app on the same host and port with ``SO_REUSEPORT``: the kernel spreads connections
    over them;
@@ -118,7 +118,7 @@ class WorkerPlan:
 
     count: int
     argv: tuple[str, ...]
-    """``python -m dicomweb`` with the resolved home, host, port, public URL and CORS
+    """``python -m <main module>`` with the resolved home, host, port, public URL and CORS
     origins; ``--worker K --parent PID`` is appended per worker."""
     state_dir: Path
     """``<home>/run/gateway-<port>``: the lock that keeps a second parent off the port
@@ -259,11 +259,12 @@ def run_workers(
 
 
 def worker_argv(
-    settings: Settings, gateway: GatewaySettings, host: str, port: int
+    settings: Settings, gateway: GatewaySettings, host: str, port: int, *, main_module: str
 ) -> tuple[str, ...]:
-    """``python -m dicomweb`` naming everything the parent resolved, so every worker
-    serves the same address with the same public URL whatever its environment."""
-    argv = [sys.executable, "-m", "dicomweb", "--home", str(settings.home)]
+    """``python -m <main_module>`` (the gateway's main, given by the composition layer)
+    naming everything the parent resolved, so every worker serves the same address with
+    the same public URL whatever its environment."""
+    argv = [sys.executable, "-m", main_module, "--home", str(settings.home)]
     argv += ["--host", host, "--port", str(port)]
     argv += ["--public-url", gateway.resolved_public_url(settings)]
     for origin in gateway.cors_origins:
@@ -272,20 +273,34 @@ def worker_argv(
 
 
 def plan_for(
-    settings: Settings, gateway: GatewaySettings, host: str, port: int, count: int
+    settings: Settings,
+    gateway: GatewaySettings,
+    host: str,
+    port: int,
+    count: int,
+    *,
+    main_module: str,
 ) -> WorkerPlan:
-    """The plan of ``count`` workers on ``host:port`` for this home."""
+    """The plan of ``count`` workers on ``host:port`` for this home, each started as
+    ``python -m <main_module>``."""
     return WorkerPlan(
         count=count,
-        argv=worker_argv(settings, gateway, host, port),
+        argv=worker_argv(settings, gateway, host, port, main_module=main_module),
         state_dir=settings.run_dir / f"gateway-{port}",
     )
 
 
 def workers_cli(
-    settings: Settings, gateway: GatewaySettings, host: str, port: int, count: int
+    settings: Settings,
+    gateway: GatewaySettings,
+    host: str,
+    port: int,
+    count: int,
+    *,
+    main_module: str,
 ) -> int:
-    """The parent's whole life: prepare once, run the workers, return the exit code."""
+    """The parent's whole life: prepare once, run the workers (``python -m <main_module>``),
+    return the exit code."""
     logger.info("preparing the archive home before starting %d gateway workers", count)
     prepare_home_once(settings, gateway)
-    return run_workers(plan_for(settings, gateway, host, port, count))
+    return run_workers(plan_for(settings, gateway, host, port, count, main_module=main_module))

@@ -241,7 +241,7 @@ def test_vna_down_stops_the_gateway_workers(tmp_path: Path) -> None:
         def gateway_parent() -> int | None:
             for pid in children(supervisor):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"dicomweb" in cmdline:
+                if b"compose.gateway" in cmdline:
                     return pid
             return None
 

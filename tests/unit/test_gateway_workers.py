@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from archive.settings import GatewaySettings, load_settings
+from compose.gateway import MODULE
 from dicomweb.metrics import GatewayMetrics
 from dicomweb.workers import (
     AUTO_MAX,
@@ -73,9 +74,9 @@ def test_plan_names_everything_resolved(tmp_path: Path) -> None:
     gateway = settings.gateway.model_copy(
         update={"public_url": "https://pacs.example/", "cors_origins": ("https://a", "https://b")}
     )
-    plan = plan_for(settings, gateway, "0.0.0.0", 8123, 3)  # noqa: S104 - not bound here
+    plan = plan_for(settings, gateway, "0.0.0.0", 8123, 3, main_module=MODULE)  # noqa: S104
     argv = list(plan.argv)
-    assert argv[:3] == [sys.executable, "-m", "dicomweb"]
+    assert argv[:3] == [sys.executable, "-m", "compose.gateway"]
     assert argv[argv.index("--home") + 1] == str(settings.home)
     assert argv[argv.index("--port") + 1] == "8123"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"  # noqa: S104

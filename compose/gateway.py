@@ -1,10 +1,11 @@
-"""Run the gateway: ``python -m dicomweb --home DIR [--host H] [--port P] [--workers N]``.
+"""Run the gateway: ``python -m compose.gateway --home DIR [--host H] [--port P] [--workers N]``.
 
-This is the entry the supervisor (``deploy/supervisor.py``) can start as a second
-supervised process next to Orthanc: :func:`main` takes an argument list and returns an
-exit code; :func:`serve` runs a built application until SIGINT/SIGTERM. With more than
-one worker (``gateway.workers``, ``--workers``) this process becomes the parent of
-``python -m dicomweb --worker K`` processes sharing the port (``dicomweb/workers.py``).
+The gateway's composition root: the entry the supervisor (``deploy/supervisor.py``)
+starts as a second supervised process next to Orthanc. :func:`main` takes an argument
+list and returns an exit code; :func:`serve` runs a built application until
+SIGINT/SIGTERM. With more than one worker (``gateway.workers``, ``--workers``) this
+process becomes the parent of ``python -m compose.gateway --worker K`` processes sharing
+the port (``dicomweb/workers.py``).
 Logs are JSON lines on stderr; no token, Authorization header or query string is ever
 logged.
 """
@@ -31,7 +32,10 @@ from security.errors import VnaError
 from security.homefiles import restrict_umask
 from security.tls import server_context
 
-__all__ = ["main", "serve"]
+__all__ = ["MODULE", "main", "serve"]
+
+MODULE = "compose.gateway"
+"""This module's name, as ``python -m`` runs it (the supervisor, each worker)."""
 
 
 class _JsonLines(logging.Formatter):
@@ -89,7 +93,7 @@ def serve(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build the gateway for an archive home, serve it."""
-    parser = argparse.ArgumentParser(prog="python -m dicomweb", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="archive home [VNA_HOME, ./var]")
     parser.add_argument("--host", default=None, help="listen address [settings.http_host]")
     parser.add_argument("--port", type=int, default=None, help="listen port [settings.http_port]")
@@ -133,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if count > 1:
         try:
-            return workers_cli(settings, gateway, host, port, count)
+            return workers_cli(settings, gateway, host, port, count, main_module=MODULE)
         except VnaError as exc:
             logging.getLogger(__name__).error("%s", exc)
             return 1

@@ -31,7 +31,7 @@ from archive.api import (
     patients,
     studies,
 )
-from query.api import Attribute, Level, lookup, parse_query, search
+from query.api import Attribute, Level, lookup, query_for_keys, search
 from security.errors import InvalidInput
 from sharing.api import claim_for_store, reachable
 
@@ -57,14 +57,15 @@ _UNIQUE = {
 }
 
 
-def _query_params(request: FindRequest) -> tuple[list[tuple[str, str]], list[int]]:
-    """The request's keys as QIDO parameters, and the tags to answer, in request order.
+def _identifier(request: FindRequest) -> tuple[list[tuple[Attribute, str]], list[int]]:
+    """The request's keys the catalog indexes, with their values, and the tags to answer,
+    in request order.
 
     Keys the catalog does not index are returned empty (never matched: PS3.4 C.2.2.1
     lets an SCP ignore optional keys); keys below the request's level are dropped.
     """
     level = Level.STUDY if request.level == "PATIENT" else _LEVELS[request.level]
-    params: list[tuple[str, str]] = []
+    keys: list[tuple[Attribute, str]] = []
     tags: list[int] = []
     for tag, value in request.keys:
         attr = lookup(f"{tag:08X}")
@@ -76,10 +77,8 @@ def _query_params(request: FindRequest) -> tuple[list[tuple[str, str]], list[int
         ):
             continue
         tags.append(tag)
-        params.append(("includefield", attr.keyword))
-        if value.strip():
-            params.append((attr.keyword, value))
-    return params, tags
+        keys.append((attr, value))
+    return keys, tags
 
 
 def _answer(
@@ -112,7 +111,8 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
     """Answer a C-FIND at PATIENT, STUDY, SERIES or IMAGE level (Patient or Study Root)
     with only the studies ``request.institution`` reaches.
 
-    Matching (single value, wild cards, UID lists, date and time ranges) is QIDO's; a
+    The identifier's keys become the query model's :class:`query.api.Query` directly;
+    matching (single value, wild cards, UID lists, date and time ranges) is QIDO's; a
     query is relational (keys of upper levels may be matched at any level).
 
     Raises
@@ -122,13 +122,13 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
     """
     if request.level not in _UNIQUE:
         raise InvalidInput(f"C-FIND level {request.level!r} is not PATIENT/STUDY/SERIES/IMAGE")
-    params, tags = _query_params(request)
-    if request.level == "PATIENT":
-        params.append(("includefield", "IssuerOfPatientID"))  # one answer per patient
+    keys, tags = _identifier(request)
+    returned: list[Attribute] = []
+    if request.level == "PATIENT" and (issuer := lookup("IssuerOfPatientID")) is not None:
+        returned.append(issuer)  # one answer per patient
     level = Level.STUDY if request.level == "PATIENT" else _LEVELS[request.level]
     # one more than the most returned: tells whether the answer is complete
-    params.append(("limit", str(MAX_FIND_RESULTS + 1)))
-    query = parse_query(params, level, max_results=MAX_FIND_RESULTS + 1)
+    query = query_for_keys(level, keys, returned, limit=MAX_FIND_RESULTS + 1)
     results = search(catalog, query, request.institution, base_url="")
     complete = len(results) <= MAX_FIND_RESULTS
     unique = [a for k in _UNIQUE[request.level] if (a := lookup(k)) is not None]

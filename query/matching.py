@@ -1,7 +1,8 @@
 """QIDO-RS query parameters to SQL over the catalog (PS3.18 8.3.4, PS3.4 C.2.2.2).
 
 :func:`parse_query` turns untrusted query parameters into a frozen :class:`Query`
-(``InvalidInput`` for anything malformed); :func:`build_select` turns a query plus the
+(``InvalidInput`` for anything malformed), :func:`query_for_keys` typed matching keys (a
+DIMSE identifier's) into the same; :func:`build_select` turns a query plus the
 principal's institution into one SQLAlchemy ``Select`` whose WHERE clause carries the
 access condition, so paging and totals are correct after filtering.
 
@@ -31,7 +32,7 @@ from query.attributes import DEFAULT_RETURN, Attribute, Level, lookup
 from security.errors import InvalidInput
 from sharing.api import reachable
 
-__all__ = ["Condition", "Query", "build_select", "parse_query"]
+__all__ = ["Condition", "Query", "build_select", "parse_query", "query_for_keys"]
 
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 _DATE = re.compile(r"^\d{8}$")
@@ -166,14 +167,7 @@ def parse_query(
                 else:
                     raise InvalidInput(f"includefield names an unknown attribute {item!r}")
         elif (attr := lookup(key)) is not None:
-            if attr.level > level:
-                raise InvalidInput(f"{attr.keyword} cannot be matched in a {level.name} search")
-            if attr.computed and attr.keyword != "ModalitiesInStudy":
-                ignored.append(attr.keyword)
-                continue
-            cond = _condition(attr, value)
-            if cond is not None:
-                conditions[attr.tag] = cond
+            _add_condition(conditions, ignored, attr, value, level)
         elif _is_tag_path(key):
             ignored.append(key)  # a valid DICOM key the catalog does not index
         else:
@@ -191,6 +185,68 @@ def parse_query(
         header_fields=tuple(dict.fromkeys(header_fields)),
         include_all=include_all,
     )
+
+
+def query_for_keys(
+    level: Level,
+    keys: Iterable[tuple[Attribute, str]],
+    returned: Iterable[Attribute] = (),
+    *,
+    limit: int,
+) -> Query:
+    """A search from typed matching keys, as a DIMSE identifier gives them (PS3.4 C.4.1.1.3).
+
+    Parameters
+    ----------
+    level : Level
+        Study, series or instance search.
+    keys : iterable of (Attribute, value)
+        Each attribute is returned; a value other than empty or ``*`` is also matched
+        (the same matching as a QIDO-RS parameter: :func:`parse_query`).
+    returned : iterable of Attribute
+        Attributes to return besides the keys and the level's defaults.
+    limit : int
+        Results returned at most.
+
+    Raises
+    ------
+    InvalidInput
+        An attribute below ``level``, or a malformed value.
+    """
+    conditions: dict[str, Condition] = {}
+    includes: list[Attribute] = []
+    ignored: list[str] = []
+    for attr, value in keys:
+        includes.append(attr)
+        if value.strip():
+            _add_condition(conditions, ignored, attr, value, level)
+    includes += returned
+    return Query(
+        level=level,
+        conditions=tuple(conditions.values()),
+        returned=_returned(level, includes, False, conditions.values(), None),
+        limit=limit,
+        ignored=tuple(ignored),
+    )
+
+
+def _add_condition(
+    conditions: dict[str, Condition],
+    ignored: list[str],
+    attr: Attribute,
+    value: str,
+    level: Level,
+) -> None:
+    """Match ``attr`` by ``value`` (a later key replaces an earlier one); a computed
+    attribute other than ModalitiesInStudy cannot be matched and is listed as ignored."""
+    if attr.level > level:
+        raise InvalidInput(f"{attr.keyword} cannot be matched in a {level.name} search")
+    if attr.computed and attr.keyword != "ModalitiesInStudy":
+        ignored.append(attr.keyword)
+        return
+    cond = _condition(attr, value)
+    if cond is not None:
+        conditions[attr.tag] = cond
 
 
 @functools.cache

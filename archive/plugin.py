@@ -42,7 +42,7 @@ from archive.scp import (
     modality_entry,
     peer_address,
 )
-from archive.settings import Settings
+from archive.settings import ArchiveSettings
 from archive.split import neutral_preamble, survey
 from security.audit import AuditEvent, AuditLog
 from security.errors import (
@@ -139,7 +139,7 @@ class ArchivePlugin:
     def __init__(
         self,
         sdk: Any,
-        settings: Settings,
+        settings: ArchiveSettings,
         store: BlobStore,
         *,
         find: FindHandler | None = None,
@@ -675,7 +675,7 @@ class LoopbackRest:
         self._authorization = f"Basic {token}"
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> LoopbackRest:
+    def for_settings(cls, settings: ArchiveSettings) -> LoopbackRest:
         creds = credentials(settings)
         return cls(settings.orthanc_http_port, creds.username, creds.password)
 
@@ -718,7 +718,7 @@ def _encode_answer(dataset: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def open_store(settings: Settings) -> BlobStore:
+def open_store(settings: ArchiveSettings) -> BlobStore:
     """Open the blob store of an archive home (keys are created on first use).
 
     The catalog database is first brought to the schema this version expects
@@ -735,7 +735,7 @@ def open_store(settings: Settings) -> BlobStore:
 
 def register(
     sdk: Any,
-    settings: Settings,
+    settings: ArchiveSettings,
     *,
     find: FindHandler | None = None,
     move: MoveHandler | None = None,

@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 from archive.credentials import credentials
-from archive.settings import load_settings
+from compose.settings import load_settings
 
 __all__ = [
     "BENCH_DIR",

@@ -48,7 +48,6 @@ from archive import migrations
 from archive.api import (
     Catalog,
     instances,
-    load_settings,
     patients,
     series,
     studies,
@@ -73,6 +72,7 @@ from bench.common import (
 )
 from bench.link import ThrottledLink
 from bench.replay import save_index
+from compose.settings import load_settings
 from dicomweb.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from archive.api import load_settings
+from compose.settings import load_settings
 from dicomweb.app import create_app
 from dicomweb.metrics import MULTIPROC_ENV, GatewayMetrics
 from dicomweb.middleware import AccessLogger

@@ -30,7 +30,7 @@ for _path in reversed(_vna.get("PythonPath", [])):
         sys.path.insert(0, _path)
 
 from archive.plugin import LoopbackRest, register  # noqa: E402
-from archive.settings import load_settings  # noqa: E402
+from compose.settings import load_settings  # noqa: E402
 from dimse.api import find, move, store  # noqa: E402
 
 _settings = load_settings(_vna["Home"])

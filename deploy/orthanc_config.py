@@ -10,7 +10,8 @@ from typing import Any
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
 from archive.scp import modality_entries
-from archive.settings import DicomCharset, Settings
+from archive.settings import DicomCharset
+from compose.settings import Settings
 from security.dicom_tls import TlsFiles
 
 __all__ = ["orthanc_config", "write_orthanc_config"]

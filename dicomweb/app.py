@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from archive.api import GatewaySettings, Settings, open_store
+from archive.api import ArchiveSettings, open_store
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
 from dicomweb.audit_api import read_audit_log
 from dicomweb.auditing import AUDIT, audit
@@ -84,6 +84,7 @@ from dicomweb.rendered import (
     send_rendered_first,
     send_rendered_many,
 )
+from dicomweb.settings import GatewaySettings
 from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.transport import forwarded_middleware
@@ -528,8 +529,8 @@ def _routes(app: web.Application) -> None:
 
 
 def create_app(
-    settings: Settings,
-    gateway: GatewaySettings | None = None,
+    settings: ArchiveSettings,
+    gateway: GatewaySettings,
     *,
     metrics: GatewayMetrics | None = None,
 ) -> web.Application:
@@ -540,7 +541,6 @@ def create_app(
     replaces the app's own registry (a worker process counts into the shared files,
     ``dicomweb/workers.py``).
     """
-    gateway = gateway or settings.gateway
     public_url = gateway.resolved_public_url(settings)
     view = GatewayView(
         public_url,

@@ -44,9 +44,9 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedTokenTypeError,
 )
 
-from archive.api import GatewaySettings
 from dicomweb.auditing import audit
 from dicomweb.auth import authorize
+from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client, ClientRegistry
 from security.issuer import DEFAULT_LIFETIME, EmbeddedIssuer

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from archive.api import Settings, credentials
+from archive.api import ArchiveSettings, credentials
 from security.errors import VnaError
 
 __all__ = ["OrthancClient", "OrthancError"]
@@ -30,7 +30,7 @@ class OrthancError(VnaError):
 class OrthancClient:
     """One pooled aiohttp session to ``http://127.0.0.1:<orthanc_http_port>``."""
 
-    def __init__(self, settings: Settings, *, timeout_seconds: float = 300) -> None:
+    def __init__(self, settings: ArchiveSettings, *, timeout_seconds: float = 300) -> None:
         creds = credentials(settings)
         self.base_url = f"http://127.0.0.1:{settings.orthanc_http_port}"
         self._auth = aiohttp.BasicAuth(creds.username, creds.password)

@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
-from archive.api import Catalog, GatewaySettings, instances
+from archive.api import Catalog, instances
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.auditing import audit
 from dicomweb.auth import authorize
@@ -35,6 +35,7 @@ from dicomweb.frames import stream_from_orthanc
 from dicomweb.middleware import METRICS
 from dicomweb.oauth import ISSUER
 from dicomweb.orthanc import OrthancError
+from dicomweb.settings import GatewaySettings
 from security.errors import InvalidInput, NotFound
 from security.throttle import FailureThrottle
 from security.tokens import Principal

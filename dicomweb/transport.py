@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from archive.api import GatewaySettings, Settings
+from archive.api import ArchiveSettings
+from dicomweb.settings import GatewaySettings
 from security.tls import ensure_self_signed
 
 __all__ = ["Network", "client_behind", "forwarded_middleware", "tls_files"]
@@ -27,7 +28,9 @@ __all__ = ["Network", "client_behind", "forwarded_middleware", "tls_files"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def tls_files(settings: Settings, gateway: GatewaySettings, host: str) -> tuple[Path, Path] | None:
+def tls_files(
+    settings: ArchiveSettings, gateway: GatewaySettings, host: str
+) -> tuple[Path, Path] | None:
     """(certificate, key) the gateway serves with, or None for plain HTTP; makes the
     self-signed pair when no files are configured (for ``host`` and the public host)."""
     if not gateway.tls:

@@ -42,9 +42,10 @@ from types import FrameType
 
 from aiohttp import web
 
-from archive.api import GatewaySettings, Settings
+from archive.api import ArchiveSettings
 from dicomweb.app import create_app
 from dicomweb.metrics import MULTIPROC_ENV
+from dicomweb.settings import GatewaySettings
 from security.errors import VnaError
 
 __all__ = [
@@ -143,7 +144,7 @@ def die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def prepare_home_once(settings: Settings, gateway: GatewaySettings) -> None:
+def prepare_home_once(settings: ArchiveSettings, gateway: GatewaySettings) -> None:
     """Run the application's startup and cleanup once, without serving.
 
     Everything ``create_app``'s contexts write on a first start (tables, the audit head,
@@ -259,7 +260,7 @@ def run_workers(
 
 
 def worker_argv(
-    settings: Settings, gateway: GatewaySettings, host: str, port: int, *, main_module: str
+    settings: ArchiveSettings, gateway: GatewaySettings, host: str, port: int, *, main_module: str
 ) -> tuple[str, ...]:
     """``python -m <main_module>`` (the gateway's main, given by the composition layer)
     naming everything the parent resolved, so every worker serves the same address with
@@ -273,7 +274,7 @@ def worker_argv(
 
 
 def plan_for(
-    settings: Settings,
+    settings: ArchiveSettings,
     gateway: GatewaySettings,
     host: str,
     port: int,
@@ -291,7 +292,7 @@ def plan_for(
 
 
 def workers_cli(
-    settings: Settings,
+    settings: ArchiveSettings,
     gateway: GatewaySettings,
     host: str,
     port: int,

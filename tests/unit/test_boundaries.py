@@ -100,7 +100,7 @@ def test_the_dimse_handlers_load_nothing_heavy_into_orthanc() -> None:
     model below it) must not pull in the gateway's web stack (aiohttp, authlib): it runs
     inside Orthanc's embedded interpreter."""
     code = (
-        "import sys, archive.plugin, dimse.api; "
+        "import sys, archive.plugin, dimse.api, compose.settings; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('aiohttp', 'authlib', 'jwt', 'joserfc', 'multidict', 'yarl')))"
     )

@@ -18,7 +18,8 @@ from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
 from archive.credentials import OrthancCredentials
 from archive.plugin import ArchivePlugin, MoveDestinationUnknown, register
 from archive.scp import FindRequest, MoveRequest, modality_entry
-from archive.settings import StorageSettings, load_settings
+from archive.settings import StorageSettings
+from compose.settings import load_settings
 from deploy.orthanc_config import orthanc_config
 from dimse import handlers
 from dimse.api import find, move

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from archive.settings import GatewaySettings, load_settings
 from compose.gateway import MODULE
+from compose.settings import load_settings
 from dicomweb.metrics import GatewayMetrics
+from dicomweb.settings import GatewaySettings
 from dicomweb.workers import (
     AUTO_MAX,
     RestartBudget,

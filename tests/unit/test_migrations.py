@@ -25,7 +25,8 @@ import security.audit
 import sharing.grants
 from archive import migrations
 from archive.plugin import open_store
-from archive.settings import StorageSettings, load_settings
+from archive.settings import StorageSettings
+from compose.settings import load_settings
 from deploy.schema import all_metadata
 from security.clients import ClientRegistry
 from security.errors import Conflict

@@ -73,7 +73,7 @@ from bench.common import (
 from bench.link import ThrottledLink
 from bench.replay import save_index
 from compose.settings import load_settings
-from dicomweb.workers import resolve_workers, usable_cpus
+from dicomweb.operations.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 
 __all__ = ["OrthancDicomWeb", "main"]

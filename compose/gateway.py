@@ -5,7 +5,7 @@ starts as a second supervised process next to Orthanc. :func:`main` takes an arg
 list and returns an exit code; :func:`serve` runs a built application until
 SIGINT/SIGTERM. With more than one worker (``gateway.workers``, ``--workers``) this
 process becomes the parent of ``python -m compose.gateway --worker K`` processes sharing
-the port (``dicomweb/workers.py``).
+the port (``dicomweb/operations/workers.py``).
 Logs are JSON lines on stderr; no token, Authorization header or query string is ever
 logged.
 """
@@ -24,10 +24,10 @@ from aiohttp import web
 
 from compose.settings import load_settings
 from dicomweb.app import create_app
-from dicomweb.metrics import MULTIPROC_ENV, GatewayMetrics
 from dicomweb.middleware import AccessLogger
+from dicomweb.operations.metrics import MULTIPROC_ENV, GatewayMetrics
+from dicomweb.operations.workers import die_with_parent, resolve_workers, usable_cpus, workers_cli
 from dicomweb.transport import tls_files
-from dicomweb.workers import die_with_parent, resolve_workers, usable_cpus, workers_cli
 from security.errors import VnaError
 from security.homefiles import restrict_umask
 from security.tls import server_context
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="processes sharing the port; 0: min(CPUs, 4) [gateway.workers]",
     )
-    # internal: a worker process started by the parent (dicomweb/workers.py)
+    # internal: a worker process started by the parent (dicomweb/operations/workers.py)
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

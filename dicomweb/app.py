@@ -42,8 +42,6 @@ from aiohttp import web
 
 from archive.api import ArchiveSettings, open_store
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
-from dicomweb.audit_api import read_audit_log
-from dicomweb.auditing import AUDIT, audit
 from dicomweb.auth import authorize
 from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.delete import delete_series, delete_study
@@ -53,7 +51,6 @@ from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.includefield import add_header_fields, needs_headers
 from dicomweb.login import authorize_form, authorize_login
 from dicomweb.metacache import metadata_body
-from dicomweb.metrics import GatewayMetrics
 from dicomweb.middleware import (
     METRICS,
     cors,
@@ -72,6 +69,9 @@ from dicomweb.oauth import (
     token,
     userinfo,
 )
+from dicomweb.operations.audit_api import read_audit_log
+from dicomweb.operations.auditing import AUDIT, audit
+from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.orthanc import OrthancClient
 from dicomweb.pixels import parse_frame_list
 from dicomweb.rendered import (
@@ -539,7 +539,7 @@ def create_app(
     The catalog and blob store open in a ``cleanup_ctx`` (on startup, closed on
     shutdown); the embedded issuer's signing key is created on first use. ``metrics``
     replaces the app's own registry (a worker process counts into the shared files,
-    ``dicomweb/workers.py``).
+    ``dicomweb/operations/workers.py``).
     """
     public_url = gateway.resolved_public_url(settings)
     view = GatewayView(

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from archive.api import Catalog, instances
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR
-from dicomweb.auditing import audit
 from dicomweb.auth import authorize
+from dicomweb.operations.auditing import audit
 from dicomweb.orthanc import OrthancError
 from security.errors import Forbidden, NotFound
 from sharing.api import deletable, reachable

@@ -21,8 +21,8 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dicomweb.appkeys import VALIDATOR
-from dicomweb.auditing import audit
 from dicomweb.auth import bearer_token
+from dicomweb.operations.auditing import audit
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator
 from sharing.api import Grants, parse_duration

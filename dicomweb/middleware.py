@@ -18,9 +18,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 
-from dicomweb.auditing import REQUEST_ID, audit
 from dicomweb.dicomxml import DICOM_JSON, dataset_response
-from dicomweb.metrics import GatewayMetrics
+from dicomweb.operations.auditing import REQUEST_ID, audit
+from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.orthanc import OrthancError
 from security.errors import (
     Conflict,

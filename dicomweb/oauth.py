@@ -44,8 +44,8 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedTokenTypeError,
 )
 
-from dicomweb.auditing import audit
 from dicomweb.auth import authorize
+from dicomweb.operations.auditing import audit
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client, ClientRegistry

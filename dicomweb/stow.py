@@ -52,7 +52,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from archive.api import Catalog, Institution, header_record, survey
-from dicomweb.auditing import audit
+from dicomweb.operations.auditing import audit
 from dicomweb.orthanc import OrthancClient, OrthancError
 from query.api import element
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError

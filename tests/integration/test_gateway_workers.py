@@ -1,6 +1,7 @@
-"""The gateway with two worker processes on one port (gateway.workers, dicomweb/workers.py):
-requests spread over both and all succeed, /metrics counts for the whole gateway, the audit
-chain stays intact, a killed worker is replaced, SIGTERM and `vna down` leave no process."""
+"""The gateway with two worker processes on one port (gateway.workers,
+dicomweb/operations/workers.py): requests spread over both and all succeed, /metrics counts
+for the whole gateway, the audit chain stays intact, a killed worker is replaced, SIGTERM
+and `vna down` leave no process."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from archive.synthetic import StudySpec, write_study
-from dicomweb.workers import STOP_GRACE
+from dicomweb.operations.workers import STOP_GRACE
 from security.issuer import EmbeddedIssuer
 from tests.integration.conftest import INSTITUTIONS
 from tests.integration.harness import Archive, GatewayProcess, start_gateway, wait_until

@@ -1,5 +1,5 @@
 """The gateway's worker processes: count, restart budget, parent loop, one-time preparation
-(dicomweb/workers.py) and the metrics' multiprocess guard."""
+(dicomweb/operations/workers.py) and the metrics' multiprocess guard."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from pydantic import ValidationError
 
 from compose.gateway import MODULE
 from compose.settings import load_settings
-from dicomweb.metrics import GatewayMetrics
-from dicomweb.settings import GatewaySettings
-from dicomweb.workers import (
+from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.operations.workers import (
     AUTO_MAX,
     RestartBudget,
     WorkerPlan,
@@ -25,6 +24,7 @@ from dicomweb.workers import (
     resolve_workers,
     run_workers,
 )
+from dicomweb.settings import GatewaySettings
 from security.errors import VnaError
 from viewer.api import ViewerUrls, viewer_client
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of one gateway app (its own registry, so tests can run several).
 
-With several worker processes (``dicomweb/workers.py``) each process counts into
+With several worker processes (``dicomweb/operations/workers.py``) each process counts into
 prometheus_client's multiprocess files under a directory the parent made, and ``/metrics``
 in any worker merges the files of all of them: the answer is the whole gateway's, whichever
 worker serves it.

@@ -19,7 +19,8 @@ the gateway's main (``python -m compose.gateway``) becomes a small parent that:
 What stays per process: the metadata and blob caches (content-addressed, so only less
 shared), the worklist's "opened" memo (the table is the truth), the share-link failure
 counter (an address may get up to ``workers`` times the limit). Metrics are merged across
-processes (``dicomweb/metrics.py``); the audit chain serialises appenders in the database.
+processes (``dicomweb/operations/metrics.py``); the audit chain serialises appenders in the
+database.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from aiohttp import web
 
 from archive.api import ArchiveSettings
 from dicomweb.app import create_app
-from dicomweb.metrics import MULTIPROC_ENV
+from dicomweb.operations.metrics import MULTIPROC_ENV
 from dicomweb.settings import GatewaySettings
 from security.errors import VnaError
 

@@ -43,14 +43,11 @@ from aiohttp import web
 from archive.api import ArchiveSettings, open_store
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
 from dicomweb.auth import authorize
-from dicomweb.blobcache import ContentCache, InstanceReader
 from dicomweb.delete import delete_series, delete_study
 from dicomweb.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
-from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
 from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
 from dicomweb.includefield import add_header_fields, needs_headers
 from dicomweb.login import authorize_form, authorize_login
-from dicomweb.metacache import metadata_body
 from dicomweb.middleware import (
     METRICS,
     cors,
@@ -73,8 +70,16 @@ from dicomweb.operations.audit_api import read_audit_log
 from dicomweb.operations.auditing import AUDIT, audit
 from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.orthanc import OrthancClient
-from dicomweb.pixels import parse_frame_list
-from dicomweb.rendered import (
+from dicomweb.settings import GatewaySettings
+from dicomweb.share import add_share_routes, share_context
+from dicomweb.stow import StowLimits, store_instances_response
+from dicomweb.transport import forwarded_middleware
+from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
+from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.wado.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
+from dicomweb.wado.metacache import metadata_body
+from dicomweb.wado.pixels import parse_frame_list
+from dicomweb.wado.rendered import (
     THUMBNAIL_VIEWPORT,
     negotiate_image,
     negotiate_rendered_many,
@@ -84,13 +89,8 @@ from dicomweb.rendered import (
     send_rendered_first,
     send_rendered_many,
 )
-from dicomweb.settings import GatewaySettings
-from dicomweb.share import add_share_routes, share_context
-from dicomweb.stow import StowLimits, store_instances_response
-from dicomweb.transport import forwarded_middleware
-from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
-from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
-from dicomweb.wado_uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
+from dicomweb.wado.retrieve import accepts_zstd, negotiate_dicom, stream_instances
+from dicomweb.wado.uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
 from dicomweb.worklist import (
     OPENED,
     OPENING,
@@ -296,7 +296,7 @@ async def retrieve_instance(request: web.Request) -> web.StreamResponse:
     return await _retrieve(request, "instance")
 
 
-# -- WADO-RS frames, bulk data, rendered, thumbnail; WADO-URI (dicomweb/frames.py,
+# -- WADO-RS frames, bulk data, rendered, thumbnail; WADO-URI (dicomweb/wado/frames.py,
 # rendered.py, wado_uri.py) ----------------------------------------------------------------
 
 

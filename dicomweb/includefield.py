@@ -5,7 +5,7 @@ answered from the header blob of one instance per result: the instance itself in
 instance search, the instance with the lowest SOP Instance UID of the study or series in
 a study or series search (study and series attributes are the same in all of them). Only
 the page of results being answered is read, through the cached DICOM JSON that WADO-RS
-metadata serves (dicomweb/metacache.py), so a value reads the same in both.
+metadata serves (dicomweb/wado/metacache.py), so a value reads the same in both.
 
 ``includefield=all`` in an instance search adds every attribute of each instance's header
 (values only, bulk data left out, as PS3.18 10.6.3.3 asks of QIDO-RS); in a study or
@@ -21,8 +21,8 @@ from pydicom.datadict import dictionary_VR
 from sqlalchemy import func, select
 
 from archive.api import BlobStore, instances
-from dicomweb.blobcache import ContentCache
-from dicomweb.metacache import metadata_body
+from dicomweb.wado.blobcache import ContentCache
+from dicomweb.wado.metacache import metadata_body
 from query.api import Level, Query, StoredInstance
 from security.errors import NotFound
 

@@ -1,6 +1,6 @@
 """Orthanc's loopback HTTP API, for what only Orthanc does: storing, transcoding, rendering.
 
-The gateway serves stored bytes itself (``dicomweb.wado``); this client is for the rest.
+The gateway serves stored bytes itself (``dicomweb.wado.retrieve``); this client is for the rest.
 It authenticates with the archive's generated account (``<home>/secrets``), never
 forwards the caller's token, and never logs the password.
 """

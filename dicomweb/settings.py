@@ -64,7 +64,7 @@ class GatewaySettings(BaseModel):
     viewer_dir: Path | None = Field(
         None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
     )
-    # WADO-RS read path (dicomweb/blobcache.py, dicomweb/metacache.py): plaintexts that
+    # WADO-RS read path (dicomweb/wado/blobcache.py, dicomweb/wado/metacache.py): plaintexts that
     # passed verification and DICOM JSON per header blob, both keyed by content (never
     # stale); 0 turns a cache off. The blob cache is off by default, like Orthanc's
     # storage cache in the archive: every instance sent is read and verified again.

@@ -30,12 +30,12 @@ from sqlalchemy import select
 from archive.api import Catalog, instances
 from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.auth import authorize
-from dicomweb.frames import stream_from_orthanc
 from dicomweb.middleware import METRICS
 from dicomweb.oauth import ISSUER
 from dicomweb.operations.auditing import audit
 from dicomweb.orthanc import OrthancError
 from dicomweb.settings import GatewaySettings
+from dicomweb.wado.frames import stream_from_orthanc
 from security.errors import InvalidInput, NotFound
 from security.throttle import FailureThrottle
 from security.tokens import Principal

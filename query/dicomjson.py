@@ -24,7 +24,7 @@ _PN_TAG = 0x00100010  # any PN tag: the conversion depends on the VR only
 
 def _person_names(values: list[Any]) -> list[Any]:
     """PN values as F.2.2 objects: ``A=I=P`` splits into its three component groups,
-    by pydicom's converter, the one metadata uses (dicomweb/metadata.py)."""
+    by pydicom's converter, the one metadata uses (dicomweb/wado/metadata.py)."""
     names = [str(v) for v in values]
     document = DataElement(_PN_TAG, "PN", names).to_json_dict(
         bulk_data_element_handler=None, bulk_data_threshold=1024

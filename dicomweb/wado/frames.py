@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 from archive.api import AttachmentPart, BlobStore
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient, OrthancError
-from dicomweb.pixels import (
+from dicomweb.wado.pixels import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     FramePlan,
@@ -41,7 +41,7 @@ from dicomweb.pixels import (
     native_frame_bits,
     negotiate_frames,
 )
-from dicomweb.prefetch import ordered_prefetch
+from dicomweb.wado.prefetch import ordered_prefetch
 from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound
 

@@ -18,8 +18,8 @@ import secrets
 from collections.abc import Sequence
 
 from archive.api import BlobStore
-from dicomweb.blobcache import ContentCache
-from dicomweb.metadata import instance_metadata
+from dicomweb.wado.blobcache import ContentCache
+from dicomweb.wado.metadata import instance_metadata
 from query.api import StoredInstance
 
 __all__ = ["metadata_body", "metadata_template", "render"]

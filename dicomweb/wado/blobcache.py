@@ -5,7 +5,7 @@ name (the keyed hash of its plaintext) by ``BlobStore.read_part``; this module n
 skips that. What it adds:
 
 * ``ContentCache``: an LRU of plaintexts that passed that check, keyed by blob id
-  (``dicomweb.metacache`` uses the same class for DICOM JSON per header blob).
+  (``dicomweb.wado.metacache`` uses the same class for DICOM JSON per header blob).
   A blob id is a MAC of the plaintext, so an entry can never go stale: the bytes that
   verified against an id once are the bytes of that id forever. Access control is
   unaffected: a request reaches the cache only after the catalog said the instance is

@@ -4,7 +4,7 @@ A header blob is the instance's bytes before Pixel Data, so metadata for a study
 thousands of instances reads one small, already deduplicated blob per instance. Binary
 values up to 64 KiB are inline (InlineBinary); larger ones, and Pixel Data, are a
 BulkDataURI on the gateway (``.../instances/{uid}/bulkdata/{path}``, path = tag, or
-tag/item/tag/... inside sequences; ``dicomweb.frames`` serves them).
+tag/item/tag/... inside sequences; ``dicomweb.wado.frames`` serves them).
 """
 
 from __future__ import annotations

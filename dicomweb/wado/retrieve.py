@@ -3,9 +3,9 @@
 Instances whose stored transfer syntax the client accepts are sent as stored, read from
 the archive's blobs (the same verified read path the storage area uses; no Orthanc round
 trip). Reading runs on a small thread pool a bounded number of bytes ahead of the socket
-(``gateway.read_ahead_mb`` per request, see ``dicomweb.prefetch``), so the whole study is
+(``gateway.read_ahead_mb`` per request, see ``dicomweb.wado.prefetch``), so the whole study is
 never held in memory. Without a ``transfer-syntax`` the client gets Explicit VR Little
-Endian (PS3.18 8.7.3): other instances are converted (``dicomweb.syntaxes``), one at a
+Endian (PS3.18 8.7.3): other instances are converted (``dicomweb.wado.syntaxes``), one at a
 time within the same read-ahead bound.
 """
 
@@ -22,12 +22,12 @@ import pydicom
 import zstandard
 from aiohttp import web
 
-from dicomweb.blobcache import InstanceReader, PlannedInstance
-from dicomweb.frames import fetch_one_part, instance_path
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
-from dicomweb.prefetch import batches, ordered_prefetch, ordered_tasks
-from dicomweb.syntaxes import (
+from dicomweb.wado.blobcache import InstanceReader, PlannedInstance
+from dicomweb.wado.frames import fetch_one_part, instance_path
+from dicomweb.wado.prefetch import batches, ordered_prefetch, ordered_tasks
+from dicomweb.wado.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     available_syntaxes,
@@ -303,7 +303,7 @@ async def convert_instance(
     orthanc: OrthancClient,
 ) -> list[bytes | memoryview]:
     """``item`` converted to ``target``, as pieces to write in order: Implicit VR Little
-    Endian to Explicit VR Little Endian here (``dicomweb.syntaxes.explicit_parts``),
+    Endian to Explicit VR Little Endian here (``dicomweb.wado.syntaxes.explicit_parts``),
     anything else by Orthanc (whole).
 
     Raises

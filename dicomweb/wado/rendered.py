@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from dicomweb.frames import instance_path, stream_from_orthanc
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient, OrthancError
+from dicomweb.wado.frames import instance_path, stream_from_orthanc
 from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound
 

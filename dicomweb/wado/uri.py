@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from archive.api import BlobStore
-from dicomweb.blobcache import InstanceReader
 from dicomweb.middleware import STREAMING
 from dicomweb.orthanc import OrthancClient
-from dicomweb.prefetch import ordered_prefetch
-from dicomweb.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax
-from dicomweb.wado import convert_instance
+from dicomweb.wado.blobcache import InstanceReader
+from dicomweb.wado.prefetch import ordered_prefetch
+from dicomweb.wado.retrieve import convert_instance
+from dicomweb.wado.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax
 from query.api import StoredInstance
 from security.errors import InvalidInput
 
@@ -162,7 +162,7 @@ def dicom_target(item: StoredInstance, transfer_syntax: str | None) -> str | Non
     to send the stored file.
 
     ``transferSyntax`` absent means Explicit VR Little Endian, the default of DICOM web
-    services (PS3.18 9.4.2.4), as for WADO-RS (``dicomweb.wado``).
+    services (PS3.18 9.4.2.4), as for WADO-RS (``dicomweb.wado.retrieve``).
 
     Raises
     ------
@@ -191,7 +191,7 @@ async def send_converted_file(
     item: StoredInstance,
     syntax: str,
 ) -> tuple[web.StreamResponse, int]:
-    """The instance converted to ``syntax`` (``dicomweb.wado.convert_instance``)."""
+    """The instance converted to ``syntax`` (``dicomweb.wado.retrieve.convert_instance``)."""
     (planned,) = await asyncio.to_thread(reader.plan, [item.attachment_uuid])
     pieces = await convert_instance(item, planned, syntax, reader, orthanc)
     size = sum(len(piece) for piece in pieces)

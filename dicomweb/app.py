@@ -41,14 +41,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from archive.api import ArchiveSettings, open_store
-from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
-from dicomweb.auth import authorize
 from dicomweb.delete import delete_series, delete_study
-from dicomweb.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
 from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
-from dicomweb.includefield import add_header_fields, needs_headers
-from dicomweb.login import authorize_form, authorize_login
-from dicomweb.middleware import (
+from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
+from dicomweb.http.auth import authorize
+from dicomweb.http.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
+from dicomweb.http.middleware import (
     METRICS,
     cors,
     error_middleware,
@@ -56,6 +54,10 @@ from dicomweb.middleware import (
     nosniff,
     qido_response,
 )
+from dicomweb.http.orthanc import OrthancClient
+from dicomweb.http.transport import forwarded_middleware
+from dicomweb.includefield import add_header_fields, needs_headers
+from dicomweb.login import authorize_form, authorize_login
 from dicomweb.oauth import (
     CLIENTS,
     ISSUER,
@@ -69,11 +71,9 @@ from dicomweb.oauth import (
 from dicomweb.operations.audit_api import read_audit_log
 from dicomweb.operations.auditing import AUDIT, audit
 from dicomweb.operations.metrics import GatewayMetrics
-from dicomweb.orthanc import OrthancClient
 from dicomweb.settings import GatewaySettings
 from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
-from dicomweb.transport import forwarded_middleware
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado.blobcache import ContentCache, InstanceReader
 from dicomweb.wado.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data

@@ -20,8 +20,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dicomweb.appkeys import VALIDATOR
-from dicomweb.auth import bearer_token
+from dicomweb.http.appkeys import VALIDATOR
+from dicomweb.http.auth import bearer_token
 from dicomweb.operations.auditing import audit
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator

@@ -44,7 +44,7 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedTokenTypeError,
 )
 
-from dicomweb.auth import authorize
+from dicomweb.http.auth import authorize
 from dicomweb.operations.auditing import audit
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant

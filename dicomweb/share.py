@@ -28,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from archive.api import Catalog, instances
-from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
-from dicomweb.auth import authorize
-from dicomweb.middleware import METRICS
+from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
+from dicomweb.http.auth import authorize
+from dicomweb.http.middleware import METRICS
+from dicomweb.http.orthanc import OrthancError
 from dicomweb.oauth import ISSUER
 from dicomweb.operations.auditing import audit
-from dicomweb.orthanc import OrthancError
 from dicomweb.settings import GatewaySettings
 from dicomweb.wado.frames import stream_from_orthanc
 from security.errors import InvalidInput, NotFound

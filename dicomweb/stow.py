@@ -52,8 +52,8 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from archive.api import Catalog, Institution, header_record, survey
+from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.operations.auditing import audit
-from dicomweb.orthanc import OrthancClient, OrthancError
 from query.api import element
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from security.tokens import Principal

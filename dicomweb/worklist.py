@@ -46,8 +46,8 @@ from typing import Any
 from aiohttp import web
 
 from archive.api import Catalog, studies
-from dicomweb.dicomxml import negotiate_dataset_media
-from dicomweb.middleware import qido_response
+from dicomweb.http.dicomxml import negotiate_dataset_media
+from dicomweb.http.middleware import qido_response
 from dicomweb.operations.auditing import audit
 from query.api import Level, element, parse_query, search
 from security.tokens import Principal

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dicomweb.auth import authorize
+from dicomweb.http.auth import authorize
 from dicomweb.operations.auditing import AUDIT, audit
 from security.audit import dicom_xml, fhir_audit_event
 from security.errors import InvalidInput

@@ -27,8 +27,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from archive.api import AttachmentPart, BlobStore
-from dicomweb.middleware import STREAMING
-from dicomweb.orthanc import OrthancClient, OrthancError
+from dicomweb.http.middleware import STREAMING
+from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.wado.pixels import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from dicomweb.middleware import STREAMING
-from dicomweb.orthanc import OrthancClient, OrthancError
+from dicomweb.http.middleware import STREAMING
+from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.wado.frames import instance_path, stream_from_orthanc
 from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound

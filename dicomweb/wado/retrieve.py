@@ -22,8 +22,8 @@ import pydicom
 import zstandard
 from aiohttp import web
 
-from dicomweb.middleware import STREAMING
-from dicomweb.orthanc import OrthancClient
+from dicomweb.http.middleware import STREAMING
+from dicomweb.http.orthanc import OrthancClient
 from dicomweb.wado.blobcache import InstanceReader, PlannedInstance
 from dicomweb.wado.frames import fetch_one_part, instance_path
 from dicomweb.wado.prefetch import batches, ordered_prefetch, ordered_tasks

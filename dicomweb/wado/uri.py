@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from archive.api import BlobStore
-from dicomweb.middleware import STREAMING
-from dicomweb.orthanc import OrthancClient
+from dicomweb.http.middleware import STREAMING
+from dicomweb.http.orthanc import OrthancClient
 from dicomweb.wado.blobcache import InstanceReader
 from dicomweb.wado.prefetch import ordered_prefetch
 from dicomweb.wado.retrieve import convert_instance

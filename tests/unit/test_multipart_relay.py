@@ -9,7 +9,7 @@ import pytest
 from aiohttp import BodyPartReader, ClientSession, MultipartReader, web
 from aiohttp.test_utils import TestServer
 
-from dicomweb.orthanc import OrthancError
+from dicomweb.http.orthanc import OrthancError
 from dicomweb.wado.frames import relay_parts
 
 ROOT = "https://pacs.example/dicom-web"

@@ -23,7 +23,7 @@ from archive.indexer import Indexer
 from archive.plugin import ArchivePlugin, register
 from archive.settings import StorageSettings
 from compose.settings import load_settings
-from dicomweb.middleware import error_middleware
+from dicomweb.http.middleware import error_middleware
 from dicomweb.stow import (
     FailureReason,
     Outcome,

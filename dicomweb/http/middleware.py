@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 
-from dicomweb.dicomxml import DICOM_JSON, dataset_response
+from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
+from dicomweb.http.orthanc import OrthancError
 from dicomweb.operations.auditing import REQUEST_ID, audit
 from dicomweb.operations.metrics import GatewayMetrics
-from dicomweb.orthanc import OrthancError
 from security.errors import (
     Conflict,
     Forbidden,
@@ -70,7 +70,7 @@ _EXPOSED = "Content-Type, Content-Location, Warning, X-Request-Id, WWW-Authentic
 def qido_response(
     results: Any, ignored: Sequence[str] = (), media: str = DICOM_JSON
 ) -> web.Response:
-    """A QIDO-RS answer in ``media`` (DICOM JSON, or multipart XML: dicomweb/dicomxml.py);
+    """A QIDO-RS answer in ``media`` (DICOM JSON, or multipart XML: dicomweb/http/dicomxml.py);
     matching keys and return attributes the query could not use are named in a Warning
     (PS3.18: a 299 warning rather than an error)."""
     response = dataset_response(results, media)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from archive.api import BlobStore
-from dicomweb.orthanc import OrthancClient
+from dicomweb.http.orthanc import OrthancClient
 from security.tokens import TokenValidator
 
 __all__ = ["BLOBS", "ORTHANC", "VALIDATOR", "VIEW", "GatewayView"]

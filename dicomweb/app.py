@@ -18,7 +18,7 @@ Routes (PS3.18 names)::
                                                                 retrieve_*_thumbnail
     GET /wado?requestType=WADO&...                              wado_uri (PS3.18 9)
     POST /dicom-web/studies, /studies/{study}                   store_instances
-    GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/grants.py)
+    GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/exchange/grants.py)
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /.well-known/openid-configuration                       OIDC discovery
     GET|POST /oauth/authorize                                   login page (code + PKCE)
@@ -42,7 +42,8 @@ from aiohttp import web
 
 from archive.api import ArchiveSettings, open_store
 from dicomweb.delete import delete_series, delete_study
-from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
+from dicomweb.exchange.grants import GRANTS, add_grant, list_grants, revoke_grant
+from dicomweb.exchange.share import add_share_routes, share_context
 from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
 from dicomweb.http.auth import authorize
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
@@ -72,7 +73,6 @@ from dicomweb.operations.audit_api import read_audit_log
 from dicomweb.operations.auditing import AUDIT, audit
 from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.settings import GatewaySettings
-from dicomweb.share import add_share_routes, share_context
 from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado.blobcache import ContentCache, InstanceReader
@@ -524,7 +524,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
-    add_share_routes(app)  # /share, /api/shares, study download (dicomweb/share.py)
+    add_share_routes(app)  # /share, /api/shares, study download (dicomweb/exchange/share.py)
     add_worklist_routes(app.router, search_worklist, search_for_series, search_for_instances)
 
 

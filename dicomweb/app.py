@@ -58,8 +58,12 @@ from dicomweb.http.middleware import (
 from dicomweb.http.orthanc import OrthancClient
 from dicomweb.http.transport import forwarded_middleware
 from dicomweb.includefield import add_header_fields, needs_headers
-from dicomweb.login import authorize_form, authorize_login
-from dicomweb.oauth import (
+from dicomweb.operations.audit_api import read_audit_log
+from dicomweb.operations.auditing import AUDIT, audit
+from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.settings import GatewaySettings
+from dicomweb.signin.login import authorize_form, authorize_login
+from dicomweb.signin.oauth import (
     CLIENTS,
     ISSUER,
     end_session,
@@ -69,10 +73,6 @@ from dicomweb.oauth import (
     token,
     userinfo,
 )
-from dicomweb.operations.audit_api import read_audit_log
-from dicomweb.operations.auditing import AUDIT, audit
-from dicomweb.operations.metrics import GatewayMetrics
-from dicomweb.settings import GatewaySettings
 from dicomweb.stow import StowLimits, store_instances_response
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado.blobcache import ContentCache, InstanceReader

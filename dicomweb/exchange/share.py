@@ -32,9 +32,9 @@ from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.http.auth import authorize
 from dicomweb.http.middleware import METRICS
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.oauth import ISSUER
 from dicomweb.operations.auditing import audit
 from dicomweb.settings import GatewaySettings
+from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
 from security.errors import InvalidInput, NotFound
 from security.throttle import FailureThrottle

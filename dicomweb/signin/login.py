@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from authlib.common.urls import add_params_to_uri
 
-from dicomweb.oauth import AUTHORIZATIONS, CLIENTS, ISSUER, OIDC_SCOPES, USERS
 from dicomweb.operations.auditing import audit
+from dicomweb.signin.oauth import AUTHORIZATIONS, CLIENTS, ISSUER, OIDC_SCOPES, USERS
 from security.authorization import AuthorizationRequest, valid_code_challenge
 from security.clients import Client
 from security.tokens import SCOPES

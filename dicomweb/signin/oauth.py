@@ -5,7 +5,7 @@ Grants (RFC 6749 section 5 answers, errors per section 5.2 from authlib's error 
 * ``client_credentials`` (section 4.4) for institution systems, secret in the Basic
   header or the body;
 * ``authorization_code`` (section 4.1.3) with PKCE (RFC 7636, S256 only) for people who
-  logged in on the login page (``dicomweb/login.py``); public clients identify
+  logged in on the login page (``dicomweb/signin/login.py``); public clients identify
   themselves by ``client_id`` alone; with the ``openid`` scope an ID token (OpenID
   Connect Core 1.0) comes along;
 * ``refresh_token`` (section 6) with rotation and reuse detection.

@@ -57,10 +57,18 @@ from dicomweb.http.middleware import (
 )
 from dicomweb.http.orthanc import OrthancClient
 from dicomweb.http.transport import forwarded_middleware
-from dicomweb.includefield import add_header_fields, needs_headers
 from dicomweb.operations.audit_api import read_audit_log
 from dicomweb.operations.auditing import AUDIT, audit
 from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.qido.includefield import add_header_fields, needs_headers
+from dicomweb.qido.worklist import (
+    OPENED,
+    OPENING,
+    OpenedStudies,
+    add_worklist_routes,
+    note_opened,
+    worklist_response,
+)
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.login import authorize_form, authorize_login
 from dicomweb.signin.oauth import (
@@ -91,14 +99,6 @@ from dicomweb.wado.rendered import (
 )
 from dicomweb.wado.retrieve import accepts_zstd, negotiate_dicom, stream_instances
 from dicomweb.wado.uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
-from dicomweb.worklist import (
-    OPENED,
-    OPENING,
-    OpenedStudies,
-    add_worklist_routes,
-    note_opened,
-    worklist_response,
-)
 from query.api import Level, StoredInstance, instances_to_retrieve, parse_query, search
 from security.audit import AuditLog
 from security.clients import ClientRegistry
@@ -181,7 +181,7 @@ async def search_for_instances(request: web.Request) -> web.Response:
 
 
 async def search_worklist(request: web.Request) -> web.Response:
-    """The reading worklist as a QIDO-RS study search (dicomweb/worklist.py)."""
+    """The reading worklist as a QIDO-RS study search (dicomweb/qido/worklist.py)."""
     principal = await authorize(request, request.app[VALIDATOR], READ)
     view = request.app[VIEW]
     catalog = request.app[BLOBS].catalog

@@ -63,7 +63,7 @@ class Query:
     series_uid: str | None = None
     ignored: tuple[str, ...] = ()
     # includefield attributes the catalog does not index (8 upper-case hex digits), read
-    # from the stored headers of the page of results (dicomweb/includefield.py)
+    # from the stored headers of the page of results (dicomweb/qido/includefield.py)
     header_fields: tuple[str, ...] = ()
     include_all: bool = False
 

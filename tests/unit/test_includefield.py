@@ -1,4 +1,4 @@
-"""QIDO-RS return attributes read from the stored headers (dicomweb/includefield.py), on
+"""QIDO-RS return attributes read from the stored headers (dicomweb/qido/includefield.py), on
 pydicom's CT_small stored in a real blob store and catalog."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 from archive.blobstore import BlobStore
 from archive.catalog import InstanceRecord, SourceRecord
-from dicomweb.includefield import add_header_fields, needs_headers
+from dicomweb.qido.includefield import add_header_fields, needs_headers
 from dicomweb.wado.blobcache import ContentCache
 from query.api import Level, element, parse_query
 

@@ -1,4 +1,4 @@
-"""The reading worklist (sharing.worklist, dicomweb.worklist) against a real SQLite catalog,
+"""The reading worklist (sharing.worklist, dicomweb.qido.worklist) against a real SQLite catalog,
 and a report stored back by a reading centre joining the study's existing patient."""
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from archive.catalog import Catalog, InstanceRecord, SourceRecord, patients, stu
 from archive.indexer import Indexer
 from archive.plugin import ArchivePlugin
 from archive.synthetic import StudySpec, generate_study
-from dicomweb.stow import Outcome, inspect_part
-from dicomweb.worklist import (
+from dicomweb.qido.worklist import (
     OPENING,
     PRIVATE_CREATOR,
     STATUS_TAG,
@@ -25,6 +24,7 @@ from dicomweb.worklist import (
     private_block,
     worklist_search,
 )
+from dicomweb.stow import Outcome, inspect_part
 from security.errors import InvalidInput
 from sharing.api import (
     Grants,

@@ -136,7 +136,7 @@ def worklist_search(
         if entry is not None:
             answer.append(dict(sorted({**dataset, **private_block(entry)}.items())))
     # the worklist answers from the catalog only: attributes read from the headers by a
-    # QIDO-RS search (dicomweb/includefield.py) are named in the Warning instead
+    # QIDO-RS search (dicomweb/qido/includefield.py) are named in the Warning instead
     return answer, query.ignored + query.header_fields
 
 

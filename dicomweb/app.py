@@ -81,7 +81,7 @@ from dicomweb.signin.oauth import (
     token,
     userinfo,
 )
-from dicomweb.stow import StowLimits, store_instances_response
+from dicomweb.stow.store import StowLimits, store_instances_response
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado.blobcache import ContentCache, InstanceReader
 from dicomweb.wado.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data

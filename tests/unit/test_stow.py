@@ -24,7 +24,7 @@ from archive.plugin import ArchivePlugin, register
 from archive.settings import StorageSettings
 from compose.settings import load_settings
 from dicomweb.http.middleware import error_middleware
-from dicomweb.stow import (
+from dicomweb.stow.store import (
     FailureReason,
     Outcome,
     ReceivedPart,

@@ -24,7 +24,7 @@ from dicomweb.qido.worklist import (
     private_block,
     worklist_search,
 )
-from dicomweb.stow import Outcome, inspect_part
+from dicomweb.stow.store import Outcome, inspect_part
 from security.errors import InvalidInput
 from sharing.api import (
     Grants,

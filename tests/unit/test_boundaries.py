@@ -36,8 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     "dicomweb": {"dicomweb", "query.api", "archive.api", "sharing.api", "security", "viewer.api"},
     "inference": {"inference"},
     "viewer": {"viewer"},
-    # the composition roots (Orthanc entry, gateway main) wire the packages' insides
-    # together; nothing but deploy/ (which starts them) sits above them
+    # the composition roots (Orthanc entry, gateway and indexer mains, root settings) wire
+    # the packages' insides together; only deploy/ and bench/ (which start them) sit above
     "compose": {
         "compose",
         "dicomweb",

@@ -17,27 +17,25 @@ from archive.catalog import (
     studies,
 )
 from archive.credentials import OrthancCredentials, credentials
-from archive.dimse import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
 from archive.headers import header_record
 from archive.names import fold, fold_group, folded_groups, split_groups
 from archive.plugin import open_store
-from archive.settings import ExternalIssuer, GatewaySettings, Settings, load_settings
+from archive.scp import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
+from archive.settings import ArchiveSettings
 from archive.split import Survey, survey
 
 __all__ = [
+    "ArchiveSettings",
     "AttachmentPart",
     "BlobStore",
     "Catalog",
-    "ExternalIssuer",
     "FindAnswer",
     "FindRequest",
-    "GatewaySettings",
     "InstanceRecord",
     "MoveItem",
     "MoveRequest",
     "OrthancCredentials",
     "Institution",
-    "Settings",
     "SourceRecord",
     "StoreRequest",
     "Survey",
@@ -49,7 +47,6 @@ __all__ = [
     "instance_sources",
     "instances",
     "institutions",
-    "load_settings",
     "open_store",
     "patients",
     "series",

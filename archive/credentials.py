@@ -6,7 +6,7 @@ import contextlib
 import json
 import secrets
 
-from archive.settings import Settings
+from archive.settings import ArchiveSettings
 from security.keys import write_secret_file
 
 __all__ = ["OrthancCredentials", "credentials"]
@@ -23,7 +23,7 @@ class OrthancCredentials:
         return f"OrthancCredentials({self.username!r}, '***')"
 
 
-def credentials(settings: Settings) -> OrthancCredentials:
+def credentials(settings: ArchiveSettings) -> OrthancCredentials:
     """Load, or on first start generate (0600), the Orthanc account."""
     path = settings.home / "secrets" / "orthanc-credentials.json"
     if not path.exists():

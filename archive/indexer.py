@@ -7,21 +7,16 @@ Orthanc keeps its Python work off the interpreter lock that Orthanc's DICOM thre
 The queue is durable, so a crash of either process loses nothing; ``vna stats`` shows
 the backlog.
 
-Run by ``vna up`` as ``python -m archive.indexer --home DIR``.
+Run by ``vna up`` as ``python -m compose.indexer --home DIR`` (its composition root).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import signal
 import threading
 from dataclasses import replace
-from types import FrameType
 from typing import Any
 
-from archive import migrations
 from archive.catalog import (
     Catalog,
     IndexEntry,
@@ -31,11 +26,9 @@ from archive.catalog import (
     SourceRecord,
 )
 from archive.headers import header_record
-from archive.settings import load_settings
 from security.audit import AuditEvent, AuditLog
-from security.homefiles import restrict_umask
 
-__all__ = ["Indexer", "main"]
+__all__ = ["Indexer"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,33 +169,3 @@ class Indexer:
             except Exception:
                 logger.exception("indexing failed; retrying in 5 s")
                 stop.wait(5)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m archive.indexer", description=__doc__)
-    parser.add_argument("--home", default=None, help="archive home [VNA_HOME or ./var]")
-    args = parser.parse_args(argv)
-    restrict_umask()  # the catalog's WAL and anything else it creates: the owner's only
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s indexer %(levelname)s %(message)s")
-    settings = load_settings(args.home)
-    # ingest first: the index may lag a moment, a C-STORE should not wait for it
-    os.nice(10)
-    migrations.upgrade(settings.resolved_catalog_url)
-    catalog = Catalog(settings.resolved_catalog_url, durable=settings.storage.durable_catalog)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    logger.info("indexing %s", settings.home)
-    try:
-        audit = AuditLog.open(catalog.engine, settings.keys_dir, settings.audit_syslog)
-        Indexer(catalog, audit=audit).run(stop)
-    finally:
-        catalog.close()
-
-
-if __name__ == "__main__":
-    main()

@@ -28,7 +28,8 @@ from archive import migrations
 from archive.blobstore import CONTENT_DICOM, CONTENT_DICOM_UNTIL_PIXEL_DATA, BlobStore
 from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
 from archive.credentials import credentials
-from archive.dimse import (
+from archive.headers import instance_record
+from archive.scp import (
     LEVELS,
     FindHandler,
     FindRequest,
@@ -41,8 +42,7 @@ from archive.dimse import (
     modality_entry,
     peer_address,
 )
-from archive.headers import instance_record
-from archive.settings import Settings
+from archive.settings import ArchiveSettings
 from archive.split import neutral_preamble, survey
 from security.audit import AuditEvent, AuditLog
 from security.errors import (
@@ -139,7 +139,7 @@ class ArchivePlugin:
     def __init__(
         self,
         sdk: Any,
-        settings: Settings,
+        settings: ArchiveSettings,
         store: BlobStore,
         *,
         find: FindHandler | None = None,
@@ -675,7 +675,7 @@ class LoopbackRest:
         self._authorization = f"Basic {token}"
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> LoopbackRest:
+    def for_settings(cls, settings: ArchiveSettings) -> LoopbackRest:
         creds = credentials(settings)
         return cls(settings.orthanc_http_port, creds.username, creds.password)
 
@@ -718,7 +718,7 @@ def _encode_answer(dataset: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _holds_data(settings: Settings, catalog: Catalog) -> bool:
+def _holds_data(settings: ArchiveSettings, catalog: Catalog) -> bool:
     if catalog.holds_data():
         return True
     # blobs or journal entries without a catalog (the catalog restored apart, or lost)
@@ -730,7 +730,7 @@ def _holds_data(settings: Settings, catalog: Catalog) -> bool:
     )
 
 
-def open_store(settings: Settings) -> BlobStore:
+def open_store(settings: ArchiveSettings) -> BlobStore:
     """Open the blob store of an archive home (keys are created on first use).
 
     The catalog database is first brought to the schema this version expects
@@ -756,7 +756,7 @@ def open_store(settings: Settings) -> BlobStore:
 
 def register(
     sdk: Any,
-    settings: Settings,
+    settings: ArchiveSettings,
     *,
     find: FindHandler | None = None,
     move: MoveHandler | None = None,
@@ -766,7 +766,7 @@ def register(
     """Register the archive's callbacks with Orthanc (``sdk`` is the ``orthanc`` module).
 
     ``find`` and ``move`` answer C-FIND and C-MOVE from the catalog for the calling AE's
-    institution (injected by the composition root, ``archive/orthanc_entry.py``); without
+    institution (injected by the composition root, ``compose/orthanc_entry.py``); without
     them Orthanc answers those itself. ``admit`` admits each C-STORE by the ownership
     rule STOW-RS follows; without it any registered AE may store into any study.
     ``rest``: Orthanc's REST API for the C-MOVE handler's calls (:class:`LoopbackRest` in

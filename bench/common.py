@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 from archive.credentials import credentials
-from archive.settings import load_settings
+from compose.settings import load_settings
 
 __all__ = [
     "BENCH_DIR",
@@ -653,7 +653,17 @@ def _mount_of(path: Path) -> str:
     return fstype
 
 
-SOURCE_DIRS = ("archive", "security", "tiering", "deploy", "dicomweb", "sharing")
+SOURCE_DIRS = (
+    "archive",
+    "security",
+    "tiering",
+    "deploy",
+    "query",
+    "dimse",
+    "dicomweb",
+    "compose",
+    "sharing",
+)
 
 
 def source_fingerprint(dirs: Sequence[str] = SOURCE_DIRS, root: Path = PROJECT_ROOT) -> str:

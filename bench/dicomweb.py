@@ -48,7 +48,6 @@ from archive import migrations
 from archive.api import (
     Catalog,
     instances,
-    load_settings,
     patients,
     series,
     studies,
@@ -72,7 +71,8 @@ from bench.common import (
 )
 from bench.link import ThrottledLink
 from bench.replay import save_index
-from dicomweb.workers import resolve_workers, usable_cpus
+from compose.settings import load_settings
+from dicomweb.operations.workers import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, generate_studies, write_study
 
@@ -649,7 +649,7 @@ def gateway_alone(home: Path) -> Iterator[Endpoint]:
     env["VNA_HOME"] = str(home)
     log = (home / "gateway.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb", "--home", str(home), "--host", "127.0.0.1"]
+        [sys.executable, "-m", "compose.gateway", "--home", str(home), "--host", "127.0.0.1"]
         + ["--port", str(port), "--public-url", url],
         cwd=PROJECT_ROOT,
         env=env,

@@ -31,7 +31,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from archive.api import load_settings
 from bench.common import (
     BENCH_DIR,
     BenchError,
@@ -51,6 +50,7 @@ from bench.common import (
     terminate_on_sigterm,
     write_section,
 )
+from compose.settings import load_settings
 from synthetic import StudySpec, generate_studies, write_study
 
 __all__ = ["MINIMAL_STORAGE_AREA", "TARGETS", "TargetRun", "main", "run_benchmark"]

@@ -20,7 +20,7 @@ from rich.table import Table
 from archive.blobstore import BlobStore
 from archive.plugin import open_store
 from archive.recovery import orthanc_attachment_uuids
-from archive.settings import Settings, load_settings
+from compose.settings import Settings, load_settings
 from deploy import supervisor
 from deploy.cli_common import HomeOption, JsonOption, cli_user, err, open_home, out
 from deploy.cli_grants import grant_app

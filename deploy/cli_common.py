@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from archive.api import BlobStore, Settings, load_settings, open_store
+from archive.api import BlobStore, open_store
+from compose.settings import Settings, load_settings
 from security.errors import VnaError
 
 __all__ = ["HomeOption", "JsonOption", "cli_user", "err", "open_home", "out"]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from archive.api import Settings
+from compose.settings import Settings
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
 from security.audit import AuditEvent, AuditLog
 from security.errors import NotFound, VnaError

@@ -14,7 +14,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE
 
 from archive.plugin import open_store
-from archive.settings import Settings
+from compose.settings import Settings
 from deploy.cli_common import cli_user
 from deploy.dimse_access import apply_registrations
 from security.audit import AuditEvent, AuditLog

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 from archive.credentials import credentials
-from archive.settings import Settings
+from compose.settings import Settings
 from security.audit import AuditEvent, AuditLog
 
 __all__ = ["Refusal", "RefusalAuditor", "RefusalParser", "apply_registrations"]

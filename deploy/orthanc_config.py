@@ -9,14 +9,15 @@ from typing import Any
 
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
-from archive.dimse import modality_entries
-from archive.settings import DicomCharset, Settings
+from archive.scp import modality_entries
+from archive.settings import DicomCharset
+from compose.settings import Settings
 from security.dicom_tls import TlsFiles
 
 __all__ = ["orthanc_config", "write_orthanc_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ENTRY_SCRIPT = PROJECT_ROOT / "archive" / "orthanc_entry.py"
+ENTRY_SCRIPT = PROJECT_ROOT / "compose" / "orthanc_entry.py"
 
 
 # Specific Character Set term -> Orthanc's name of the encoding
@@ -110,7 +111,7 @@ def orthanc_config(
         # AE titles compare exactly: with a case-insensitive match, "hospa" and "HOSPA"
         # would be two modalities for one AE, and Orthanc skips the address check then
         "StrictAetComparison": True,
-        # C-FIND and C-MOVE: only registered AEs, answered by the archive (archive/dimse.py);
+        # C-FIND and C-MOVE: only registered AEs, answered by the archive (archive/scp.py, dimse/);
         # C-GET per modality "AllowGet" (setting dicom_allow_get)
         "DicomAlwaysAllowFind": False,
         "DicomAlwaysAllowGet": False,

@@ -27,10 +27,10 @@ from archive.catalog import Catalog
 from archive.credentials import OrthancCredentials, credentials
 from archive.plugin import open_store
 from archive.recovery import recover
-from archive.settings import Settings
+from compose.settings import Settings
 from deploy.dimse_access import RefusalAuditor
 from deploy.orthanc_config import write_orthanc_config
-from dicomweb.transport import tls_files
+from dicomweb.http.transport import tls_files
 from security.audit import AuditLog
 from security.dicom_tls import ensure_server_pki
 from security.errors import VnaError
@@ -209,7 +209,7 @@ def _start_orthanc(settings: Settings, config: Path) -> subprocess.Popen[bytes]:
 
 
 # the processes that run beside Orthanc: name -> python module
-HELPERS = {"indexer": "archive.indexer", "gateway": "dicomweb"}
+HELPERS = {"indexer": "compose.indexer", "gateway": "compose.gateway"}
 
 
 def _start_helper(settings: Settings, name: str) -> subprocess.Popen[bytes]:

@@ -18,7 +18,7 @@ Routes (PS3.18 names)::
                                                                 retrieve_*_thumbnail
     GET /wado?requestType=WADO&...                              wado_uri (PS3.18 9)
     POST /dicom-web/studies, /studies/{study}                   store_instances
-    GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/grants.py)
+    GET|POST /api/grants, DELETE /api/grants/{id}               grants (dicomweb/exchange/grants.py)
     GET /.well-known/jwks.json                                  the embedded issuer's keys
     GET /.well-known/openid-configuration                       OIDC discovery
     GET|POST /oauth/authorize                                   login page (code + PKCE)
@@ -40,22 +40,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from archive.api import GatewaySettings, Settings, open_store
-from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
-from dicomweb.attributes import Level
-from dicomweb.audit_api import read_audit_log
-from dicomweb.auditing import AUDIT, audit
-from dicomweb.auth import authorize
-from dicomweb.blobcache import ContentCache, InstanceReader
+from archive.api import ArchiveSettings, open_store
 from dicomweb.delete import delete_series, delete_study
-from dicomweb.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
-from dicomweb.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
-from dicomweb.grants import GRANTS, add_grant, list_grants, revoke_grant
-from dicomweb.includefield import add_header_fields, needs_headers
-from dicomweb.login import authorize_form, authorize_login
-from dicomweb.metacache import metadata_body
-from dicomweb.metrics import GatewayMetrics
-from dicomweb.middleware import (
+from dicomweb.exchange.grants import GRANTS, add_grant, list_grants, revoke_grant
+from dicomweb.exchange.share import add_share_routes, share_context
+from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
+from dicomweb.http.auth import authorize
+from dicomweb.http.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
+from dicomweb.http.middleware import (
     METRICS,
     cors,
     error_middleware,
@@ -63,7 +55,23 @@ from dicomweb.middleware import (
     nosniff,
     qido_response,
 )
-from dicomweb.oauth import (
+from dicomweb.http.orthanc import OrthancClient
+from dicomweb.http.transport import forwarded_middleware
+from dicomweb.operations.audit_api import read_audit_log
+from dicomweb.operations.auditing import AUDIT, audit
+from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.qido.includefield import add_header_fields, needs_headers
+from dicomweb.qido.worklist import (
+    OPENED,
+    OPENING,
+    OpenedStudies,
+    add_worklist_routes,
+    note_opened,
+    worklist_response,
+)
+from dicomweb.settings import GatewaySettings
+from dicomweb.signin.login import authorize_form, authorize_login
+from dicomweb.signin.oauth import (
     CLIENTS,
     ISSUER,
     end_session,
@@ -73,10 +81,13 @@ from dicomweb.oauth import (
     token,
     userinfo,
 )
-from dicomweb.orthanc import OrthancClient
-from dicomweb.pixels import parse_frame_list
-from dicomweb.query import parse_query
-from dicomweb.rendered import (
+from dicomweb.stow.store import StowLimits, store_instances_response
+from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
+from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.wado.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
+from dicomweb.wado.metacache import metadata_body
+from dicomweb.wado.pixels import parse_frame_list
+from dicomweb.wado.rendered import (
     THUMBNAIL_VIEWPORT,
     negotiate_image,
     negotiate_rendered_many,
@@ -86,21 +97,9 @@ from dicomweb.rendered import (
     send_rendered_first,
     send_rendered_many,
 )
-from dicomweb.search import StoredInstance, instances_to_retrieve, search
-from dicomweb.share import add_share_routes, share_context
-from dicomweb.stow import StowLimits, store_instances_response
-from dicomweb.transport import forwarded_middleware
-from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
-from dicomweb.wado import accepts_zstd, negotiate_dicom, stream_instances
-from dicomweb.wado_uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
-from dicomweb.worklist import (
-    OPENED,
-    OPENING,
-    OpenedStudies,
-    add_worklist_routes,
-    note_opened,
-    worklist_response,
-)
+from dicomweb.wado.retrieve import accepts_zstd, negotiate_dicom, stream_instances
+from dicomweb.wado.uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
+from query.api import Level, StoredInstance, instances_to_retrieve, parse_query, search
 from security.audit import AuditLog
 from security.clients import ClientRegistry
 from security.errors import InvalidInput, NotFound
@@ -182,7 +181,7 @@ async def search_for_instances(request: web.Request) -> web.Response:
 
 
 async def search_worklist(request: web.Request) -> web.Response:
-    """The reading worklist as a QIDO-RS study search (dicomweb/worklist.py)."""
+    """The reading worklist as a QIDO-RS study search (dicomweb/qido/worklist.py)."""
     principal = await authorize(request, request.app[VALIDATOR], READ)
     view = request.app[VIEW]
     catalog = request.app[BLOBS].catalog
@@ -297,7 +296,7 @@ async def retrieve_instance(request: web.Request) -> web.StreamResponse:
     return await _retrieve(request, "instance")
 
 
-# -- WADO-RS frames, bulk data, rendered, thumbnail; WADO-URI (dicomweb/frames.py,
+# -- WADO-RS frames, bulk data, rendered, thumbnail; WADO-URI (dicomweb/wado/frames.py,
 # rendered.py, wado_uri.py) ----------------------------------------------------------------
 
 
@@ -525,13 +524,13 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
-    add_share_routes(app)  # /share, /api/shares, study download (dicomweb/share.py)
+    add_share_routes(app)  # /share, /api/shares, study download (dicomweb/exchange/share.py)
     add_worklist_routes(app.router, search_worklist, search_for_series, search_for_instances)
 
 
 def create_app(
-    settings: Settings,
-    gateway: GatewaySettings | None = None,
+    settings: ArchiveSettings,
+    gateway: GatewaySettings,
     *,
     metrics: GatewayMetrics | None = None,
 ) -> web.Application:
@@ -540,9 +539,8 @@ def create_app(
     The catalog and blob store open in a ``cleanup_ctx`` (on startup, closed on
     shutdown); the embedded issuer's signing key is created on first use. ``metrics``
     replaces the app's own registry (a worker process counts into the shared files,
-    ``dicomweb/workers.py``).
+    ``dicomweb/operations/workers.py``).
     """
-    gateway = gateway or settings.gateway
     public_url = gateway.resolved_public_url(settings)
     view = GatewayView(
         public_url,

@@ -17,10 +17,10 @@ from aiohttp import web
 from sqlalchemy import select
 
 from archive.api import Catalog, instances
-from dicomweb.appkeys import BLOBS, ORTHANC, VALIDATOR
-from dicomweb.auditing import audit
-from dicomweb.auth import authorize
-from dicomweb.orthanc import OrthancError
+from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR
+from dicomweb.http.auth import authorize
+from dicomweb.http.orthanc import OrthancError
+from dicomweb.operations.auditing import audit
 from security.errors import Forbidden, NotFound
 from sharing.api import deletable, reachable
 

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 
-from dicomweb.oauth import CLIENTS
+from dicomweb.signin.oauth import CLIENTS
 from security.tokens import SCOPES
 from viewer.api import (
     SIGNED_OUT_CSP,

@@ -210,7 +210,7 @@ def session_from(address: str) -> requests.Session:
 
 @dataclass
 class GatewayProcess:
-    """A running ``python -m dicomweb`` (with several workers: their parent)."""
+    """A running ``python -m compose.gateway`` (with several workers: their parent)."""
 
     proc: subprocess.Popen[bytes]
     url: str
@@ -221,7 +221,7 @@ class GatewayProcess:
 def start_gateway(
     archive: Archive, name: str, env: Mapping[str, str] | None = None, *, workers: int = 1
 ) -> Iterator[GatewayProcess]:
-    """A gateway of its own on ``archive`` (``python -m dicomweb --workers N``) at a free
+    """A gateway of its own on ``archive`` (``python -m compose.gateway --workers N``) at a free
     loopback port, its public URL the one clients use (the issuer and the viewer's
     configuration name it); yields it once /healthz answers and stops it on leaving.
 
@@ -234,7 +234,7 @@ def start_gateway(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dicomweb", "--home", str(archive.home)]
+            [sys.executable, "-m", "compose.gateway", "--home", str(archive.home)]
             + ["--host", "127.0.0.1", "--port", str(port), "--public-url", url]
             + ["--workers", str(workers)],
             cwd=ROOT,

@@ -18,10 +18,8 @@ from sqlalchemy.engine import make_url
 from archive import migrations
 from archive.api import FindRequest
 from archive.catalog import Catalog
-from dicomweb.attributes import Level
-from dicomweb.dimse import find
-from dicomweb.query import parse_query
-from dicomweb.search import search
+from dimse.api import find
+from query.api import Level, parse_query, search
 from sharing.api import ensure_schema
 from tests.integration import test_postgres
 from tests.unit.test_pn_matching import CASES, charset_name, index_names, matching, names

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from archive.settings import load_settings
+from compose.settings import load_settings
 from deploy.demo import DEMO_USER, load_demo
 from tests.integration.harness import Archive, wait_until
 

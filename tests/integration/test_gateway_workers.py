@@ -1,6 +1,7 @@
-"""The gateway with two worker processes on one port (gateway.workers, dicomweb/workers.py):
-requests spread over both and all succeed, /metrics counts for the whole gateway, the audit
-chain stays intact, a killed worker is replaced, SIGTERM and `vna down` leave no process."""
+"""The gateway with two worker processes on one port (gateway.workers,
+dicomweb/operations/workers.py): requests spread over both and all succeed, /metrics counts
+for the whole gateway, the audit chain stays intact, a killed worker is replaced, SIGTERM
+and `vna down` leave no process."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from dicomweb.workers import STOP_GRACE
+from dicomweb.operations.workers import STOP_GRACE
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, write_study
 from tests.integration.conftest import INSTITUTIONS
@@ -241,7 +242,7 @@ def test_vna_down_stops_the_gateway_workers(tmp_path: Path) -> None:
         def gateway_parent() -> int | None:
             for pid in children(supervisor):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"dicomweb" in cmdline:
+                if b"compose.gateway" in cmdline:
                     return pid
             return None
 

@@ -12,7 +12,7 @@ import pytest
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, SourceRecord
 from archive.settings import StorageSettings
-from dicomweb.search import instances_to_retrieve
+from query.api import instances_to_retrieve
 from security.keys import KeyRing
 from sharing.api import Grants, ensure_schema
 from synthetic import StudySpec, generate_study

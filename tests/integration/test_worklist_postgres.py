@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
-from dicomweb.worklist import worklist_search
+from dicomweb.qido.worklist import worklist_search
 from sharing.api import Grants, Status, ensure_schema, record_opened, worklist_entries
 from tests.integration import test_postgres
 from tests.unit.test_worklist import STUDIES, A, B, C, listed, report

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from archive.credentials import OrthancCredentials
-from archive.settings import load_settings
+from compose.settings import load_settings
 from deploy.orthanc_config import orthanc_config
 
 

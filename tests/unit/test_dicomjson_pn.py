@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydicom import Dataset
 
-from dicomweb.dicomjson import element
+from query.dicomjson import element
 
 YAMADA = "Yamada^Tarou=山田^太郎=やまだ^たろう"
 

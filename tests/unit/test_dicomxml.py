@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from pydicom.data import get_charset_files, get_testdata_file
 
-from dicomweb.dicomxml import (
+from dicomweb.http.dicomxml import (
     DICOM_JSON,
     DICOM_XML,
     multipart_xml,

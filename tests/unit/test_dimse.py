@@ -1,4 +1,4 @@
-"""C-FIND and C-MOVE for the calling AE's institution: the handlers (dicomweb.dimse) on a
+"""C-FIND and C-MOVE for the calling AE's institution: the handlers (dimse/) on a
 real SQLite catalog, and the Orthanc adapter (archive.plugin) driven by a fake SDK."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from sqlalchemy.exc import OperationalError
 
 from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
 from archive.credentials import OrthancCredentials
-from archive.dimse import FindRequest, MoveRequest, modality_entry
 from archive.plugin import ArchivePlugin, MoveDestinationUnknown, register
-from archive.settings import StorageSettings, load_settings
+from archive.scp import FindRequest, MoveRequest, modality_entry
+from archive.settings import StorageSettings
+from compose.settings import load_settings
 from deploy.orthanc_config import orthanc_config
-from dicomweb import dimse
-from dicomweb.dimse import find, move
+from dimse import handlers
+from dimse.api import find, move
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from sharing.api import ensure_schema
@@ -167,7 +168,7 @@ def test_patient_level_answers_each_patient_once(cat: Catalog) -> None:
 def test_too_many_matches_are_marked_incomplete(
     cat: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dimse, "MAX_FIND_RESULTS", 1)
+    monkeypatch.setattr(handlers, "MAX_FIND_RESULTS", 1)
     answer = find(cat, FindRequest("AE", "Hospital A", "STUDY", ((STUDY_UID, ""),)))
     assert len(answer.datasets) == 1 and not answer.complete
 

@@ -19,9 +19,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from archive.catalog import Institution
 from archive.credentials import OrthancCredentials
-from archive.dimse import modality_entries, modality_entry, peer_address
 from archive.plugin import ArchivePlugin, LoopbackRest, register
-from archive.settings import DicomSecurity, StorageSettings, load_settings
+from archive.scp import modality_entries, modality_entry, peer_address
+from archive.settings import DicomSecurity, StorageSettings
+from compose.settings import load_settings
 from deploy.dimse_access import RefusalAuditor, RefusalParser
 from deploy.orthanc_config import orthanc_config
 from security.audit import AuditLog

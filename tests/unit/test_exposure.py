@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from dicomweb.transport import client_behind
+from dicomweb.http.transport import client_behind
 from security.homefiles import exposed, tighten
 from security.tls import ensure_self_signed, fingerprint, server_context
 

@@ -17,9 +17,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 
 import archive.split
 from archive.blobstore import BlobStore
-from dicomweb.frames import _bulk_value, _frame_reader, open_image
-from dicomweb.metadata import instance_metadata
-from dicomweb.pixels import (
+from dicomweb.wado.frames import _bulk_value, _frame_reader, open_image
+from dicomweb.wado.metadata import instance_metadata
+from dicomweb.wado.pixels import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     FramePlan,
     ImageGeometry,
@@ -30,9 +30,9 @@ from dicomweb.pixels import (
     negotiate_frames,
     parse_frame_list,
 )
-from dicomweb.rendered import negotiate_image, negotiate_rendered_many, rendered_params
-from dicomweb.search import StoredInstance
-from dicomweb.wado_uri import parse_wado_uri
+from dicomweb.wado.rendered import negotiate_image, negotiate_rendered_many, rendered_params
+from dicomweb.wado.uri import parse_wado_uri
+from query.api import StoredInstance
 from security.errors import InvalidInput, NotFound
 
 JPEG = "1.2.840.10008.1.2.4.50"

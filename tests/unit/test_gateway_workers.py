@@ -1,5 +1,5 @@
 """The gateway's worker processes: count, restart budget, parent loop, one-time preparation
-(dicomweb/workers.py) and the metrics' multiprocess guard."""
+(dicomweb/operations/workers.py) and the metrics' multiprocess guard."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from archive.settings import GatewaySettings, load_settings
-from dicomweb.metrics import GatewayMetrics
-from dicomweb.workers import (
+from compose.gateway import MODULE
+from compose.settings import load_settings
+from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.operations.workers import (
     AUTO_MAX,
     RestartBudget,
     WorkerPlan,
@@ -23,6 +24,7 @@ from dicomweb.workers import (
     resolve_workers,
     run_workers,
 )
+from dicomweb.settings import GatewaySettings
 from security.errors import VnaError
 from viewer.api import ViewerUrls, viewer_client
 
@@ -73,9 +75,9 @@ def test_plan_names_everything_resolved(tmp_path: Path) -> None:
     gateway = settings.gateway.model_copy(
         update={"public_url": "https://pacs.example/", "cors_origins": ("https://a", "https://b")}
     )
-    plan = plan_for(settings, gateway, "0.0.0.0", 8123, 3)  # noqa: S104 - not bound here
+    plan = plan_for(settings, gateway, "0.0.0.0", 8123, 3, main_module=MODULE)  # noqa: S104
     argv = list(plan.argv)
-    assert argv[:3] == [sys.executable, "-m", "dicomweb"]
+    assert argv[:3] == [sys.executable, "-m", "compose.gateway"]
     assert argv[argv.index("--home") + 1] == str(settings.home)
     assert argv[argv.index("--port") + 1] == "8123"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"  # noqa: S104

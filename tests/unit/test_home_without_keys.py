@@ -10,7 +10,8 @@ import pytest
 
 from archive.blobstore import CONTENT_DICOM
 from archive.plugin import open_store
-from archive.settings import Settings, StorageSettings, load_settings
+from archive.settings import StorageSettings
+from compose.settings import Settings, load_settings
 from security.errors import IntegrityError
 
 

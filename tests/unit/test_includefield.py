@@ -1,4 +1,4 @@
-"""QIDO-RS return attributes read from the stored headers (dicomweb/includefield.py), on
+"""QIDO-RS return attributes read from the stored headers (dicomweb/qido/includefield.py), on
 pydicom's CT_small stored in a real blob store and catalog."""
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from pydicom.data import get_testdata_file
 
 from archive.blobstore import BlobStore
 from archive.catalog import InstanceRecord, SourceRecord
-from dicomweb.attributes import Level
-from dicomweb.blobcache import ContentCache
-from dicomweb.dicomjson import element
-from dicomweb.includefield import add_header_fields, needs_headers
-from dicomweb.query import parse_query
+from dicomweb.qido.includefield import add_header_fields, needs_headers
+from dicomweb.wado.blobcache import ContentCache
+from query.api import Level, element, parse_query
 
 ROOT = "http://gw/dicom-web"
 

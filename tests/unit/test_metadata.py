@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 
 from archive.blobstore import BlobStore
 from archive.split import pixel_data_offset
-from dicomweb.metadata import instance_metadata
+from dicomweb.wado.metadata import instance_metadata
 
 
 def _header(data: bytes) -> bytes:

@@ -25,7 +25,8 @@ import security.audit
 import sharing.grants
 from archive import migrations
 from archive.plugin import open_store
-from archive.settings import StorageSettings, load_settings
+from archive.settings import StorageSettings
+from compose.settings import load_settings
 from deploy.schema import all_metadata
 from security.clients import ClientRegistry
 from security.errors import Conflict
@@ -145,7 +146,16 @@ def test_every_table_owner_is_in_the_target_metadata() -> None:
     autogenerate nor these tests would see its tables."""
     listed = all_metadata()
     owners = []
-    for package in ("archive", "sharing", "security", "tiering", "dicomweb", "inference"):
+    for package in (
+        "archive",
+        "sharing",
+        "security",
+        "tiering",
+        "query",
+        "dimse",
+        "dicomweb",
+        "inference",
+    ):
         for path in sorted((ROOT / package).rglob("*.py")):
             if "= MetaData(" in path.read_text():
                 owners.append(".".join(path.relative_to(ROOT).with_suffix("").parts))

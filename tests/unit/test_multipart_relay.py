@@ -1,4 +1,4 @@
-"""dicomweb.frames.relay_parts: Orthanc's multipart answer relayed through aiohttp's
+"""dicomweb.wado.frames.relay_parts: Orthanc's multipart answer relayed through aiohttp's
 multipart reader, whatever pieces it arrives in, with its part headers rewritten."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from aiohttp import BodyPartReader, ClientSession, MultipartReader, web
 from aiohttp.test_utils import TestServer
 
-from dicomweb.frames import relay_parts
-from dicomweb.orthanc import OrthancError
+from dicomweb.http.orthanc import OrthancError
+from dicomweb.wado.frames import relay_parts
 
 ROOT = "https://pacs.example/dicom-web"
 BOUNDARY = "b0undary-like-orthanc"

@@ -14,8 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from archive.api import credentials, load_settings
-from dicomweb.orthanc import OrthancClient, OrthancError
+from archive.api import credentials
+from compose.settings import load_settings
+from dicomweb.http.orthanc import OrthancClient, OrthancError
 
 
 def test_every_request_carries_the_archives_account(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from archive.plugin import (
     instance_record,
     register,
 )
-from archive.settings import StorageSettings, load_settings
+from archive.settings import StorageSettings
+from compose.settings import load_settings
 from security.errors import IntegrityError, NotFound
 
 

@@ -18,9 +18,7 @@ from sqlalchemy import create_engine, select, text
 from archive import migrations
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, patients
 from archive.names import fold, fold_group, folded_groups
-from dicomweb.attributes import Level
-from dicomweb.query import parse_query
-from dicomweb.search import search
+from query.api import Level, parse_query, search
 from sharing.api import ensure_schema
 
 CHARSET_FILES = ("chrFren", "chrGerm", "chrGreek", "chrRuss", "chrH31", "chrH32", "chrX1", "chrX2")

@@ -10,10 +10,16 @@ import pytest
 
 from archive import migrations
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
-from dicomweb.attributes import Level, lookup
-from dicomweb.dicomjson import element
-from dicomweb.query import build_select, parse_query
-from dicomweb.search import instances_to_retrieve, search
+from query.api import (
+    Level,
+    build_select,
+    element,
+    instances_to_retrieve,
+    lookup,
+    parse_query,
+    query_for_keys,
+    search,
+)
 from security.errors import InvalidInput
 from sharing.api import ensure_schema
 
@@ -224,6 +230,39 @@ def test_unindexed_includefields_are_read_from_headers_and_paths_are_reported() 
 def test_unsupported_but_valid_keys_are_reported(cat: Catalog) -> None:
     query = parse_query([("BodyPartExamined", "CHEST"), ("fuzzymatching", "true")], Level.STUDY)
     assert set(query.ignored) == {"BodyPartExamined", "fuzzymatching"}
+
+
+def test_a_dimse_identifier_s_keys_make_the_query_its_parameters_would() -> None:
+    """C-FIND's typed keys and QIDO-RS's parameters meet in the same Query: each key is
+    returned, a non-empty value matched, a computed count ignored."""
+    name, date, uid, count = (
+        lookup(k)
+        for k in ("PatientName", "StudyDate", "StudyInstanceUID", "NumberOfStudyRelatedSeries")
+    )
+    issuer = lookup("IssuerOfPatientID")
+    assert name and date and uid and count and issuer
+    keys = [(name, "Doe*"), (date, "20250101-"), (uid, ""), (count, "3")]
+    by_keys = query_for_keys(Level.STUDY, keys, [issuer], limit=11)
+    by_params = parse_query(
+        [
+            ("includefield", "PatientName"),
+            ("PatientName", "Doe*"),
+            ("includefield", "StudyDate"),
+            ("StudyDate", "20250101-"),
+            ("includefield", "StudyInstanceUID"),
+            ("includefield", "NumberOfStudyRelatedSeries"),
+            ("NumberOfStudyRelatedSeries", "3"),
+            ("includefield", "IssuerOfPatientID"),
+            ("limit", "11"),
+        ],
+        Level.STUDY,
+        max_results=11,
+    )
+    assert by_keys == by_params
+    assert [c.kind for c in by_keys.conditions] == ["wildcard", "range"]
+    assert by_keys.ignored == ("NumberOfStudyRelatedSeries",)
+    with pytest.raises(InvalidInput):
+        query_for_keys(Level.STUDY, [(lookup("SOPInstanceUID") or uid, "1.2")], limit=1)
 
 
 def test_limit_is_capped() -> None:

@@ -1,6 +1,6 @@
 """The gateway's WADO-RS read path: ordered bounded read-ahead, the content caches,
-verified instance reads and metadata templated per request (dicomweb.prefetch,
-dicomweb.blobcache, dicomweb.metacache)."""
+verified instance reads and metadata templated per request (dicomweb.wado.prefetch,
+dicomweb.wado.blobcache, dicomweb.wado.metacache)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ import pytest
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from archive.split import pixel_data_offset
-from dicomweb.blobcache import ContentCache, InstanceReader
-from dicomweb.metacache import metadata_body, metadata_template, render
-from dicomweb.metadata import instance_metadata
-from dicomweb.prefetch import batches, ordered_prefetch
-from dicomweb.search import StoredInstance, instances_to_retrieve
+from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.wado.metacache import metadata_body, metadata_template, render
+from dicomweb.wado.metadata import instance_metadata
+from dicomweb.wado.prefetch import batches, ordered_prefetch
+from query.api import StoredInstance, instances_to_retrieve
 from security.errors import IntegrityError
 from sharing.api import Grants, ensure_schema
 

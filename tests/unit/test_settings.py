@@ -1,4 +1,5 @@
-"""One typed settings object: defaults, <home>/vna.toml, VNA_* environment (archive.settings)."""
+"""One typed settings object: defaults, <home>/vna.toml, VNA_* environment (the root model
+in compose/settings.py, its sections in archive/settings.py and dicomweb/settings.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from archive.settings import Settings, StorageSettings, load_settings
+from archive.settings import StorageSettings
+from compose.settings import Settings, load_settings
 
 
 def _toml(home: Path, body: str) -> Path:

@@ -21,9 +21,10 @@ from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from archive.headers import orthanc_instance_id
 from archive.indexer import Indexer
 from archive.plugin import ArchivePlugin, register
-from archive.settings import StorageSettings, load_settings
-from dicomweb.middleware import error_middleware
-from dicomweb.stow import (
+from archive.settings import StorageSettings
+from compose.settings import load_settings
+from dicomweb.http.middleware import error_middleware
+from dicomweb.stow.store import (
     FailureReason,
     Outcome,
     ReceivedPart,

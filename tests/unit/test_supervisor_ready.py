@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from archive.settings import load_settings
+from compose.settings import load_settings
 from deploy.supervisor import _wait_for_gateway
 from security.errors import VnaError
 

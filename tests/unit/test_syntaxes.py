@@ -1,4 +1,4 @@
-"""dicomweb.syntaxes and the Accept parsing of dicomweb.wado: which transfer syntax an
+"""dicomweb.wado.syntaxes and the Accept parsing of dicomweb.wado.retrieve: which transfer syntax an
 instance goes out in, and Implicit VR LE re-encoded as Explicit VR LE part by part."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pydicom.data import get_testdata_file
 
 from archive.api import AttachmentPart
 from archive.split import NATIVE_CHUNK, split_dicom
-from dicomweb.syntaxes import available_syntaxes, explicit_parts, target_syntax
-from dicomweb.wado import AcceptedDicom, negotiate_dicom
+from dicomweb.wado.retrieve import AcceptedDicom, negotiate_dicom
+from dicomweb.wado.syntaxes import available_syntaxes, explicit_parts, target_syntax
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"

@@ -1,4 +1,4 @@
-"""WADO-RS study streaming over a real aiohttp server (dicomweb.wado.stream_instances)."""
+"""WADO-RS study streaming over a real aiohttp server (dicomweb.wado.retrieve.stream_instances)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from archive.blobstore import BlobStore
 from archive.catalog import Catalog
 from archive.settings import StorageSettings
 from archive.split import pixel_data_offset
-from dicomweb.blobcache import ContentCache, InstanceReader
-from dicomweb.search import StoredInstance
-from dicomweb.wado import AcceptedDicom, accepts_zstd, stream_instances
+from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.wado.retrieve import AcceptedDicom, accepts_zstd, stream_instances
+from query.api import StoredInstance
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
 

@@ -1,4 +1,4 @@
-"""The reading worklist (sharing.worklist, dicomweb.worklist) against a real SQLite catalog,
+"""The reading worklist (sharing.worklist, dicomweb.qido.worklist) against a real SQLite catalog,
 and a report stored back by a reading centre joining the study's existing patient."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, patients, studies
 from archive.indexer import Indexer
 from archive.plugin import ArchivePlugin
-from dicomweb.stow import Outcome, inspect_part
-from dicomweb.worklist import (
+from dicomweb.qido.worklist import (
     OPENING,
     PRIVATE_CREATOR,
     STATUS_TAG,
@@ -24,6 +23,7 @@ from dicomweb.worklist import (
     private_block,
     worklist_search,
 )
+from dicomweb.stow.store import Outcome, inspect_part
 from security.errors import InvalidInput
 from sharing.api import (
     Grants,

@@ -1,0 +1,2 @@
+"""The gateway's operations: metrics, the audit records it writes and the audit log API,
+the worker processes."""

@@ -1,0 +1,2 @@
+"""QIDO-RS beyond the query model: attributes read from stored headers (includefield) and the
+reading worklist's search."""

@@ -1,0 +1,1 @@
+"""STOW-RS: storing instances through Orthanc after the archive's checks and ownership claim."""

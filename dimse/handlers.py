@@ -1,0 +1,199 @@
+"""C-FIND and C-MOVE answered from the catalog for the calling AE's institution.
+
+The Orthanc adapter (``archive.plugin``) calls :func:`find` and :func:`move` (and
+:func:`store` to admit a C-STORE by the rule STOW-RS follows); the
+composition root (``compose/orthanc_entry.py``) injects them. A C-FIND is the same search
+as a QIDO-RS one over another wire (PS3.4 C.2.2.2 matching is what PS3.18 refers to):
+this module reuses the query model (``query.api``: the QIDO parser, the SQL it builds
+with :func:`sharing.api.reachable` inside, and its result rows), so the two can never
+disagree on what an institution sees. Nothing here imports aiohttp: it runs inside
+Orthanc. The tables queried are the migrations' (``open_store`` runs them
+before the plugin opens the catalog): a query never creates one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pydicom
+from pydicom.datadict import dictionary_VR
+from sqlalchemy import select
+
+from archive.api import (
+    Catalog,
+    FindAnswer,
+    FindRequest,
+    MoveItem,
+    MoveRequest,
+    StoreRequest,
+    instances,
+    patients,
+    studies,
+)
+from query.api import Attribute, Level, lookup, query_for_keys, search
+from security.errors import InvalidInput
+from sharing.api import claim_for_store, reachable
+
+__all__ = ["MAX_FIND_RESULTS", "find", "move", "store"]
+
+MAX_FIND_RESULTS = 1000
+"""Matches one C-FIND returns at most; beyond that the answer is marked incomplete."""
+
+_LEVELS = {"STUDY": Level.STUDY, "SERIES": Level.SERIES, "IMAGE": Level.INSTANCE}
+_PATIENT_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+)
+# unique keys of each level, returned with every match (PS3.4 C.4.1.2.2)
+_UNIQUE = {
+    "PATIENT": ("PatientID",),
+    "STUDY": ("StudyInstanceUID",),
+    "SERIES": ("StudyInstanceUID", "SeriesInstanceUID"),
+    "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
+}
+
+
+def _identifier(request: FindRequest) -> tuple[list[tuple[Attribute, str]], list[int]]:
+    """The request's keys the catalog indexes, with their values, and the tags to answer,
+    in request order.
+
+    Keys the catalog does not index are returned empty (never matched: PS3.4 C.2.2.1
+    lets an SCP ignore optional keys); keys below the request's level are dropped.
+    """
+    level = Level.STUDY if request.level == "PATIENT" else _LEVELS[request.level]
+    keys: list[tuple[Attribute, str]] = []
+    tags: list[int] = []
+    for tag, value in request.keys:
+        attr = lookup(f"{tag:08X}")
+        if attr is None:
+            tags.append(tag)
+            continue
+        if attr.level > level or (
+            request.level == "PATIENT" and attr.keyword not in _PATIENT_KEYWORDS
+        ):
+            continue
+        tags.append(tag)
+        keys.append((attr, value))
+    return keys, tags
+
+
+def _answer(
+    level: str, result: dict[str, Any], tags: Iterable[int], unique: Iterable[Attribute]
+) -> pydicom.Dataset:
+    """One C-FIND match: the requested attributes (empty when unknown) and unique keys."""
+    found = pydicom.Dataset.from_json({k: v for k, v in result.items() if k != "00081190"})
+    answer = pydicom.Dataset()
+    answer.SpecificCharacterSet = "ISO_IR 192"  # the catalog holds Unicode
+    answer.QueryRetrieveLevel = level
+    for attr in unique:
+        tag = int(attr.tag, 16)
+        if tag in found:
+            answer[tag] = found[tag]
+    for tag in tags:
+        if tag in answer:
+            continue
+        if tag in found:
+            answer[tag] = found[tag]
+        else:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue  # a private or unknown tag: nothing to say about it
+            answer.add_new(tag, vr, None)
+    return answer
+
+
+def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
+    """Answer a C-FIND at PATIENT, STUDY, SERIES or IMAGE level (Patient or Study Root)
+    with only the studies ``request.institution`` reaches.
+
+    The identifier's keys become the query model's :class:`query.api.Query` directly;
+    matching (single value, wild cards, UID lists, date and time ranges) is QIDO's; a
+    query is relational (keys of upper levels may be matched at any level).
+
+    Raises
+    ------
+    InvalidInput
+        An unknown level or a malformed key value.
+    """
+    if request.level not in _UNIQUE:
+        raise InvalidInput(f"C-FIND level {request.level!r} is not PATIENT/STUDY/SERIES/IMAGE")
+    keys, tags = _identifier(request)
+    returned: list[Attribute] = []
+    if request.level == "PATIENT" and (issuer := lookup("IssuerOfPatientID")) is not None:
+        returned.append(issuer)  # one answer per patient
+    level = Level.STUDY if request.level == "PATIENT" else _LEVELS[request.level]
+    # one more than the most returned: tells whether the answer is complete
+    query = query_for_keys(level, keys, returned, limit=MAX_FIND_RESULTS + 1)
+    results = search(catalog, query, request.institution, base_url="")
+    complete = len(results) <= MAX_FIND_RESULTS
+    unique = [a for k in _UNIQUE[request.level] if (a := lookup(k)) is not None]
+    answers: list[pydicom.Dataset] = []
+    if request.level == "PATIENT":
+        # patients are those of the reachable matching studies, each once
+        keep = [a for k in _PATIENT_KEYWORDS if (a := lookup(k)) is not None]
+        seen: set[tuple[str, ...]] = set()
+        for result in results:
+            patient = {a.tag: result.get(a.tag, {"vr": a.vr}) for a in keep if a.tag in result}
+            key = tuple(str(patient.get(a.tag, {}).get("Value")) for a in keep)
+            if key not in seen:
+                seen.add(key)
+                answers.append(_answer(request.level, patient, tags, unique))
+    else:
+        answers = [_answer(request.level, r, tags, unique) for r in results]
+    return FindAnswer(tuple(answers[:MAX_FIND_RESULTS]), complete)
+
+
+def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
+    """The stored instances a C-MOVE names that ``request.institution`` reaches.
+
+    The level's key must be given (PatientID, StudyInstanceUID or AccessionNumber,
+    SeriesInstanceUID, SOPInstanceUID): an empty key matches nothing, never everything.
+    An unreachable resource and a nonexistent one both give an empty list.
+    """
+    stmt = (
+        select(instances.c.study_uid, instances.c.sop_uid, instances.c.orthanc_id)
+        .join(studies, studies.c.study_uid == instances.c.study_uid)
+        .where(
+            instances.c.orthanc_id.is_not(None),
+            reachable(studies.c.study_uid, request.institution),
+        )
+        .order_by(instances.c.study_uid, instances.c.series_uid, instances.c.instance_number)
+    )
+    if request.study_uids:
+        stmt = stmt.where(instances.c.study_uid.in_(request.study_uids))
+    if request.series_uids:
+        stmt = stmt.where(instances.c.series_uid.in_(request.series_uids))
+    if request.level == "PATIENT":
+        if not request.patient_ids:
+            return []
+        stmt = stmt.join(patients, patients.c.pk == studies.c.patient_pk).where(
+            patients.c.patient_id.in_(request.patient_ids)
+        )
+    elif request.level == "STUDY":
+        if request.accession_numbers and not request.study_uids:
+            stmt = stmt.where(studies.c.accession_number.in_(request.accession_numbers))
+        elif not request.study_uids:
+            return []
+    elif request.level == "SERIES":
+        if not request.series_uids:
+            return []
+    elif request.level == "IMAGE":
+        if not request.sop_uids:
+            return []
+        stmt = stmt.where(instances.c.sop_uid.in_(request.sop_uids))
+    else:
+        raise InvalidInput(f"C-MOVE level {request.level!r} is not PATIENT/STUDY/SERIES/IMAGE")
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [MoveItem(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def store(catalog: Catalog, request: StoreRequest) -> str | None:
+    """Admit a C-STORE as STOW-RS admits an instance (:func:`sharing.api.claim_for_store`):
+    None to store it, else what refused it."""
+    return claim_for_store(catalog, request.institution, request.study_uid, request.sop_uid)

@@ -1,0 +1,34 @@
+"""The query model's public face for the gateway and the DIMSE handlers.
+
+What QIDO-RS and C-FIND can match and return (:class:`Attribute`, :class:`Level`,
+:func:`lookup`), a validated search (:class:`Query`: from QIDO-RS query parameters by
+:func:`parse_query`, from a DIMSE identifier's keys by :func:`query_for_keys`), its SQL
+with the access rule inside (:func:`build_select`), its answer as DICOM JSON
+(:func:`search`, :func:`element`) and the WADO-RS look-up of the stored instances a
+principal reaches (:func:`instances_to_retrieve`). Everything else in ``query`` is
+private: import from here.
+"""
+
+from query.attributes import ATTRIBUTES, DEFAULT_RETURN, RETRIEVE_URL, Attribute, Level, lookup
+from query.dicomjson import NUMERIC_VRS, element
+from query.matching import Condition, Query, build_select, parse_query, query_for_keys
+from query.search import StoredInstance, instances_to_retrieve, search
+
+__all__ = [
+    "ATTRIBUTES",
+    "DEFAULT_RETURN",
+    "NUMERIC_VRS",
+    "RETRIEVE_URL",
+    "Attribute",
+    "Condition",
+    "Level",
+    "Query",
+    "StoredInstance",
+    "build_select",
+    "element",
+    "instances_to_retrieve",
+    "lookup",
+    "parse_query",
+    "query_for_keys",
+    "search",
+]

@@ -13,10 +13,12 @@ Precedence, highest first: explicit arguments, environment (``VNA_DICOM_PORT``,
 from __future__ import annotations
 
 import os
+import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +28,7 @@ from pydantic_settings import (
 
 from archive.api import ArchiveSettings
 from dicomweb.settings import GatewaySettings
+from security.errors import InvalidInput
 
 __all__ = ["Settings", "load_settings"]
 
@@ -65,5 +68,25 @@ def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
     token = _toml_file.set(toml if toml.exists() else None)
     try:
         return Settings(home=resolved, **overrides)
+    except ValidationError as exc:
+        raise InvalidInput(_explain(exc, toml)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{toml} is not valid TOML ({exc}); fix it and start again") from None
     finally:
         _toml_file.reset(token)
+
+
+def _explain(exc: ValidationError, toml: Path) -> str:
+    """One line per mistake, naming the setting; never the value given (it may be a secret)."""
+    mistakes = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "(the whole file)"
+        if error["type"] == "extra_forbidden":
+            mistakes.append(f"unknown setting '{name}'")
+        else:
+            mistakes.append(f"'{name}': {error['msg']}")
+    where = f"{toml} or the VNA_* environment" if toml.exists() else "the VNA_* environment"
+    return (
+        f"the settings in {where} are not valid: {'; '.join(mistakes)} "
+        f"(docs/configuration.md lists every setting)"
+    )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from archive.credentials import OrthancCredentials
 from compose.settings import load_settings
 from deploy.orthanc_config import orthanc_config
+from security.errors import InvalidInput
 
 
 @pytest.mark.parametrize(
@@ -28,5 +28,5 @@ def test_answers_are_in_the_configured_set(
 
 
 def test_a_set_orthanc_cannot_answer_in_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="dicom_answer_charset"):
+    with pytest.raises(InvalidInput, match="dicom_answer_charset"):
         load_settings(tmp_path, dicom_answer_charset="ISO 2022 IR 87")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from archive.settings import StorageSettings
 from compose.settings import Settings, load_settings
+from security.errors import InvalidInput
 
 
 def _toml(home: Path, body: str) -> Path:
@@ -150,19 +150,19 @@ def test_load_settings_leaves_no_toml_behind(tmp_path: Path) -> None:
 def test_invalid_ae_title_is_rejected(tmp_path: Path, aet: str) -> None:
     assert len(aet) in (0, 17)
     _toml(tmp_path, f'dicom_aet = "{aet}"\n')
-    with pytest.raises(ValidationError, match="AE title"):
+    with pytest.raises(InvalidInput, match="AE title"):
         load_settings(tmp_path)
 
 
 def test_invalid_ae_title_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VNA_DICOM_AET", "A" * 17)
-    with pytest.raises(ValidationError, match="dicom_aet"):
+    with pytest.raises(InvalidInput, match="dicom_aet"):
         load_settings(tmp_path)
 
 
 def test_unknown_top_level_key_is_rejected(tmp_path: Path) -> None:
     _toml(tmp_path, "dicom_prot = 11112\n")
-    with pytest.raises(ValidationError, match="dicom_prot"):
+    with pytest.raises(InvalidInput, match="dicom_prot"):
         load_settings(tmp_path)
 
 
@@ -177,17 +177,17 @@ def test_unknown_top_level_key_is_rejected(tmp_path: Path) -> None:
 )
 def test_storage_ranges(tmp_path: Path, body: str, field: str) -> None:
     _toml(tmp_path, f"[storage]\n{body}\n")
-    with pytest.raises(ValidationError, match=field):
+    with pytest.raises(InvalidInput, match=field):
         load_settings(tmp_path)
 
 
 def test_wrong_type_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VNA_DICOM_PORT", "not-a-port")
-    with pytest.raises(ValidationError, match="dicom_port"):
+    with pytest.raises(InvalidInput, match="dicom_port"):
         load_settings(tmp_path)
 
 
 def test_unknown_key_in_a_nested_table_is_rejected(tmp_path: Path) -> None:
     _toml(tmp_path, "[storage]\nzstd_levle = 9\n")
-    with pytest.raises(ValidationError, match="zstd_levle"):
+    with pytest.raises(InvalidInput, match="zstd_levle"):
         load_settings(tmp_path)

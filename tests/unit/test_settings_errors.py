@@ -51,3 +51,9 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     output = done.stdout + done.stderr
     assert "Traceback" not in output
     assert "dicom_portt" in output
+
+
+def test_invalid_toml_names_the_file_and_the_place(tmp_path: Path) -> None:
+    (tmp_path / "vna.toml").write_text("dicom_port = \n")
+    with pytest.raises(InvalidInput, match=r"vna\.toml is not valid TOML .*line 1"):
+        load_settings(tmp_path)

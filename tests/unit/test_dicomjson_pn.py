@@ -1,4 +1,4 @@
-"""What dicomweb/dicomjson.py writes for PN equals pydicom's ``Dataset.to_json_dict`` (what
+"""What query/dicomjson.py writes for PN equals pydicom's ``Dataset.to_json_dict`` (what
 WADO-RS metadata sends) for the same stored value: component groups (PS3.18 F.2.2),
 values with only some groups, and several values."""
 

@@ -260,13 +260,15 @@ def test_key_rotation_keeps_old_blobs_readable(
     assert new_keys == [(current[0],)]
 
 
-def _dicom_attachments(archive: Archive) -> set[str]:
-    """The DICOM-file attachments in the catalog (digested or still journaled)."""
+def _dicom_attachments(archive: Archive, *, files: bool = True) -> set[str]:
+    """The DICOM-file attachments in the catalog (digested or still journaled); with
+    ``files=False`` the others (Orthanc's header copies, dicom-until-pixel-data)."""
+    where = "content_type = 1" if files else "content_type != 1"
     with sqlite3.connect(f"file:{archive.home / 'catalog.db'}?mode=ro", uri=True) as db:
         return {
             str(uuid)
             for table in ("attachments", "pending_attachments")
-            for (uuid,) in db.execute(f"SELECT uuid FROM {table} WHERE content_type = 1")  # noqa: S608
+            for (uuid,) in db.execute(f"SELECT uuid FROM {table} WHERE {where}")  # noqa: S608
         }
 
 
@@ -276,6 +278,7 @@ def test_malformed_and_unauthorised_input_is_refused(
     send(archive, "HOSPA", ct_files[0])
     before = archive.stats()
     files_before = _dicom_attachments(archive)
+    copies_before = _dicom_attachments(archive, files=False)
 
     # not DICOM at all, over Orthanc's REST API
     answer = archive.post("/instances", data=b"this is not a DICOM file" * 10)
@@ -328,9 +331,11 @@ def test_malformed_and_unauthorised_input_is_refused(
     assert _dicom_attachments(archive) == files_before
     # no blob is referenced by what was refused. Orthanc 1.12 may hand the storage area a
     # broken data set it then drops (create, then remove): that blob is left unreferenced
-    # for gc, like any removed attachment's, and holds nothing any answer reaches
-    assert (
-        after["blobs"] - after["unreferenced_blobs"]
-        == before["blobs"] - before["unreferenced_blobs"]
-    )
+    # for gc, like any removed attachment's, and holds nothing any answer reaches. New
+    # referenced blobs can only be Orthanc 1.12's header copies of instances stored before
+    # (a Debian 13 run: 255 -> 257 with two new copies; the DICOM files are unchanged above)
+    new_copies = _dicom_attachments(archive, files=False) - copies_before
+    assert (after["blobs"] - after["unreferenced_blobs"]) - (
+        before["blobs"] - before["unreferenced_blobs"]
+    ) <= len(new_copies)
     assert archive.lookup(str(stranger.SOPInstanceUID)) is None

@@ -30,20 +30,19 @@ from sqlalchemy import select
 from archive.api import Catalog, instances
 from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.http.auth import authorize
-from dicomweb.http.middleware import METRICS
+from dicomweb.http.middleware import ERROR_RENDERER, METRICS, ErrorAnswer
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import REQUEST_ID, audit
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
-from security.errors import InvalidInput, NotFound
+from security.errors import InvalidInput, NotFound, TooManyAttempts
 from security.throttle import FailureThrottle
 from security.tokens import Principal
 from sharing.api import (
     Action,
     LinkGone,
     LinkLocked,
-    PinRequired,
     ShareLink,
     ShareLinks,
     WrongPin,
@@ -105,10 +104,16 @@ def _viewer_urls(request: web.Request) -> ViewerUrls:
     return ViewerUrls.for_gateway(request.app[VIEW].public_url)
 
 
-def _json(status: int, error: str, message: str, **more: Any) -> web.Response:
-    return web.json_response(
-        {"error": error, "message": message, **more}, status=status, headers=share_headers()
-    )
+def _share_error(request: web.Request, answer: ErrorAnswer) -> web.Response:
+    """An error of the share page's requests: the gateway's JSON answer with the page's
+    headers (no caching, no Referer)."""
+    body = {"error": answer.error, "message": answer.message, **answer.details}
+    body["request_id"] = request.get(REQUEST_ID)
+    return web.json_response(body, status=answer.status, headers=share_headers())
+
+
+class _BadOpenRequest(InvalidInput):
+    code = "invalid_request"  # what the share page's script was written against
 
 
 # -- the page a visitor opens ---------------------------------------------------------------
@@ -136,6 +141,7 @@ class OpenRequest(BaseModel):
 
 async def open_link(request: web.Request) -> web.Response:
     """Trade a link's secret (and PIN) for a short-lived token narrowed to its study."""
+    request[ERROR_RENDERER] = _share_error
     service = request.app[SHARES]
     link_id = request.match_info["id"]
     user = share_institution(link_id)
@@ -143,11 +149,11 @@ async def open_link(request: web.Request) -> web.Response:
     now = time.time()
     if await asyncio.to_thread(service.throttled, address):
         await audit(request, "security-alert", "E", 8, user, None, None, {"refused": "throttled"})
-        return _json(429, "too_many_attempts", "Too many failed attempts: try again later.")
+        raise TooManyAttempts("Too many failed attempts: try again later.")
     try:
         body = OpenRequest.model_validate(await request.json())
     except (ValueError, ValidationError):
-        return _json(400, "invalid_request", "The request must be JSON with the link's secret.")
+        raise _BadOpenRequest("The request must be JSON with the link's secret.") from None
     try:
         link = await asyncio.to_thread(service.links.open, link_id, body.secret, body.pin, now)
     except NotFound:
@@ -156,9 +162,7 @@ async def open_link(request: web.Request) -> web.Response:
         await audit(
             request, "security-alert", "E", 4, user, None, None, {"refused": "no such link"}
         )
-        return _json(404, "not_found", "This link does not exist. Check that it is complete.")
-    except PinRequired as exc:
-        return _json(401, "pin_required", str(exc))
+        raise NotFound("This link does not exist. Check that it is complete.") from None
     except WrongPin as exc:
         await asyncio.to_thread(service.failed, address)
         await audit(
@@ -171,13 +175,13 @@ async def open_link(request: web.Request) -> web.Response:
             None,
             {"refused": "wrong PIN", "attempts_left": str(exc.attempts_left)},
         )
-        return _json(401, "wrong_pin", str(exc), attempts_left=exc.attempts_left)
-    except LinkLocked as exc:
+        raise
+    except LinkLocked:
         await audit(request, "authentication", "E", 4, user, None, None, {"refused": "locked"})
-        return _json(423, "locked", str(exc))
+        raise
     except LinkGone as exc:
         await audit(request, "authentication", "E", 4, user, None, None, {"refused": str(exc)})
-        return _json(410, "gone", str(exc))
+        raise
     scopes = [READ] + ([EXPORT] if Action.DOWNLOAD in link.actions else [])
     lifetime = min(
         service.gateway.share_token_minutes * 60, max(int(link.expires_at - now), 1)

@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 from pydicom.datadict import keyword_for_tag
 
+from security.errors import NotAcceptable
+
 __all__ = [
     "DICOM_JSON",
     "DICOM_XML",
@@ -53,7 +55,7 @@ def negotiate_dataset_media(accept: str | None, what: str) -> str:
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When ``Accept`` names neither (for example ``text/html`` alone).
     """
     if not accept or not accept.strip():
@@ -73,7 +75,7 @@ def negotiate_dataset_media(accept: str | None, what: str) -> str:
             return DICOM_JSON
         if media == DICOM_XML or (media == "multipart/related" and part_type == DICOM_XML):
             return DICOM_XML
-    raise web.HTTPNotAcceptable(text=f"{what} is answered as {_ACCEPTED}; Accept names neither")
+    raise NotAcceptable(f"{what} is answered as {_ACCEPTED}; Accept names neither")
 
 
 def _text(parent: ET.Element, name: str, text: str, **attrs: str) -> None:

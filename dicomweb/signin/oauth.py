@@ -1,6 +1,7 @@
 """The embedded issuer's HTTP face: token, revocation, userinfo, logout and discovery.
 
-Grants (RFC 6749 section 5 answers, errors per section 5.2 from authlib's error classes):
+Grants (RFC 6749 section 5 answers; errors are authlib's error classes, which the error
+middleware answers per section 5.2):
 
 * ``client_credentials`` (section 4.4) for institution systems, secret in the Basic
   header or the body;
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 from base64 import b64decode
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -118,13 +119,6 @@ def issuer_context(
     return context
 
 
-def _error_response(exc: Any) -> web.Response:
-    """An authlib OAuth2Error as the RFC 6749 section 5.2 JSON answer."""
-    headers = dict(_NO_STORE)
-    headers.update({k: v for k, v in exc.get_headers() if k.lower() != "content-type"})
-    return web.json_response(dict(exc.get_body()), status=int(exc.status_code), headers=headers)
-
-
 def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("basic "):
@@ -188,26 +182,9 @@ async def _form(request: web.Request) -> dict[str, str]:
     return {k: str(v) for k, v in (await request.post()).items()}
 
 
-def _oauth_endpoint(
-    handler: Callable[[web.Request], Awaitable[web.Response]],
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Translate authlib's OAuth errors into answers, once for every endpoint here."""
-
-    async def wrapped(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except OAuth2Error as exc:
-            return _error_response(exc)
-
-    wrapped.__doc__ = handler.__doc__
-    wrapped.__name__ = handler.__name__
-    return wrapped
-
-
 # -- token endpoint ------------------------------------------------------------------------
 
 
-@_oauth_endpoint
 async def token(request: web.Request) -> web.Response:
     """Token endpoint (RFC 6749 section 3.2): client_credentials, authorization_code,
     refresh_token."""
@@ -390,7 +367,6 @@ async def _issue_user_tokens(
 # -- revocation, userinfo, logout ----------------------------------------------------------
 
 
-@_oauth_endpoint
 async def revoke(request: web.Request) -> web.Response:
     """Token revocation (RFC 7009) for refresh tokens: the token's whole family goes.
 

@@ -52,10 +52,18 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from archive.api import Catalog, Institution, header_record, survey
+from dicomweb.http.middleware import error_status
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.operations.auditing import audit
 from query.api import element
-from security.errors import Forbidden, InvalidInput, NotFound, VnaError
+from security.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    VnaError,
+)
 from security.tokens import Principal
 from sharing.api import claim_for_store
 
@@ -165,24 +173,22 @@ def check_content_type(value: str | None) -> None:
 
     Raises
     ------
-    web.HTTPUnsupportedMediaType
+    UnsupportedMediaType
         Not multipart/related, or parts of another type (PS3.18 10.5.3: 415).
     InvalidInput
         No usable boundary (a malformed request: 400).
     """
     expected = 'use Content-Type: multipart/related; type="application/dicom"; boundary=...'
     if not value:
-        raise web.HTTPUnsupportedMediaType(text=f"STOW-RS needs a multipart body: {expected}")
+        raise UnsupportedMediaType(f"STOW-RS needs a multipart body: {expected}")
     mime = parse_mimetype(value)
     if (mime.type, mime.subtype) != ("multipart", "related"):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"{mime.type}/{mime.subtype} is not supported here: {expected}"
-        )
+        raise UnsupportedMediaType(f"{mime.type}/{mime.subtype} is not supported here: {expected}")
     part_type = mime.parameters.get("type")
     # a missing type parameter is tolerated: each part's own Content-Type is checked
     if part_type is not None and part_type.strip().lower() != DICOM:
-        raise web.HTTPUnsupportedMediaType(
-            text=f"parts of type {part_type!r} are not supported (only {DICOM}): {expected}"
+        raise UnsupportedMediaType(
+            f"parts of type {part_type!r} are not supported (only {DICOM}): {expected}"
         )
     boundary = mime.parameters.get("boundary")
     if not boundary:
@@ -208,15 +214,11 @@ class _LiberalMultipartReader(MultipartReader):
         return boundary
 
 
-def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+def _too_large(limit: int) -> PayloadTooLarge:
     mib = limit / (1024 * 1024)
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=0,
-        text=(
-            f"the request body exceeds the gateway's limit of {mib:g} MiB "
-            "(gateway.max_request_mb); nothing was stored: send fewer instances per request"
-        ),
+    return PayloadTooLarge(
+        f"the request body exceeds the gateway's limit of {mib:g} MiB "
+        "(gateway.max_request_mb); nothing was stored: send fewer instances per request"
     )
 
 
@@ -571,7 +573,7 @@ async def store_instances_response(
     try:
         outcomes = await store_instances(request, principal, catalog, orthanc, limits, study_uid)
     except (web.HTTPException, VnaError) as exc:
-        status = exc.status if isinstance(exc, web.HTTPException) else None
+        status = error_status(exc)
         await record(4, study_uid, {"refused": type(exc).__name__, "status": str(status or "")})
         raise
     status, body = store_response(outcomes, root, study_uid)

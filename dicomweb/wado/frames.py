@@ -43,7 +43,7 @@ from dicomweb.wado.pixels import (
 )
 from dicomweb.wado.prefetch import ordered_prefetch
 from query.api import StoredInstance
-from security.errors import InvalidInput, NotFound
+from security.errors import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "PIXEL_DATA_PATH",
@@ -435,12 +435,10 @@ async def _frames_from_orthanc(
     accept = f'multipart/related; type="{plan.media_type}"; transfer-syntax={plan.transfer_syntax}'
 
     def refuse(status: int, _text: str) -> Exception:
-        return web.HTTPNotAcceptable(
-            text=(
-                f"these frames cannot be converted to {plan.media_type} "
-                f"({plan.transfer_syntax}); ask for the stored transfer syntax with "
-                'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-            )
+        return NotAcceptable(
+            f"these frames cannot be converted to {plan.media_type} "
+            f"({plan.transfer_syntax}); ask for the stored transfer syntax with "
+            'multipart/related; type="application/octet-stream"; transfer-syntax=*'
         )
 
     if plan.multipart:

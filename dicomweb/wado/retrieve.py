@@ -35,6 +35,7 @@ from dicomweb.wado.syntaxes import (
     target_syntax,
 )
 from query.api import StoredInstance
+from security.errors import NotAcceptable
 
 __all__ = [
     "DEFAULT_DICOM",
@@ -83,7 +84,7 @@ def negotiate_dicom(accept: str | None) -> AcceptedDicom:
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When no offered media type is one the gateway produces.
     """
     if not accept:
@@ -105,9 +106,7 @@ def negotiate_dicom(accept: str | None) -> AcceptedDicom:
             elif syntax not in syntaxes:
                 syntaxes.append(syntax)
     if not matched:
-        raise web.HTTPNotAcceptable(
-            text='this resource is sent as multipart/related; type="application/dicom"'
-        )
+        raise NotAcceptable('this resource is sent as multipart/related; type="application/dicom"')
     return AcceptedDicom(tuple(syntaxes), any_syntax)
 
 
@@ -135,7 +134,7 @@ def _targets(items: Sequence[StoredInstance], accepted: AcceptedDicom) -> list[s
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         Before anything is sent, for an instance none of whose acceptable syntaxes can be
         produced, naming the ones that can.
     """
@@ -153,14 +152,12 @@ def _targets(items: Sequence[StoredInstance], accepted: AcceptedDicom) -> list[s
     return targets
 
 
-def _not_acceptable(item: StoredInstance, asked: Sequence[str]) -> web.HTTPNotAcceptable:
+def _not_acceptable(item: StoredInstance, asked: Sequence[str]) -> NotAcceptable:
     available = ", ".join(available_syntaxes(item.transfer_syntax or ""))
-    return web.HTTPNotAcceptable(
-        text=(
-            f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
-            f"converted to {', '.join(asked)}; ask for one of {available} "
-            "(transfer-syntax=* sends each instance as stored)"
-        )
+    return NotAcceptable(
+        f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
+        f"converted to {', '.join(asked)}; ask for one of {available} "
+        "(transfer-syntax=* sends each instance as stored)"
     )
 
 
@@ -198,7 +195,7 @@ async def stream_instances(
     targets = _targets(items, accepted)
     if any(target is not None for target in targets):
         if orthanc is None:
-            raise web.HTTPNotAcceptable(text="transcoding is not available here")
+            raise NotAcceptable("transcoding is not available here")
         return await _send_converted(request, items, targets, reader, orthanc)
     # a catalog lookup like the others (default executor), not queued behind the reads
     plan = await asyncio.to_thread(reader.plan, [item.attachment_uuid for item in items])
@@ -308,7 +305,7 @@ async def convert_instance(
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When Orthanc cannot produce ``target``.
     """
     if not _by_orthanc(item, target):

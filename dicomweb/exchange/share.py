@@ -32,7 +32,14 @@ from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.http.auth import authorize
 from dicomweb.http.middleware import ERROR_RENDERER, METRICS, ErrorAnswer
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import REQUEST_ID, audit
+from dicomweb.operations.auditing import (
+    REQUEST_ID,
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
@@ -148,7 +155,14 @@ async def open_link(request: web.Request) -> web.Response:
     address = request.remote or "unknown"
     now = time.time()
     if await asyncio.to_thread(service.throttled, address):
-        await audit(request, "security-alert", "E", 8, user, None, None, {"refused": "throttled"})
+        await audit(
+            request,
+            event=EventType.SECURITY_ALERT,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SERIOUS_FAILURE,
+            user=user,
+            detail={"refused": "throttled"},
+        )
         raise TooManyAttempts("Too many failed attempts: try again later.")
     try:
         body = OpenRequest.model_validate(await request.json())
@@ -160,27 +174,44 @@ async def open_link(request: web.Request) -> web.Response:
         # an unknown id or a wrong secret: somebody guessing, or a mangled link
         await asyncio.to_thread(service.failed, address)
         await audit(
-            request, "security-alert", "E", 4, user, None, None, {"refused": "no such link"}
+            request,
+            event=EventType.SECURITY_ALERT,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": "no such link"},
         )
         raise NotFound("This link does not exist. Check that it is complete.") from None
     except WrongPin as exc:
         await asyncio.to_thread(service.failed, address)
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            user,
-            None,
-            None,
-            {"refused": "wrong PIN", "attempts_left": str(exc.attempts_left)},
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": "wrong PIN", "attempts_left": str(exc.attempts_left)},
         )
         raise
     except LinkLocked:
-        await audit(request, "authentication", "E", 4, user, None, None, {"refused": "locked"})
+        await audit(
+            request,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": "locked"},
+        )
         raise
     except LinkGone as exc:
-        await audit(request, "authentication", "E", 4, user, None, None, {"refused": str(exc)})
+        await audit(
+            request,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": str(exc)},
+        )
         raise
     scopes = [READ] + ([EXPORT] if Action.DOWNLOAD in link.actions else [])
     lifetime = min(
@@ -191,13 +222,13 @@ async def open_link(request: web.Request) -> web.Response:
     )
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        user,
-        link.institution,
-        link.study_uid,
-        {"opened": "share link", "uses": str(link.uses)},
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=user,
+        institution=link.institution,
+        study_uid=link.study_uid,
+        detail={"opened": "share link", "uses": str(link.uses)},
     )
     root = request.app[VIEW].public_url
     return web.json_response(
@@ -254,7 +285,14 @@ async def create_share(request: web.Request) -> web.Response:
     if not await asyncio.to_thread(
         reaches_study, catalog.engine, body.study_uid, principal.institution
     ):
-        await _audit_change(request, principal, "share-created", 4, body.study_uid, "not reachable")
+        await _audit_change(
+            request,
+            principal,
+            event=EventType.SHARE_CREATED,
+            outcome=EventOutcome.MINOR_FAILURE,
+            study_uid=body.study_uid,
+            what="not reachable",
+        )
         raise NotFound("no such study")
     expires_in = parse_duration(body.expires or service.gateway.share_default_expiry)
     actions = [Action.VIEW] + ([Action.DOWNLOAD] if body.download else [])
@@ -268,7 +306,14 @@ async def create_share(request: web.Request) -> web.Response:
         max_uses=body.max_uses,
         pin=body.pin,
     )
-    await _audit_change(request, principal, "share-created", 0, body.study_uid, new.link.id)
+    await _audit_change(
+        request,
+        principal,
+        event=EventType.SHARE_CREATED,
+        outcome=EventOutcome.SUCCESS,
+        study_uid=body.study_uid,
+        what=new.link.id,
+    )
     answer = _link_json(new.link)
     answer["url"] = new.url(request.app[VIEW].public_url)  # the only time the secret leaves
     return web.json_response(answer, status=201, headers={"Cache-Control": "no-store"})
@@ -283,38 +328,51 @@ async def list_shares(request: web.Request) -> web.Response:
 async def revoke_share(request: web.Request) -> web.Response:
     principal = await authorize(request, request.app[VALIDATOR], SHARE)
     link_id = request.match_info["id"]
-    try:
+    async with audit_refusal(
+        request,
+        refused=NotFound,
+        event=EventType.SHARE_REVOKED,
+        action=EventAction.DELETE,
+        user=principal.subject,
+        institution=principal.institution,
+        detail=lambda _exc: {"refused": link_id},
+    ):
         link = await asyncio.to_thread(
             request.app[SHARES].links.revoke,
             link_id,
             principal.subject,
             principal.institution,
         )
-    except NotFound:
-        await _audit_change(request, principal, "share-revoked", 4, None, link_id)
-        raise
-    await _audit_change(request, principal, "share-revoked", 0, link.study_uid, link_id)
+    await _audit_change(
+        request,
+        principal,
+        event=EventType.SHARE_REVOKED,
+        outcome=EventOutcome.SUCCESS,
+        study_uid=link.study_uid,
+        what=link_id,
+    )
     return web.json_response(_link_json(link))
 
 
 async def _audit_change(
     request: web.Request,
     principal: Principal,
-    event: str,
-    outcome: int,
+    *,
+    event: EventType,
+    outcome: EventOutcome,
     study_uid: str | None,
     what: str,
 ) -> None:
-    detail = {"link": what} if outcome == 0 else {"refused": what}
+    succeeded = outcome is EventOutcome.SUCCESS
     await audit(
         request,
-        event,
-        "C" if event == "share-created" else "D",
-        outcome,
-        principal.subject,
-        principal.institution,
-        study_uid,
-        detail,
+        event=event,
+        action=EventAction.CREATE if event is EventType.SHARE_CREATED else EventAction.DELETE,
+        outcome=outcome,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail={"link": what} if succeeded else {"refused": what},
     )
 
 
@@ -345,13 +403,13 @@ async def download_study(request: web.Request) -> web.StreamResponse:
     if not ids:
         await audit(
             request,
-            "export",
-            "R",
-            4,
-            principal.subject,
-            principal.institution,
-            study_uid,
-            {"refused": "not reachable"},
+            event=EventType.EXPORT,
+            action=EventAction.READ,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=principal.subject,
+            institution=principal.institution,
+            study_uid=study_uid,
+            detail={"refused": "not reachable"},
         )
         raise NotFound("no such study")
 
@@ -361,13 +419,13 @@ async def download_study(request: web.Request) -> web.StreamResponse:
     # recorded before the bytes go out: a download cut short is still a disclosure
     await audit(
         request,
-        "export",
-        "R",
-        0,
-        principal.subject,
-        principal.institution,
-        study_uid,
-        {"format": "zip+dicomdir", "instances": str(len(ids))},
+        event=EventType.EXPORT,
+        action=EventAction.READ,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail={"format": "zip+dicomdir", "instances": str(len(ids))},
     )
     response, sent = await stream_from_orthanc(
         request,

@@ -24,7 +24,7 @@ from authlib.oauth2 import OAuth2Error
 
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import REQUEST_ID, audit
+from dicomweb.operations.auditing import REQUEST_ID, EventAction, EventOutcome, EventType, audit
 from dicomweb.operations.metrics import GatewayMetrics
 from security.errors import (
     Conflict,
@@ -162,10 +162,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         request.app[METRICS].token_refusals.labels(str(status)).inc()
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            "unknown",
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user="unknown",
             detail={"refused": str(exc.error), "path": request.path},
         )
         response = _render(request, ErrorAnswer(status, str(exc.error), str(exc.description)))

@@ -33,7 +33,7 @@ from aiohttp import web
 from authlib.common.urls import add_params_to_uri
 
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from dicomweb.signin.oauth import AUTHORIZATIONS, CLIENTS, ISSUER, OIDC_SCOPES, USERS
 from security.authorization import AuthorizationRequest, valid_code_challenge
 from security.clients import Client
@@ -216,10 +216,10 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
     if pending is None:
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            username or "unknown",
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=username or "unknown",
             detail={"refused": "login form expired, reused or not from this browser"},
         )
         raise Forbidden(
@@ -234,11 +234,11 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
         institution = result.user.institution if result.user is not None else None
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            username or "unknown",
-            institution,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=username or "unknown",
+            institution=institution,
             detail={"refused": result.outcome.value, "client_id": client.client_id},
         )
         # one message for every failure: the page must not tell which names exist
@@ -261,11 +261,11 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
     )
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        user.name,
-        user.institution,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=user.name,
+        institution=user.institution,
         detail={"login": "password", "client_id": client.client_id},
     )
     params = [("code", code)]

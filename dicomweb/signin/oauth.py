@@ -46,7 +46,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client, ClientRegistry
@@ -148,10 +148,10 @@ async def _authenticate_client(
         if await asyncio.to_thread(throttle.throttled, "client", address):
             await audit(
                 request,
-                "security-alert",
-                "E",
-                8,
-                credentials[0][:64] or "unknown",
+                event=EventType.SECURITY_ALERT,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.SERIOUS_FAILURE,
+                user=credentials[0][:64] or "unknown",
                 detail={"refused": "throttled"},
             )
             raise InvalidClientError("too many failed attempts: try again later", status_code=429)
@@ -160,10 +160,10 @@ async def _authenticate_client(
             await asyncio.to_thread(throttle.failed, "client", address)
             await audit(
                 request,
-                "authentication",
-                "E",
-                4,
-                credentials[0][:64] or "unknown",
+                event=EventType.AUTHENTICATION,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.MINOR_FAILURE,
+                user=credentials[0][:64] or "unknown",
                 detail={"refused": "invalid_client"},
             )
             raise InvalidClientError("unknown client or wrong secret", status_code=401)
@@ -213,11 +213,11 @@ async def _client_credentials(request: web.Request, form: dict[str, str]) -> web
         raise InvalidScopeError(f"this client may not ask for: {extra}")
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        client.client_id,
-        client.institution,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=client.client_id,
+        institution=client.institution,
         detail={"grant": "client_credentials", "scope": " ".join(sorted(requested))},
     )
     access_token = request.app[ISSUER].mint(
@@ -241,10 +241,10 @@ async def _refused_grant(
 ) -> None:
     await audit(
         request,
-        "authentication",
-        "E",
-        4,
-        user or client.client_id,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.MINOR_FAILURE,
+        user=user or client.client_id,
         detail={
             "refused": str(exc.error),
             "reason": str(exc.description or ""),
@@ -293,10 +293,10 @@ async def _refresh_token(request: web.Request, form: dict[str, str]) -> web.Resp
         if "already used" in str(exc.description):
             await audit(
                 request,
-                "security-alert",
-                "E",
-                8,
-                client.client_id,
+                event=EventType.SECURITY_ALERT,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.SERIOUS_FAILURE,
+                user=client.client_id,
                 detail={"alert": "refresh token reuse; token family revoked"},
             )
         raise
@@ -350,11 +350,11 @@ async def _issue_user_tokens(
         )
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        user.name,
-        user.institution,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=user.name,
+        institution=user.institution,
         detail={
             "grant": "refresh_token" if rotated else "authorization_code",
             "client_id": client.client_id,
@@ -386,10 +386,10 @@ async def revoke(request: web.Request) -> web.Response:
     if revoked:
         await audit(
             request,
-            "authentication",
-            "E",
-            0,
-            client.client_id,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SUCCESS,
+            user=client.client_id,
             detail={"revoked": "refresh_token family", "client_id": client.client_id},
         )
     # RFC 7009 section 2.2: an unknown or foreign token is answered like a revoked one
@@ -440,10 +440,10 @@ async def end_session(request: web.Request) -> web.Response:
         )
         await audit(
             request,
-            "authentication",
-            "E",
-            0,
-            claims["sub"],
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SUCCESS,
+            user=claims["sub"],
             detail={"logout": "rp-initiated", "client_id": client_id, "revoked": str(count)},
         )
     client = await asyncio.to_thread(request.app[CLIENTS].get, client_id) if client_id else None

@@ -54,7 +54,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from archive.api import Catalog, Institution, header_record, survey
 from dicomweb.http.middleware import error_status
 from dicomweb.http.orthanc import OrthancClient, OrthancError
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
 from query.api import element
 from security.errors import (
     Forbidden,
@@ -543,6 +543,13 @@ def store_response(
     return status, dict(sorted(body.items()))
 
 
+_STORE_OUTCOME = {
+    200: EventOutcome.SUCCESS,
+    202: EventOutcome.MINOR_FAILURE,
+    409: EventOutcome.SERIOUS_FAILURE,
+}
+
+
 async def store_instances_response(
     request: web.Request,
     principal: Principal,
@@ -558,24 +565,25 @@ async def store_instances_response(
     """
     study_uid = request.match_info.get("study")
 
-    async def record(outcome: int, uid: str | None, detail: dict[str, str]) -> None:
-        await audit(
-            request,
-            "instances-transferred",
-            "C",
-            outcome,
-            principal.subject,
-            principal.institution,
-            uid,
-            {"transaction": "stow-rs", **detail},
-        )
-
-    try:
-        outcomes = await store_instances(request, principal, catalog, orthanc, limits, study_uid)
-    except (web.HTTPException, VnaError) as exc:
+    def refused(exc: BaseException) -> dict[str, str]:
         status = error_status(exc)
-        await record(4, study_uid, {"refused": type(exc).__name__, "status": str(status or "")})
-        raise
+        return {
+            "transaction": "stow-rs",
+            "refused": type(exc).__name__,
+            "status": str(status or ""),
+        }
+
+    async with audit_refusal(
+        request,
+        refused=(web.HTTPException, VnaError),
+        event=EventType.INSTANCES_TRANSFERRED,
+        action=EventAction.CREATE,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail=refused,
+    ):
+        outcomes = await store_instances(request, principal, catalog, orthanc, limits, study_uid)
     status, body = store_response(outcomes, root, study_uid)
     stored = sum(1 for o in outcomes if o.failure is None)
     studies_seen = {o.study_uid for o in outcomes if o.study_uid}
@@ -583,7 +591,16 @@ async def store_instances_response(
     detail = {"stored": str(stored), "failed": str(len(outcomes) - stored)}
     if len(studies_seen) > 1:
         detail["studies"] = str(len(studies_seen))
-    await record(0 if status == 200 else 4 if status == 202 else 8, uid, detail)
+    await audit(
+        request,
+        event=EventType.INSTANCES_TRANSFERRED,
+        action=EventAction.CREATE,
+        outcome=_STORE_OUTCOME[status],
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=uid,
+        detail={"transaction": "stow-rs", **detail},
+    )
     # without a charset parameter: some clients (dicomweb-client) compare the type exactly
     return web.Response(
         body=json.dumps(body).encode(),

@@ -50,12 +50,12 @@ from typing import IO, Any
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
+from pydicom import Dataset, config
 
 from archive.api import Catalog, Institution, header_record, survey
 from dicomweb.http.middleware import error_status
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
-from query.api import element
 from security.errors import (
     Forbidden,
     InvalidInput,
@@ -88,14 +88,6 @@ MEMORY_REQUEST_BYTES = 64 * 1024 * 1024
 # RFC 2046 caps boundaries at 70 characters, but Orthanc's DICOMweb plugin (1.7 at least)
 # sends 73: be liberal, yet bounded, since the parser scans every chunk for the boundary
 MAX_BOUNDARY = 200
-
-# DICOM JSON tags of the Store Instances Response (PS3.18 Annex I)
-RETRIEVE_URL = "00081190"
-FAILED_SOP_SEQUENCE = "00081198"
-REFERENCED_SOP_SEQUENCE = "00081199"
-FAILURE_REASON = "00081197"
-REFERENCED_SOP_CLASS_UID = "00081150"
-REFERENCED_SOP_INSTANCE_UID = "00081155"
 
 
 class FailureReason(IntEnum):
@@ -499,6 +491,15 @@ def _instance_url(root: str, outcome: Outcome) -> str:
     return f"{series}/instances/{outcome.sop_uid}"
 
 
+def _item(**elements: Any) -> Dataset:
+    item = Dataset()
+    # the UIDs are what the client sent, valid or not: the answer names them as they came
+    with config.disable_value_validation():
+        for keyword, value in elements.items():
+            setattr(item, keyword, value)
+    return item
+
+
 def store_response(
     outcomes: Sequence[Outcome], root: str, study_uid: str | None
 ) -> tuple[int, dict[str, Any]]:
@@ -506,41 +507,34 @@ def store_response(
 
     200 all stored, 202 some failed, 409 none stored (PS3.18 Table 10.5.3-1). The
     response's Retrieve URL names the request's study, else the one study stored, else
-    is empty (type 2).
+    is empty (type 2). Built as a data set and written by pydicom's DICOM JSON model.
     """
     stored = [o for o in outcomes if o.failure is None]
     failed = [o for o in outcomes if o.failure is not None]
     studies_stored = {o.study_uid for o in stored}
     target = study_uid or (next(iter(studies_stored)) if len(studies_stored) == 1 else None)
-    body: dict[str, Any] = {
-        RETRIEVE_URL: element("UR", f"{root}/studies/{target}" if target else None)
-    }
+    response = Dataset()
+    response.RetrieveURL = f"{root}/studies/{target}" if target else None
     if failed:
-        body[FAILED_SOP_SEQUENCE] = {
-            "vr": "SQ",
-            "Value": [
-                {
-                    REFERENCED_SOP_CLASS_UID: element("UI", o.sop_class_uid),
-                    REFERENCED_SOP_INSTANCE_UID: element("UI", o.sop_uid),
-                    FAILURE_REASON: element("US", int(o.failure or 0)),
-                }
-                for o in failed
-            ],
-        }
+        response.FailedSOPSequence = [
+            _item(
+                ReferencedSOPClassUID=o.sop_class_uid,
+                ReferencedSOPInstanceUID=o.sop_uid,
+                FailureReason=int(o.failure or 0),
+            )
+            for o in failed
+        ]
     if stored:
-        body[REFERENCED_SOP_SEQUENCE] = {
-            "vr": "SQ",
-            "Value": [
-                {
-                    REFERENCED_SOP_CLASS_UID: element("UI", o.sop_class_uid),
-                    REFERENCED_SOP_INSTANCE_UID: element("UI", o.sop_uid),
-                    RETRIEVE_URL: element("UR", _instance_url(root, o)),
-                }
-                for o in stored
-            ],
-        }
+        response.ReferencedSOPSequence = [
+            _item(
+                ReferencedSOPClassUID=o.sop_class_uid,
+                ReferencedSOPInstanceUID=o.sop_uid,
+                RetrieveURL=_instance_url(root, o),
+            )
+            for o in stored
+        ]
     status = 200 if not failed else 202 if stored else 409
-    return status, dict(sorted(body.items()))
+    return status, response.to_json_dict()
 
 
 _STORE_OUTCOME = {

@@ -10,7 +10,6 @@ names by component, sequences, InlineBinary and BulkDataURI.
 
 from __future__ import annotations
 
-import secrets
 import xml.etree.ElementTree as ET  # noqa: S405 - writing XML only, never parsing input
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from pydicom.datadict import keyword_for_tag
 
+from dicomweb.http.multipart import Multipart
 from security.errors import NotAcceptable
 
 __all__ = [
@@ -149,13 +149,12 @@ def native_dicom_model(dataset: Mapping[str, Any]) -> bytes:
 def multipart_xml(datasets: Sequence[Mapping[str, Any]]) -> tuple[bytes, str]:
     """The body and Content-Type of ``multipart/related; type="application/dicom+xml"``,
     one part per data set."""
-    boundary = secrets.token_hex(16)
+    message = Multipart(DICOM_XML)
     body = bytearray()
-    for dataset in datasets:
-        body += f"--{boundary}\r\nContent-Type: {DICOM_XML}\r\n\r\n".encode()
-        body += native_dicom_model(dataset) + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return bytes(body), f'multipart/related; type="{DICOM_XML}"; boundary={boundary}'
+    for index, dataset in enumerate(datasets):
+        body += message.head(first=index == 0) + native_dicom_model(dataset)
+    body += message.end()
+    return bytes(body), message.content_type
 
 
 def dataset_response(datasets: Sequence[Mapping[str, Any]], media: str) -> web.Response:

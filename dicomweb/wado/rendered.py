@@ -12,12 +12,12 @@ Paths sent to Orthanc are built from catalog UIDs, never from the request path.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from dicomweb.http.middleware import STREAMING
+from dicomweb.http.multipart import Multipart
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.wado.frames import instance_path, stream_from_orthanc
 from query.api import StoredInstance
@@ -178,7 +178,7 @@ async def send_rendered_many(
     Instances Orthanc cannot render (an SR, a SEG without pixels it can draw) are left out,
     as the standard allows for non-image instances; if none renders, the answer is 406.
     """
-    boundary = secrets.token_hex(16)
+    message = Multipart(media_type)
     response: web.StreamResponse | None = None
     sent = 0
     for item in items:
@@ -190,20 +190,16 @@ async def send_rendered_many(
         )
         if status != 200:
             continue  # not renderable: skipped
+        first = response is None
         if response is None:
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": f'multipart/related; type="{media_type}"; boundary={boundary}'
-                }
-            )
+            response = web.StreamResponse(headers={"Content-Type": message.content_type})
             await response.prepare(request)
             request[STREAMING] = True
-        head = f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode()
-        await response.write(head + body + b"\r\n")
+        await response.write(message.head(first=first) + body)
         sent += len(body)
     if response is None:
         raise NotAcceptable(f"nothing here can be rendered as {media_type}")
-    await response.write(f"--{boundary}--\r\n".encode())
+    await response.write(message.end())
     await response.write_eof()
     return response, sent
 

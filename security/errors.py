@@ -16,6 +16,7 @@ __all__ = [
     "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
+    "ServiceUnavailable",
     "StorageFull",
     "TierUnavailable",
     "TooManyAttempts",
@@ -65,6 +66,11 @@ class UnsupportedMediaType(VnaError):
 
 class PayloadTooLarge(VnaError):
     """The request body exceeds a configured limit; nothing was kept (HTTP 413)."""
+
+
+class ServiceUnavailable(VnaError):
+    """A part of the service is not installed or not running; the message says how to
+    fix it (HTTP 503)."""
 
 
 class TooManyAttempts(VnaError):

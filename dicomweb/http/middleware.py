@@ -34,6 +34,7 @@ from security.errors import (
     NotAcceptable,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     StorageFull,
     TierUnavailable,
     TooManyAttempts,
@@ -83,6 +84,7 @@ _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (
     (TooManyAttempts, 429, "too_many_attempts"),
     (StorageFull, 507, "storage_full"),
     (TierUnavailable, 503, "tier_unavailable"),
+    (ServiceUnavailable, 503, "service_unavailable"),
     (OrthancError, 502, "orthanc_error"),
 )
 _OAUTH_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}

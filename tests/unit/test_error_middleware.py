@@ -27,6 +27,7 @@ from security.errors import (
     InvalidInput,
     NotAcceptable,
     PayloadTooLarge,
+    ServiceUnavailable,
     TooManyAttempts,
     UnsupportedMediaType,
 )
@@ -65,6 +66,7 @@ def _page(_request: web.Request, answer: ErrorAnswer) -> web.Response:
         (UnsupportedMediaType("send multipart/related"), 415, "unsupported_media_type"),
         (PayloadTooLarge("send fewer instances"), 413, "request_entity_too_large"),
         (TooManyAttempts("try again later"), 429, "too_many_attempts"),
+        (ServiceUnavailable("run make install"), 503, "service_unavailable"),
         (PinRequired("this link needs its PIN"), 401, "pin_required"),
         (LinkLocked("locked"), 423, "locked"),
         (LinkGone("expired"), 410, "gone"),

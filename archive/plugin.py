@@ -44,7 +44,7 @@ from archive.scp import (
 )
 from archive.settings import ArchiveSettings
 from archive.split import neutral_preamble, survey
-from security.audit import AuditEvent, AuditLog
+from security.audit import AuditEvent, AuditLog, EventAction, EventOutcome, EventType
 from security.errors import (
     Forbidden,
     IntegrityError,
@@ -280,48 +280,48 @@ class ArchivePlugin:
         self, ae_title: str, institution: Institution, study_uid: str | None, reason: str
     ) -> None:
         """A refused C-STORE, as the indexer records accepted ones (action C, failed)."""
-        if self.audit_log is None:
-            return
-        self.audit_log.append(
-            AuditEvent(
-                "instances-transferred",
-                "C",
-                4,
-                ae_title,
-                institution.name,
-                study_uid=study_uid,
-                detail={"via": "dimse", "refused": reason},
-            )
+        self._audit(
+            event=EventType.INSTANCES_TRANSFERRED,
+            action=EventAction.CREATE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            ae_title=ae_title,
+            institution=institution.name,
+            study_uid=study_uid,
+            detail={"refused": reason},
         )
 
     # -- C-FIND and C-MOVE, limited to what the caller's institution may see --------------
 
     def _audit(
         self,
-        event: str,
-        outcome: int,
+        *,
+        event: EventType,
+        action: EventAction,
+        outcome: EventOutcome,
         ae_title: str,
         institution: str | None,
         study_uid: str | None = None,
         detail: dict[str, str] | None = None,
     ) -> None:
-        """Append one record; a failing audit log fails the DIMSE request (no silent gaps)."""
+        """Append one DIMSE record; a failing audit log fails the DIMSE request (no silent
+        gaps)."""
         if self.audit_log is None:
             return
-        action = "E" if event == "query" else "R"
         self.audit_log.append(
             AuditEvent(
-                event,
-                action,
-                outcome,
-                ae_title,
-                institution,
+                event=event.value,
+                action=action.value,
+                outcome=outcome.value,
+                user=ae_title,
+                institution=institution,
                 study_uid=study_uid,
                 detail={"via": "dimse", **(detail or {})},
             )
         )
 
-    def _caller(self, ae_title: str, what: str, event: str, detail: dict[str, str]) -> Institution:
+    def _caller(
+        self, ae_title: str, what: str, event: EventType, detail: dict[str, str]
+    ) -> Institution:
         """The calling AE's institution; an AE no institution owns is refused (and audited).
 
         Orthanc already refuses AEs missing from its DicomModalities; this also covers an
@@ -336,7 +336,14 @@ class ArchivePlugin:
                 ae_title,
                 ae_title,
             )
-            self._audit(event, 4, ae_title, None, detail={**detail, "reason": "unknown AE"})
+            self._audit(
+                event=event,
+                action=EventAction.EXECUTE if event is EventType.QUERY else EventAction.READ,
+                outcome=EventOutcome.MINOR_FAILURE,
+                ae_title=ae_title,
+                institution=None,
+                detail={**detail, "reason": "unknown AE"},
+            )
             raise Forbidden(f"calling AE {ae_title!r} belongs to no institution")
         return institution
 
@@ -355,9 +362,16 @@ class ArchivePlugin:
             elif tag != _SPECIFIC_CHARACTER_SET:
                 keys.append((tag, value))
         detail = {"level": level, "called_ae": (called_aet or "").strip()}
-        institution = self._caller(ae_title, "C-FIND", "query", detail)
+        institution = self._caller(ae_title, "C-FIND", EventType.QUERY, detail)
         if level not in LEVELS:
-            self._audit("query", 4, ae_title, institution.name, detail=detail)
+            self._audit(
+                event=EventType.QUERY,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.MINOR_FAILURE,
+                ae_title=ae_title,
+                institution=institution.name,
+                detail=detail,
+            )
             raise InvalidInput(f"C-FIND with Query/Retrieve Level {level!r}")
         answer = self.find_handler(
             self.catalog, FindRequest(ae_title, institution.name, level, tuple(keys))
@@ -368,10 +382,11 @@ class ArchivePlugin:
             answers.FindMarkIncomplete()
         study_keys = [v for t, v in keys if t == 0x0020000D and v.strip()]
         self._audit(
-            "query",
-            0,
-            ae_title,
-            institution.name,
+            event=EventType.QUERY,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SUCCESS,
+            ae_title=ae_title,
+            institution=institution.name,
             study_uid=study_keys[0].strip() if len(study_keys) == 1 else None,
             detail={**detail, "matches": str(len(answer.datasets))},
         )
@@ -404,7 +419,7 @@ class ArchivePlugin:
         # Orthanc names the IMAGE level of PS3.4 C.4.2 by its own resource type, INSTANCE
         level = _MOVE_LEVELS.get(raw_level, raw_level)
         detail = {"level": level, "destination": target}
-        institution = self._caller(ae_title, "C-MOVE", "instances-transferred", detail)
+        institution = self._caller(ae_title, "C-MOVE", EventType.INSTANCES_TRANSFERRED, detail)
         if level not in LEVELS:
             logger.warning(
                 "C-MOVE from %r refused: Query/Retrieve Level %r is not one of %s",
@@ -413,10 +428,11 @@ class ArchivePlugin:
                 "/".join(LEVELS),
             )
             self._audit(
-                "instances-transferred",
-                4,
-                ae_title,
-                institution.name,
+                event=EventType.INSTANCES_TRANSFERRED,
+                action=EventAction.READ,
+                outcome=EventOutcome.MINOR_FAILURE,
+                ae_title=ae_title,
+                institution=institution.name,
                 detail={**detail, "reason": "unknown level"},
             )
             raise InvalidInput(f"C-MOVE with Query/Retrieve Level {raw_level!r}")
@@ -432,10 +448,11 @@ class ArchivePlugin:
                 target,
             )
             self._audit(
-                "instances-transferred",
-                4,
-                ae_title,
-                institution.name,
+                event=EventType.INSTANCES_TRANSFERRED,
+                action=EventAction.READ,
+                outcome=EventOutcome.MINOR_FAILURE,
+                ae_title=ae_title,
+                institution=institution.name,
                 detail={**detail, "reason": "move destination unknown"},
             )
             raise MoveDestinationUnknown(f"C-MOVE destination {target!r} is unknown")
@@ -456,22 +473,23 @@ class ArchivePlugin:
         )
         per_study = collections.Counter(item.study_uid for item in items)
 
-        def record(outcome: int) -> None:
+        def record(outcome: EventOutcome) -> None:
             for study_uid, count in per_study.items():
                 self._audit(
-                    "instances-transferred",
-                    outcome,
-                    ae_title,
-                    institution.name,
-                    study_uid,
-                    {**detail, "instances": str(count)},
+                    event=EventType.INSTANCES_TRANSFERRED,
+                    action=EventAction.READ,
+                    outcome=outcome,
+                    ae_title=ae_title,
+                    institution=institution.name,
+                    study_uid=study_uid,
+                    detail={**detail, "instances": str(count)},
                 )
 
         try:
             if items:
                 self._store_to(destination, items, ae_title, request.get("OriginatorID"))
         except Exception:
-            record(8)
+            record(EventOutcome.SERIOUS_FAILURE)
             raise
         if not items:
             # nothing reachable matched: the same answer as for a study that does not exist.
@@ -480,18 +498,19 @@ class ArchivePlugin:
             # "0 completed, 1 failed" (0xB000), the nearest to PS3.4's "0 sub-operations"
             requested = _values(request.get("StudyInstanceUID"))
             self._audit(
-                "instances-transferred",
-                0,
-                ae_title,
-                institution.name,
-                requested[0] if len(requested) == 1 else None,
-                {**detail, "instances": "0"},
+                event=EventType.INSTANCES_TRANSFERRED,
+                action=EventAction.READ,
+                outcome=EventOutcome.SUCCESS,
+                ae_title=ae_title,
+                institution=institution.name,
+                study_uid=requested[0] if len(requested) == 1 else None,
+                detail={**detail, "instances": "0"},
             )
             raise NotFound(
                 f"C-MOVE from {ae_title!r} at level {level} matched no instance that "
                 f"{institution.name} reaches; nothing sent"
             )
-        record(0)
+        record(EventOutcome.SUCCESS)
 
     def _store_to(
         self,

@@ -58,7 +58,7 @@ from dicomweb.http.middleware import (
 from dicomweb.http.orthanc import OrthancClient
 from dicomweb.http.transport import forwarded_middleware
 from dicomweb.operations.audit_api import read_audit_log
-from dicomweb.operations.auditing import AUDIT, audit
+from dicomweb.operations.auditing import AUDIT, EventAction, EventOutcome, EventType, audit
 from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.qido.includefield import add_header_fields, needs_headers
 from dicomweb.qido.worklist import (
@@ -153,13 +153,13 @@ async def _search(
         )
     await audit(
         request,
-        "query",
-        "E",
-        0,
-        principal.subject,
-        principal.institution,
-        study,
-        {"level": level.name.lower(), "results": str(len(results))},
+        event=EventType.QUERY,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study,
+        detail={"level": level.name.lower(), "results": str(len(results))},
     )
     return qido_response(results, query.ignored, media)
 
@@ -196,7 +196,7 @@ async def search_worklist(request: web.Request) -> web.Response:
 async def _reachable(
     request: web.Request,
     what: str,
-    event: str,
+    event: EventType,
     detail: str,
     uids: dict[str, str] | None = None,
 ) -> tuple[list[StoredInstance], Callable[[], Awaitable[None]]]:
@@ -216,19 +216,19 @@ async def _reachable(
         info.get("series"),
         info.get("instance"),
     )
-    outcome = 0 if items else 4
+    outcome = EventOutcome.SUCCESS if items else EventOutcome.MINOR_FAILURE
     note = {detail: str(len(items))} if items else {"refused": "not reachable"}
 
     async def record() -> None:
         await audit(
             request,
-            event,
-            "R",
-            outcome,
-            principal.subject,
-            principal.institution,
-            info["study"],
-            note,
+            event=event,
+            action=EventAction.READ,
+            outcome=outcome,
+            user=principal.subject,
+            institution=principal.institution,
+            study_uid=info["study"],
+            detail=note,
         )
 
     if not items:
@@ -241,7 +241,7 @@ async def _reachable(
 
 async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     accepted = negotiate_dicom(request.headers.get("Accept"))
-    items, record = await _reachable(request, what, "instances-transferred", "instances")
+    items, record = await _reachable(request, what, EventType.INSTANCES_TRANSFERRED, "instances")
     await record()
     zstd = request.app[VIEW].zstd_transfer and accepts_zstd(request.headers.get("Accept-Encoding"))
     response, sent = await stream_instances(
@@ -253,7 +253,7 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
 
 async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
     media = negotiate_dataset_media(request.headers.get("Accept"), "WADO-RS metadata")
-    items, record = await _reachable(request, what, "instances-accessed", "metadata")
+    items, record = await _reachable(request, what, EventType.INSTANCES_ACCESSED, "metadata")
     root = request.app[VIEW].dicomweb_root
     body = await asyncio.to_thread(
         metadata_body, request.app[BLOBS], request.app[METADATA_CACHE], items, root
@@ -302,7 +302,7 @@ async def retrieve_instance(request: web.Request) -> web.StreamResponse:
 
 async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     """WADO-RS frames (PS3.18 10.4.1.1.3): stored frames from the blobs, else via Orthanc."""
-    items, record = await _reachable(request, "instance", "instances-transferred", "frames")
+    items, record = await _reachable(request, "instance", EventType.INSTANCES_TRANSFERRED, "frames")
     numbers = parse_frame_list(request.match_info["frames"])
     response, sent = await send_frames(
         request,
@@ -319,7 +319,9 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
 
 async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
     """WADO-RS bulk data (PS3.18 10.4.1.1.5), the URIs metadata hands out."""
-    items, record = await _reachable(request, "instance", "instances-transferred", "bulkdata")
+    items, record = await _reachable(
+        request, "instance", EventType.INSTANCES_TRANSFERRED, "bulkdata"
+    )
     path = request.match_info["path"].upper()
     blobs, orthanc, root = request.app[BLOBS], request.app[ORTHANC], request.app[VIEW].dicomweb_root
     if path == PIXEL_DATA_PATH:
@@ -336,7 +338,7 @@ async def _render(request: web.Request, what: str, thumbnail: bool) -> web.Strea
     params = rendered_params(
         request.query, default_viewport=THUMBNAIL_VIEWPORT if thumbnail else None
     )
-    items, record = await _reachable(request, what, "instances-accessed", "rendered")
+    items, record = await _reachable(request, what, EventType.INSTANCES_ACCESSED, "rendered")
     frame_text = request.match_info.get("frames")
     frame = None
     if frame_text is not None:
@@ -355,7 +357,7 @@ async def _render(request: web.Request, what: str, thumbnail: bool) -> web.Strea
 async def _render_many(request: web.Request, what: str) -> web.StreamResponse:
     media_type, multipart = negotiate_rendered_many(request.headers.get("Accept"))
     params = rendered_params(request.query, default_viewport=None)
-    items, record = await _reachable(request, what, "instances-accessed", "rendered")
+    items, record = await _reachable(request, what, EventType.INSTANCES_ACCESSED, "rendered")
     send = send_rendered_many if multipart else send_rendered_first
     response, _sent = await send(
         request, request.app[ORTHANC], items, media_type=media_type, params=params
@@ -410,9 +412,9 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
     query = parse_wado_uri(request.query)
     uids = {"study": query.study_uid, "series": query.series_uid, "instance": query.object_uid}
     event = (
-        "instances-transferred"
+        EventType.INSTANCES_TRANSFERRED
         if query.content_type == "application/dicom"
-        else ("instances-accessed")
+        else EventType.INSTANCES_ACCESSED
     )
     items, record = await _reachable(request, "instance", event, "wado-uri", uids)
     item = items[0]

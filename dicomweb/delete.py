@@ -20,7 +20,7 @@ from archive.api import Catalog, instances
 from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR
 from dicomweb.http.auth import authorize
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from security.errors import Forbidden, NotFound
 from sharing.api import deletable, reachable
 
@@ -55,20 +55,22 @@ async def _delete(request: web.Request, what: str) -> web.Response:
     )
     detail = {"level": what} | ({"series": series_uid} if series_uid else {})
 
-    async def record(outcome: int, more: dict[str, str]) -> None:
+    async def record(outcome: EventOutcome, more: dict[str, str]) -> None:
         await audit(
             request,
-            "study-deleted",
-            "D",
-            outcome,
-            principal.subject,
-            principal.institution,
-            study_uid,
-            detail | more,
+            event=EventType.STUDY_DELETED,
+            action=EventAction.DELETE,
+            outcome=outcome,
+            user=principal.subject,
+            institution=principal.institution,
+            study_uid=study_uid,
+            detail=detail | more,
         )
 
     if not ids:
-        await record(4, {"refused": "not the owner" if seen else "not reachable"})
+        await record(
+            EventOutcome.MINOR_FAILURE, {"refused": "not the owner" if seen else "not reachable"}
+        )
         if seen:
             raise Forbidden(f"only the institution that owns this {what} may delete it")
         raise NotFound(f"no such {what}")
@@ -76,9 +78,9 @@ async def _delete(request: web.Request, what: str) -> web.Response:
         "POST", "/tools/bulk-delete", json={"Resources": ids}
     )
     if status != 200:
-        await record(8, {"refused": f"Orthanc answered {status}"})
+        await record(EventOutcome.SERIOUS_FAILURE, {"refused": f"Orthanc answered {status}"})
         raise OrthancError(f"Orthanc could not delete the {what} ({status})", status)
-    await record(0, {"instances": str(len(ids))})
+    await record(EventOutcome.SUCCESS, {"instances": str(len(ids))})
     return web.json_response({"deleted_instances": len(ids), "study_uid": study_uid})
 
 

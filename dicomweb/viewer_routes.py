@@ -25,7 +25,9 @@ from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 
+from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
 from dicomweb.signin.oauth import CLIENTS
+from security.errors import NotFound, ServiceUnavailable
 from security.tokens import SCOPES
 from viewer.api import (
     SIGNED_OUT_CSP,
@@ -121,12 +123,21 @@ def _respond(request: web.Request, asset: Asset, csp: str) -> web.StreamResponse
     return web.Response(body=asset.body, headers=headers)
 
 
-def _unavailable(state: ViewerState) -> web.Response:
-    text = (
+def _plain_errors(request: web.Request, headers: dict[str, str]) -> None:
+    """Errors of the viewer's files are plain text with the viewer's headers."""
+
+    def render(_request: web.Request, answer: ErrorAnswer) -> web.Response:
+        return web.Response(status=answer.status, text=f"{answer.message}\n", headers=headers)
+
+    request[ERROR_RENDERER] = render
+
+
+def _unavailable(request: web.Request, state: ViewerState) -> ServiceUnavailable:
+    _plain_errors(request, {"Referrer-Policy": "no-referrer"})
+    return ServiceUnavailable(
         "The OHIF viewer is not installed on this server: run `make install` "
-        f"(or `python -m viewer.fetch`).\n\n{state.problem}\n"
+        f"(or `python -m viewer.fetch`).\n\n{state.problem}"
     )
-    return web.Response(status=503, text=text, headers={"Referrer-Policy": "no-referrer"})
 
 
 def _serve(request: web.Request, mode: ViewerMode, tail: str) -> web.StreamResponse:
@@ -139,7 +150,7 @@ def _serve(request: web.Request, mode: ViewerMode, tail: str) -> web.StreamRespo
             body=state.signed_out, content_type="text/html", charset="utf-8", headers=headers
         )
     if state.bundle is None:
-        return _unavailable(state)
+        raise _unavailable(request, state)
     if tail == "app-config.js":
         asset = Asset("text/javascript; charset=utf-8", "no-cache", state.configs[mode])
         return _respond(request, asset, state.bundle.csp)
@@ -147,8 +158,8 @@ def _serve(request: web.Request, mode: ViewerMode, tail: str) -> web.StreamRespo
     if found is not None:
         return _respond(request, found, state.bundle.csp)
     if PurePosixPath(tail).suffix:  # a file name that is not there: no HTML in its place
-        headers = security_headers(state.bundle.csp)
-        return web.Response(status=404, text="no such viewer file\n", headers=headers)
+        _plain_errors(request, security_headers(state.bundle.csp))
+        raise NotFound("no such viewer file")
     return _respond(request, state.bundle.page(mode), state.bundle.csp)
 
 

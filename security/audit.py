@@ -19,6 +19,7 @@ and names a cut: the anchor says at least N records ending in MAC X, the log has
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import hmac
 import json
@@ -44,6 +45,9 @@ from security.transactions import writing
 __all__ = [
     "EVENTS",
     "AuditEvent",
+    "EventAction",
+    "EventOutcome",
+    "EventType",
     "AuditLog",
     "ChainBreak",
     "SyslogForwarder",
@@ -77,6 +81,45 @@ audit_head = Table(
 )
 
 GENESIS = b"\0" * 32
+
+
+class EventType(enum.StrEnum):
+    """What happened: each maps to a DCM code of :data:`EVENTS`."""
+
+    QUERY = "query"
+    INSTANCES_ACCESSED = "instances-accessed"
+    INSTANCES_TRANSFERRED = "instances-transferred"
+    AUTHENTICATION = "authentication"
+    SECURITY_ALERT = "security-alert"
+    AUDIT_LOG_USED = "audit-log-used"
+    SECURITY_CONFIG = "security-config"
+    APPLICATION_ACTIVITY = "application-activity"
+    SHARE_CREATED = "share-created"
+    SHARE_REVOKED = "share-revoked"
+    EXPORT = "export"
+    STUDY_DELETED = "study-deleted"
+    GRANT_ADDED = "grant-added"
+    GRANT_REVOKED = "grant-revoked"
+
+
+class EventAction(enum.StrEnum):
+    """Event Action Code (PS3.15 A.5.1, RFC 3881)."""
+
+    CREATE = "C"
+    READ = "R"
+    UPDATE = "U"
+    DELETE = "D"
+    EXECUTE = "E"
+
+
+class EventOutcome(enum.IntEnum):
+    """Event Outcome Indicator (PS3.15 A.5.1, RFC 3881)."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4
+    SERIOUS_FAILURE = 8
+    MAJOR_FAILURE = 12
+
 
 # DCM codes (PS3.16 CID 400) for the events the archive records
 EVENTS: dict[str, tuple[str, str]] = {

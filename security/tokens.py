@@ -17,8 +17,9 @@ What the token *reaches* is not decided here: scopes gate operations, and the da
 principal sees is decided by server-side records (its institution's studies plus
 grants). A scope never means "all studies".
 
-Failures raise :class:`InvalidToken` (HTTP 401) or :class:`InsufficientScope` (403);
-both carry the RFC 6750 ``WWW-Authenticate`` value. Messages never include the token.
+Failures raise :class:`InvalidToken` (HTTP 401) or :class:`InsufficientScope` (403),
+authlib's RFC 6750 error classes, which carry their status and ``WWW-Authenticate``
+value (``get_headers``). Messages never include the token.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6750 import InsufficientScopeError, InvalidTokenError
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError, MissingKeyError
 from joserfc.jwk import KeySet
@@ -38,8 +41,8 @@ from joserfc.jws import extract_compact
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
+    "BEARER_ERRORS",
     "SCOPES",
-    "BearerError",
     "InsufficientScope",
     "InvalidToken",
     "JwksSource",
@@ -76,55 +79,55 @@ _AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _MAX_TOKEN_CHARS = 16384
 
 
-class BearerError(Exception):
-    """A bearer-token failure, with its RFC 6750 error code and HTTP status.
+def _header_safe(description: str) -> str:
+    """``description`` within RFC 6749's error_description characters (authlib refuses
+    others): quotes become apostrophes, backslashes and non-ASCII go."""
+    text = description.replace("\\", "").replace('"', "'")
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
-    Parameters
-    ----------
-    description : str
-        For a person; never contains the token.
-    """
 
-    status = 401
-    error: str | None = "invalid_token"
+def _challenge(realm: str, error: str | None, description: str) -> str:
+    """The ``WWW-Authenticate`` value (RFC 6750 section 3)."""
+    parts = [f'realm="{realm}"']
+    if error:
+        parts += [f'error="{error}"', f'error_description="{description}"']
+    return "Bearer " + ", ".join(parts)
+
+
+class InvalidToken(InvalidTokenError):  # type: ignore[misc]  # authlib is untyped
+    """No usable token: missing, malformed, badly signed, expired, or not meant for us
+    (HTTP 401). ``description`` is for a person and never contains the token."""
 
     def __init__(self, description: str, *, realm: str = "vna") -> None:
-        super().__init__(description)
-        self.description = description
-        self.realm = realm
+        super().__init__(_header_safe(description), realm=realm)
 
-    def www_authenticate(self) -> str:
-        """The ``WWW-Authenticate`` header value (RFC 6750 section 3)."""
-        parts = [f'realm="{self.realm}"']
-        if self.error:
-            parts.append(f'error="{self.error}"')
-            safe = self.description.replace("\\", "").replace('"', "'")
-            parts.append(f'error_description="{safe}"')
-        return "Bearer " + ", ".join(parts)
-
-
-class InvalidToken(BearerError):
-    """No usable token: missing, malformed, badly signed, expired, or not meant for us."""
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [("WWW-Authenticate", _challenge(self.realm, self.error, self.description))]
 
 
 class MissingToken(InvalidToken):
-    """No credentials at all: RFC 6750 says answer without an error code."""
+    """No credentials at all: RFC 6750 section 3.1 says answer without an error code."""
 
-    error = None
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [("WWW-Authenticate", _challenge(self.realm, None, ""))]
 
 
-class InsufficientScope(BearerError):
-    """A valid token that lacks the scope the operation needs (HTTP 403)."""
-
-    status = 403
-    error = "insufficient_scope"
+class InsufficientScope(InsufficientScopeError):  # type: ignore[misc]  # authlib is untyped
+    """A valid token that lacks the scope the operation needs (HTTP 403); the challenge
+    names that scope (RFC 6750 section 3)."""
 
     def __init__(self, scope: str, *, realm: str = "vna") -> None:
-        super().__init__(f"this operation needs the scope {scope!r}", realm=realm)
+        super().__init__(_header_safe(f"this operation needs the scope {scope!r}"))
+        self.realm = realm
         self.scope = scope
 
-    def www_authenticate(self) -> str:
-        return super().www_authenticate() + f', scope="{self.scope}"'
+    def get_headers(self) -> list[tuple[str, str]]:
+        challenge = _challenge(self.realm, self.error, self.description)
+        return [("WWW-Authenticate", f'{challenge}, scope="{_header_safe(self.scope)}"')]
+
+
+BEARER_ERRORS: tuple[type[OAuth2Error], ...] = (InvalidTokenError, InsufficientScopeError)
+"""What a resource server raises for a refused bearer token (RFC 6750 section 3.1)."""
 
 
 @dataclass(frozen=True, slots=True)

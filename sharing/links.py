@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,10 @@ class WrongPin(Forbidden):
             else "wrong PIN; the link is now locked: ask the sender for a new link"
         )
         self.attempts_left = attempts_left
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"attempts_left": self.attempts_left}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from dicomweb.http.appkeys import VALIDATOR
 from dicomweb.http.auth import bearer_token
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator
 from sharing.api import Grants, parse_duration
@@ -141,25 +141,25 @@ async def add_grant(request: web.Request) -> web.Response:
             detail["grantee"] = body.grantee
         await audit(
             request,
-            "grant-added",
-            "C",
-            4,
-            principal.subject,
-            principal.institution,
-            body.study_uid if body else None,
-            detail,
+            event=EventType.GRANT_ADDED,
+            action=EventAction.CREATE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=principal.subject,
+            institution=principal.institution,
+            study_uid=body.study_uid if body else None,
+            detail=detail,
             patient=_patient(body.patient_id, body.issuer) if body else None,
         )
         raise
     await audit(
         request,
-        "grant-added",
-        "C",
-        0,
-        principal.subject,
-        principal.institution,
-        grant.study_uid,
-        _detail(grant.to_json()),
+        event=EventType.GRANT_ADDED,
+        action=EventAction.CREATE,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=grant.study_uid,
+        detail=_detail(grant.to_json()),
         patient=_patient(grant.patient_id, grant.issuer),
     )
     return web.json_response(
@@ -171,7 +171,15 @@ async def revoke_grant(request: web.Request) -> web.Response:
     """Revoke a grant the token's institution gave; answers the revoked grant."""
     principal = await _principal(request, SHARE)
     text = request.match_info["id"]
-    try:
+    async with audit_refusal(
+        request,
+        refused=VnaError,
+        event=EventType.GRANT_REVOKED,
+        action=EventAction.DELETE,
+        user=principal.subject,
+        institution=principal.institution,
+        detail=lambda exc: {"grant": text[:32], "refused": str(exc)},
+    ):
         if not text.isdigit():
             raise NotFound(f"no grant {text}")
         grant = await asyncio.to_thread(
@@ -180,27 +188,15 @@ async def revoke_grant(request: web.Request) -> web.Response:
             by=principal.subject,
             institution=principal.institution,
         )
-    except VnaError as exc:
-        await audit(
-            request,
-            "grant-revoked",
-            "D",
-            4,
-            principal.subject,
-            principal.institution,
-            None,
-            {"grant": text[:32], "refused": str(exc)},
-        )
-        raise
     await audit(
         request,
-        "grant-revoked",
-        "D",
-        0,
-        principal.subject,
-        principal.institution,
-        grant.study_uid,
-        _detail(grant.to_json()),
+        event=EventType.GRANT_REVOKED,
+        action=EventAction.DELETE,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=grant.study_uid,
+        detail=_detail(grant.to_json()),
         patient=_patient(grant.patient_id, grant.issuer),
     )
     return web.json_response(grant.to_json())

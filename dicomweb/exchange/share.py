@@ -30,20 +30,26 @@ from sqlalchemy import select
 from archive.api import Catalog, instances
 from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.http.auth import authorize
-from dicomweb.http.middleware import METRICS
+from dicomweb.http.middleware import ERROR_RENDERER, METRICS, ErrorAnswer
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import (
+    REQUEST_ID,
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
-from security.errors import InvalidInput, NotFound
+from security.errors import InvalidInput, NotFound, TooManyAttempts
 from security.throttle import FailureThrottle
 from security.tokens import Principal
 from sharing.api import (
     Action,
     LinkGone,
     LinkLocked,
-    PinRequired,
     ShareLink,
     ShareLinks,
     WrongPin,
@@ -105,10 +111,16 @@ def _viewer_urls(request: web.Request) -> ViewerUrls:
     return ViewerUrls.for_gateway(request.app[VIEW].public_url)
 
 
-def _json(status: int, error: str, message: str, **more: Any) -> web.Response:
-    return web.json_response(
-        {"error": error, "message": message, **more}, status=status, headers=share_headers()
-    )
+def _share_error(request: web.Request, answer: ErrorAnswer) -> web.Response:
+    """An error of the share page's requests: the gateway's JSON answer with the page's
+    headers (no caching, no Referer)."""
+    body = {"error": answer.error, "message": answer.message, **answer.details}
+    body["request_id"] = request.get(REQUEST_ID)
+    return web.json_response(body, status=answer.status, headers=share_headers())
+
+
+class _BadOpenRequest(InvalidInput):
+    code = "invalid_request"  # what the share page's script was written against
 
 
 # -- the page a visitor opens ---------------------------------------------------------------
@@ -136,48 +148,71 @@ class OpenRequest(BaseModel):
 
 async def open_link(request: web.Request) -> web.Response:
     """Trade a link's secret (and PIN) for a short-lived token narrowed to its study."""
+    request[ERROR_RENDERER] = _share_error
     service = request.app[SHARES]
     link_id = request.match_info["id"]
     user = share_institution(link_id)
     address = request.remote or "unknown"
     now = time.time()
     if await asyncio.to_thread(service.throttled, address):
-        await audit(request, "security-alert", "E", 8, user, None, None, {"refused": "throttled"})
-        return _json(429, "too_many_attempts", "Too many failed attempts: try again later.")
+        await audit(
+            request,
+            event=EventType.SECURITY_ALERT,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SERIOUS_FAILURE,
+            user=user,
+            detail={"refused": "throttled"},
+        )
+        raise TooManyAttempts("Too many failed attempts: try again later.")
     try:
         body = OpenRequest.model_validate(await request.json())
     except (ValueError, ValidationError):
-        return _json(400, "invalid_request", "The request must be JSON with the link's secret.")
+        raise _BadOpenRequest("The request must be JSON with the link's secret.") from None
     try:
         link = await asyncio.to_thread(service.links.open, link_id, body.secret, body.pin, now)
     except NotFound:
         # an unknown id or a wrong secret: somebody guessing, or a mangled link
         await asyncio.to_thread(service.failed, address)
         await audit(
-            request, "security-alert", "E", 4, user, None, None, {"refused": "no such link"}
+            request,
+            event=EventType.SECURITY_ALERT,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": "no such link"},
         )
-        return _json(404, "not_found", "This link does not exist. Check that it is complete.")
-    except PinRequired as exc:
-        return _json(401, "pin_required", str(exc))
+        raise NotFound("This link does not exist. Check that it is complete.") from None
     except WrongPin as exc:
         await asyncio.to_thread(service.failed, address)
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            user,
-            None,
-            None,
-            {"refused": "wrong PIN", "attempts_left": str(exc.attempts_left)},
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": "wrong PIN", "attempts_left": str(exc.attempts_left)},
         )
-        return _json(401, "wrong_pin", str(exc), attempts_left=exc.attempts_left)
-    except LinkLocked as exc:
-        await audit(request, "authentication", "E", 4, user, None, None, {"refused": "locked"})
-        return _json(423, "locked", str(exc))
+        raise
+    except LinkLocked:
+        await audit(
+            request,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": "locked"},
+        )
+        raise
     except LinkGone as exc:
-        await audit(request, "authentication", "E", 4, user, None, None, {"refused": str(exc)})
-        return _json(410, "gone", str(exc))
+        await audit(
+            request,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            detail={"refused": str(exc)},
+        )
+        raise
     scopes = [READ] + ([EXPORT] if Action.DOWNLOAD in link.actions else [])
     lifetime = min(
         service.gateway.share_token_minutes * 60, max(int(link.expires_at - now), 1)
@@ -187,13 +222,13 @@ async def open_link(request: web.Request) -> web.Response:
     )
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        user,
-        link.institution,
-        link.study_uid,
-        {"opened": "share link", "uses": str(link.uses)},
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=user,
+        institution=link.institution,
+        study_uid=link.study_uid,
+        detail={"opened": "share link", "uses": str(link.uses)},
     )
     root = request.app[VIEW].public_url
     return web.json_response(
@@ -250,7 +285,14 @@ async def create_share(request: web.Request) -> web.Response:
     if not await asyncio.to_thread(
         reaches_study, catalog.engine, body.study_uid, principal.institution
     ):
-        await _audit_change(request, principal, "share-created", 4, body.study_uid, "not reachable")
+        await _audit_change(
+            request,
+            principal,
+            event=EventType.SHARE_CREATED,
+            outcome=EventOutcome.MINOR_FAILURE,
+            study_uid=body.study_uid,
+            what="not reachable",
+        )
         raise NotFound("no such study")
     expires_in = parse_duration(body.expires or service.gateway.share_default_expiry)
     actions = [Action.VIEW] + ([Action.DOWNLOAD] if body.download else [])
@@ -264,7 +306,14 @@ async def create_share(request: web.Request) -> web.Response:
         max_uses=body.max_uses,
         pin=body.pin,
     )
-    await _audit_change(request, principal, "share-created", 0, body.study_uid, new.link.id)
+    await _audit_change(
+        request,
+        principal,
+        event=EventType.SHARE_CREATED,
+        outcome=EventOutcome.SUCCESS,
+        study_uid=body.study_uid,
+        what=new.link.id,
+    )
     answer = _link_json(new.link)
     answer["url"] = new.url(request.app[VIEW].public_url)  # the only time the secret leaves
     return web.json_response(answer, status=201, headers={"Cache-Control": "no-store"})
@@ -279,38 +328,51 @@ async def list_shares(request: web.Request) -> web.Response:
 async def revoke_share(request: web.Request) -> web.Response:
     principal = await authorize(request, request.app[VALIDATOR], SHARE)
     link_id = request.match_info["id"]
-    try:
+    async with audit_refusal(
+        request,
+        refused=NotFound,
+        event=EventType.SHARE_REVOKED,
+        action=EventAction.DELETE,
+        user=principal.subject,
+        institution=principal.institution,
+        detail=lambda _exc: {"refused": link_id},
+    ):
         link = await asyncio.to_thread(
             request.app[SHARES].links.revoke,
             link_id,
             principal.subject,
             principal.institution,
         )
-    except NotFound:
-        await _audit_change(request, principal, "share-revoked", 4, None, link_id)
-        raise
-    await _audit_change(request, principal, "share-revoked", 0, link.study_uid, link_id)
+    await _audit_change(
+        request,
+        principal,
+        event=EventType.SHARE_REVOKED,
+        outcome=EventOutcome.SUCCESS,
+        study_uid=link.study_uid,
+        what=link_id,
+    )
     return web.json_response(_link_json(link))
 
 
 async def _audit_change(
     request: web.Request,
     principal: Principal,
-    event: str,
-    outcome: int,
+    *,
+    event: EventType,
+    outcome: EventOutcome,
     study_uid: str | None,
     what: str,
 ) -> None:
-    detail = {"link": what} if outcome == 0 else {"refused": what}
+    succeeded = outcome is EventOutcome.SUCCESS
     await audit(
         request,
-        event,
-        "C" if event == "share-created" else "D",
-        outcome,
-        principal.subject,
-        principal.institution,
-        study_uid,
-        detail,
+        event=event,
+        action=EventAction.CREATE if event is EventType.SHARE_CREATED else EventAction.DELETE,
+        outcome=outcome,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail={"link": what} if succeeded else {"refused": what},
     )
 
 
@@ -341,13 +403,13 @@ async def download_study(request: web.Request) -> web.StreamResponse:
     if not ids:
         await audit(
             request,
-            "export",
-            "R",
-            4,
-            principal.subject,
-            principal.institution,
-            study_uid,
-            {"refused": "not reachable"},
+            event=EventType.EXPORT,
+            action=EventAction.READ,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=principal.subject,
+            institution=principal.institution,
+            study_uid=study_uid,
+            detail={"refused": "not reachable"},
         )
         raise NotFound("no such study")
 
@@ -357,13 +419,13 @@ async def download_study(request: web.Request) -> web.StreamResponse:
     # recorded before the bytes go out: a download cut short is still a disclosure
     await audit(
         request,
-        "export",
-        "R",
-        0,
-        principal.subject,
-        principal.institution,
-        study_uid,
-        {"format": "zip+dicomdir", "instances": str(len(ids))},
+        event=EventType.EXPORT,
+        action=EventAction.READ,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail={"format": "zip+dicomdir", "instances": str(len(ids))},
     )
     response, sent = await stream_from_orthanc(
         request,

@@ -10,13 +10,15 @@ names by component, sequences, InlineBinary and BulkDataURI.
 
 from __future__ import annotations
 
-import secrets
 import xml.etree.ElementTree as ET  # noqa: S405 - writing XML only, never parsing input
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 from pydicom.datadict import keyword_for_tag
+
+from dicomweb.http.multipart import Multipart
+from security.errors import NotAcceptable
 
 __all__ = [
     "DICOM_JSON",
@@ -53,7 +55,7 @@ def negotiate_dataset_media(accept: str | None, what: str) -> str:
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When ``Accept`` names neither (for example ``text/html`` alone).
     """
     if not accept or not accept.strip():
@@ -73,7 +75,7 @@ def negotiate_dataset_media(accept: str | None, what: str) -> str:
             return DICOM_JSON
         if media == DICOM_XML or (media == "multipart/related" and part_type == DICOM_XML):
             return DICOM_XML
-    raise web.HTTPNotAcceptable(text=f"{what} is answered as {_ACCEPTED}; Accept names neither")
+    raise NotAcceptable(f"{what} is answered as {_ACCEPTED}; Accept names neither")
 
 
 def _text(parent: ET.Element, name: str, text: str, **attrs: str) -> None:
@@ -147,13 +149,12 @@ def native_dicom_model(dataset: Mapping[str, Any]) -> bytes:
 def multipart_xml(datasets: Sequence[Mapping[str, Any]]) -> tuple[bytes, str]:
     """The body and Content-Type of ``multipart/related; type="application/dicom+xml"``,
     one part per data set."""
-    boundary = secrets.token_hex(16)
+    message = Multipart(DICOM_XML)
     body = bytearray()
-    for dataset in datasets:
-        body += f"--{boundary}\r\nContent-Type: {DICOM_XML}\r\n\r\n".encode()
-        body += native_dicom_model(dataset) + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return bytes(body), f'multipart/related; type="{DICOM_XML}"; boundary={boundary}'
+    for index, dataset in enumerate(datasets):
+        body += message.head(first=index == 0) + native_dicom_model(dataset)
+    body += message.end()
+    return bytes(body), message.content_type
 
 
 def dataset_response(datasets: Sequence[Mapping[str, Any]], media: str) -> web.Response:

@@ -1,9 +1,11 @@
 """The gateway's middlewares: CORS, request ids and metrics, and the one error translation.
 
 Order (outermost first): CORS preflight; metrics and request id; errors, which turns
-project errors and bearer-token errors into HTTP answers with a JSON body a person can
-read. CORS and request-id headers are added by an ``on_response_prepare`` hook, so
-errors and streamed answers carry them too.
+project errors, bearer-token errors and OAuth errors into HTTP answers with a JSON body a
+person can read (the OAuth endpoints' in RFC 6749's shape). A handler whose answers are
+pages for a browser sets :data:`ERROR_RENDERER` to render them its way. CORS and
+request-id headers are added by an ``on_response_prepare`` hook, so errors and streamed
+answers carry them too.
 """
 
 from __future__ import annotations
@@ -11,36 +13,47 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
+from authlib.oauth2 import OAuth2Error
 
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import REQUEST_ID, audit
+from dicomweb.operations.auditing import REQUEST_ID, EventAction, EventOutcome, EventType, audit
 from dicomweb.operations.metrics import GatewayMetrics
 from security.errors import (
     Conflict,
     Forbidden,
     IntegrityError,
     InvalidInput,
+    NotAcceptable,
     NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
     StorageFull,
     TierUnavailable,
+    TooManyAttempts,
+    UnsupportedMediaType,
     VnaError,
 )
-from security.tokens import BearerError
+from security.tokens import BEARER_ERRORS
+from sharing.api import LinkGone, LinkLocked, PinRequired, WrongPin
 
 __all__ = [
+    "ERROR_RENDERER",
     "METRICS",
     "REQUEST_ID",
     "STREAMING",
     "AccessLogger",
+    "ErrorAnswer",
     "cors",
     "error_middleware",
+    "error_status",
     "metrics_middleware",
     "nosniff",
     "qido_response",
@@ -55,15 +68,61 @@ STREAMING: web.RequestKey[bool] = web.RequestKey("vna_streaming", bool)
 
 METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)
 
+# the first matching class wins: subclasses before their bases
 _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (
+    (PinRequired, 401, "pin_required"),
+    (WrongPin, 401, "wrong_pin"),
+    (LinkLocked, 423, "locked"),
+    (LinkGone, 410, "gone"),
     (NotFound, 404, "not_found"),
     (Forbidden, 403, "forbidden"),
     (InvalidInput, 400, "invalid_input"),
     (Conflict, 409, "conflict"),
+    (NotAcceptable, 406, "not_acceptable"),
+    (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (PayloadTooLarge, 413, "request_entity_too_large"),
+    (TooManyAttempts, 429, "too_many_attempts"),
     (StorageFull, 507, "storage_full"),
     (TierUnavailable, 503, "tier_unavailable"),
+    (ServiceUnavailable, 503, "service_unavailable"),
     (OrthancError, 502, "orthanc_error"),
 )
+_OAUTH_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What an error answer says, before it is rendered."""
+
+    status: int
+    error: str
+    message: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+ErrorRenderer = Callable[[web.Request, ErrorAnswer], web.Response]
+
+ERROR_RENDERER: web.RequestKey[ErrorRenderer] = web.RequestKey(
+    "vna_error_renderer",
+    ErrorRenderer,  # type: ignore[arg-type]
+)
+"""Set by a handler whose errors a browser shows (the sign-in page): renders them its way
+instead of as JSON."""
+
+
+def error_status(exc: BaseException) -> int | None:
+    """The HTTP status the middleware answers ``exc`` with; ``None`` when it is not a
+    classified error (an unexpected one is a 500)."""
+    if isinstance(exc, web.HTTPException):
+        return exc.status
+    if isinstance(exc, OAuth2Error):
+        return int(exc.status_code)
+    for cls, status, _code in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return None
+
+
 _EXPOSED = "Content-Type, Content-Location, Warning, X-Request-Id, WWW-Authenticate"
 
 
@@ -80,9 +139,19 @@ def qido_response(
     return response
 
 
-def _json_error(status: int, error: str, message: str, request: web.Request) -> web.Response:
-    body = {"error": error, "message": message, "request_id": request.get(REQUEST_ID)}
-    return web.json_response(body, status=status)
+def _json_error(request: web.Request, answer: ErrorAnswer) -> web.Response:
+    body = {
+        "error": answer.error,
+        "message": answer.message,
+        **answer.details,
+        "request_id": request.get(REQUEST_ID),
+    }
+    return web.json_response(body, status=answer.status)
+
+
+def _render(request: web.Request, answer: ErrorAnswer) -> web.Response:
+    renderer: ErrorRenderer = request.get(ERROR_RENDERER, _json_error)
+    return renderer(request, answer)
 
 
 @web.middleware
@@ -90,25 +159,31 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Translate errors into HTTP answers, exactly once for the whole gateway."""
     try:
         return await handler(request)
-    except BearerError as exc:
-        request.app[METRICS].token_refusals.labels(str(exc.status)).inc()
+    except BEARER_ERRORS as exc:
+        status = int(exc.status_code)
+        request.app[METRICS].token_refusals.labels(str(status)).inc()
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            "unknown",
-            detail={"refused": exc.error or "invalid_token", "path": request.path},
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user="unknown",
+            detail={"refused": str(exc.error), "path": request.path},
         )
-        response = _json_error(exc.status, exc.error or "invalid_token", exc.description, request)
-        response.headers["WWW-Authenticate"] = exc.www_authenticate()
+        response = _render(request, ErrorAnswer(status, str(exc.error), str(exc.description)))
+        response.headers.update(exc.get_headers())
         return response
+    except OAuth2Error as exc:
+        # the authorization server's endpoints: RFC 6749 section 5.2's body, never cached
+        headers = dict(_OAUTH_HEADERS)
+        headers.update({k: v for k, v in exc.get_headers() if k.lower() != "content-type"})
+        return web.json_response(dict(exc.get_body()), status=int(exc.status_code), headers=headers)
     except web.HTTPException as exc:
+        # aiohttp's own: no route (404), wrong method (405, with Allow), body too large
         if exc.status < 400:
             raise
-        response = _json_error(
-            exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason, request
-        )
+        code = exc.reason.lower().replace(" ", "_")
+        response = _render(request, ErrorAnswer(exc.status, code, exc.text or exc.reason))
         for name in ("Allow", "WWW-Authenticate"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
@@ -117,20 +192,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if request.get(STREAMING):
             raise
         logger.exception("stored data failed verification (request %s)", request.get(REQUEST_ID))
-        return _json_error(500, "integrity_error", "stored data failed verification", request)
+        answer = ErrorAnswer(500, "integrity_error", "stored data failed verification")
+        return _render(request, answer)
     except VnaError as exc:
         if request.get(STREAMING):
             raise
         for cls, status, code in _STATUS:
             if isinstance(exc, cls):
-                return _json_error(status, code, str(exc), request)
+                answer = ErrorAnswer(status, exc.code or code, str(exc), exc.details)
+                return _render(request, answer)
         logger.exception("unclassified error (request %s)", request.get(REQUEST_ID))
-        return _json_error(500, "internal_error", "internal error", request)
+        return _render(request, ErrorAnswer(500, "internal_error", "internal error"))
     except Exception:
         if request.get(STREAMING):
             raise
         logger.exception("unexpected error (request %s)", request.get(REQUEST_ID))
-        return _json_error(500, "internal_error", "internal error; see the gateway log", request)
+        answer = ErrorAnswer(500, "internal_error", "internal error; see the gateway log")
+        return _render(request, answer)
 
 
 @web.middleware

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import AUDIT, audit
+from dicomweb.operations.auditing import AUDIT, EventAction, EventOutcome, EventType, audit
 from security.audit import dicom_xml, fhir_audit_event
 from security.errors import InvalidInput
 from security.tokens import TokenValidator
@@ -46,13 +46,12 @@ async def read_audit_log(request: web.Request, validator: TokenValidator) -> web
     records = await asyncio.to_thread(lambda: list(log.records(query.after, query.limit)))
     await audit(
         request,
-        "audit-log-used",
-        "R",
-        0,
-        principal.subject,
-        principal.institution,
-        None,
-        {"format": query.format, "after": str(query.after), "records": str(len(records))},
+        event=EventType.AUDIT_LOG_USED,
+        action=EventAction.READ,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        detail={"format": query.format, "after": str(query.after), "records": str(len(records))},
     )
     if query.format == "fhir":
         bundle: dict[str, Any] = {

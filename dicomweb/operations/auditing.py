@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from security.audit import AuditEvent, AuditLog
+from security.audit import AuditEvent, AuditLog, EventAction, EventOutcome, EventType
 
-__all__ = ["AUDIT", "REQUEST_ID", "audit"]
+__all__ = [
+    "AUDIT",
+    "REQUEST_ID",
+    "EventAction",
+    "EventOutcome",
+    "EventType",
+    "audit",
+    "audit_refusal",
+]
 
 # request-scoped key under which the metrics middleware puts the request id
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("vna_request_id", str)
@@ -25,9 +35,10 @@ AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
 
 async def audit(
     request: web.Request,
-    event: str,
-    action: str,
-    outcome: int,
+    *,
+    event: EventType,
+    action: EventAction,
+    outcome: EventOutcome,
     user: str,
     institution: str | None = None,
     study_uid: str | None = None,
@@ -39,15 +50,47 @@ async def audit(
     if log is None:
         return
     record = AuditEvent(
-        event,
-        action,
-        outcome,
-        user,
-        institution,
-        request.remote,
-        request.get(REQUEST_ID),
+        event=event.value,
+        action=action.value,
+        outcome=outcome.value,
+        user=user,
+        institution=institution,
+        network_address=request.remote,
+        request_id=request.get(REQUEST_ID),
         study_uid=study_uid,
         patient=patient,
         detail=detail or {},
     )
     await asyncio.to_thread(log.append, record)
+
+
+@asynccontextmanager
+async def audit_refusal(
+    request: web.Request,
+    *,
+    refused: type[BaseException] | tuple[type[BaseException], ...],
+    event: EventType,
+    action: EventAction,
+    user: str,
+    institution: str | None = None,
+    study_uid: str | None = None,
+    detail: Callable[[BaseException], dict[str, str]],
+    patient: str | None = None,
+) -> AsyncIterator[None]:
+    """Record a ``refused`` error raised in the block as a minor failure, then let it go
+    on to the error middleware; ``detail`` says what was refused and why."""
+    try:
+        yield
+    except refused as exc:
+        await audit(
+            request,
+            event=event,
+            action=action,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=user,
+            institution=institution,
+            study_uid=study_uid,
+            detail=detail(exc),
+            patient=patient,
+        )
+        raise

@@ -48,7 +48,7 @@ from aiohttp import web
 from archive.api import Catalog, studies
 from dicomweb.http.dicomxml import negotiate_dataset_media
 from dicomweb.http.middleware import qido_response
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from query.api import Level, element, parse_query, search
 from security.tokens import Principal
 from sharing.api import (
@@ -165,13 +165,12 @@ async def worklist_response(
     )
     await audit(
         request,
-        "query",
-        "E",
-        0,
-        principal.subject,
-        principal.institution,
-        None,
-        {"level": "study", "worklist": "true", "results": str(len(results))},
+        event=EventType.QUERY,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=principal.subject,
+        institution=principal.institution,
+        detail={"level": "study", "worklist": "true", "results": str(len(results))},
     )
     return qido_response(results, ignored, media)
 

@@ -7,8 +7,9 @@ client's registered redirect URI with a one-time code (RFC 6749 section 4.1.2, w
 RFC 9207 ``iss`` parameter).
 
 Until the redirect URI is known to be registered for the client (exact string match),
-errors are shown as a page, never redirected: an unchecked redirect would be an open
-redirector. After that, errors go back to the client as RFC 6749 error parameters.
+errors are shown as a page (the error middleware renders them with this module's page),
+never redirected: an unchecked redirect would be an open redirector. After that, errors
+go back to the client as RFC 6749 error parameters.
 
 The form page: no external assets, a strict Content-Security-Policy, no framing, no
 Referer. CSRF: the form carries a random token whose hash keys the stored request, and
@@ -31,10 +32,12 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from authlib.common.urls import add_params_to_uri
 
-from dicomweb.operations.auditing import audit
+from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from dicomweb.signin.oauth import AUTHORIZATIONS, CLIENTS, ISSUER, OIDC_SCOPES, USERS
 from security.authorization import AuthorizationRequest, valid_code_challenge
 from security.clients import Client
+from security.errors import Forbidden, InvalidInput
 from security.tokens import SCOPES
 
 __all__ = ["LOGIN_COOKIE", "authorize_form", "authorize_login", "granted_scopes"]
@@ -89,9 +92,10 @@ def _page(title: str, body: str, status: int = 200, form_target: str | None = No
     )
 
 
-def _problem(message: str, status: int = 400) -> web.Response:
-    """A request that cannot be sent back to the client: say so on a page."""
-    return _page("Cannot sign in", f"<p class='error'>{html.escape(message)}</p>", status)
+def _problem(_request: web.Request, answer: ErrorAnswer) -> web.Response:
+    """An error that cannot be sent back to the client: the middleware shows it on a page."""
+    body = f"<p class='error'>{html.escape(answer.message)}</p>"
+    return _page("Cannot sign in", body, answer.status)
 
 
 def _login_form(client: Client, csrf: str, redirect_uri: str, error: str | None = None) -> str:
@@ -137,16 +141,17 @@ def granted_scopes(requested: str, client: Client, user_scopes: frozenset[str]) 
 
 async def authorize_form(request: web.Request) -> web.StreamResponse:
     """``GET /oauth/authorize``: validate the request and show the login form."""
+    request[ERROR_RENDERER] = _problem
     params = request.query
     if any(len(v) > _MAX_PARAM for v in params.values()):
-        return _problem("The sign-in request is too long.")
+        raise InvalidInput("The sign-in request is too long.")
     client_id = params.get("client_id", "")
     client = await asyncio.to_thread(request.app[CLIENTS].get, client_id) if client_id else None
     if client is None or not client.redirect_uris:
-        return _problem("Unknown application (client_id): ask the administrator to register it.")
+        raise InvalidInput("Unknown application (client_id): ask the administrator to register it.")
     redirect_uri = params.get("redirect_uri", "")
     if redirect_uri not in client.redirect_uris:
-        return _problem("This application's redirect_uri is not registered; sign-in refused.")
+        raise InvalidInput("This application's redirect_uri is not registered; sign-in refused.")
     state = params.get("state")
     if params.get("response_type") != "code":
         return _error_redirect(
@@ -200,6 +205,7 @@ async def authorize_form(request: web.Request) -> web.StreamResponse:
 
 async def authorize_login(request: web.Request) -> web.StreamResponse:
     """``POST /oauth/authorize``: check the credentials and redirect with a one-time code."""
+    request[ERROR_RENDERER] = _problem
     form = await request.post()
     csrf = str(form.get("csrf_token", ""))[:_MAX_PARAM]
     username = str(form.get("username", "")).strip()[:128]
@@ -210,30 +216,29 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
     if pending is None:
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            username or "unknown",
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=username or "unknown",
             detail={"refused": "login form expired, reused or not from this browser"},
         )
-        return _problem(
+        raise Forbidden(
             "This sign-in form has expired or was not opened in this browser. "
-            "Go back to the application and sign in again.",
-            status=403,
+            "Go back to the application and sign in again."
         )
     client = await asyncio.to_thread(request.app[CLIENTS].get, pending.client_id)
     if client is None:
-        return _problem("The application was removed meanwhile.")
+        raise InvalidInput("The application was removed meanwhile.")
     result = await asyncio.to_thread(request.app[USERS].authenticate, username, password)
     if not result.ok or result.user is None:
         institution = result.user.institution if result.user is not None else None
         await audit(
             request,
-            "authentication",
-            "E",
-            4,
-            username or "unknown",
-            institution,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.MINOR_FAILURE,
+            user=username or "unknown",
+            institution=institution,
             detail={"refused": result.outcome.value, "client_id": client.client_id},
         )
         # one message for every failure: the page must not tell which names exist
@@ -243,7 +248,7 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
         body = _login_form(client, csrf, pending.redirect_uri, message)
         return _page("Sign in", body, form_target=_origin(pending.redirect_uri))
     if not await asyncio.to_thread(store.finish_login, csrf):
-        return _problem("This sign-in form was used already.", status=403)
+        raise Forbidden("This sign-in form was used already.")
     user = result.user
     scopes = granted_scopes(pending.scope, client, user.scopes)
     code = await asyncio.to_thread(
@@ -256,11 +261,11 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
     )
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        user.name,
-        user.institution,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=user.name,
+        institution=user.institution,
         detail={"login": "password", "client_id": client.client_id},
     )
     params = [("code", code)]

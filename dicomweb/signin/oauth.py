@@ -1,6 +1,7 @@
 """The embedded issuer's HTTP face: token, revocation, userinfo, logout and discovery.
 
-Grants (RFC 6749 section 5 answers, errors per section 5.2 from authlib's error classes):
+Grants (RFC 6749 section 5 answers; errors are authlib's error classes, which the error
+middleware answers per section 5.2):
 
 * ``client_credentials`` (section 4.4) for institution systems, secret in the Basic
   header or the body;
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 from base64 import b64decode
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -45,7 +46,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import audit
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client, ClientRegistry
@@ -118,13 +119,6 @@ def issuer_context(
     return context
 
 
-def _error_response(exc: Any) -> web.Response:
-    """An authlib OAuth2Error as the RFC 6749 section 5.2 JSON answer."""
-    headers = dict(_NO_STORE)
-    headers.update({k: v for k, v in exc.get_headers() if k.lower() != "content-type"})
-    return web.json_response(dict(exc.get_body()), status=int(exc.status_code), headers=headers)
-
-
 def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("basic "):
@@ -154,10 +148,10 @@ async def _authenticate_client(
         if await asyncio.to_thread(throttle.throttled, "client", address):
             await audit(
                 request,
-                "security-alert",
-                "E",
-                8,
-                credentials[0][:64] or "unknown",
+                event=EventType.SECURITY_ALERT,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.SERIOUS_FAILURE,
+                user=credentials[0][:64] or "unknown",
                 detail={"refused": "throttled"},
             )
             raise InvalidClientError("too many failed attempts: try again later", status_code=429)
@@ -166,10 +160,10 @@ async def _authenticate_client(
             await asyncio.to_thread(throttle.failed, "client", address)
             await audit(
                 request,
-                "authentication",
-                "E",
-                4,
-                credentials[0][:64] or "unknown",
+                event=EventType.AUTHENTICATION,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.MINOR_FAILURE,
+                user=credentials[0][:64] or "unknown",
                 detail={"refused": "invalid_client"},
             )
             raise InvalidClientError("unknown client or wrong secret", status_code=401)
@@ -188,26 +182,9 @@ async def _form(request: web.Request) -> dict[str, str]:
     return {k: str(v) for k, v in (await request.post()).items()}
 
 
-def _oauth_endpoint(
-    handler: Callable[[web.Request], Awaitable[web.Response]],
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Translate authlib's OAuth errors into answers, once for every endpoint here."""
-
-    async def wrapped(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except OAuth2Error as exc:
-            return _error_response(exc)
-
-    wrapped.__doc__ = handler.__doc__
-    wrapped.__name__ = handler.__name__
-    return wrapped
-
-
 # -- token endpoint ------------------------------------------------------------------------
 
 
-@_oauth_endpoint
 async def token(request: web.Request) -> web.Response:
     """Token endpoint (RFC 6749 section 3.2): client_credentials, authorization_code,
     refresh_token."""
@@ -236,11 +213,11 @@ async def _client_credentials(request: web.Request, form: dict[str, str]) -> web
         raise InvalidScopeError(f"this client may not ask for: {extra}")
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        client.client_id,
-        client.institution,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=client.client_id,
+        institution=client.institution,
         detail={"grant": "client_credentials", "scope": " ".join(sorted(requested))},
     )
     access_token = request.app[ISSUER].mint(
@@ -264,10 +241,10 @@ async def _refused_grant(
 ) -> None:
     await audit(
         request,
-        "authentication",
-        "E",
-        4,
-        user or client.client_id,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.MINOR_FAILURE,
+        user=user or client.client_id,
         detail={
             "refused": str(exc.error),
             "reason": str(exc.description or ""),
@@ -316,10 +293,10 @@ async def _refresh_token(request: web.Request, form: dict[str, str]) -> web.Resp
         if "already used" in str(exc.description):
             await audit(
                 request,
-                "security-alert",
-                "E",
-                8,
-                client.client_id,
+                event=EventType.SECURITY_ALERT,
+                action=EventAction.EXECUTE,
+                outcome=EventOutcome.SERIOUS_FAILURE,
+                user=client.client_id,
                 detail={"alert": "refresh token reuse; token family revoked"},
             )
         raise
@@ -373,11 +350,11 @@ async def _issue_user_tokens(
         )
     await audit(
         request,
-        "authentication",
-        "E",
-        0,
-        user.name,
-        user.institution,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        outcome=EventOutcome.SUCCESS,
+        user=user.name,
+        institution=user.institution,
         detail={
             "grant": "refresh_token" if rotated else "authorization_code",
             "client_id": client.client_id,
@@ -390,7 +367,6 @@ async def _issue_user_tokens(
 # -- revocation, userinfo, logout ----------------------------------------------------------
 
 
-@_oauth_endpoint
 async def revoke(request: web.Request) -> web.Response:
     """Token revocation (RFC 7009) for refresh tokens: the token's whole family goes.
 
@@ -410,10 +386,10 @@ async def revoke(request: web.Request) -> web.Response:
     if revoked:
         await audit(
             request,
-            "authentication",
-            "E",
-            0,
-            client.client_id,
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SUCCESS,
+            user=client.client_id,
             detail={"revoked": "refresh_token family", "client_id": client.client_id},
         )
     # RFC 7009 section 2.2: an unknown or foreign token is answered like a revoked one
@@ -464,10 +440,10 @@ async def end_session(request: web.Request) -> web.Response:
         )
         await audit(
             request,
-            "authentication",
-            "E",
-            0,
-            claims["sub"],
+            event=EventType.AUTHENTICATION,
+            action=EventAction.EXECUTE,
+            outcome=EventOutcome.SUCCESS,
+            user=claims["sub"],
             detail={"logout": "rp-initiated", "client_id": client_id, "revoked": str(count)},
         )
     client = await asyncio.to_thread(request.app[CLIENTS].get, client_id) if client_id else None

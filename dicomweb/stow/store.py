@@ -50,12 +50,20 @@ from typing import IO, Any
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
+from pydicom import Dataset, config
 
 from archive.api import Catalog, Institution, header_record, survey
+from dicomweb.http.middleware import error_status
 from dicomweb.http.orthanc import OrthancClient, OrthancError
-from dicomweb.operations.auditing import audit
-from query.api import element
-from security.errors import Forbidden, InvalidInput, NotFound, VnaError
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
+from security.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    VnaError,
+)
 from security.tokens import Principal
 from sharing.api import claim_for_store
 
@@ -80,14 +88,6 @@ MEMORY_REQUEST_BYTES = 64 * 1024 * 1024
 # RFC 2046 caps boundaries at 70 characters, but Orthanc's DICOMweb plugin (1.7 at least)
 # sends 73: be liberal, yet bounded, since the parser scans every chunk for the boundary
 MAX_BOUNDARY = 200
-
-# DICOM JSON tags of the Store Instances Response (PS3.18 Annex I)
-RETRIEVE_URL = "00081190"
-FAILED_SOP_SEQUENCE = "00081198"
-REFERENCED_SOP_SEQUENCE = "00081199"
-FAILURE_REASON = "00081197"
-REFERENCED_SOP_CLASS_UID = "00081150"
-REFERENCED_SOP_INSTANCE_UID = "00081155"
 
 
 class FailureReason(IntEnum):
@@ -165,24 +165,22 @@ def check_content_type(value: str | None) -> None:
 
     Raises
     ------
-    web.HTTPUnsupportedMediaType
+    UnsupportedMediaType
         Not multipart/related, or parts of another type (PS3.18 10.5.3: 415).
     InvalidInput
         No usable boundary (a malformed request: 400).
     """
     expected = 'use Content-Type: multipart/related; type="application/dicom"; boundary=...'
     if not value:
-        raise web.HTTPUnsupportedMediaType(text=f"STOW-RS needs a multipart body: {expected}")
+        raise UnsupportedMediaType(f"STOW-RS needs a multipart body: {expected}")
     mime = parse_mimetype(value)
     if (mime.type, mime.subtype) != ("multipart", "related"):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"{mime.type}/{mime.subtype} is not supported here: {expected}"
-        )
+        raise UnsupportedMediaType(f"{mime.type}/{mime.subtype} is not supported here: {expected}")
     part_type = mime.parameters.get("type")
     # a missing type parameter is tolerated: each part's own Content-Type is checked
     if part_type is not None and part_type.strip().lower() != DICOM:
-        raise web.HTTPUnsupportedMediaType(
-            text=f"parts of type {part_type!r} are not supported (only {DICOM}): {expected}"
+        raise UnsupportedMediaType(
+            f"parts of type {part_type!r} are not supported (only {DICOM}): {expected}"
         )
     boundary = mime.parameters.get("boundary")
     if not boundary:
@@ -208,15 +206,11 @@ class _LiberalMultipartReader(MultipartReader):
         return boundary
 
 
-def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+def _too_large(limit: int) -> PayloadTooLarge:
     mib = limit / (1024 * 1024)
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=0,
-        text=(
-            f"the request body exceeds the gateway's limit of {mib:g} MiB "
-            "(gateway.max_request_mb); nothing was stored: send fewer instances per request"
-        ),
+    return PayloadTooLarge(
+        f"the request body exceeds the gateway's limit of {mib:g} MiB "
+        "(gateway.max_request_mb); nothing was stored: send fewer instances per request"
     )
 
 
@@ -497,6 +491,15 @@ def _instance_url(root: str, outcome: Outcome) -> str:
     return f"{series}/instances/{outcome.sop_uid}"
 
 
+def _item(**elements: Any) -> Dataset:
+    item = Dataset()
+    # the UIDs are what the client sent, valid or not: the answer names them as they came
+    with config.disable_value_validation():
+        for keyword, value in elements.items():
+            setattr(item, keyword, value)
+    return item
+
+
 def store_response(
     outcomes: Sequence[Outcome], root: str, study_uid: str | None
 ) -> tuple[int, dict[str, Any]]:
@@ -504,41 +507,41 @@ def store_response(
 
     200 all stored, 202 some failed, 409 none stored (PS3.18 Table 10.5.3-1). The
     response's Retrieve URL names the request's study, else the one study stored, else
-    is empty (type 2).
+    is empty (type 2). Built as a data set and written by pydicom's DICOM JSON model.
     """
     stored = [o for o in outcomes if o.failure is None]
     failed = [o for o in outcomes if o.failure is not None]
     studies_stored = {o.study_uid for o in stored}
     target = study_uid or (next(iter(studies_stored)) if len(studies_stored) == 1 else None)
-    body: dict[str, Any] = {
-        RETRIEVE_URL: element("UR", f"{root}/studies/{target}" if target else None)
-    }
+    response = Dataset()
+    response.RetrieveURL = f"{root}/studies/{target}" if target else None
     if failed:
-        body[FAILED_SOP_SEQUENCE] = {
-            "vr": "SQ",
-            "Value": [
-                {
-                    REFERENCED_SOP_CLASS_UID: element("UI", o.sop_class_uid),
-                    REFERENCED_SOP_INSTANCE_UID: element("UI", o.sop_uid),
-                    FAILURE_REASON: element("US", int(o.failure or 0)),
-                }
-                for o in failed
-            ],
-        }
+        response.FailedSOPSequence = [
+            _item(
+                ReferencedSOPClassUID=o.sop_class_uid,
+                ReferencedSOPInstanceUID=o.sop_uid,
+                FailureReason=int(o.failure or 0),
+            )
+            for o in failed
+        ]
     if stored:
-        body[REFERENCED_SOP_SEQUENCE] = {
-            "vr": "SQ",
-            "Value": [
-                {
-                    REFERENCED_SOP_CLASS_UID: element("UI", o.sop_class_uid),
-                    REFERENCED_SOP_INSTANCE_UID: element("UI", o.sop_uid),
-                    RETRIEVE_URL: element("UR", _instance_url(root, o)),
-                }
-                for o in stored
-            ],
-        }
+        response.ReferencedSOPSequence = [
+            _item(
+                ReferencedSOPClassUID=o.sop_class_uid,
+                ReferencedSOPInstanceUID=o.sop_uid,
+                RetrieveURL=_instance_url(root, o),
+            )
+            for o in stored
+        ]
     status = 200 if not failed else 202 if stored else 409
-    return status, dict(sorted(body.items()))
+    return status, response.to_json_dict()
+
+
+_STORE_OUTCOME = {
+    200: EventOutcome.SUCCESS,
+    202: EventOutcome.MINOR_FAILURE,
+    409: EventOutcome.SERIOUS_FAILURE,
+}
 
 
 async def store_instances_response(
@@ -556,24 +559,25 @@ async def store_instances_response(
     """
     study_uid = request.match_info.get("study")
 
-    async def record(outcome: int, uid: str | None, detail: dict[str, str]) -> None:
-        await audit(
-            request,
-            "instances-transferred",
-            "C",
-            outcome,
-            principal.subject,
-            principal.institution,
-            uid,
-            {"transaction": "stow-rs", **detail},
-        )
+    def refused(exc: BaseException) -> dict[str, str]:
+        status = error_status(exc)
+        return {
+            "transaction": "stow-rs",
+            "refused": type(exc).__name__,
+            "status": str(status or ""),
+        }
 
-    try:
+    async with audit_refusal(
+        request,
+        refused=(web.HTTPException, VnaError),
+        event=EventType.INSTANCES_TRANSFERRED,
+        action=EventAction.CREATE,
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail=refused,
+    ):
         outcomes = await store_instances(request, principal, catalog, orthanc, limits, study_uid)
-    except (web.HTTPException, VnaError) as exc:
-        status = exc.status if isinstance(exc, web.HTTPException) else None
-        await record(4, study_uid, {"refused": type(exc).__name__, "status": str(status or "")})
-        raise
     status, body = store_response(outcomes, root, study_uid)
     stored = sum(1 for o in outcomes if o.failure is None)
     studies_seen = {o.study_uid for o in outcomes if o.study_uid}
@@ -581,7 +585,16 @@ async def store_instances_response(
     detail = {"stored": str(stored), "failed": str(len(outcomes) - stored)}
     if len(studies_seen) > 1:
         detail["studies"] = str(len(studies_seen))
-    await record(0 if status == 200 else 4 if status == 202 else 8, uid, detail)
+    await audit(
+        request,
+        event=EventType.INSTANCES_TRANSFERRED,
+        action=EventAction.CREATE,
+        outcome=_STORE_OUTCOME[status],
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=uid,
+        detail={"transaction": "stow-rs", **detail},
+    )
     # without a charset parameter: some clients (dicomweb-client) compare the type exactly
     return web.Response(
         body=json.dumps(body).encode(),

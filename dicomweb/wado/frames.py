@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -28,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 
 from archive.api import AttachmentPart, BlobStore
 from dicomweb.http.middleware import STREAMING
+from dicomweb.http.multipart import Multipart
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.wado.pixels import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -43,7 +43,7 @@ from dicomweb.wado.pixels import (
 )
 from dicomweb.wado.prefetch import ordered_prefetch
 from query.api import StoredInstance
-from security.errors import InvalidInput, NotFound
+from security.errors import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "PIXEL_DATA_PATH",
@@ -214,11 +214,8 @@ async def _send_parts(
 ) -> tuple[web.StreamResponse, int]:
     """Stream ``count`` bodies as multipart/related, reading the next while writing one;
     part ``i`` carries ``Content-Location: location(i)`` (its public URL, PS3.18 8.7.1)."""
-    boundary = secrets.token_hex(16)
-    media = content_type.split(";")[0]
-    response = web.StreamResponse(
-        headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'}
-    )
+    message = Multipart(content_type.split(";")[0])
+    response = web.StreamResponse(headers={"Content-Type": message.content_type})
     # one body in hand, the next one read meanwhile
     bodies = ordered_prefetch(None, produce, range(count), [1] * count, 2)
     sent = 0
@@ -230,18 +227,19 @@ async def _send_parts(
                 # ordinary error answer
                 await response.prepare(request)
                 request[STREAMING] = True
-            head = (
-                f"--{boundary}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(data)}\r\nContent-Location: {location(sent_parts)}\r\n\r\n"
+            head = message.head(
+                content_type,
+                first=sent_parts == 0,
+                length=len(data),
+                location=location(sent_parts),
             )
             sent_parts += 1
-            await response.write(head.encode("ascii"))
+            await response.write(head)
             await response.write(data)
-            await response.write(b"\r\n")
             sent += len(data)
     finally:
         await bodies.aclose()
-    await response.write(f"--{boundary}--\r\n".encode("ascii"))
+    await response.write(message.end())
     await response.write_eof()
     return response, sent
 
@@ -317,29 +315,18 @@ async def send_pixel_data(
     ]
 
     # one multipart part holding the whole value, written a stored part at a time
-    boundary = secrets.token_hex(16)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": (
-                f'multipart/related; type="application/octet-stream"; boundary={boundary}'
-            )
-        }
-    )
+    message = Multipart("application/octet-stream")
+    response = web.StreamResponse(headers={"Content-Type": message.content_type})
     data = await asyncio.to_thread(cache.read, *spans[0])
     await response.prepare(request)
     request[STREAMING] = True
-    await response.write(
-        (
-            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {length}\r\n"
-            f"Content-Location: {root}{instance_path(item)}/bulkdata/{PIXEL_DATA_PATH}\r\n\r\n"
-        ).encode("ascii")
-    )
+    location = f"{root}{instance_path(item)}/bulkdata/{PIXEL_DATA_PATH}"
+    await response.write(message.head(first=True, length=length, location=location))
     for index in range(len(spans)):
         await response.write(data)
         if index + 1 < len(spans):
             data = await asyncio.to_thread(cache.read, *spans[index + 1])
-    await response.write(f"\r\n--{boundary}--\r\n".encode("ascii"))
+    await response.write(message.end())
     await response.write_eof()
     return response, length
 
@@ -435,12 +422,10 @@ async def _frames_from_orthanc(
     accept = f'multipart/related; type="{plan.media_type}"; transfer-syntax={plan.transfer_syntax}'
 
     def refuse(status: int, _text: str) -> Exception:
-        return web.HTTPNotAcceptable(
-            text=(
-                f"these frames cannot be converted to {plan.media_type} "
-                f"({plan.transfer_syntax}); ask for the stored transfer syntax with "
-                'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-            )
+        return NotAcceptable(
+            f"these frames cannot be converted to {plan.media_type} "
+            f"({plan.transfer_syntax}); ask for the stored transfer syntax with "
+            'multipart/related; type="application/octet-stream"; transfer-syntax=*'
         )
 
     if plan.multipart:

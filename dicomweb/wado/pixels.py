@@ -11,9 +11,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
-
-from security.errors import InvalidInput, NotFound
+from security.errors import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "EXPLICIT_VR_LITTLE_ENDIAN",
@@ -275,10 +273,8 @@ def negotiate_frames(accept: str | None, stored_syntax: str, frame_count: int) -
         last_of_quality = index + 1 == len(offers) or offers[index + 1][0] != neg_q
         if fallback is not None and last_of_quality:
             return fallback
-    raise web.HTTPNotAcceptable(
-        text=(
-            f"frames of this instance are stored as {stored_syntax}; acceptable: "
-            f'multipart/related; type="{stored_media or _OCTET}"; transfer-syntax={stored_label}'
-            ' or type="application/octet-stream" (uncompressed, transcoded by Orthanc)'
-        )
+    raise NotAcceptable(
+        f"frames of this instance are stored as {stored_syntax}; acceptable: "
+        f'multipart/related; type="{stored_media or _OCTET}"; transfer-syntax={stored_label}'
+        ' or type="application/octet-stream" (uncompressed, transcoded by Orthanc)'
     )

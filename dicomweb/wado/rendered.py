@@ -12,16 +12,16 @@ Paths sent to Orthanc are built from catalog UIDs, never from the request path.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from dicomweb.http.middleware import STREAMING
+from dicomweb.http.multipart import Multipart
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.wado.frames import instance_path, stream_from_orthanc
 from query.api import StoredInstance
-from security.errors import InvalidInput, NotFound
+from security.errors import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "THUMBNAIL_VIEWPORT",
@@ -69,7 +69,7 @@ def negotiate_image(accept: str | None) -> str:
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When the client accepts none of image/jpeg, image/png, image/gif.
     """
     if not accept:
@@ -79,7 +79,7 @@ def negotiate_image(accept: str | None) -> str:
             return media
         if media in ("*/*", "image/*"):
             return "image/jpeg"
-    raise web.HTTPNotAcceptable(text="rendered images are image/jpeg, image/png or image/gif")
+    raise NotAcceptable("rendered images are image/jpeg, image/png or image/gif")
 
 
 def negotiate_rendered_many(accept: str | None) -> tuple[str, bool]:
@@ -91,7 +91,7 @@ def negotiate_rendered_many(accept: str | None) -> tuple[str, bool]:
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When the client accepts none of these.
     """
     if not accept:
@@ -105,8 +105,8 @@ def negotiate_rendered_many(accept: str | None) -> tuple[str, bool]:
             return media, False
         elif media in ("*/*", "image/*"):
             return "image/jpeg", False
-    raise web.HTTPNotAcceptable(
-        text="rendered studies and series are image/jpeg, image/png or image/gif (one image), "
+    raise NotAcceptable(
+        "rendered studies and series are image/jpeg, image/png or image/gif (one image), "
         'or multipart/related; type="image/jpeg" (or png, gif) for every instance'
     )
 
@@ -156,7 +156,7 @@ async def send_rendered(
         if status == 400:
             return InvalidInput(f"the rendering parameters were refused: {text[:200]}")
         if status == 406 or status == 415:
-            return web.HTTPNotAcceptable(text=f"this instance cannot be rendered as {media_type}")
+            return NotAcceptable(f"this instance cannot be rendered as {media_type}")
         return OrthancError(f"Orthanc could not render the instance ({status})", status)
 
     return await stream_from_orthanc(
@@ -178,7 +178,7 @@ async def send_rendered_many(
     Instances Orthanc cannot render (an SR, a SEG without pixels it can draw) are left out,
     as the standard allows for non-image instances; if none renders, the answer is 406.
     """
-    boundary = secrets.token_hex(16)
+    message = Multipart(media_type)
     response: web.StreamResponse | None = None
     sent = 0
     for item in items:
@@ -190,20 +190,16 @@ async def send_rendered_many(
         )
         if status != 200:
             continue  # not renderable: skipped
+        first = response is None
         if response is None:
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": f'multipart/related; type="{media_type}"; boundary={boundary}'
-                }
-            )
+            response = web.StreamResponse(headers={"Content-Type": message.content_type})
             await response.prepare(request)
             request[STREAMING] = True
-        head = f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode()
-        await response.write(head + body + b"\r\n")
+        await response.write(message.head(first=first) + body)
         sent += len(body)
     if response is None:
-        raise web.HTTPNotAcceptable(text=f"nothing here can be rendered as {media_type}")
-    await response.write(f"--{boundary}--\r\n".encode())
+        raise NotAcceptable(f"nothing here can be rendered as {media_type}")
+    await response.write(message.end())
     await response.write_eof()
     return response, sent
 
@@ -228,6 +224,6 @@ async def send_rendered_first(
         )
         if status == 200:
             return web.Response(body=body, headers={"Content-Type": media_type}), len(body)
-    raise web.HTTPNotAcceptable(
-        text=f"none of the first {FIRST_ATTEMPTS} instances here can be rendered as {media_type}"
+    raise NotAcceptable(
+        f"none of the first {FIRST_ATTEMPTS} instances here can be rendered as {media_type}"
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -23,6 +22,7 @@ import zstandard
 from aiohttp import web
 
 from dicomweb.http.middleware import STREAMING
+from dicomweb.http.multipart import Multipart
 from dicomweb.http.orthanc import OrthancClient
 from dicomweb.wado.blobcache import InstanceReader, PlannedInstance
 from dicomweb.wado.frames import fetch_one_part, instance_path
@@ -35,6 +35,7 @@ from dicomweb.wado.syntaxes import (
     target_syntax,
 )
 from query.api import StoredInstance
+from security.errors import NotAcceptable
 
 __all__ = [
     "DEFAULT_DICOM",
@@ -83,7 +84,7 @@ def negotiate_dicom(accept: str | None) -> AcceptedDicom:
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When no offered media type is one the gateway produces.
     """
     if not accept:
@@ -105,9 +106,7 @@ def negotiate_dicom(accept: str | None) -> AcceptedDicom:
             elif syntax not in syntaxes:
                 syntaxes.append(syntax)
     if not matched:
-        raise web.HTTPNotAcceptable(
-            text='this resource is sent as multipart/related; type="application/dicom"'
-        )
+        raise NotAcceptable('this resource is sent as multipart/related; type="application/dicom"')
     return AcceptedDicom(tuple(syntaxes), any_syntax)
 
 
@@ -135,7 +134,7 @@ def _targets(items: Sequence[StoredInstance], accepted: AcceptedDicom) -> list[s
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         Before anything is sent, for an instance none of whose acceptable syntaxes can be
         produced, naming the ones that can.
     """
@@ -153,14 +152,16 @@ def _targets(items: Sequence[StoredInstance], accepted: AcceptedDicom) -> list[s
     return targets
 
 
-def _not_acceptable(item: StoredInstance, asked: Sequence[str]) -> web.HTTPNotAcceptable:
+def _dicom_type(syntax: str | None) -> str:
+    return f"{_DICOM}; transfer-syntax={syntax}" if syntax else _DICOM
+
+
+def _not_acceptable(item: StoredInstance, asked: Sequence[str]) -> NotAcceptable:
     available = ", ".join(available_syntaxes(item.transfer_syntax or ""))
-    return web.HTTPNotAcceptable(
-        text=(
-            f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
-            f"converted to {', '.join(asked)}; ask for one of {available} "
-            "(transfer-syntax=* sends each instance as stored)"
-        )
+    return NotAcceptable(
+        f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
+        f"converted to {', '.join(asked)}; ask for one of {available} "
+        "(transfer-syntax=* sends each instance as stored)"
     )
 
 
@@ -198,25 +199,19 @@ async def stream_instances(
     targets = _targets(items, accepted)
     if any(target is not None for target in targets):
         if orthanc is None:
-            raise web.HTTPNotAcceptable(text="transcoding is not available here")
+            raise NotAcceptable("transcoding is not available here")
         return await _send_converted(request, items, targets, reader, orthanc)
     # a catalog lookup like the others (default executor), not queued behind the reads
     plan = await asyncio.to_thread(reader.plan, [item.attachment_uuid for item in items])
-    boundary = secrets.token_hex(16)
-    heads = []
-    for index, (item, planned) in enumerate(zip(items, plan, strict=True)):
-        # each head also closes the previous part, so small writes come in one piece
-        previous = "\r\n" if index else ""
-        syntax = f"; transfer-syntax={item.transfer_syntax}" if item.transfer_syntax else ""
-        length = "" if planned.size is None else f"Content-Length: {planned.size}\r\n"
-        heads.append(
-            f"{previous}--{boundary}\r\nContent-Type: {_DICOM}{syntax}\r\n{length}\r\n".encode(
-                "ascii"
-            )
-        )
-    closing = f"\r\n--{boundary}--\r\n".encode("ascii")
+    message = Multipart(_DICOM)
+    # each head also closes the previous part, so small writes come in one piece
+    heads = [
+        message.head(_dicom_type(item.transfer_syntax), first=index == 0, length=planned.size)
+        for index, (item, planned) in enumerate(zip(items, plan, strict=True))
+    ]
+    closing = message.end()
     sizes = [planned.size for planned in plan]
-    headers = {"Content-Type": f'multipart/related; type="{_DICOM}"; boundary={boundary}'}
+    headers = {"Content-Type": message.content_type}
     read_batch = reader.read_batch
     if zstd:
         text = zstandard.ZstdCompressor(level=1)
@@ -308,7 +303,7 @@ async def convert_instance(
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When Orthanc cannot produce ``target``.
     """
     if not _by_orthanc(item, target):
@@ -353,11 +348,8 @@ async def _send_converted(
             return item.transfer_syntax or "", list(stored)
         return target, await convert_instance(item, planned, target, reader, orthanc)
 
-    boundary = secrets.token_hex(16)
-    response = web.StreamResponse(
-        status=200,
-        headers={"Content-Type": f'multipart/related; type="{_DICOM}"; boundary={boundary}'},
-    )
+    message = Multipart(_DICOM)
+    response = web.StreamResponse(status=200, headers={"Content-Type": message.content_type})
     # a conversion by Orthanc weighs the whole read-ahead: one at a time, so a decoded
     # instance (several times its stored size) is the most held, and Orthanc's CPU is
     # not taken by one retrieval's conversions at once
@@ -370,19 +362,17 @@ async def _send_converted(
     try:
         async for syntax, pieces in bodies:
             size = sum(len(piece) for piece in pieces)
-            previous = "\r\n" if response.prepared else ""
-            if not response.prepared:
+            first = not response.prepared
+            if first:
                 # the first instance is ready before anything is sent: its failure is an
                 # ordinary error answer
                 await response.prepare(request)
                 request[STREAMING] = True
-            label = f"; transfer-syntax={syntax}" if syntax else ""
-            head = f"{previous}--{boundary}\r\nContent-Type: {_DICOM}{label}\r\n"
-            await response.write(f"{head}Content-Length: {size}\r\n\r\n".encode("ascii"))
+            await response.write(message.head(_dicom_type(syntax), first=first, length=size))
             for piece in pieces:
                 await response.write(piece)
             sent += size
-        await response.write(f"\r\n--{boundary}--\r\n".encode("ascii"))
+        await response.write(message.end())
         await response.write_eof()
         return response, sent
     finally:

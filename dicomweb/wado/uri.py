@@ -26,7 +26,7 @@ from dicomweb.wado.prefetch import ordered_prefetch
 from dicomweb.wado.retrieve import convert_instance
 from dicomweb.wado.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax
 from query.api import StoredInstance
-from security.errors import InvalidInput
+from security.errors import InvalidInput, NotAcceptable
 
 __all__ = [
     "WadoUriRequest",
@@ -97,8 +97,8 @@ def parse_wado_uri(query: Mapping[str, str]) -> WadoUriRequest:
             content_type = "image/jpeg"
             break
     if content_type is None:
-        raise web.HTTPNotAcceptable(
-            text="WADO-URI contentType: application/dicom, image/jpeg, image/png or image/gif"
+        raise NotAcceptable(
+            "WADO-URI contentType: application/dicom, image/jpeg, image/png or image/gif"
         )
     syntax = query.get("transferSyntax")
     if syntax is not None and (len(syntax) > 64 or not _UID.match(syntax)):
@@ -166,7 +166,7 @@ def dicom_target(item: StoredInstance, transfer_syntax: str | None) -> str | Non
 
     Raises
     ------
-    aiohttp.web.HTTPNotAcceptable
+    NotAcceptable
         When the instance cannot be sent in that syntax, naming those it can be sent in.
     """
     if not item.transfer_syntax:  # not known to the catalog: as stored
@@ -175,11 +175,9 @@ def dicom_target(item: StoredInstance, transfer_syntax: str | None) -> str | Non
     target, possible = target_syntax(item.transfer_syntax, (wanted,), False)
     if not possible:
         available = ", ".join(available_syntaxes(item.transfer_syntax))
-        raise web.HTTPNotAcceptable(
-            text=(
-                f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
-                f"converted to {wanted}; ask with transferSyntax set to one of {available}"
-            )
+        raise NotAcceptable(
+            f"instance {item.sop_uid} is stored as {item.transfer_syntax} and cannot be "
+            f"converted to {wanted}; ask with transferSyntax set to one of {available}"
         )
     return target
 

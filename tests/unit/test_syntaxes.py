@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from aiohttp import web
 from pydicom.data import get_testdata_file
 
 from archive.api import AttachmentPart
 from archive.split import NATIVE_CHUNK, split_dicom
 from dicomweb.wado.retrieve import AcceptedDicom, negotiate_dicom
 from dicomweb.wado.syntaxes import available_syntaxes, explicit_parts, target_syntax
+from security.errors import NotAcceptable
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -96,7 +96,7 @@ def test_negotiate_dicom() -> None:
         'multipart/related; type="application/dicom"; transfer-syntax=*; q=0'
     )
     assert negotiate_dicom(two) == AcceptedDicom((JPEG, EXPLICIT), False)
-    with pytest.raises(web.HTTPNotAcceptable):
+    with pytest.raises(NotAcceptable):
         negotiate_dicom("text/html")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from dicomweb.http.middleware import error_middleware
 from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
 from tests.unit.test_viewer import make_dist
 
@@ -17,7 +18,7 @@ Check = Callable[[TestClient[web.Request, web.Application]], Awaitable[None]]
 
 def run(dist: Path, check: Check) -> None:
     async def main() -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[error_middleware])
         app.cleanup_ctx.append(viewer_ctx("http://gw.test:8080", dist))
         add_viewer_routes(app)
         async with TestClient(TestServer(app)) as client:
@@ -72,6 +73,10 @@ def test_missing_files_are_404_not_the_page(tmp_path: Path) -> None:
             answer = await client.get(path)
             assert answer.status == 404, path
             assert "<html" not in await answer.text()
+        missing = await client.get("/viewer/nope.js")
+        assert await missing.text() == "no such viewer file\n"
+        assert missing.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert "frame-ancestors 'none'" in missing.headers["Content-Security-Policy"]
         # a share route may name the files too (relative URLs on deep routes)
         chunk = await client.get("/viewer/share/1180.bundle.762993518ea30ae3.js")
         assert chunk.status == 200
@@ -84,6 +89,8 @@ def test_without_a_bundle_the_viewer_says_how_to_install_it(tmp_path: Path) -> N
     async def check(client: TestClient[web.Request, web.Application]) -> None:
         answer = await client.get("/viewer/")
         assert answer.status == 503
-        assert "make install" in await answer.text()
+        text = await answer.text()
+        assert "make install" in text and text.endswith("\n")
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
 
     run(tmp_path / "missing", check)

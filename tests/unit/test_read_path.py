@@ -305,7 +305,7 @@ def test_batched_part_lookups_match_the_one_by_one_ones(
 
 
 def test_in_lists_cut_long_lists() -> None:
-    from archive.catalog import _in_lists
+    from archive.catalog.database import _in_lists
 
     cut = list(_in_lists([str(n) for n in range(7)], size=3))
     assert [names for names, _ in cut] == [":v0, :v1, :v2", ":v0, :v1, :v2", ":v0"]

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 
 from security.errors import Conflict, InvalidInput
 from security.tokens import SCOPES
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = ["Client", "ClientRegistry", "check_scopes", "valid_redirect_uri"]
 
@@ -133,7 +133,7 @@ class ClientRegistry:
         wanted = check_scopes(scopes)
         client = Client(f"vna-{secrets.token_hex(8)}", name, institution, wanted)
         secret = secrets.token_urlsafe(32)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(
                 select(oauth_clients.c.name).where(oauth_clients.c.name == name)
             ).first():
@@ -168,7 +168,7 @@ class ClientRegistry:
             raise InvalidInput("a public client's name is letters, digits and . _ - (at most 64)")
         wanted = check_scopes(scopes)
         uris = _check_redirect_uris(redirect_uris)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(
                 select(oauth_clients.c.name).where(
                     (oauth_clients.c.name == name) | (oauth_clients.c.client_id == name)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from security.clients import check_scopes
 from security.errors import Conflict, InvalidInput, NotFound
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -175,7 +175,7 @@ class UserRegistry:
             raise InvalidInput(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
         wanted = check_scopes(scopes)
         hashed = hash_password(password)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(select(users.c.name).where(users.c.name == name)).first():
                 raise Conflict(f"a user named {name!r} exists already")
             conn.execute(

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from archive.catalog.schema import metadata
 from archive.perthread import PerThread
+from security import transactions
 
 __all__ = [
     "Database",
@@ -64,7 +65,7 @@ class _HotPath:
     def write(self) -> Iterator[Callable[[str, Any], Any]]:
         """A write transaction; yields ``run(sql, params) -> cursor-like``."""
         if self.path is None:
-            with self.catalog.transaction() as sa_conn:
+            with self.catalog.write_transaction() as sa_conn:
                 yield lambda sql, params: sa_conn.execute(text(sql), params)
             return
         lite = self._sqlite()
@@ -109,11 +110,6 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _begin(conn: Connection) -> None:
-    # writers take the lock up front, so two of them never deadlock upgrading from read
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("vna_write", False) else "BEGIN")
-
-
 class Database:
     """The catalog database that every part of the catalog works on."""
 
@@ -132,10 +128,10 @@ class Database:
         self.index_engine: Engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
-            event.listen(self.engine, "begin", _begin)
+            event.listen(self.engine, "begin", transactions.sqlite_begin)
             self.index_engine = create_engine(url, **kwargs)
             event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
-            event.listen(self.index_engine, "begin", _begin)
+            event.listen(self.index_engine, "begin", transactions.sqlite_begin)
         # creates the tables of a fresh database (tests); how an existing database is
         # upgraded is archive.migrations.upgrade, which open_store runs before this
         metadata.create_all(self.engine)
@@ -148,12 +144,11 @@ class Database:
         self.index_engine.dispose()
 
     @contextmanager
-    def transaction(self, engine: Engine | None = None) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
-        with self.write_lock, (engine or self.engine).connect() as conn:
-            conn.info["vna_write"] = True
-            with conn.begin():
-                yield conn
+    def write_transaction(self, engine: Engine | None = None) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite) on ``engine`` (the catalog's by
+        default), after this process's other writers."""
+        with self.write_lock, transactions.write_transaction(engine or self.engine) as conn:
+            yield conn
 
     def _insert_ignore(self, table: Table) -> Any:
         if self.engine.dialect.name == "postgresql":

@@ -50,7 +50,7 @@ class Institutions(Database):
             ae_title = ae_title.strip()
         if ae_title is not None and not 0 < len(ae_title) <= 16:
             raise InvalidInput(f"AE title {ae_title!r} must have 1 to 16 characters")
-        with self.transaction() as conn:
+        with self.write_transaction() as conn:
             row = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
             if row is None:
                 created = conn.execute(
@@ -128,7 +128,7 @@ class Institutions(Database):
     def remove_ae(self, ae_title: str) -> Institution:
         """Unregister an AE title; returns the institution it belonged to."""
         ae_title = ae_title.strip()
-        with self.transaction() as conn:
+        with self.write_transaction() as conn:
             row = conn.execute(
                 select(institutions.c.name)
                 .join(institution_aes, institution_aes.c.institution_id == institutions.c.id)

@@ -360,7 +360,7 @@ class Ledger(Database):
         self, blob_id: bytes, older_than: float, delete_payload: Callable[[str], None]
     ) -> bool:
         """Delete one unreferenced blob; the payload goes while the row's lock is held."""
-        with self.transaction() as conn:
+        with self.write_transaction() as conn:
             row = conn.execute(
                 select(blobs.c.tier).where(
                     blobs.c.id == blob_id,
@@ -442,7 +442,7 @@ class Ledger(Database):
         batch: int = 500,
     ) -> int:
         """Re-wrap up to ``batch`` data keys held under ``old_kek_ids``; returns how many."""
-        with self.transaction() as conn:
+        with self.write_transaction() as conn:
             rows = conn.execute(
                 select(blobs.c.id, blobs.c.wrapped_key, blobs.c.kek_id)
                 .where(blobs.c.kek_id.in_(old_kek_ids))

@@ -142,7 +142,7 @@ class StudyIndex(Database):
         ``("announced", [PendingSource, ...])`` (announcements consumed) items.
         """
         now = time.time()
-        with self.transaction(self.index_engine) as conn:
+        with self.write_transaction(self.index_engine) as conn:
             for kind, payload in steps:
                 if kind == "index":
                     records, sources = payload
@@ -182,7 +182,7 @@ class StudyIndex(Database):
         """
         now = time.time()
         unmatched: list[SourceRecord] = []
-        with self.transaction(self.index_engine) as conn:
+        with self.write_transaction(self.index_engine) as conn:
             for rec in records:
                 self._index_one(conn, rec, now)
             for src in sources:
@@ -409,7 +409,7 @@ class StudyIndex(Database):
             select(instances.c.study_uid).where(instances.c.sop_uid == sop_uid).scalar_subquery()
         )
         try:
-            with self.transaction() as conn:
+            with self.write_transaction() as conn:
                 conn.execute(
                     self._insert_ignore(study_claims).values(
                         study_uid=study_uid,
@@ -473,7 +473,7 @@ class StudyIndex(Database):
             "announced_at": time.time(),
         }
         key = {"orthanc_id": orthanc_id, "institution_id": institution_id}
-        with self.transaction() as conn:
+        with self.write_transaction() as conn:
             updated = conn.execute(
                 update(pending_sources)
                 .where(
@@ -487,7 +487,7 @@ class StudyIndex(Database):
 
     def withdraw_source(self, orthanc_id: str, institution_id: int) -> None:
         """Drop an announcement whose store failed (Orthanc refused the file)."""
-        with self.transaction() as conn:
+        with self.write_transaction() as conn:
             conn.execute(
                 pending_sources.delete().where(
                     pending_sources.c.orthanc_id == orthanc_id,
@@ -525,12 +525,12 @@ class StudyIndex(Database):
 
     def remove_instance(self, orthanc_id: str) -> None:
         """Drop an instance (by Orthanc id) and any series or study left empty."""
-        with self.transaction(self.index_engine) as conn:
+        with self.write_transaction(self.index_engine) as conn:
             self._drop_instances(conn, instances.c.orthanc_id == orthanc_id)
 
     def forget_attachment(self, attachment_uuid: str) -> None:
         """Drop the index rows of instances stored as ``attachment_uuid`` (it was removed)."""
-        with self.transaction(self.index_engine) as conn:
+        with self.write_transaction(self.index_engine) as conn:
             self._drop_instances(conn, instances.c.attachment_uuid == attachment_uuid)
 
     @staticmethod

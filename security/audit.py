@@ -183,7 +183,6 @@ class AuditLog:
         self.forwarder = forwarder
         self.anchor = anchor
         self._lock = threading.Lock()
-        metadata.create_all(engine)
         with write_transaction(engine) as conn:  # gateway workers start together
             if conn.execute(select(audit_head.c.id)).first() is None:
                 conn.execute(

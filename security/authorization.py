@@ -187,7 +187,6 @@ class AuthorizationStore:
         self.login_lifetime = login_lifetime
         self.refresh_lifetime = refresh_lifetime
         self.session_lifetime = session_lifetime
-        metadata.create_all(engine)
 
     # -- login forms -----------------------------------------------------------------------
 

@@ -124,9 +124,6 @@ class ClientRegistry:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # a fresh database only (tests): an existing one is brought up to date, columns
-        # added since included, by archive.migrations.upgrade before anything opens it
-        metadata.create_all(engine)
 
     def add(self, name: str, institution: str, scopes: str) -> tuple[Client, str]:
         """Register a client; returns it and its secret (shown once, never stored)."""

@@ -165,7 +165,6 @@ class UserRegistry:
         self.engine = engine
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
-        metadata.create_all(engine)
 
     def add(self, name: str, institution: str, password: str, scopes: str) -> User:
         """Create a user; the password is kept only as its scrypt hash."""

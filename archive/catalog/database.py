@@ -22,7 +22,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from archive.catalog.schema import metadata
 from archive.perthread import PerThread
 from security import transactions
 
@@ -132,9 +131,6 @@ class Database:
             self.index_engine = create_engine(url, **kwargs)
             event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
             event.listen(self.index_engine, "begin", transactions.sqlite_begin)
-        # creates the tables of a fresh database (tests); how an existing database is
-        # upgraded is archive.migrations.upgrade, which open_store runs before this
-        metadata.create_all(self.engine)
         sqlite_path = self.engine.url.database if self.is_sqlite else None
         self._hot = _HotPath(self, sqlite_path, "FULL" if durable else "NORMAL")
 

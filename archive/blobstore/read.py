@@ -31,15 +31,22 @@ class Reader(Journaling):
             return decompressor.decompress(body, max_output_size=size)
         return decompressor.decompressobj(read_across_frames=True).decompress(body)
 
-    def _open(self, record: BlobRecord) -> tuple[int, bytes]:
-        """Fetch a blob's payload from its tier (or row) and decrypt it: ``(flags, body)``."""
+    def _payload(self, record: BlobRecord) -> bytes:
+        """A blob's sealed payload from where it is: its catalog row (inline) or its tier.
+
+        The one place the read path asks where a blob is; more tiers answer here.
+        """
         if record.tier == INLINE:
             if record.payload is None:
                 raise IntegrityError(f"inline blob {record.id.hex()} has no payload")
-            payload = record.payload
-        else:
-            payload = self.hot.get(record.id.hex())
-        return open_sealed(payload, record.id, record.wrapped_key, self.keys.kek(record.kek_id))
+            return record.payload
+        return self.hot.get(record.id.hex())
+
+    def _open(self, record: BlobRecord) -> tuple[int, bytes]:
+        """Fetch a blob's payload (:meth:`_payload`) and decrypt it: ``(flags, body)``."""
+        return open_sealed(
+            self._payload(record), record.id, record.wrapped_key, self.keys.kek(record.kek_id)
+        )
 
     def read_blob(self, record: BlobRecord) -> bytes:
         """Decrypt, decompress and verify one blob; IntegrityError on any mismatch.

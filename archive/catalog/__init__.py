@@ -16,7 +16,6 @@ from archive.catalog.ledger import BlobRecord, Ledger, PendingAttachment
 from archive.catalog.schema import (
     instance_sources,
     instances,
-    institution_aes,
     institutions,
     metadata,
     patients,
@@ -51,7 +50,6 @@ __all__ = [
     "StudyIndex",
     "instance_sources",
     "instances",
-    "institution_aes",
     "institutions",
     "metadata",
     "patients",

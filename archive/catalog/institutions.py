@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    and_,
     delete,
     select,
     update,
@@ -114,6 +115,24 @@ class Institutions(Database):
 
     def ae_map(self) -> dict[str, Institution]:
         return {ae: inst for inst in self.list_institutions() for ae, _, _ in inst.ae_titles}
+
+    def reachable_ae(self, ae_title: str, institution_id: int) -> tuple[str, str, int] | None:
+        """``(ae_title, host, port)`` of ``ae_title`` if it is registered to the institution
+        with a host and port, else None (read fresh: an AE registered after start counts)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    institution_aes.c.ae_title, institution_aes.c.host, institution_aes.c.port
+                ).where(
+                    and_(
+                        institution_aes.c.ae_title == ae_title,
+                        institution_aes.c.institution_id == institution_id,
+                        institution_aes.c.host.is_not(None),
+                        institution_aes.c.port.is_not(None),
+                    )
+                )
+            ).first()
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
 
     def registered_aes(self) -> list[tuple[str, str | None, int | None]]:
         """Every registered AE title with its host and port, in one query."""

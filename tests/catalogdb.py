@@ -7,6 +7,7 @@ its engine, first gets its database from :func:`migrated`.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import threading
@@ -42,7 +43,9 @@ def _migrated_template() -> Path:
     global _template
     with _lock:
         if _template is None:
-            made = Path(tempfile.mkdtemp(prefix="vna-catalog-")) / "catalog.db"
+            folder = tempfile.mkdtemp(prefix="vna-catalog-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            made = Path(folder) / "catalog.db"
             migrations.upgrade(f"sqlite:///{made}")
             _template = made
         return _template

@@ -22,11 +22,10 @@ from urllib.parse import quote
 from urllib.request import Request, urlopen
 
 import pydicom
-from sqlalchemy import and_, select
 
 from archive import migrations
 from archive.blobstore import CONTENT_DICOM, CONTENT_DICOM_UNTIL_PIXEL_DATA, BlobStore
-from archive.catalog import Catalog, Institution, Sender, SourceRecord, institution_aes
+from archive.catalog import Catalog, Institution, Sender, SourceRecord
 from archive.credentials import credentials
 from archive.headers import instance_record
 from archive.scp import (
@@ -394,20 +393,7 @@ class ArchivePlugin:
     def destination(self, ae_title: str, institution: Institution) -> tuple[str, str, int] | None:
         """The move destination ``ae_title`` if it is an AE of ``institution`` with a host
         and port (read fresh: an AE registered after Orthanc started counts)."""
-        with self.catalog.engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    institution_aes.c.ae_title, institution_aes.c.host, institution_aes.c.port
-                ).where(
-                    and_(
-                        institution_aes.c.ae_title == ae_title,
-                        institution_aes.c.institution_id == institution.id,
-                        institution_aes.c.host.is_not(None),
-                        institution_aes.c.port.is_not(None),
-                    )
-                )
-            ).first()
-        return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
+        return self.catalog.reachable_ae(ae_title, institution.id)
 
     @_guard("answering a C-MOVE")
     def on_move(self, **request: Any) -> None:

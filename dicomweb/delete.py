@@ -14,36 +14,17 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from sqlalchemy import select
 
-from archive.api import Catalog, instances
 from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR
 from dicomweb.http.auth import authorize
 from dicomweb.http.orthanc import OrthancError
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from query.api import deletion_targets
 from security.errors import Forbidden, NotFound
-from sharing.api import deletable, reachable
 
 __all__ = ["delete_series", "delete_study"]
 
 DELETE = "dicom.delete"
-
-
-def _targets(
-    catalog: Catalog, institution: str, study_uid: str, series_uid: str | None
-) -> tuple[list[str], bool]:
-    """Orthanc ids of the instances the institution may delete, and whether it sees any."""
-    where = [instances.c.study_uid == study_uid]
-    if series_uid is not None:
-        where.append(instances.c.series_uid == series_uid)
-    visible = select(instances.c.orthanc_id).where(
-        *where, reachable(instances.c.study_uid, institution)
-    )
-    owned = visible.where(deletable(instances.c.study_uid, institution))
-    with catalog.engine.connect() as conn:
-        ids = [str(r[0]) for r in conn.execute(owned) if r[0]]
-        seen = bool(ids) or conn.execute(visible.limit(1)).first() is not None
-    return ids, seen
 
 
 async def _delete(request: web.Request, what: str) -> web.Response:
@@ -51,7 +32,7 @@ async def _delete(request: web.Request, what: str) -> web.Response:
     study_uid = request.match_info["study"]
     series_uid = request.match_info.get("series")
     ids, seen = await asyncio.to_thread(
-        _targets, request.app[BLOBS].catalog, principal.institution, study_uid, series_uid
+        deletion_targets, request.app[BLOBS].catalog, principal.institution, study_uid, series_uid
     )
     detail = {"level": what} | ({"series": series_uid} if series_uid else {})
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import select
 
 from archive.api import (
     Catalog,
@@ -27,13 +26,10 @@ from archive.api import (
     MoveItem,
     MoveRequest,
     StoreRequest,
-    instances,
-    patients,
-    studies,
 )
-from query.api import Attribute, Level, lookup, query_for_keys, search
+from query.api import Attribute, Level, instances_to_move, lookup, query_for_keys, search
 from security.errors import InvalidInput
-from sharing.api import claim_for_store, reachable
+from sharing.api import claim_for_store
 
 __all__ = ["MAX_FIND_RESULTS", "find", "move", "store"]
 
@@ -149,48 +145,9 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
 
 
 def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
-    """The stored instances a C-MOVE names that ``request.institution`` reaches.
-
-    The level's key must be given (PatientID, StudyInstanceUID or AccessionNumber,
-    SeriesInstanceUID, SOPInstanceUID): an empty key matches nothing, never everything.
-    An unreachable resource and a nonexistent one both give an empty list.
-    """
-    stmt = (
-        select(instances.c.study_uid, instances.c.sop_uid, instances.c.orthanc_id)
-        .join(studies, studies.c.study_uid == instances.c.study_uid)
-        .where(
-            instances.c.orthanc_id.is_not(None),
-            reachable(studies.c.study_uid, request.institution),
-        )
-        .order_by(instances.c.study_uid, instances.c.series_uid, instances.c.instance_number)
-    )
-    if request.study_uids:
-        stmt = stmt.where(instances.c.study_uid.in_(request.study_uids))
-    if request.series_uids:
-        stmt = stmt.where(instances.c.series_uid.in_(request.series_uids))
-    if request.level == "PATIENT":
-        if not request.patient_ids:
-            return []
-        stmt = stmt.join(patients, patients.c.pk == studies.c.patient_pk).where(
-            patients.c.patient_id.in_(request.patient_ids)
-        )
-    elif request.level == "STUDY":
-        if request.accession_numbers and not request.study_uids:
-            stmt = stmt.where(studies.c.accession_number.in_(request.accession_numbers))
-        elif not request.study_uids:
-            return []
-    elif request.level == "SERIES":
-        if not request.series_uids:
-            return []
-    elif request.level == "IMAGE":
-        if not request.sop_uids:
-            return []
-        stmt = stmt.where(instances.c.sop_uid.in_(request.sop_uids))
-    else:
-        raise InvalidInput(f"C-MOVE level {request.level!r} is not PATIENT/STUDY/SERIES/IMAGE")
-    with catalog.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    return [MoveItem(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+    """The stored instances a C-MOVE names that ``request.institution`` reaches
+    (:func:`query.api.instances_to_move`; an empty key matches nothing)."""
+    return instances_to_move(catalog, request)
 
 
 def store(catalog: Catalog, request: StoreRequest) -> str | None:

@@ -40,7 +40,7 @@ from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, Table, Tex
 from sqlalchemy.engine import Engine
 
 from security.keys import write_secret_file
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = [
     "EVENTS",
@@ -226,8 +226,7 @@ class AuditLog:
         self.forwarder = forwarder
         self.anchor = anchor
         self._lock = threading.Lock()
-        metadata.create_all(engine)
-        with writing(engine) as conn:  # gateway workers start together
+        with write_transaction(engine) as conn:  # gateway workers start together
             if conn.execute(select(audit_head.c.id)).first() is None:
                 conn.execute(
                     audit_head.insert().values(id=1, records=0, mac=GENESIS, updated=time.time())

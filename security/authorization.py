@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = [
     "AuthorizationRequest",
@@ -187,7 +187,6 @@ class AuthorizationStore:
         self.login_lifetime = login_lifetime
         self.refresh_lifetime = refresh_lifetime
         self.session_lifetime = session_lifetime
-        metadata.create_all(engine)
 
     # -- login forms -----------------------------------------------------------------------
 
@@ -306,7 +305,7 @@ class AuthorizationStore:
         if not code_verifier:
             raise InvalidRequestError("PKCE: code_verifier is required")
         digest = _sha256(code)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(
                 select(oauth_codes).where(oauth_codes.c.code_sha256 == digest)
             ).first()
@@ -393,7 +392,7 @@ class AuthorizationStore:
         now = time.time() if now is None else now
         digest = _sha256(token)
         table = oauth_refresh_tokens
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(select(table).where(table.c.token_sha256 == digest)).first()
             if row is None or row.client_id != client_id:
                 raise InvalidGrantError("unknown refresh token")
@@ -429,7 +428,7 @@ class AuthorizationStore:
     def revoke_refresh(self, token: str, *, client_id: str) -> bool:
         """Revoke the family of ``token`` if it belongs to ``client_id`` (RFC 7009)."""
         table = oauth_refresh_tokens
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(
                 select(table.c.family, table.c.client_id).where(
                     table.c.token_sha256 == _sha256(token)

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 
 from security.errors import Conflict, InvalidInput
 from security.tokens import SCOPES
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = ["Client", "ClientRegistry", "check_scopes", "valid_redirect_uri"]
 
@@ -124,16 +124,13 @@ class ClientRegistry:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # a fresh database only (tests): an existing one is brought up to date, columns
-        # added since included, by archive.migrations.upgrade before anything opens it
-        metadata.create_all(engine)
 
     def add(self, name: str, institution: str, scopes: str) -> tuple[Client, str]:
         """Register a client; returns it and its secret (shown once, never stored)."""
         wanted = check_scopes(scopes)
         client = Client(f"vna-{secrets.token_hex(8)}", name, institution, wanted)
         secret = secrets.token_urlsafe(32)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(
                 select(oauth_clients.c.name).where(oauth_clients.c.name == name)
             ).first():
@@ -168,7 +165,7 @@ class ClientRegistry:
             raise InvalidInput("a public client's name is letters, digits and . _ - (at most 64)")
         wanted = check_scopes(scopes)
         uris = _check_redirect_uris(redirect_uris)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(
                 select(oauth_clients.c.name).where(
                     (oauth_clients.c.name == name) | (oauth_clients.c.client_id == name)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from security.clients import check_scopes
 from security.errors import Conflict, InvalidInput, NotFound
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -165,7 +165,6 @@ class UserRegistry:
         self.engine = engine
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
-        metadata.create_all(engine)
 
     def add(self, name: str, institution: str, password: str, scopes: str) -> User:
         """Create a user; the password is kept only as its scrypt hash."""
@@ -175,7 +174,7 @@ class UserRegistry:
             raise InvalidInput(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
         wanted = check_scopes(scopes)
         hashed = hash_password(password)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(select(users.c.name).where(users.c.name == name)).first():
                 raise Conflict(f"a user named {name!r} exists already")
             conn.execute(

@@ -40,7 +40,7 @@ from sqlalchemy.orm import aliased
 
 from archive.api import institutions, patients, studies
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = [
     "Grant",
@@ -296,7 +296,7 @@ class Grants:
             raise InvalidInput("the expiry is in the past: give a future time or duration")
         if grantor == grantee:
             raise InvalidInput(f"{grantor!r} cannot grant to itself: it reaches its studies")
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             grantor_id = self._institution_id(conn, grantor, "grantor")
             grantee_id = self._institution_id(conn, grantee, "grantee")
             patient_pk: int | None = None
@@ -396,7 +396,7 @@ class Grants:
         grantee is told it may not, anyone else that there is no such grant.
         """
         now = time.time() if now is None else now
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(_select_grants().where(grants.c.id == grant_id)).first()
             if row is None:
                 raise NotFound(f"no grant {grant_id}")

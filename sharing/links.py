@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
-from security.transactions import writing
+from security.transactions import write_transaction
 
 __all__ = [
     "SHARE_PREFIX",
@@ -301,7 +301,7 @@ class ShareLinks:
         where = [share_links.c.id == link_id]
         if institution is not None:
             where.append(share_links.c.institution == institution)
-        with writing(self.engine) as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(select(share_links).where(*where)).first()
             if row is None:
                 raise NotFound("no such share link")

@@ -49,7 +49,7 @@ from sqlalchemy.orm import aliased
 
 from archive.api import instance_sources, instances, institutions, studies
 from security.errors import InvalidInput
-from security.transactions import writing
+from security.transactions import write_transaction
 from sharing.grants import Permission, active_grant, granted, grants, metadata
 
 __all__ = [
@@ -276,7 +276,7 @@ def record_opened(
     if row is None or row.noted:
         return False
     try:
-        with writing(engine) as conn:
+        with write_transaction(engine) as conn:
             conn.execute(
                 worklist_opened.insert().values(
                     institution_id=row.id, study_uid=study_uid, opened_at=now, opened_by=by

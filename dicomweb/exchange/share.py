@@ -25,9 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 
-from archive.api import Catalog, instances
 from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
 from dicomweb.http.auth import authorize
 from dicomweb.http.middleware import ERROR_RENDERER, METRICS, ErrorAnswer
@@ -43,6 +41,7 @@ from dicomweb.operations.auditing import (
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
+from query.api import study_orthanc_ids
 from security.errors import InvalidInput, NotFound, TooManyAttempts
 from security.throttle import FailureThrottle
 from security.tokens import Principal
@@ -54,7 +53,6 @@ from sharing.api import (
     ShareLinks,
     WrongPin,
     parse_duration,
-    reachable,
     reaches_study,
     share_institution,
 )
@@ -379,26 +377,12 @@ async def _audit_change(
 # -- download -------------------------------------------------------------------------------
 
 
-def _orthanc_ids(catalog: Catalog, study_uid: str, institution: str) -> list[str]:
-    stmt = (
-        select(instances.c.orthanc_id)
-        .where(
-            instances.c.study_uid == study_uid,
-            instances.c.orthanc_id.is_not(None),
-            reachable(instances.c.study_uid, institution),
-        )
-        .order_by(instances.c.series_uid, instances.c.instance_number, instances.c.sop_uid)
-    )
-    with catalog.engine.connect() as conn:
-        return [str(r[0]) for r in conn.execute(stmt)]
-
-
 async def download_study(request: web.Request) -> web.StreamResponse:
     """The study as a ZIP with a DICOMDIR (PS3.10 media), the stored files unchanged."""
     principal = await authorize(request, request.app[VALIDATOR], EXPORT)
     study_uid = request.match_info["study"]
     ids = await asyncio.to_thread(
-        _orthanc_ids, request.app[BLOBS].catalog, study_uid, principal.institution
+        study_orthanc_ids, request.app[BLOBS].catalog, study_uid, principal.institution
     )
     if not ids:
         await audit(

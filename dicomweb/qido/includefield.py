@@ -18,12 +18,11 @@ import json
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import func, select
 
-from archive.api import BlobStore, instances
+from archive.api import BlobStore
 from dicomweb.wado.blobcache import ContentCache
 from dicomweb.wado.metacache import metadata_body
-from query.api import Level, Query, StoredInstance
+from query.api import Level, Query, representatives
 from security.errors import NotFound
 
 __all__ = ["add_header_fields", "needs_headers"]
@@ -35,27 +34,6 @@ _BULK = ("BulkDataURI", "InlineBinary")
 def needs_headers(query: Query) -> bool:
     """Whether answering ``query`` reads stored headers."""
     return bool(query.header_fields) or (query.include_all and query.level == Level.INSTANCE)
-
-
-def _representatives(blobs: BlobStore, level: Level, uids: list[str]) -> dict[str, StoredInstance]:
-    """One stored instance per study, series or instance UID of the page."""
-    i = instances.c
-    column = {Level.STUDY: i.study_uid, Level.SERIES: i.series_uid, Level.INSTANCE: i.sop_uid}[
-        level
-    ]
-    stored = i.attachment_uuid.is_not(None)
-    if level == Level.INSTANCE:
-        chosen = select(i.sop_uid).where(column.in_(uids), stored)
-    else:
-        chosen = select(func.min(i.sop_uid)).where(column.in_(uids), stored).group_by(column)
-    stmt = select(
-        column, i.study_uid, i.series_uid, i.sop_uid, i.transfer_syntax, i.attachment_uuid
-    ).where(i.sop_uid.in_(chosen.scalar_subquery()))
-    with blobs.catalog.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    return {
-        str(r[0]): StoredInstance(str(r[1]), str(r[2]), str(r[3]), r[4], str(r[5])) for r in rows
-    }
 
 
 def _empty(tag: str) -> dict[str, Any] | None:
@@ -82,7 +60,7 @@ def add_header_fields(
     if not uids:
         return results
     by_uid: dict[str, dict[str, Any]] = {}
-    for uid, item in _representatives(blobs, query.level, uids).items():
+    for uid, item in representatives(blobs.catalog, query.level, uids).items():
         try:
             (by_uid[uid],) = json.loads(metadata_body(blobs, cache, [item], base_url))
         except NotFound:

@@ -45,16 +45,15 @@ from typing import Any
 
 from aiohttp import web
 
-from archive.api import Catalog, studies
+from archive.api import Catalog
 from dicomweb.http.dicomxml import negotiate_dataset_media
 from dicomweb.http.middleware import qido_response
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
-from query.api import Level, element, parse_query, search
+from query.api import Level, element, parse_query, worklist_studies
 from security.tokens import Principal
 from sharing.api import (
     Permission,
     WorklistEntry,
-    on_worklist,
     parse_statuses,
     record_opened,
     worklist_entries,
@@ -125,8 +124,7 @@ def worklist_search(
     statuses = parse_statuses(v for k, v in params if k.strip().lower() == "status")
     rest = [(k, v) for k, v in params if k.strip().lower() != "status"]
     query = parse_query(rest, Level.STUDY, max_results=limit)
-    condition = on_worklist(studies.c.study_uid, institution, statuses=statuses)
-    results = search(catalog, query, institution, root, where=[condition])
+    results = worklist_studies(catalog, query, institution, root, statuses)
     uids = [str(r["0020000D"]["Value"][0]) for r in results]
     entries = worklist_entries(catalog.engine, institution, uids)
     answer = []

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from archive import migrations
 from archive.catalog import Catalog
+from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_attempts import CHECKS
 from tests.unit.test_throttle import (
@@ -34,7 +35,7 @@ def engine(pg_url: str) -> Iterator[Engine]:
     admin.dispose()
     url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
     migrations.upgrade(url)
-    catalog = Catalog(url)
+    catalog = Catalog(migrated(url))
     yield catalog.engine
     catalog.close()
 

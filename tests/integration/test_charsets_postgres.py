@@ -21,6 +21,7 @@ from archive.catalog import Catalog
 from dimse.api import find
 from query.api import Level, parse_query, search
 from sharing.api import ensure_schema
+from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_pn_matching import CASES, charset_name, index_names, matching, names
 
@@ -41,7 +42,7 @@ def database(pg_url: str) -> Iterator[str]:
 @pytest.fixture
 def cat(database: str) -> Iterator[tuple[Catalog, dict[str, str]]]:
     migrations.upgrade(database)
-    catalog = Catalog(database)
+    catalog = Catalog(migrated(database))
     ensure_schema(catalog.engine)
     a = catalog.add_institution("Hospital A", "HOSPA").id
     by_study = names()
@@ -90,7 +91,7 @@ def test_revision_0005_folds_names_indexed_before_it_on_postgresql(database: str
         )
     engine.dispose()
     assert migrations.upgrade(database) == ["0005_pn_fold"]
-    catalog = Catalog(database)
+    catalog = Catalog(migrated(database))
     try:
         ensure_schema(catalog.engine)
         catalog.add_institution("Hospital A", "HOSPA")

@@ -14,6 +14,7 @@ import pytest
 from archive.catalog import Catalog, SourceRecord
 from security.errors import Conflict, Forbidden
 from sharing.api import Grants, ensure_schema, may_store_reports
+from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_grants import STUDIES, A, B, C, rec, seen
 
@@ -22,7 +23,7 @@ pg_url = test_postgres.pg_url  # the throwaway cluster fixture (a cluster for th
 
 @pytest.fixture
 def cat(pg_url: str) -> Iterator[Catalog]:
-    catalog = Catalog(pg_url)
+    catalog = Catalog(migrated(pg_url))
     ensure_schema(catalog.engine)
     ensure_schema(catalog.engine)  # idempotent
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}

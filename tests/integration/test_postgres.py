@@ -27,6 +27,7 @@ from archive.indexer import Indexer
 from archive.settings import StorageSettings
 from security.keys import KeyRing
 from synthetic import StudySpec, write_study
+from tests.catalogdb import migrated
 from tests.integration.harness import free_port
 from tiering.fs import FileStore
 
@@ -93,7 +94,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def store(pg_url: str, tmp_path: Path) -> Iterator[BlobStore]:
-    catalog = Catalog(pg_url)
+    catalog = Catalog(migrated(pg_url))
     with catalog.engine.begin() as conn:  # a clean schema per test
         for table in (
             "index_queue",

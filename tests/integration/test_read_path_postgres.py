@@ -16,6 +16,7 @@ from query.api import instances_to_retrieve
 from security.keys import KeyRing
 from sharing.api import Grants, ensure_schema
 from synthetic import StudySpec, generate_study
+from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.conftest import dicom_bytes
 from tests.unit.test_grants import STUDIES, A, C, rec
@@ -26,7 +27,7 @@ pg_url = test_postgres.pg_url  # the throwaway cluster fixture (a cluster for th
 
 @pytest.fixture
 def cat(pg_url: str) -> Iterator[Catalog]:
-    catalog = Catalog(pg_url)
+    catalog = Catalog(migrated(pg_url))
     ensure_schema(catalog.engine)
     ids = {name: catalog.add_institution(name).id for name in (A, C)}
     records, sources = [], []

@@ -15,6 +15,7 @@ from archive.catalog import Catalog
 from archive.settings import StorageSettings
 from security.keys import KeyRing
 from synthetic import StudySpec, generate_study
+from tests.catalogdb import migrated
 from tiering.fs import FileStore
 
 
@@ -33,7 +34,7 @@ def keys(tmp_path: Path) -> KeyRing:
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    cat = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     try:
         yield cat
     finally:

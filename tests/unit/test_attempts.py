@@ -22,6 +22,7 @@ from security.authorization import AuthorizationStore, Grant
 from security.errors import VnaError
 from security.users import LoginOutcome, UserRegistry
 from sharing.api import LinkGone, LinkLocked, ShareLinks, WrongPin, ensure_schema
+from tests.catalogdb import migrated
 from tests.unit.test_authorization import REDIRECT, code_for
 
 PASSWORD = "correct horse battery"
@@ -145,7 +146,7 @@ CHECKS = [
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     # the catalog's own engine: WAL, busy timeout, as the gateway uses it
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     ensure_schema(catalog.engine)
     yield catalog.engine
     catalog.close()

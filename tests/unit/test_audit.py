@@ -23,11 +23,12 @@ from security.audit import (
     fhir_audit_event,
     syslog_message,
 )
+from tests.catalogdb import migrated
 
 
 @pytest.fixture
 def log(tmp_path: Path) -> AuditLog:
-    audit = AuditLog(create_engine(f"sqlite:///{tmp_path / 'a.db'}"), b"k" * 32)
+    audit = AuditLog(create_engine(migrated(f"sqlite:///{tmp_path / 'a.db'}")), b"k" * 32)
     for i in range(5):
         audit.append(
             AuditEvent(
@@ -126,7 +127,7 @@ def test_forwarder_sends_each_record_over_udp(tmp_path: Path) -> None:
         collector.settimeout(10)
         port = collector.getsockname()[1]
         audit = AuditLog(
-            create_engine(f"sqlite:///{tmp_path / 'a.db'}"),
+            create_engine(migrated(f"sqlite:///{tmp_path / 'a.db'}")),
             b"k" * 32,
             SyslogForwarder(f"udp://127.0.0.1:{port}"),
         )
@@ -161,7 +162,7 @@ def test_unreachable_collector_never_fails_the_append(tmp_path: Path) -> None:
         port = server.getsockname()[1]
     # nobody listens on ``port`` now: the record is kept, the failure only logged
     audit = AuditLog(
-        create_engine(f"sqlite:///{tmp_path / 'a.db'}"),
+        create_engine(migrated(f"sqlite:///{tmp_path / 'a.db'}")),
         b"k" * 32,
         SyslogForwarder(f"tcp://127.0.0.1:{port}"),
     )

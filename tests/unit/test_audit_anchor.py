@@ -11,10 +11,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from security.audit import ANCHOR_FILE, AuditEvent, AuditLog, read_anchor, syslog_message
+from tests.catalogdb import migrated
 
 
 def _engine(path: Path) -> Engine:
-    return create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+    return create_engine(migrated(f"sqlite:///{path}"), connect_args={"timeout": 60})
 
 
 def _event(i: int) -> AuditEvent:

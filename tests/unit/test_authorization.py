@@ -18,6 +18,7 @@ from security.authorization import (
     valid_code_challenge,
     verify_pkce,
 )
+from tests.catalogdb import migrated
 
 REDIRECT = "http://localhost:8080/viewer/callback"
 
@@ -29,7 +30,9 @@ def challenge_of(verifier: str) -> str:
 
 @pytest.fixture
 def store(tmp_path: Path) -> AuthorizationStore:
-    return AuthorizationStore(create_engine(f"sqlite:///{tmp_path / 'a.db'}"), code_lifetime=60)
+    return AuthorizationStore(
+        create_engine(migrated(f"sqlite:///{tmp_path / 'a.db'}")), code_lifetime=60
+    )
 
 
 @pytest.fixture

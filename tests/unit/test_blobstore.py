@@ -393,7 +393,7 @@ def test_check_is_ok_on_a_healthy_store(store: BlobStore, small_ct: list[bytes])
 
 def test_refcount_corruption_is_reported(store: BlobStore, small_ct: list[bytes]) -> None:
     store.put("u", CONTENT_DICOM, small_ct[0])
-    with store.catalog.transaction() as conn:
+    with store.catalog.write_transaction() as conn:
         conn.execute(text("UPDATE blobs SET refcount = refcount + 1"))
     report = store.check()
     assert not report.ok

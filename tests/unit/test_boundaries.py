@@ -110,3 +110,20 @@ def test_the_dimse_handlers_load_nothing_heavy_into_orthanc() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+INDEX_TABLES = {"instance_sources", "instances", "institutions", "patients", "series", "studies"}
+
+
+def test_only_query_and_sharing_build_sql_on_the_index_tables() -> None:
+    """The gateway and the DIMSE handlers call query's functions instead of importing the
+    index tables (sharing's grants and access rule still do; issue 12 moves them next)."""
+    offenders = []
+    for package in ("dicomweb", "dimse", "compose", "viewer"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archive"):
+                    names = {alias.name for alias in node.names} & INDEX_TABLES
+                    offenders += [f"{path.relative_to(ROOT)} imports {n}" for n in sorted(names)]
+    assert offenders == []

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, Stats
 from security.errors import Conflict, InvalidInput, NotFound
+from tests.catalogdb import migrated
 
 
 def _rows(catalog: Catalog, query: str, **params: Any) -> list[Any]:
@@ -377,7 +378,7 @@ def _claim_together(
 def test_two_processes_claiming_one_new_study_at_once_get_one_owner(tmp_path: Any) -> None:
     """Two catalogs on one database (as the plugin and the gateway hold) race on the first
     instance of each of 20 new studies: exactly one institution wins each study."""
-    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    url = migrated(f"sqlite:///{tmp_path / 'claims.db'}")
     catalogs = [Catalog(url, durable=False), Catalog(url, durable=False)]
     try:
         ids = [catalogs[0].add_institution(name).id for name in ("A", "B")]

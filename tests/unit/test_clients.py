@@ -9,11 +9,12 @@ from sqlalchemy import create_engine, text
 
 from security.clients import ClientRegistry
 from security.errors import Conflict, InvalidInput
+from tests.catalogdb import migrated
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> ClientRegistry:
-    return ClientRegistry(create_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    return ClientRegistry(create_engine(migrated(f"sqlite:///{tmp_path / 'c.db'}")))
 
 
 def test_add_and_authenticate(registry: ClientRegistry) -> None:

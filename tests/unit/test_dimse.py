@@ -11,10 +11,10 @@ from typing import Any
 
 import pydicom
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import OperationalError
 
-from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord
+from archive.catalog import Catalog, InstanceRecord, Institution, SourceRecord, metadata
 from archive.credentials import OrthancCredentials
 from archive.plugin import ArchivePlugin, MoveDestinationUnknown, register
 from archive.scp import FindRequest, MoveRequest, modality_entry
@@ -26,6 +26,7 @@ from dimse.api import find, move
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from sharing.api import ensure_schema
+from tests.catalogdb import migrated
 from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
 
 STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
@@ -74,7 +75,7 @@ def fill(catalog: Catalog) -> None:
 
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     ensure_schema(catalog.engine)  # the access rule joins sharing's grants
     fill(catalog)
     yield catalog
@@ -85,7 +86,11 @@ def test_queries_leave_the_schema_to_migrations_and_fixtures(tmp_path: Path) -> 
     """C-FIND and C-MOVE create no table: the schema is the migrations' (and a test's
     fixture's). Creating it from the query path, remembered per ``id(engine)``, skipped
     the creation when Python reused the id of a closed engine for a new one."""
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    made = create_engine(url)
+    metadata.create_all(made)  # the catalog's own tables only: no grants
+    made.dispose()
+    catalog = Catalog(url, durable=False)
     try:
         fill(catalog)
         before = set(inspect(catalog.engine).get_table_names())

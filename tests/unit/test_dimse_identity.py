@@ -28,6 +28,7 @@ from deploy.orthanc_config import orthanc_config
 from security.audit import AuditLog
 from security.dicom_tls import client_files, ensure_server_pki, export_client, issue_client
 from security.errors import NotFound
+from tests.catalogdb import migrated
 from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
 
 # --------------------------------------------------------------------------- modality list
@@ -333,7 +334,9 @@ def test_the_auditor_follows_the_log_from_where_it_was(tmp_path: Path) -> None:
 
     log = tmp_path / "orthanc.log"
     log.write_text("W1207 old line\n" + LINES.splitlines()[1] + "\n")  # before the start
-    audit = AuditLog.open(create_engine(f"sqlite:///{tmp_path / 'a.db'}"), tmp_path / "keys")
+    audit = AuditLog.open(
+        create_engine(migrated(f"sqlite:///{tmp_path / 'a.db'}")), tmp_path / "keys"
+    )
     auditor = RefusalAuditor(log, audit)
     assert auditor.poll() == 0  # what was logged before the supervisor started is not new
     text = LINES.splitlines()

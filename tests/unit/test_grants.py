@@ -19,6 +19,7 @@ from sharing.api import (
     parse_duration,
     reachable,
 )
+from tests.catalogdb import migrated
 
 A, B, C = "Hospital A", "Hospital B", "Reading Centre"
 # study -> (patient id, issuer, owner)
@@ -45,7 +46,7 @@ def rec(n: int, study: str, patient: str, issuer: str) -> InstanceRecord:
 
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     ensure_schema(catalog.engine)
     ensure_schema(catalog.engine)  # idempotent
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}

@@ -20,6 +20,7 @@ from archive.catalog import Catalog
 from archive.settings import StorageSettings
 from archive.split import pixel_data_offset, split_dicom
 from security.keys import KeyRing
+from tests.catalogdb import migrated
 from tiering.fs import FileStore
 
 
@@ -39,7 +40,7 @@ class _CountingCompressor:
 
 
 def _store(tmp_path: Path, name: str, keys: KeyRing, overlap: bool) -> BlobStore:
-    catalog = Catalog(f"sqlite:///{tmp_path / name}.db")
+    catalog = Catalog(migrated(f"sqlite:///{tmp_path / name}.db"))
     hot = FileStore(tmp_path / f"{name}-blobs", fsync=False)
     settings = StorageSettings(fsync=False, overlap_hash_and_compress=overlap)
     return BlobStore(catalog, keys, hot, settings)

@@ -171,8 +171,9 @@ def test_an_empty_database_is_migrated_to_the_code_s_schema(url: str) -> None:
 
 
 def test_migrations_and_create_all_make_the_same_tables(tmp_path: Path) -> None:
-    """Constructors still create_all on a fresh database: the result must be what the
-    migrations make, statement for statement."""
+    """The tables as the code declares them (``create_all``: what older versions made on
+    open, and what the legacy adoption expects) are what the migrations make, statement
+    for statement."""
     migrated, created = tmp_path / "migrated.db", tmp_path / "created.db"
     migrations.upgrade(f"sqlite:///{migrated}")
     engine = create_engine(f"sqlite:///{created}")

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from archive import migrations
-from archive.catalog import Catalog, InstanceRecord, SourceRecord
+from archive.catalog import Catalog, InstanceRecord, SourceRecord, metadata
 from query.api import (
     Level,
     build_select,
@@ -22,6 +23,7 @@ from query.api import (
 )
 from security.errors import InvalidInput
 from sharing.api import ensure_schema
+from tests.catalogdb import migrated
 
 ROOT = "http://gw/dicom-web"
 
@@ -49,7 +51,7 @@ def rec(n: int, **kw: object) -> InstanceRecord:
 
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     ensure_schema(catalog.engine)  # the access rule reads sharing's grant table
     a = catalog.add_institution("Hospital A", "HOSPA").id
     b = catalog.add_institution("Hospital B", "HOSPB").id
@@ -331,7 +333,9 @@ def test_study_list_reads_the_date_uid_index_without_sorting(cat: Catalog) -> No
 def test_an_existing_catalog_gets_the_new_index(tmp_path: Path) -> None:
     """A catalog made before the index existed gets it when the schema is upgraded."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    Catalog(url, durable=False).close()
+    old = create_engine(url)
+    metadata.create_all(old)  # as the Catalog of a version before the migrations did
+    old.dispose()
     with sqlite3.connect(tmp_path / "old.db") as conn:
         conn.execute("DROP INDEX ix_studies_date_uid")
         # nor the claim tables of revision 0002_dimse_own (a pre-migration catalog)

@@ -27,6 +27,7 @@ from dicomweb.wado.prefetch import batches, ordered_prefetch
 from query.api import StoredInstance, instances_to_retrieve
 from security.errors import IntegrityError
 from sharing.api import Grants, ensure_schema
+from tests.catalogdb import migrated
 
 # -- batches -------------------------------------------------------------------------------
 
@@ -305,7 +306,7 @@ def test_batched_part_lookups_match_the_one_by_one_ones(
 
 
 def test_in_lists_cut_long_lists() -> None:
-    from archive.catalog import _in_lists
+    from archive.catalog.database import _in_lists
 
     cut = list(_in_lists([str(n) for n in range(7)], size=3))
     assert [names for names, _ in cut] == [":v0, :v1, :v2", ":v0, :v1, :v2", ":v0"]
@@ -317,7 +318,7 @@ def test_in_lists_cut_long_lists() -> None:
 
 def test_cached_lookup_judges_grants_when_it_runs(tmp_path: Path) -> None:
     owner, reader = "Hospital A", "Reading Centre"
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}", durable=False)
+    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     try:
         ensure_schema(catalog.engine)
         ids = {name: catalog.add_institution(name).id for name in (owner, reader)}

@@ -11,6 +11,7 @@ from archive import migrations
 from security.clients import ClientRegistry
 from security.errors import Conflict, InvalidInput, NotFound
 from security.users import LoginOutcome, UserRegistry, hash_password, verify_password
+from tests.catalogdb import migrated
 
 PASSWORD = "correct horse battery"
 
@@ -18,7 +19,9 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def users(tmp_path: Path) -> UserRegistry:
     return UserRegistry(
-        create_engine(f"sqlite:///{tmp_path / 'u.db'}"), max_failures=3, lockout_seconds=60
+        create_engine(migrated(f"sqlite:///{tmp_path / 'u.db'}")),
+        max_failures=3,
+        lockout_seconds=60,
     )
 
 
@@ -75,7 +78,7 @@ def test_disable(users: UserRegistry) -> None:
 
 
 def test_public_clients(tmp_path: Path) -> None:
-    registry = ClientRegistry(create_engine(f"sqlite:///{tmp_path / 'c.db'}"))
+    registry = ClientRegistry(create_engine(migrated(f"sqlite:///{tmp_path / 'c.db'}")))
     viewer = registry.add_public("viewer", ["http://localhost:8080/viewer/callback"], "dicom.read")
     assert viewer.public and viewer.client_id == "viewer"
     assert registry.get("viewer") == viewer

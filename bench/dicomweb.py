@@ -44,10 +44,10 @@ import zstandard
 from rich.console import Console
 from rich.table import Table
 
-from archive import migrations
 from archive.api import (
     Catalog,
     instances,
+    open_store,
     patients,
     series,
     studies,
@@ -647,6 +647,7 @@ def gateway_alone(home: Path) -> Iterator[Endpoint]:
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VNA_")}
     env["VNA_HOME"] = str(home)
+    env["VNA_GATEWAY__TLS"] = "false"  # plain HTTP, as the archive targets (bench/common.py)
     log = (home / "gateway.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "compose.gateway", "--home", str(home), "--host", "127.0.0.1"]
@@ -683,8 +684,9 @@ def measure_big(
     home.mkdir(parents=True)
     step(f"filling a catalog with {args.big:,} studies")
     settings = load_settings(home)
-    migrations.upgrade(settings.resolved_catalog_url)
-    catalog = Catalog(settings.resolved_catalog_url, durable=False)
+    # as every process opens a home: the schema migrated and the keys made first (a home
+    # whose catalog holds studies but has no keys is refused as one restored without them)
+    catalog = open_store(settings).catalog
     try:
         institution = catalog.add_institution(INSTITUTION, AET)
         start = time.perf_counter()

@@ -25,7 +25,7 @@ from dicomweb.http.auth import bearer_token
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator
-from sharing.api import Grants, parse_duration
+from sharing.api import Grant, Grants, parse_duration
 
 __all__ = ["GRANTS", "GrantRequest", "add_grant", "list_grants", "revoke_grant"]
 
@@ -151,17 +151,7 @@ async def add_grant(request: web.Request) -> web.Response:
             patient=_patient(body.patient_id, body.issuer) if body else None,
         )
         raise
-    await audit(
-        request,
-        event=EventType.GRANT_ADDED,
-        action=EventAction.CREATE,
-        outcome=EventOutcome.SUCCESS,
-        user=principal.subject,
-        institution=principal.institution,
-        study_uid=grant.study_uid,
-        detail=_detail(grant.to_json()),
-        patient=_patient(grant.patient_id, grant.issuer),
-    )
+    await _audit_done(request, principal, grant, EventType.GRANT_ADDED, EventAction.CREATE)
     return web.json_response(
         grant.to_json(), status=201, headers={"Location": f"/api/grants/{grant.id}"}
     )
@@ -188,10 +178,22 @@ async def revoke_grant(request: web.Request) -> web.Response:
             by=principal.subject,
             institution=principal.institution,
         )
+    await _audit_done(request, principal, grant, EventType.GRANT_REVOKED, EventAction.DELETE)
+    return web.json_response(grant.to_json())
+
+
+async def _audit_done(
+    request: web.Request,
+    principal: Principal,
+    grant: Grant,
+    event: EventType,
+    action: EventAction,
+) -> None:
+    """The record of a grant added or revoked, with the grant's study or patient."""
     await audit(
         request,
-        event=EventType.GRANT_REVOKED,
-        action=EventAction.DELETE,
+        event=event,
+        action=action,
         outcome=EventOutcome.SUCCESS,
         user=principal.subject,
         institution=principal.institution,
@@ -199,7 +201,6 @@ async def revoke_grant(request: web.Request) -> web.Response:
         detail=_detail(grant.to_json()),
         patient=_patient(grant.patient_id, grant.issuer),
     )
-    return web.json_response(grant.to_json())
 
 
 def _patient(patient_id: str | None, issuer: str | None) -> str | None:

@@ -19,6 +19,7 @@ audited; failed openings from one address beyond a limit are answered 429.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -152,13 +153,12 @@ async def open_link(request: web.Request) -> web.Response:
     user = share_institution(link_id)
     address = request.remote or "unknown"
     now = time.time()
+    # every record of this exchange: an attempt to use the link, by the link's pseudonymous user
+    record = functools.partial(audit, request, action=EventAction.EXECUTE, user=user)
     if await asyncio.to_thread(service.throttled, address):
-        await audit(
-            request,
+        await record(
             event=EventType.SECURITY_ALERT,
-            action=EventAction.EXECUTE,
             outcome=EventOutcome.SERIOUS_FAILURE,
-            user=user,
             detail={"refused": "throttled"},
         )
         raise TooManyAttempts("Too many failed attempts: try again later.")
@@ -171,43 +171,31 @@ async def open_link(request: web.Request) -> web.Response:
     except NotFound:
         # an unknown id or a wrong secret: somebody guessing, or a mangled link
         await asyncio.to_thread(service.failed, address)
-        await audit(
-            request,
+        await record(
             event=EventType.SECURITY_ALERT,
-            action=EventAction.EXECUTE,
             outcome=EventOutcome.MINOR_FAILURE,
-            user=user,
             detail={"refused": "no such link"},
         )
         raise NotFound("This link does not exist. Check that it is complete.") from None
     except WrongPin as exc:
         await asyncio.to_thread(service.failed, address)
-        await audit(
-            request,
+        await record(
             event=EventType.AUTHENTICATION,
-            action=EventAction.EXECUTE,
             outcome=EventOutcome.MINOR_FAILURE,
-            user=user,
             detail={"refused": "wrong PIN", "attempts_left": str(exc.attempts_left)},
         )
         raise
     except LinkLocked:
-        await audit(
-            request,
+        await record(
             event=EventType.AUTHENTICATION,
-            action=EventAction.EXECUTE,
             outcome=EventOutcome.MINOR_FAILURE,
-            user=user,
             detail={"refused": "locked"},
         )
         raise
     except LinkGone as exc:
-        await audit(
-            request,
+        await record(
             event=EventType.AUTHENTICATION,
-            action=EventAction.EXECUTE,
             outcome=EventOutcome.MINOR_FAILURE,
-            user=user,
             detail={"refused": str(exc)},
         )
         raise
@@ -218,12 +206,9 @@ async def open_link(request: web.Request) -> web.Response:
     token = request.app[ISSUER].mint(
         subject=user, institution=user, scopes=scopes, lifetime=lifetime
     )
-    await audit(
-        request,
+    await record(
         event=EventType.AUTHENTICATION,
-        action=EventAction.EXECUTE,
         outcome=EventOutcome.SUCCESS,
-        user=user,
         institution=link.institution,
         study_uid=link.study_uid,
         detail={"opened": "share link", "uses": str(link.uses)},

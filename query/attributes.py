@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement
 
-from archive.api import instances as instances_table
-from archive.api import patients, series, studies
+from archive.index_tables import instances as instances_table
+from archive.index_tables import patients, series, studies
 
 __all__ = [
     "ATTRIBUTES",

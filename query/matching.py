@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, true
 
-from archive.api import fold, fold_group, instances, patients, series, split_groups, studies
+from archive.api import fold, fold_group, split_groups
+from archive.index_tables import instances, patients, series, studies
 from query.attributes import DEFAULT_RETURN, Attribute, Level, lookup
 from security.errors import InvalidInput
 from sharing.api import reachable

@@ -15,7 +15,8 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Float, bindparam, func, select
 
-from archive.api import Catalog, instances, series, studies
+from archive.api import Catalog
+from archive.index_tables import instances, series, studies
 from query.attributes import RETRIEVE_URL, Level
 from query.dicomjson import element
 from query.matching import Query, build_select

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from archive.api import Catalog, MoveItem, MoveRequest, instances, patients, studies
+from archive.api import Catalog, MoveItem, MoveRequest
+from archive.index_tables import instances, patients, studies
 from query.attributes import Level
 from query.matching import Query
 from query.search import StoredInstance, search

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from archive.catalog.database import Database
 from archive.catalog.index_queue import IndexEntry, IndexQueue, Sender
-from archive.catalog.institutions import Institution, Institutions
+from archive.catalog.institutions import (
+    Institution,
+    Institutions,
+    institution_id,
+    institution_names,
+)
 from archive.catalog.ledger import BlobRecord, Ledger, PendingAttachment
 from archive.catalog.schema import (
     instance_sources,
@@ -28,7 +33,11 @@ from archive.catalog.study_index import (
     PendingSource,
     SourceRecord,
     StudyIndex,
+    StudyOwner,
+    owned_patient,
+    patient_identities,
     pn_fold_values,
+    study_owner,
 )
 
 __all__ = [
@@ -48,14 +57,20 @@ __all__ = [
     "SourceRecord",
     "Stats",
     "StudyIndex",
+    "StudyOwner",
     "instance_sources",
     "instances",
+    "institution_id",
+    "institution_names",
     "institutions",
     "metadata",
+    "owned_patient",
+    "patient_identities",
     "patients",
     "pn_fold_values",
     "series",
     "studies",
+    "study_owner",
 ]
 
 

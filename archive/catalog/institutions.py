@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -11,6 +12,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from archive.catalog.database import Database
 from archive.catalog.schema import institution_aes, institutions
@@ -19,6 +21,8 @@ from security.errors import Conflict, InvalidInput, NotFound
 __all__ = [
     "Institution",
     "Institutions",
+    "institution_id",
+    "institution_names",
 ]
 
 
@@ -27,6 +31,26 @@ class Institution:
     id: int
     name: str
     ae_titles: tuple[tuple[str, str | None, int | None], ...]
+
+
+def institution_id(conn: Connection, name: str) -> int | None:
+    """The id of the institution named ``name``, or None: read on ``conn``, so that a
+    caller's transaction (sharing's grants) sees what it wrote itself."""
+    found = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
+    return None if found is None else int(found.id)
+
+
+def institution_names(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    """Institution id -> name for ``ids`` (unknown ids are absent), read on ``conn``."""
+    wanted = sorted(set(ids))
+    names: dict[int, str] = {}
+    for start in range(0, len(wanted), 500):  # SQLite limits a statement's parameters
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            select(institutions.c.id, institutions.c.name).where(institutions.c.id.in_(chunk))
+        )
+        names.update((int(row.id), str(row.name)) for row in rows)
+    return names
 
 
 class Institutions(Database):

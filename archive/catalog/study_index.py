@@ -38,7 +38,11 @@ __all__ = [
     "PendingSource",
     "SourceRecord",
     "StudyIndex",
+    "StudyOwner",
+    "owned_patient",
+    "patient_identities",
     "pn_fold_values",
+    "study_owner",
 ]
 
 
@@ -112,6 +116,59 @@ class PendingSource:
     sender: str
     remote_address: str | None
     announced_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOwner:
+    """Who owns an indexed study, and whose study it is."""
+
+    owner_id: int | None  # the institution whose instance was recorded first, if any
+    patient_pk: int
+
+
+def study_owner(conn: Connection, study_uid: str) -> StudyOwner | None:
+    """The owner and patient of the indexed study ``study_uid`` (None: not indexed), read
+    on ``conn`` so that it joins the caller's transaction (sharing's grants)."""
+    row = conn.execute(
+        select(studies.c.owner_institution_id, studies.c.patient_pk).where(
+            studies.c.study_uid == study_uid
+        )
+    ).first()
+    if row is None:
+        return None
+    owner = row.owner_institution_id
+    return StudyOwner(None if owner is None else int(owner), int(row.patient_pk))
+
+
+def owned_patient(conn: Connection, patient_id: str, issuer: str, owner_id: int) -> int | None:
+    """The key of the patient ``patient_id`` of ``issuer`` if the institution ``owner_id``
+    owns at least one of their studies, else None."""
+    found = conn.execute(
+        select(patients.c.pk)
+        .join(studies, studies.c.patient_pk == patients.c.pk)
+        .where(
+            patients.c.patient_id == patient_id,
+            patients.c.issuer == issuer,
+            studies.c.owner_institution_id == owner_id,
+        )
+        .limit(1)
+    ).first()
+    return None if found is None else int(found.pk)
+
+
+def patient_identities(conn: Connection, pks: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """Patient key -> ``(patient_id, issuer)`` for ``pks`` (unknown keys are absent)."""
+    wanted = sorted(set(pks))
+    found: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(wanted), 500):  # SQLite limits a statement's parameters
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            select(patients.c.pk, patients.c.patient_id, patients.c.issuer).where(
+                patients.c.pk.in_(chunk)
+            )
+        )
+        found.update((int(r.pk), (str(r.patient_id), str(r.issuer))) for r in rows)
+    return found
 
 
 # the common admission, as plain SQL (see Catalog.claim): a study claimed for its indexed

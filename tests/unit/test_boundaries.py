@@ -32,7 +32,8 @@ ALLOWED: dict[str, set[str]] = {
     "tiering": {"tiering", "security"},
     "archive": {"archive", "tiering", "security"},
     "sharing": {"sharing", "archive.api", "security"},
-    "query": {"query", "archive.api", "sharing.api", "security"},
+    # query builds the SQL on the study index: it alone may import the index's tables
+    "query": {"query", "archive.api", "archive.index_tables", "sharing.api", "security"},
     "dimse": {"dimse", "query.api", "archive.api", "sharing.api", "security"},
     "dicomweb": {"dicomweb", "query.api", "archive.api", "sharing.api", "security", "viewer.api"},
     "inference": {"inference"},

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from compose.settings import Settings
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
+from query.api import reaches_study
 from security.audit import AuditEvent, AuditLog
 from security.errors import NotFound, VnaError
 from sharing.api import (
@@ -27,7 +28,6 @@ from sharing.api import (
     ShareLinks,
     ensure_schema,
     parse_duration,
-    reaches_study,
 )
 
 __all__ = ["share_app"]

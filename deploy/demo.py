@@ -17,10 +17,11 @@ from archive.plugin import open_store
 from compose.settings import Settings
 from deploy.cli_common import cli_user
 from deploy.dimse_access import apply_registrations
+from query.api import reaches_study
 from security.audit import AuditEvent, AuditLog
 from security.errors import VnaError
 from security.users import UserRegistry
-from sharing.api import Action, ShareLinks, ensure_schema, parse_duration, reaches_study
+from sharing.api import Action, ShareLinks, ensure_schema, parse_duration
 from synthetic import StudySpec, generate_studies, generate_study
 
 __all__ = [

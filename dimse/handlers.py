@@ -5,7 +5,7 @@ The Orthanc adapter (``archive.plugin``) calls :func:`find` and :func:`move` (an
 composition root (``compose/orthanc_entry.py``) injects them. A C-FIND is the same search
 as a QIDO-RS one over another wire (PS3.4 C.2.2.2 matching is what PS3.18 refers to):
 this module reuses the query model (``query.api``: the QIDO parser, the SQL it builds
-with :func:`sharing.api.reachable` inside, and its result rows), so the two can never
+with :func:`query.api.reachable` inside, and its result rows), so the two can never
 disagree on what an institution sees. Nothing here imports aiohttp: it runs inside
 Orthanc. The tables queried are the migrations' (``open_store`` runs them
 before the plugin opens the catalog): a query never creates one.
@@ -27,9 +27,16 @@ from archive.api import (
     MoveRequest,
     StoreRequest,
 )
-from query.api import Attribute, Level, instances_to_move, lookup, query_for_keys, search
+from query.api import (
+    Attribute,
+    Level,
+    claim_for_store,
+    instances_to_move,
+    lookup,
+    query_for_keys,
+    search,
+)
 from security.errors import InvalidInput
-from sharing.api import claim_for_store
 
 __all__ = ["MAX_FIND_RESULTS", "find", "move", "store"]
 
@@ -151,6 +158,6 @@ def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
 
 
 def store(catalog: Catalog, request: StoreRequest) -> str | None:
-    """Admit a C-STORE as STOW-RS admits an instance (:func:`sharing.api.claim_for_store`):
+    """Admit a C-STORE as STOW-RS admits an instance (:func:`query.api.claim_for_store`):
     None to store it, else what refused it."""
     return claim_for_store(catalog, request.institution, request.study_uid, request.sop_uid)

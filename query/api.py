@@ -7,10 +7,23 @@ with the access rule inside (:func:`build_select`), its answer as DICOM JSON
 (:func:`search`, :func:`element`) and the WADO-RS look-up of the stored instances a
 principal reaches (:func:`instances_to_retrieve`), and those a C-MOVE, a deletion or a
 download names (:func:`instances_to_move`, :func:`deletion_targets`,
-:func:`study_orthanc_ids`), the reading worklist's search (:func:`worklist_studies`).
+:func:`study_orthanc_ids`), the reading worklist's search (:func:`worklist_studies`) and
+what it says of each study (:func:`worklist_entries`, noted by :func:`record_opened`), and
+the access rule on its own: which studies a principal reaches (:func:`reachable`,
+:func:`reaches_study`), may store reports into (:func:`reportable`,
+:func:`may_store_reports`, :func:`claim_for_store`) or delete (:func:`deletable`).
 Everything else in ``query`` is private: import from here.
 """
 
+from query.access import (
+    claim_for_store,
+    deletable,
+    granted,
+    may_store_reports,
+    reachable,
+    reaches_study,
+    reportable,
+)
 from query.attributes import ATTRIBUTES, DEFAULT_RETURN, RETRIEVE_URL, Attribute, Level, lookup
 from query.dicomjson import NUMERIC_VRS, element
 from query.matching import Condition, Query, build_select, parse_query, query_for_keys
@@ -21,6 +34,13 @@ from query.targets import (
     representatives,
     study_orthanc_ids,
     worklist_studies,
+)
+from query.worklist import (
+    WorklistEntry,
+    on_worklist,
+    record_opened,
+    status_of,
+    worklist_entries,
 )
 
 __all__ = [
@@ -33,16 +53,28 @@ __all__ = [
     "Level",
     "Query",
     "StoredInstance",
+    "WorklistEntry",
     "build_select",
+    "claim_for_store",
+    "deletable",
     "deletion_targets",
     "element",
+    "granted",
     "instances_to_move",
     "instances_to_retrieve",
     "lookup",
+    "may_store_reports",
+    "on_worklist",
     "parse_query",
     "query_for_keys",
+    "reachable",
+    "reaches_study",
+    "record_opened",
+    "reportable",
     "representatives",
     "search",
+    "status_of",
     "study_orthanc_ids",
+    "worklist_entries",
     "worklist_studies",
 ]

@@ -29,9 +29,9 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, t
 
 from archive.api import fold, fold_group, split_groups
 from archive.index_tables import instances, patients, series, studies
+from query.access import reachable
 from query.attributes import DEFAULT_RETURN, Attribute, Level, lookup
 from security.errors import InvalidInput
-from sharing.api import reachable
 
 __all__ = ["Condition", "Query", "build_select", "parse_query", "query_for_keys"]
 

@@ -1,6 +1,6 @@
 """Run QIDO-RS queries and WADO-RS look-ups against the catalog (blocking; call from a thread).
 
-Every statement carries :func:`sharing.api.reachable`, so what an institution cannot
+Every statement carries :func:`query.access.reachable`, so what an institution cannot
 reach is indistinguishable from what does not exist.
 """
 
@@ -17,10 +17,10 @@ from sqlalchemy import ColumnElement, Float, bindparam, func, select
 
 from archive.api import Catalog
 from archive.index_tables import instances, series, studies
+from query.access import reachable
 from query.attributes import RETRIEVE_URL, Level
 from query.dicomjson import element
 from query.matching import Query, build_select
-from sharing.api import reachable
 
 __all__ = ["StoredInstance", "instances_to_retrieve", "search"]
 
@@ -133,7 +133,7 @@ def _computed(conn: Any, query: Query, rows: Sequence[Any]) -> dict[str, dict[st
 def _retrieve_statement(institution: str, by_series: bool, by_sop: bool) -> Any:
     """The WADO-RS look-up for one institution and shape, built once.
 
-    Building :func:`sharing.api.reachable`'s aliased subqueries costs about 1 ms, twenty
+    Building :func:`query.access.reachable`'s aliased subqueries costs about 1 ms, twenty
     times what SQLite needs to run the query. Grants are still judged when the query
     runs: the instant is the bound parameter ``now``, not a value fixed at build time.
     """

@@ -16,11 +16,13 @@ from sqlalchemy import func, select
 
 from archive.api import Catalog, MoveItem, MoveRequest
 from archive.index_tables import instances, patients, studies
+from query.access import deletable, reachable
 from query.attributes import Level
 from query.matching import Query
 from query.search import StoredInstance, search
+from query.worklist import on_worklist
 from security.errors import InvalidInput
-from sharing.api import Status, deletable, on_worklist, reachable
+from sharing.api import Status
 
 __all__ = [
     "deletion_targets",
@@ -117,7 +119,7 @@ def worklist_studies(
     statuses: Iterable[Status] = (),
 ) -> list[dict[str, Any]]:
     """A study search (:func:`query.search.search`) limited to the institution's reading
-    worklist with these statuses (:func:`sharing.api.on_worklist`)."""
+    worklist with these statuses (:func:`query.worklist.on_worklist`)."""
     condition = on_worklist(studies.c.study_uid, institution, statuses=statuses)
     return search(catalog, query, institution, root, where=[condition])
 

@@ -1,23 +1,23 @@
-"""Sharing's public face for the gateway, the CLI and the plugin.
+"""Sharing's public face for the query model, the gateway, the CLI and the plugin.
 
-Which studies a principal reaches (:func:`reachable`), which it may store reports into
-(:func:`reportable`, :func:`may_store_reports`), the grants behind both
-(:class:`Grants`), the reading worklist of granted studies (:func:`on_worklist`,
-:func:`worklist_entries`, :func:`record_opened`) and share links (:class:`ShareLinks`).
+The grants (:class:`Grants`; the active ones as SQL for the access rule:
+:func:`active_grants`), the reading worklist's record of opened studies
+(:func:`record_opening`, :func:`openings`; its statuses: :class:`Status`) and share links
+(:class:`ShareLinks`; a link's study as SQL: :func:`link_reaches`). The access rule and
+the worklist are queries over the study index, built by ``query`` (``query.api``).
 Everything else in ``sharing`` is private: import from here.
 """
 
 from sqlalchemy import Engine
 
-from sharing.access import (
-    claim_for_store,
-    deletable,
-    may_store_reports,
-    reachable,
-    reaches_study,
-    reportable,
+from sharing.grants import (
+    Grant,
+    Grants,
+    Permission,
+    active_grants,
+    create_tables,
+    parse_duration,
 )
-from sharing.grants import Grant, Grants, Permission, create_tables, parse_duration
 from sharing.links import (
     SHARE_PREFIX,
     Action,
@@ -28,17 +28,11 @@ from sharing.links import (
     ShareLink,
     ShareLinks,
     WrongPin,
+    link_reaches,
     share_institution,
 )
 from sharing.links import create_tables as create_link_tables
-from sharing.worklist import (
-    Status,
-    WorklistEntry,
-    on_worklist,
-    parse_statuses,
-    record_opened,
-    worklist_entries,
-)
+from sharing.worklist import Status, openings, parse_statuses, record_opening
 
 __all__ = [
     "SHARE_PREFIX",
@@ -54,20 +48,14 @@ __all__ = [
     "ShareLinks",
     "WrongPin",
     "Status",
-    "WorklistEntry",
-    "claim_for_store",
-    "deletable",
+    "active_grants",
     "ensure_schema",
-    "may_store_reports",
-    "on_worklist",
+    "link_reaches",
+    "openings",
     "parse_duration",
     "parse_statuses",
-    "reachable",
-    "reaches_study",
-    "record_opened",
-    "reportable",
+    "record_opening",
     "share_institution",
-    "worklist_entries",
 ]
 
 

@@ -2,7 +2,8 @@
 
 Design ("Access, sharing, audit"): the studies a token reaches are those its institution
 owns plus those granted to it. A grant is a row in sharing's own table on the catalog's
-engine; :func:`sharing.access.reachable` turns the active ones into SQL. Only the owner
+engine; the access rule (``query.api.reachable``) joins the active ones
+(:func:`active_grants`) to the study index. Only the owner
 of a study (``studies.owner_institution_id``) may grant it; a patient-level grant covers
 the grantor's studies of that patient (identified by patient id *and* issuer, so the same
 id from another hospital is another patient), including studies it stores later.
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Subquery,
     Table,
     and_,
     or_,
@@ -38,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.orm import aliased
 
-from archive.api import institutions, patients, studies
+from archive.api import institutions, owned_patient, patients, study_owner
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
 from security.transactions import write_transaction
 
@@ -47,8 +49,8 @@ __all__ = [
     "Grants",
     "Permission",
     "active_grant",
+    "active_grants",
     "create_tables",
-    "granted",
     "grants",
     "metadata",
     "parse_duration",
@@ -172,34 +174,11 @@ def active_grant(
     return and_(*conditions)
 
 
-def granted(
-    study_uid: ColumnElement[str],
-    institution: str,
-    now: float,
-    permissions: tuple[Permission, ...] = tuple(Permission),
-) -> ColumnElement[bool]:
-    """SQL: an active grant with one of ``permissions`` gives ``institution`` the study.
-
-    A correlated ``EXISTS`` on the outer query's ``study_uid`` column. Every table inside
-    is an alias, so an outer query that joins institutions, studies or grants itself is
-    never correlated by mistake. The study must still be owned by the grantor: a study
-    deleted and sent again by someone else is not covered by the old owner's grants.
-    """
-    g = aliased(grants)
-    grantee = aliased(institutions)
-    study = aliased(studies)
-    return (
-        select(g.c.id)
-        .join(grantee, grantee.c.id == g.c.grantee_id)
-        .join(study, study.c.owner_institution_id == g.c.grantor_id)
-        .where(
-            study.c.study_uid == study_uid,
-            grantee.c.name == institution,
-            active_grant(g, now, permissions),
-            or_(g.c.study_uid == study.c.study_uid, g.c.patient_pk == study.c.patient_pk),
-        )
-        .exists()
-    )
+def active_grants(now: float, permissions: tuple[Permission, ...] = tuple(Permission)) -> Subquery:
+    """The grants in force at ``now`` with one of ``permissions``, as a subquery (a fresh
+    alias each call) for the access rule and the worklist to join to the study index
+    (``query.api.granted``, ``query.api.worklist_entries``)."""
+    return select(grants).where(active_grant(grants, now, permissions)).subquery()
 
 
 _grantor = aliased(institutions)
@@ -340,16 +319,22 @@ class Grants:
     def _check_owner(
         conn: Connection, study_uid: str, grantor: str, grantor_id: int, now: float
     ) -> None:
-        owner = conn.execute(
-            select(studies.c.owner_institution_id).where(studies.c.study_uid == study_uid)
-        ).first()
-        if owner is not None and owner.owner_institution_id == grantor_id:
+        owner = study_owner(conn, study_uid)
+        if owner is not None and owner.owner_id == grantor_id:
             return
+        # does the grantor reach the study through a grant of its owner to it?
         seen = (
             owner is not None
+            and owner.owner_id is not None
             and conn.execute(
-                select(studies.c.study_uid).where(
-                    studies.c.study_uid == study_uid, granted(studies.c.study_uid, grantor, now)
+                select(grants.c.id).where(
+                    grants.c.grantor_id == owner.owner_id,
+                    grants.c.grantee_id == grantor_id,
+                    active_grant(grants, now),
+                    or_(
+                        grants.c.study_uid == study_uid,
+                        grants.c.patient_pk == owner.patient_pk,
+                    ),
                 )
             ).first()
         )
@@ -359,21 +344,12 @@ class Grants:
 
     @staticmethod
     def _owned_patient(conn: Connection, patient_id: str, issuer: str, grantor_id: int) -> int:
-        found = conn.execute(
-            select(patients.c.pk)
-            .join(studies, studies.c.patient_pk == patients.c.pk)
-            .where(
-                patients.c.patient_id == patient_id,
-                patients.c.issuer == issuer,
-                studies.c.owner_institution_id == grantor_id,
-            )
-            .limit(1)
-        ).first()
+        found = owned_patient(conn, patient_id, issuer, grantor_id)
         if found is None:
             raise NotFound(
                 f"the grantor owns no study of patient {patient_id!r} (issuer {issuer!r})"
             )
-        return int(found.pk)
+        return found
 
     def get(self, grant_id: int) -> Grant:
         with self.engine.connect() as conn:

@@ -1,69 +1,35 @@
-"""The reading worklist: the studies granted to an institution, each new, opened or reported.
+"""The reading worklist's own record: which granted studies each grantee opened.
 
-Issue 4: a regional reading centre works from the studies other institutions granted it.
-Each such study has a status *for the grantee*:
-
-``new``
-    granted, and the grantee has not retrieved it yet;
-``opened``
-    the grantee retrieved its instances, metadata, frames or bulk data (recorded once, by
-    :func:`record_opened`, in ``worklist_opened``);
-``reported``
-    the grantee stored an instance into it (a report over STOW-RS with a ``read+report``
-    grant, or a C-STORE from one of its AEs): an ``instance_sources`` row of the study names
-    the grantee. Derived in SQL from provenance the archive records anyway, so neither the
-    storage path nor the indexer has to know about worklists (``archive`` may not import
-    ``sharing``), and a status cannot disagree with what is stored.
-
-"Reported" wins over "opened", which wins over "new". The worklist holds only studies
-reached through a grant (:func:`sharing.grants.granted`); a grant's grantor must own the
-study and cannot grant to itself, so the grantee's own studies are never on it.
+Issue 4: a regional reading centre works from the studies other institutions granted it,
+each ``new``, ``opened`` or ``reported`` for it (:class:`Status`). Opening is the one
+state nothing else records, so sharing keeps it here (``worklist_opened``); the worklist
+itself is a query over the study index and the grants (``query.api.worklist_entries``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from enum import StrEnum
 
-from sqlalchemy import (
-    Column,
-    ColumnElement,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Table,
-    and_,
-    case,
-    exists,
-    literal,
-    not_,
-    or_,
-    select,
-)
+from sqlalchemy import Column, Float, ForeignKey, Integer, String, Subquery, Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 
-from archive.api import instance_sources, instances, institutions, studies
+from archive.api import institutions
 from security.errors import InvalidInput
 from security.transactions import write_transaction
-from sharing.grants import Permission, active_grant, granted, grants, metadata
+from sharing.grants import metadata
 
 __all__ = [
     "Status",
-    "WorklistEntry",
-    "on_worklist",
+    "openings",
     "parse_statuses",
-    "record_opened",
-    "status_of",
-    "worklist_entries",
+    "record_opening",
     "worklist_opened",
 ]
 
-# in sharing's metadata, so sharing.api.ensure_schema creates it with the grants table
+# in sharing's metadata, beside the grants table; made by the migrations
 worklist_opened = Table(
     "worklist_opened",
     metadata,
@@ -103,185 +69,29 @@ def parse_statuses(values: Iterable[str]) -> frozenset[Status]:
     return frozenset(wanted)
 
 
-def _reported(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
-    inst = aliased(instances)
-    source = aliased(instance_sources)
-    who = aliased(institutions)
-    return exists(
-        select(inst.c.sop_uid)
-        .join(source, source.c.sop_uid == inst.c.sop_uid)
-        .join(who, who.c.id == source.c.institution_id)
-        .where(inst.c.study_uid == study_uid, who.c.name == institution)
-    )
+def openings() -> Subquery:
+    """The recorded openings (``institution_id``, ``study_uid``, ``opened_at``,
+    ``opened_by``) as a subquery, a fresh alias each call, for the worklist's SQL to join."""
+    return select(worklist_opened).subquery()
 
 
-def _opened(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
-    opened = aliased(worklist_opened)
-    who = aliased(institutions)
-    return exists(
-        select(opened.c.study_uid)
-        .join(who, who.c.id == opened.c.institution_id)
-        .where(opened.c.study_uid == study_uid, who.c.name == institution)
-    )
-
-
-def status_of(study_uid: ColumnElement[str], institution: str) -> ColumnElement[str]:
-    """SQL: the worklist status (a :class:`Status` value) of the study for ``institution``."""
-    return case(
-        (_reported(study_uid, institution), literal(Status.REPORTED.value)),
-        (_opened(study_uid, institution), literal(Status.OPENED.value)),
-        else_=literal(Status.NEW.value),
-    )
-
-
-def on_worklist(
-    study_uid: ColumnElement[str],
-    institution: str,
-    now: float | None = None,
-    statuses: Iterable[Status] = (),
-) -> ColumnElement[bool]:
-    """SQL condition: the study is on ``institution``'s worklist (with one of ``statuses``).
-
-    Granted to it by an active grant (the access rule's grant half; never its own
-    studies); ``statuses`` empty means any status.
-    """
-    now = time.time() if now is None else now
-    condition = granted(study_uid, institution, now)
-    wanted = set(statuses)
-    if not wanted or wanted == set(Status):
-        return condition
-    reported = _reported(study_uid, institution)
-    opened = _opened(study_uid, institution)
-    by_status = {
-        Status.REPORTED: reported,
-        Status.OPENED: and_(opened, not_(reported)),
-        Status.NEW: and_(not_(opened), not_(reported)),
-    }
-    return and_(condition, or_(*[by_status[s] for s in sorted(wanted)]))
-
-
-@dataclass(frozen=True, slots=True)
-class WorklistEntry:
-    """What the worklist says about one granted study (times are POSIX seconds).
-
-    ``permission`` is the widest of the active grants covering the study (a study may be
-    granted on its own and through its patient); ``granted_at`` the earliest of them;
-    ``expires_at`` the last moment one of them is still in force (None: no expiry).
-    """
-
-    study_uid: str
-    status: Status
-    grantor: str
-    permission: Permission
-    granted_at: float
-    expires_at: float | None
-    opened_at: float | None
-
-
-def worklist_entries(
-    engine: Engine, institution: str, study_uids: Sequence[str], now: float | None = None
-) -> dict[str, WorklistEntry]:
-    """The worklist entries of ``study_uids`` (one page of a search) for ``institution``.
-
-    Studies not on its worklist are absent from the answer.
-    """
-    now = time.time() if now is None else now
-    if not study_uids:
-        return {}
-    g = aliased(grants)
-    grantee = aliased(institutions)
-    grantor = aliased(institutions)
-    opened = aliased(worklist_opened)
-    stmt = (
-        select(
-            studies.c.study_uid,
-            grantor.c.name.label("grantor"),
-            g.c.permission,
-            g.c.created_at,
-            g.c.expires_at,
-            status_of(studies.c.study_uid, institution).label("status"),
-            opened.c.opened_at,
-        )
-        .join(g, g.c.grantor_id == studies.c.owner_institution_id)
-        .join(grantee, grantee.c.id == g.c.grantee_id)
-        .join(grantor, grantor.c.id == g.c.grantor_id)
-        .outerjoin(
-            opened,
-            and_(
-                opened.c.study_uid == studies.c.study_uid, opened.c.institution_id == grantee.c.id
-            ),
-        )
-        .where(
-            studies.c.study_uid.in_(list(study_uids)),
-            grantee.c.name == institution,
-            active_grant(g, now),
-            or_(g.c.study_uid == studies.c.study_uid, g.c.patient_pk == studies.c.patient_pk),
-        )
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    entries: dict[str, WorklistEntry] = {}
-    for row in rows:
-        uid = str(row.study_uid)
-        entry = WorklistEntry(
-            study_uid=uid,
-            status=Status(row.status),
-            grantor=str(row.grantor),
-            permission=Permission(row.permission),
-            granted_at=float(row.created_at),
-            expires_at=None if row.expires_at is None else float(row.expires_at),
-            opened_at=None if row.opened_at is None else float(row.opened_at),
-        )
-        known = entries.get(uid)
-        entries[uid] = entry if known is None else _merged(known, entry)
-    return entries
-
-
-def _merged(a: WorklistEntry, b: WorklistEntry) -> WorklistEntry:
-    """One entry for a study covered by two grants: the wider and longer of both."""
-    wide = Permission.READ_REPORT in (a.permission, b.permission)
-    return WorklistEntry(
-        study_uid=a.study_uid,
-        status=a.status,
-        grantor=a.grantor,
-        permission=Permission.READ_REPORT if wide else Permission.READ,
-        granted_at=min(a.granted_at, b.granted_at),
-        expires_at=None
-        if a.expires_at is None or b.expires_at is None
-        else max(a.expires_at, b.expires_at),
-        opened_at=a.opened_at,
-    )
-
-
-def record_opened(
-    engine: Engine, institution: str, study_uid: str, by: str, now: float | None = None
+def record_opening(
+    engine: Engine, institution_id: int, study_uid: str, by: str, now: float | None = None
 ) -> bool:
-    """Note that ``institution`` opened the granted study ``study_uid`` (first time only).
+    """Record that the institution ``institution_id`` opened ``study_uid``.
 
-    A read first, so the usual case (already noted, or the institution's own study) takes
-    no write lock; returns True when this call recorded the opening.
+    The caller has checked that the study is granted to it and not yet noted
+    (``query.api.record_opened``). Returns False when a concurrent request of the same
+    institution noted it first.
     """
     now = time.time() if now is None else now
-    already = aliased(worklist_opened)
-    probe = select(
-        institutions.c.id,
-        exists(
-            select(already.c.study_uid).where(
-                already.c.institution_id == institutions.c.id, already.c.study_uid == study_uid
-            )
-        ).label("noted"),
-    ).where(institutions.c.name == institution, granted(literal(study_uid), institution, now))
-    with engine.connect() as conn:
-        row = conn.execute(probe).first()
-    if row is None or row.noted:
-        return False
     try:
         with write_transaction(engine) as conn:
             conn.execute(
                 worklist_opened.insert().values(
-                    institution_id=row.id, study_uid=study_uid, opened_at=now, opened_by=by
+                    institution_id=institution_id, study_uid=study_uid, opened_at=now, opened_by=by
                 )
             )
     except IntegrityError:
-        return False  # a concurrent request of the same institution noted it first
+        return False
     return True

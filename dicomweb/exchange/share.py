@@ -10,7 +10,7 @@ Routes::
     DELETE /api/shares/{id}              revoke
     GET    /api/studies/{study}/archive  the study as a ZIP with DICOMDIR (scope export)
 
-A link's token names the institution ``share:<id>`` (``sharing.api.reachable`` narrows it
+A link's token names the institution ``share:<id>`` (``query.api.reachable`` narrows it
 to the link's study while the link is active) and carries ``dicom.read``, plus ``export``
 when the link allows download. Every open, wrong PIN, unknown link and download is
 audited; failed openings from one address beyond a limit are answered 429.
@@ -42,7 +42,7 @@ from dicomweb.operations.auditing import (
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
-from query.api import study_orthanc_ids
+from query.api import reaches_study, study_orthanc_ids
 from security.errors import InvalidInput, NotFound, TooManyAttempts
 from security.throttle import FailureThrottle
 from security.tokens import Principal
@@ -54,7 +54,6 @@ from sharing.api import (
     ShareLinks,
     WrongPin,
     parse_duration,
-    reaches_study,
     share_institution,
 )
 from viewer.api import SHARE_SCRIPT, ViewerMode, ViewerUrls, share_headers, share_page

@@ -49,15 +49,17 @@ from archive.api import Catalog
 from dicomweb.http.dicomxml import negotiate_dataset_media
 from dicomweb.http.middleware import qido_response
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
-from query.api import Level, element, parse_query, worklist_studies
-from security.tokens import Principal
-from sharing.api import (
-    Permission,
+from query.api import (
+    Level,
     WorklistEntry,
-    parse_statuses,
+    element,
+    parse_query,
     record_opened,
     worklist_entries,
+    worklist_studies,
 )
+from security.tokens import Principal
+from sharing.api import Permission, parse_statuses
 
 __all__ = [
     "OPENED",

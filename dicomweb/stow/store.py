@@ -56,6 +56,7 @@ from archive.api import Catalog, Institution, header_record, survey
 from dicomweb.http.middleware import error_status
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
+from query.api import claim_for_store
 from security.errors import (
     Forbidden,
     InvalidInput,
@@ -65,7 +66,6 @@ from security.errors import (
     VnaError,
 )
 from security.tokens import Principal
-from sharing.api import claim_for_store
 
 __all__ = [
     "FailureReason",
@@ -342,7 +342,7 @@ def inspect_part(part: ReceivedPart) -> _Candidate | Outcome:
 def refused(catalog: Catalog, institution: Institution | str, study_uid: str, sop_uid: str) -> bool:
     """True when ``institution`` may not store this instance (blocking).
 
-    The rule C-STORE follows too (:func:`sharing.api.claim_for_store`): the first
+    The rule C-STORE follows too (:func:`query.api.claim_for_store`): the first
     institution to store an instance of a study owns its UID; another may store into it
     only with an active ``read+report`` grant (a reading centre's reports), and a SOP
     instance already filed under such a study is refused. Admission claims the study

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from archive.catalog import Catalog, SourceRecord
+from query.api import may_store_reports
 from security.errors import Conflict, Forbidden
-from sharing.api import Grants, ensure_schema, may_store_reports
+from sharing.api import Grants, ensure_schema
 from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_grants import STUDIES, A, B, C, rec, seen

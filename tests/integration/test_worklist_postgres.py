@@ -10,7 +10,8 @@ import pytest
 
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from dicomweb.qido.worklist import worklist_search
-from sharing.api import Grants, Status, ensure_schema, record_opened, worklist_entries
+from query.api import record_opened, worklist_entries
+from sharing.api import Grants, Status, ensure_schema
 from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_worklist import STUDIES, A, B, C, listed, report

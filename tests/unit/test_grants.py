@@ -10,14 +10,13 @@ import pytest
 from sqlalchemy import select
 
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, studies
+from query.api import may_store_reports, reachable
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
 from sharing.api import (
     Grants,
     Permission,
     ensure_schema,
-    may_store_reports,
     parse_duration,
-    reachable,
 )
 from tests.catalogdb import migrated
 

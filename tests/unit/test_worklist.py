@@ -1,5 +1,6 @@
-"""The reading worklist (sharing.worklist, dicomweb.qido.worklist) against a real SQLite catalog,
-and a report stored back by a reading centre joining the study's existing patient."""
+"""The reading worklist (query.worklist, sharing.worklist, dicomweb.qido.worklist) against a
+real SQLite catalog, and a report stored back by a reading centre joining the study's
+existing patient."""
 
 from __future__ import annotations
 
@@ -24,18 +25,14 @@ from dicomweb.qido.worklist import (
     worklist_search,
 )
 from dicomweb.stow.store import Outcome, inspect_part
+from query.api import WorklistEntry, on_worklist, reachable, record_opened, worklist_entries
 from security.errors import InvalidInput
 from sharing.api import (
     Grants,
     Permission,
     Status,
-    WorklistEntry,
     ensure_schema,
-    on_worklist,
     parse_statuses,
-    reachable,
-    record_opened,
-    worklist_entries,
 )
 from synthetic import StudySpec, generate_study
 from tests.catalogdb import migrated

@@ -1,11 +1,14 @@
 """Which studies a principal reaches, as one SQL condition every query carries.
 
 Design ("Access, sharing, audit"): a token reaches the studies its institution owns plus
-those granted to it (:mod:`sharing.grants`: a study, or a patient's studies, for a time,
-until revoked). The owner is the institution whose instance of the study was recorded
-first (``studies.owner_institution_id``, set by the catalog): sending one made-up instance
-with somebody else's Study Instance UID does not open their study. Scopes never widen
-this: an ``admin`` token sees its institution's studies only.
+those granted to it (``sharing``'s grants: a study, or a patient's studies, for a time,
+until revoked). The rule is SQL over the study index, so it lives with the other queries
+on the index; ``sharing`` keeps the grant and share-link tables and hands over the active
+grants (:func:`sharing.api.active_grants`) and a link's study
+(:func:`sharing.api.link_reaches`). The owner is the institution whose instance of the
+study was recorded first (``studies.owner_institution_id``, set by the catalog): sending
+one made-up instance with somebody else's Study Instance UID does not open their study.
+Scopes never widen this: an ``admin`` token sees its institution's studies only.
 
 Every query that names study rows must pass through :func:`reachable`, so that an
 unreachable study and a nonexistent one give the same answer.
@@ -19,11 +22,19 @@ from sqlalchemy import ColumnElement, String, and_, exists, false, literal, or_,
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
-from archive.api import Catalog, Institution, institutions, studies
-from sharing.grants import Permission, granted
-from sharing.links import SHARE_PREFIX, link_reaches
+from archive.api import Catalog, Institution
+from archive.index_tables import institutions, studies
+from sharing.api import SHARE_PREFIX, Permission, active_grants, link_reaches
 
-__all__ = ["claim_for_store", "may_store_reports", "reachable", "reportable"]
+__all__ = [
+    "claim_for_store",
+    "deletable",
+    "granted",
+    "may_store_reports",
+    "reachable",
+    "reaches_study",
+    "reportable",
+]
 
 
 def _owned(study_uid: ColumnElement[str], institution: str) -> ColumnElement[bool]:
@@ -34,6 +45,35 @@ def _owned(study_uid: ColumnElement[str], institution: str) -> ColumnElement[boo
         select(owned.c.study_uid)
         .join(owner, owner.c.id == owned.c.owner_institution_id)
         .where(and_(owned.c.study_uid == study_uid, owner.c.name == institution))
+    )
+
+
+def granted(
+    study_uid: ColumnElement[str],
+    institution: str,
+    now: float,
+    permissions: tuple[Permission, ...] = tuple(Permission),
+) -> ColumnElement[bool]:
+    """SQL: an active grant with one of ``permissions`` gives ``institution`` the study.
+
+    A correlated ``EXISTS`` on the outer query's ``study_uid`` column. Every table inside
+    is an alias, so an outer query that joins institutions, studies or grants itself is
+    never correlated by mistake. The study must still be owned by the grantor: a study
+    deleted and sent again by someone else is not covered by the old owner's grants.
+    """
+    g = active_grants(now, permissions)
+    grantee = aliased(institutions)
+    study = aliased(studies)
+    return (
+        select(g.c.id)
+        .join(grantee, grantee.c.id == g.c.grantee_id)
+        .join(study, study.c.owner_institution_id == g.c.grantor_id)
+        .where(
+            study.c.study_uid == study_uid,
+            grantee.c.name == institution,
+            or_(g.c.study_uid == study.c.study_uid, g.c.patient_pk == study.c.patient_pk),
+        )
+        .exists()
     )
 
 

@@ -1,6 +1,7 @@
-"""The archive's public face for other packages (``sharing``, ``dicomweb``).
+"""The archive's public face for other packages (``sharing``, ``query``, ``dicomweb``, ...).
 
-Everything else in ``archive`` is private: import from here.
+Functions and values, no tables: the study index's tables go to ``query`` alone, through
+:mod:`archive.index_tables`. Everything else in ``archive`` is private: import from here.
 """
 
 from archive.blobstore import AttachmentPart, BlobStore
@@ -10,16 +11,10 @@ from archive.catalog import (
     Institution,
     SourceRecord,
     StudyOwner,
-    instance_sources,
-    instances,
     institution_id,
     institution_names,
-    institutions,
     owned_patient,
     patient_identities,
-    patients,
-    series,
-    studies,
     study_owner,
 )
 from archive.credentials import OrthancCredentials, credentials
@@ -53,16 +48,10 @@ __all__ = [
     "header_record",
     "institution_id",
     "institution_names",
-    "instance_sources",
-    "instances",
-    "institutions",
     "open_store",
     "owned_patient",
     "patient_identities",
-    "patients",
-    "series",
     "split_groups",
-    "studies",
     "study_owner",
     "survey",
 ]

@@ -43,15 +43,9 @@ from typing import Any
 import zstandard
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import MetaData
 
-from archive.api import (
-    Catalog,
-    instances,
-    open_store,
-    patients,
-    series,
-    studies,
-)
+from archive.api import Catalog, open_store
 from archive.catalog import pn_fold_values
 from bench.common import (
     BENCH_DIR,
@@ -552,6 +546,13 @@ def fill_catalog(catalog: Catalog, n: int, institution_id: int, batch: int = 20_
     """``n`` studies (two per patient), one series and one instance each, as rows."""
     rng = random.Random(7)
     now = time.time()
+    # the index's tables as the migrations made them, read from the database: only the
+    # query package builds SQL on archive's own Table objects
+    index = MetaData()
+    index.reflect(catalog.engine, only=["patients", "studies", "series", "instances"])
+    patients, studies, series, instances = (
+        index.tables[name] for name in ("patients", "studies", "series", "instances")
+    )
     with catalog.engine.begin() as conn:
         for start in range(0, n // 2 + n % 2, batch):
             rows = []

@@ -4,7 +4,8 @@ The catalog database is shared: the archive, sharing and security each define th
 tables (their own ``MetaData``). Only a composition root may know all of them, so the list
 lives here, not in ``archive.migrations`` (archive may not import sharing). Alembic's
 autogenerate (``alembic revision --autogenerate``, see alembic.ini) compares the database
-with this list; ``tests/unit/test_migrations.py`` checks the migrations against it.
+with them all (:func:`catalog_metadata`); ``tests/unit/test_migrations.py`` checks the
+migrations against it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sharing.grants
 import sharing.links
 import sharing.worklist  # noqa: F401 - defines worklist_opened in sharing.grants.metadata
 
-__all__ = ["all_metadata"]
+__all__ = ["all_metadata", "catalog_metadata"]
 
 
 def all_metadata() -> list[MetaData]:
@@ -36,3 +37,17 @@ def all_metadata() -> list[MetaData]:
         security.audit.metadata,
         security.throttle.metadata,
     ]
+
+
+def catalog_metadata(*owners: MetaData) -> MetaData:
+    """The tables of ``owners`` (default: every owner) copied into one ``MetaData``.
+
+    A foreign key between owners names its table as a string (sharing's grants name the
+    index's ``institutions`` and ``patients``: sharing may not import archive's tables),
+    which resolves only among tables of one ``MetaData``.
+    """
+    combined = MetaData()
+    for owner in owners or all_metadata():
+        for table in owner.tables.values():
+            table.to_metadata(combined)
+    return combined

@@ -38,9 +38,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.orm import aliased
 
-from archive.api import institutions, owned_patient, patients, study_owner
+from archive.api import (
+    institution_id,
+    institution_names,
+    owned_patient,
+    patient_identities,
+    study_owner,
+)
 from security.errors import Conflict, Forbidden, InvalidInput, NotFound
 from security.transactions import write_transaction
 
@@ -62,13 +67,15 @@ grants = Table(
     "grants",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("grantor_id", Integer, ForeignKey(institutions.c.id), nullable=False),
-    Column("grantee_id", Integer, ForeignKey(institutions.c.id), nullable=False),
+    # foreign keys into the study index by name: the migrations make the tables, and
+    # sharing reads the index only through archive.api's functions
+    Column("grantor_id", Integer, ForeignKey("institutions.id"), nullable=False),
+    Column("grantee_id", Integer, ForeignKey("institutions.id"), nullable=False),
     # no foreign key: a study can be deleted and sent again; the grant then covers it only
     # while the grantor still owns it (checked by the access rule, not by the schema)
     Column("study_uid", String(64)),
     # patients rows are never deleted, so this one can be a foreign key
-    Column("patient_pk", Integer, ForeignKey(patients.c.pk)),
+    Column("patient_pk", Integer, ForeignKey("patients.pk")),
     Column("permission", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("created_by", String(256), nullable=False),
@@ -181,36 +188,27 @@ def active_grants(now: float, permissions: tuple[Permission, ...] = tuple(Permis
     return select(grants).where(active_grant(grants, now, permissions)).subquery()
 
 
-_grantor = aliased(institutions)
-_grantee = aliased(institutions)
+def _grants(conn: Connection, *where: ColumnElement[bool]) -> list[Grant]:
+    """The grants matching ``where``, oldest first, with the names of both institutions
+    and the grant's patient read from the study index (archive.api)."""
+    rows = conn.execute(select(grants).where(*where).order_by(grants.c.id)).all()
+    names = institution_names(conn, [r.grantor_id for r in rows] + [r.grantee_id for r in rows])
+    people = patient_identities(conn, [r.patient_pk for r in rows if r.patient_pk is not None])
+    return [_grant(row, names, people) for row in rows]
 
 
-def _select_grants() -> Any:
-    return (
-        select(
-            grants,
-            _grantor.c.name.label("grantor"),
-            _grantee.c.name.label("grantee"),
-            patients.c.patient_id,
-            patients.c.issuer,
-        )
-        .join(_grantor, _grantor.c.id == grants.c.grantor_id)
-        .join(_grantee, _grantee.c.id == grants.c.grantee_id)
-        .outerjoin(patients, patients.c.pk == grants.c.patient_pk)
-    )
-
-
-def _grant(row: Row[Any]) -> Grant:
+def _grant(row: Row[Any], names: dict[int, str], people: dict[int, tuple[str, str]]) -> Grant:
+    patient_id, issuer = (None, None) if row.patient_pk is None else people[row.patient_pk]
     return Grant(
         id=int(row.id),
-        grantor=str(row.grantor),
-        grantee=str(row.grantee),
+        grantor=names[row.grantor_id],
+        grantee=names[row.grantee_id],
         permission=Permission(row.permission),
         created_at=float(row.created_at),
         created_by=str(row.created_by),
         study_uid=row.study_uid,
-        patient_id=row.patient_id,
-        issuer=row.issuer,
+        patient_id=patient_id,
+        issuer=issuer,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         revoked_by=row.revoked_by,
@@ -232,12 +230,12 @@ class Grants:
 
     @staticmethod
     def _institution_id(conn: Connection, name: str, role: str) -> int:
-        found = conn.execute(select(institutions.c.id).where(institutions.c.name == name)).first()
+        found = institution_id(conn, name)
         if found is None:
             raise NotFound(
                 f"no institution named {name!r} ({role}): add it with `vna institution add`"
             )
-        return int(found.id)
+        return found
 
     def add(
         self,
@@ -353,10 +351,10 @@ class Grants:
 
     def get(self, grant_id: int) -> Grant:
         with self.engine.connect() as conn:
-            row = conn.execute(_select_grants().where(grants.c.id == grant_id)).first()
-        if row is None:
+            found = _grants(conn, grants.c.id == grant_id)
+        if not found:
             raise NotFound(f"no grant {grant_id}")
-        return _grant(row)
+        return found[0]
 
     def revoke(
         self,
@@ -373,10 +371,10 @@ class Grants:
         """
         now = time.time() if now is None else now
         with write_transaction(self.engine) as conn:
-            row = conn.execute(_select_grants().where(grants.c.id == grant_id)).first()
-            if row is None:
+            found = _grants(conn, grants.c.id == grant_id)
+            if not found:
                 raise NotFound(f"no grant {grant_id}")
-            grant = _grant(row)
+            grant = found[0]
             if institution is not None and institution != grant.grantor:
                 if institution == grant.grantee:
                     raise Forbidden(
@@ -404,12 +402,17 @@ class Grants:
         ``grantor``/``grantee`` filter by one side; ``institution`` keeps those it gave or
         received.
         """
-        stmt = _select_grants().order_by(grants.c.id)
-        if grantor is not None:
-            stmt = stmt.where(_grantor.c.name == grantor)
-        if grantee is not None:
-            stmt = stmt.where(_grantee.c.name == grantee)
-        if institution is not None:
-            stmt = stmt.where(or_(_grantor.c.name == institution, _grantee.c.name == institution))
         with self.engine.connect() as conn:
-            return [_grant(row) for row in conn.execute(stmt)]
+            where: list[ColumnElement[bool]] = []
+            for name, column in ((grantor, grants.c.grantor_id), (grantee, grants.c.grantee_id)):
+                if name is not None:
+                    found = institution_id(conn, name)
+                    if found is None:
+                        return []
+                    where.append(column == found)
+            if institution is not None:
+                found = institution_id(conn, institution)
+                if found is None:
+                    return []
+                where.append(or_(grants.c.grantor_id == found, grants.c.grantee_id == found))
+            return _grants(conn, *where)

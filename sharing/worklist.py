@@ -16,7 +16,6 @@ from sqlalchemy import Column, Float, ForeignKey, Integer, String, Subquery, Tab
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from archive.api import institutions
 from security.errors import InvalidInput
 from security.transactions import write_transaction
 from sharing.grants import metadata
@@ -29,11 +28,12 @@ __all__ = [
     "worklist_opened",
 ]
 
-# in sharing's metadata, beside the grants table; made by the migrations
+# in sharing's metadata, beside the grants table; made by the migrations (the foreign key
+# names the index's table, as the grants' do)
 worklist_opened = Table(
     "worklist_opened",
     metadata,
-    Column("institution_id", Integer, ForeignKey(institutions.c.id), primary_key=True),
+    Column("institution_id", Integer, ForeignKey("institutions.id"), primary_key=True),
     Column("study_uid", String(64), primary_key=True),
     Column("opened_at", Float, nullable=False),
     Column("opened_by", String(256), nullable=False),

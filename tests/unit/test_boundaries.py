@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Table
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = {
@@ -114,17 +115,33 @@ def test_the_dimse_handlers_load_nothing_heavy_into_orthanc() -> None:
 
 
 INDEX_TABLES = {"instance_sources", "instances", "institutions", "patients", "series", "studies"}
+# where archive keeps them, and the one module that hands them over (to query alone)
+INDEX_TABLE_MODULES = {"archive.catalog.schema", "archive.index_tables"}
 
 
-def test_only_query_and_sharing_build_sql_on_the_index_tables() -> None:
-    """The gateway and the DIMSE handlers call query's functions instead of importing the
-    index tables (sharing's grants and access rule still do; issue 12 moves them next)."""
+def test_archive_api_exports_no_table() -> None:
+    """Other packages call the archive's functions; none gets a table to build SQL on."""
+    import archive.api
+
+    exported = {name: getattr(archive.api, name) for name in archive.api.__all__}
+    assert [name for name, value in exported.items() if isinstance(value, Table)] == []
+
+
+def test_only_query_builds_sql_on_the_index_tables() -> None:
+    """The query package builds every SQL statement on the study index (QIDO-RS, C-FIND,
+    the access rule, the reading worklist); the gateway, the DIMSE handlers, sharing and
+    the rest call its functions or the archive's, and import no index table."""
     offenders = []
-    for package in ("dicomweb", "dimse", "compose", "viewer"):
+    for package in sorted(PROJECT - {"archive", "query"}):
         for path in sorted((ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
             for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archive"):
+                if isinstance(node, ast.Import):
+                    names = {alias.name for alias in node.names} & INDEX_TABLE_MODULES
+                    offenders += [f"{path.relative_to(ROOT)} imports {n}" for n in sorted(names)]
+                elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archive"):
+                    if node.module in INDEX_TABLE_MODULES:
+                        offenders.append(f"{path.relative_to(ROOT)} imports {node.module}")
                     names = {alias.name for alias in node.names} & INDEX_TABLES
                     offenders += [f"{path.relative_to(ROOT)} imports {n}" for n in sorted(names)]
     assert offenders == []

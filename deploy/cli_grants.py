@@ -20,7 +20,7 @@ from rich.table import Table
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
 from security.audit import AuditEvent, AuditLog
 from security.errors import VnaError
-from sharing.api import Grant, Grants, ensure_schema, parse_duration
+from sharing.api import Grant, Grants, parse_duration
 
 __all__ = ["grant_app"]
 
@@ -34,7 +34,6 @@ grant_app = typer.Typer(
 def _grants(home: Path | None) -> Iterator[tuple[Grants, AuditLog]]:
     settings, store = open_home(home)
     try:
-        ensure_schema(store.catalog.engine)
         yield (
             Grants(store.catalog.engine),
             AuditLog.open(store.catalog.engine, settings.keys_dir, settings.audit_syslog),

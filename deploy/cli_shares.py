@@ -26,7 +26,6 @@ from sharing.api import (
     Action,
     ShareLink,
     ShareLinks,
-    ensure_schema,
     parse_duration,
 )
 
@@ -42,7 +41,6 @@ def _links(home: Path | None) -> Iterator[tuple[ShareLinks, AuditLog, Settings, 
     settings, store = open_home(home)
     try:
         engine = store.catalog.engine
-        ensure_schema(engine)
         links = ShareLinks(engine, pin_attempts=settings.gateway.share_pin_attempts)
         log = AuditLog.open(engine, settings.keys_dir, settings.audit_syslog)
         yield links, log, settings, engine

@@ -21,7 +21,7 @@ from query.api import reaches_study
 from security.audit import AuditEvent, AuditLog
 from security.errors import VnaError
 from security.users import UserRegistry
-from sharing.api import Action, ShareLinks, ensure_schema, parse_duration
+from sharing.api import Action, ShareLinks, parse_duration
 from synthetic import StudySpec, generate_studies, generate_study
 
 __all__ = [
@@ -169,7 +169,6 @@ def demo_access(settings: Settings, study_uid: str, *, wait_seconds: float = 60.
     store = open_store(settings)
     try:
         engine = store.catalog.engine
-        ensure_schema(engine)
         log = AuditLog.open(engine, settings.keys_dir, settings.audit_syslog)
         users = UserRegistry(
             engine,

@@ -105,7 +105,7 @@ from security.clients import ClientRegistry
 from security.errors import InvalidInput, NotFound
 from security.issuer import EmbeddedIssuer
 from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
-from sharing.api import Grants, ensure_schema
+from sharing.api import Grants
 from viewer.api import StaffSignIn
 
 __all__ = ["create_app"]
@@ -588,7 +588,6 @@ def create_app(
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)
         app[BLOBS] = store
-        await asyncio.to_thread(ensure_schema, store.catalog.engine)
         app[GRANTS] = Grants(store.catalog.engine)
         app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
         app[AUDIT] = await asyncio.to_thread(

@@ -43,8 +43,7 @@ class FailureThrottle:
     Parameters
     ----------
     engine : Engine
-        The catalog's engine (the table is made by the migrations, or by
-        :meth:`create_table` on a fresh test database).
+        The catalog's engine (the table is made by the migrations).
     limit : int
         Failures within a window after which an address is refused.
     window : float
@@ -65,11 +64,6 @@ class FailureThrottle:
         self.limit = limit
         self.window = window
         self.clock = clock
-
-    @staticmethod
-    def create_table(engine: Engine) -> None:
-        """Create the table of a fresh database (tests); homes get it from the migrations."""
-        metadata.create_all(engine)
 
     def failures(self, kind: str, address: str) -> int:
         """Failures of ``address`` in its current window (0 once the window is over)."""

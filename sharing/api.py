@@ -8,14 +8,11 @@ the worklist are queries over the study index, built by ``query`` (``query.api``
 Everything else in ``sharing`` is private: import from here.
 """
 
-from sqlalchemy import Engine
-
 from sharing.grants import (
     Grant,
     Grants,
     Permission,
     active_grants,
-    create_tables,
     parse_duration,
 )
 from sharing.links import (
@@ -31,7 +28,6 @@ from sharing.links import (
     link_reaches,
     share_institution,
 )
-from sharing.links import create_tables as create_link_tables
 from sharing.worklist import Status, openings, parse_statuses, record_opening
 
 __all__ = [
@@ -49,7 +45,6 @@ __all__ = [
     "WrongPin",
     "Status",
     "active_grants",
-    "ensure_schema",
     "link_reaches",
     "openings",
     "parse_duration",
@@ -57,14 +52,3 @@ __all__ = [
     "record_opening",
     "share_institution",
 ]
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Create sharing's tables (grants, worklist openings, share links) if missing.
-
-    Idempotent. A home's catalog already has them: ``archive.migrations.upgrade`` (run
-    by ``open_store``) creates and evolves every table; this serves fresh databases
-    opened without it (tests) and never alters an existing table.
-    """
-    create_tables(engine)
-    create_link_tables(engine)

@@ -55,7 +55,6 @@ __all__ = [
     "Permission",
     "active_grant",
     "active_grants",
-    "create_tables",
     "grants",
     "metadata",
     "parse_duration",
@@ -87,11 +86,6 @@ grants = Table(
     Index("ix_grants_grantee", "grantee_id"),
     Index("ix_grants_grantor", "grantor_id"),
 )
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the grant table if missing (idempotent; SQLite and PostgreSQL)."""
-    metadata.create_all(engine)
 
 
 class Permission(StrEnum):

@@ -55,7 +55,6 @@ __all__ = [
     "ShareLink",
     "ShareLinks",
     "WrongPin",
-    "create_tables",
     "link_reaches",
     "share_institution",
 ]
@@ -188,10 +187,6 @@ def link_reaches(
     )
 
 
-def create_tables(engine: Engine) -> None:
-    metadata.create_all(engine)
-
-
 def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -233,7 +228,7 @@ class ShareLinks:
     """Share links in the catalog database."""
 
     def __init__(self, engine: Engine, *, pin_attempts: int = 5) -> None:
-        # the table is made by sharing.api.ensure_schema, like the grants'
+        # the table is made by the migrations (archive.migrations), like the grants'
         self.engine = engine
         self.pin_attempts = pin_attempts
 

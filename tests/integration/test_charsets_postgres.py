@@ -20,7 +20,6 @@ from archive.api import FindRequest
 from archive.catalog import Catalog
 from dimse.api import find
 from query.api import Level, parse_query, search
-from sharing.api import ensure_schema
 from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_pn_matching import CASES, charset_name, index_names, matching, names
@@ -43,7 +42,6 @@ def database(pg_url: str) -> Iterator[str]:
 def cat(database: str) -> Iterator[tuple[Catalog, dict[str, str]]]:
     migrations.upgrade(database)
     catalog = Catalog(migrated(database))
-    ensure_schema(catalog.engine)
     a = catalog.add_institution("Hospital A", "HOSPA").id
     by_study = names()
     index_names(catalog, a, by_study)
@@ -93,7 +91,6 @@ def test_revision_0005_folds_names_indexed_before_it_on_postgresql(database: str
     assert migrations.upgrade(database) == ["0005_pn_fold"]
     catalog = Catalog(migrated(database))
     try:
-        ensure_schema(catalog.engine)
         catalog.add_institution("Hospital A", "HOSPA")
         with catalog.engine.begin() as conn:
             conn.execute(

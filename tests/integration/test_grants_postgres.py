@@ -14,7 +14,7 @@ import pytest
 from archive.catalog import Catalog, SourceRecord
 from query.api import may_store_reports
 from security.errors import Conflict, Forbidden
-from sharing.api import Grants, ensure_schema
+from sharing.api import Grants
 from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_grants import STUDIES, A, B, C, rec, seen
@@ -25,8 +25,6 @@ pg_url = test_postgres.pg_url  # the throwaway cluster fixture (a cluster for th
 @pytest.fixture
 def cat(pg_url: str) -> Iterator[Catalog]:
     catalog = Catalog(migrated(pg_url))
-    ensure_schema(catalog.engine)
-    ensure_schema(catalog.engine)  # idempotent
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner)) in enumerate(STUDIES.items()):

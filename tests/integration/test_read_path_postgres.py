@@ -14,7 +14,7 @@ from archive.catalog import Catalog, SourceRecord
 from archive.settings import StorageSettings
 from query.api import instances_to_retrieve
 from security.keys import KeyRing
-from sharing.api import Grants, ensure_schema
+from sharing.api import Grants
 from synthetic import StudySpec, generate_study
 from tests.catalogdb import migrated
 from tests.integration import test_postgres
@@ -28,7 +28,6 @@ pg_url = test_postgres.pg_url  # the throwaway cluster fixture (a cluster for th
 @pytest.fixture
 def cat(pg_url: str) -> Iterator[Catalog]:
     catalog = Catalog(migrated(pg_url))
-    ensure_schema(catalog.engine)
     ids = {name: catalog.add_institution(name).id for name in (A, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner)) in enumerate(STUDIES.items()):

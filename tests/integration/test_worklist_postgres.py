@@ -11,7 +11,7 @@ import pytest
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from dicomweb.qido.worklist import worklist_search
 from query.api import record_opened, worklist_entries
-from sharing.api import Grants, Status, ensure_schema
+from sharing.api import Grants, Status
 from tests.catalogdb import migrated
 from tests.integration import test_postgres
 from tests.unit.test_worklist import STUDIES, A, B, C, listed, report
@@ -22,7 +22,6 @@ pg_url = test_postgres.pg_url  # the throwaway cluster fixture (a cluster for th
 @pytest.fixture
 def cat(pg_url: str) -> Iterator[Catalog]:
     catalog = Catalog(migrated(pg_url))
-    ensure_schema(catalog.engine)
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner, date)) in enumerate(STUDIES.items()):

@@ -21,7 +21,7 @@ from archive.catalog import Catalog
 from security.authorization import AuthorizationStore, Grant
 from security.errors import VnaError
 from security.users import LoginOutcome, UserRegistry
-from sharing.api import LinkGone, LinkLocked, ShareLinks, WrongPin, ensure_schema
+from sharing.api import LinkGone, LinkLocked, ShareLinks, WrongPin
 from tests.catalogdb import migrated
 from tests.unit.test_authorization import REDIRECT, code_for
 
@@ -147,7 +147,6 @@ CHECKS = [
 def engine(tmp_path: Path) -> Iterator[Engine]:
     # the catalog's own engine: WAL, busy timeout, as the gateway uses it
     catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
-    ensure_schema(catalog.engine)
     yield catalog.engine
     catalog.close()
 

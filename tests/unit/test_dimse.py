@@ -25,7 +25,6 @@ from dimse import handlers
 from dimse.api import find, move
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
-from sharing.api import ensure_schema
 from tests.catalogdb import migrated
 from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
 
@@ -76,7 +75,6 @@ def fill(catalog: Catalog) -> None:
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
     catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
-    ensure_schema(catalog.engine)  # the access rule joins sharing's grants
     fill(catalog)
     yield catalog
     catalog.close()

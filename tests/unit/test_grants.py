@@ -15,7 +15,6 @@ from security.errors import Conflict, Forbidden, InvalidInput, NotFound
 from sharing.api import (
     Grants,
     Permission,
-    ensure_schema,
     parse_duration,
 )
 from tests.catalogdb import migrated
@@ -46,8 +45,6 @@ def rec(n: int, study: str, patient: str, issuer: str) -> InstanceRecord:
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
     catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
-    ensure_schema(catalog.engine)
-    ensure_schema(catalog.engine)  # idempotent
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner)) in enumerate(STUDIES.items()):

@@ -19,7 +19,6 @@ from archive import migrations
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, patients
 from archive.names import fold, fold_group, folded_groups
 from query.api import Level, parse_query, search
-from sharing.api import ensure_schema
 from tests.catalogdb import migrated
 
 CHARSET_FILES = ("chrFren", "chrGerm", "chrGreek", "chrRuss", "chrH31", "chrH32", "chrX1", "chrX2")
@@ -97,7 +96,6 @@ CASES = [
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[tuple[Catalog, dict[str, str]]]:
     catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
-    ensure_schema(catalog.engine)
     a = catalog.add_institution("Hospital A", "HOSPA").id
     by_study = names()
     index_names(catalog, a, by_study)

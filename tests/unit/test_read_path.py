@@ -26,7 +26,7 @@ from dicomweb.wado.metadata import instance_metadata
 from dicomweb.wado.prefetch import batches, ordered_prefetch
 from query.api import StoredInstance, instances_to_retrieve
 from security.errors import IntegrityError
-from sharing.api import Grants, ensure_schema
+from sharing.api import Grants
 from tests.catalogdb import migrated
 
 # -- batches -------------------------------------------------------------------------------
@@ -320,7 +320,6 @@ def test_cached_lookup_judges_grants_when_it_runs(tmp_path: Path) -> None:
     owner, reader = "Hospital A", "Reading Centre"
     catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
     try:
-        ensure_schema(catalog.engine)
         ids = {name: catalog.add_institution(name).id for name in (owner, reader)}
         record = InstanceRecord(
             sop_uid="1.2.3.1",

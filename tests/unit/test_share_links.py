@@ -18,11 +18,11 @@ from sharing.links import (
     PinRequired,
     ShareLinks,
     WrongPin,
-    create_tables,
     link_reaches,
     share_institution,
     share_links,
 )
+from tests.catalogdb import migrated
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 DAY = 86400.0
@@ -30,12 +30,11 @@ DAY = 86400.0
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    return create_engine(f"sqlite:///{tmp_path / 'links.db'}")
+    return create_engine(migrated(f"sqlite:///{tmp_path / 'links.db'}"))
 
 
 @pytest.fixture
 def links(engine: Engine) -> ShareLinks:
-    create_tables(engine)
     return ShareLinks(engine, pin_attempts=3)
 
 

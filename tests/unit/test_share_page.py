@@ -9,6 +9,7 @@ from sqlalchemy import create_engine
 from dicomweb.exchange.share import FAILURE_WINDOW, ShareService
 from dicomweb.settings import GatewaySettings
 from security.throttle import FailureThrottle
+from tests.catalogdb import migrated
 from viewer.api import SHARE_SCRIPT, share_headers, share_page
 
 
@@ -31,8 +32,7 @@ def test_the_script_drops_the_secret_from_the_address_bar_and_posts_it() -> None
 
 
 def test_failed_openings_are_throttled_per_address_within_the_window(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'throttle.db'}")
-    FailureThrottle.create_table(engine)
+    engine = create_engine(migrated(f"sqlite:///{tmp_path / 'throttle.db'}"))
     clock = [1000.0]
     throttle = FailureThrottle(engine, limit=3, window=FAILURE_WINDOW, clock=lambda: clock[0])
     service = ShareService(None, GatewaySettings(), throttle)  # type: ignore[arg-type]

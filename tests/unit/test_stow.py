@@ -37,7 +37,6 @@ from dicomweb.stow.store import (
     store_response,
 )
 from security.errors import InvalidInput, UnsupportedMediaType
-from sharing.api import ensure_schema
 from sharing.grants import Grants
 
 ROOT = "http://gw/dicom-web"
@@ -384,7 +383,6 @@ def _indexed(catalog: Catalog, owner: str, sop: str, study: str) -> None:
 
 
 def test_only_the_owner_stores_into_an_existing_study(catalog: Catalog) -> None:
-    ensure_schema(catalog.engine)
     catalog.add_institution("Hospital B")
     _indexed(catalog, "Hospital A", "1.1", "1.2.3")
     assert not refused(catalog, "Hospital A", "1.2.3", "1.9")
@@ -393,7 +391,6 @@ def test_only_the_owner_stores_into_an_existing_study(catalog: Catalog) -> None:
 
 
 def test_a_read_report_grant_allows_reports_a_read_grant_does_not(catalog: Catalog) -> None:
-    ensure_schema(catalog.engine)
     catalog.add_institution("Reading Centre")
     _indexed(catalog, "Hospital A", "1.1", "1.2.3")
     grants = Grants(catalog.engine)
@@ -413,7 +410,6 @@ def test_a_read_report_grant_allows_reports_a_read_grant_does_not(catalog: Catal
 
 
 def test_an_archived_instance_cannot_be_filed_into_another_study(catalog: Catalog) -> None:
-    ensure_schema(catalog.engine)
     catalog.add_institution("Hospital B")
     _indexed(catalog, "Hospital A", "1.1", "1.2.3")
     # B's own new study, but A's SOP Instance UID: it would be filed over A's instance
@@ -452,7 +448,6 @@ def test_an_announced_http_store_records_source_owner_and_issuer(
     plugin: ArchivePlugin, small_ct: list[bytes]
 ) -> None:
     catalog = plugin.catalog
-    ensure_schema(catalog.engine)
     hospital = catalog.add_institution("Hospital B")
     checked = inspect_part(_part(small_ct[0]))
     assert not isinstance(checked, Outcome)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
 from security.throttle import FailureThrottle, failure_throttle
+from tests.catalogdb import migrated
 
 
 class Clock:
@@ -22,9 +23,7 @@ class Clock:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    made = create_engine(f"sqlite:///{tmp_path / 'throttle.db'}")
-    FailureThrottle.create_table(made)
-    return made
+    return create_engine(migrated(f"sqlite:///{tmp_path / 'throttle.db'}"))
 
 
 def rows(engine: Engine) -> int:

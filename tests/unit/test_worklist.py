@@ -31,7 +31,6 @@ from sharing.api import (
     Grants,
     Permission,
     Status,
-    ensure_schema,
     parse_statuses,
 )
 from synthetic import StudySpec, generate_study
@@ -54,7 +53,6 @@ STUDIES = {
 @pytest.fixture
 def cat(tmp_path: Path) -> Iterator[Catalog]:
     catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
-    ensure_schema(catalog.engine)
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner, date)) in enumerate(STUDIES.items()):
@@ -295,7 +293,6 @@ def test_a_stored_report_joins_the_studys_existing_patient(
     """The reading centre's SR has no IssuerOfPatientID: the indexer qualifies a STOW store
     by the storing institution, which must not file the study under a second patient."""
     catalog = plugin.catalog
-    ensure_schema(catalog.engine)
     catalog.add_institution(A, "HOSPA")
     centre = catalog.add_institution(C)
     images = list(

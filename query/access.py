@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, String, and_, exists, false, literal, or_,
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
-from archive.api import Catalog, Institution
+from archive.api import Institution, StudyIndex
 from archive.index_tables import institutions, studies
 from sharing.api import SHARE_PREFIX, Permission, active_grants, link_reaches
 
@@ -152,7 +152,7 @@ def may_store_reports(
 
 
 def claim_for_store(
-    catalog: Catalog,
+    catalog: StudyIndex,
     institution: Institution,
     study_uid: str,
     sop_uid: str,
@@ -163,7 +163,7 @@ def claim_for_store(
     The first institution to store an instance of a Study Instance UID owns it; another
     may add instances only with an active ``read+report`` grant (:func:`reportable`). A
     SOP instance already filed under a study the institution may not write is refused
-    too. The decision is a claim in the catalog (:meth:`archive.api.Catalog.claim`), so
+    too. The decision is a claim in the catalog (:meth:`archive.api.StudyIndex.claim`), so
     parallel first stores of one new study by two institutions cannot both succeed.
 
     Returns None when the instance may be stored, ``"study"`` or ``"instance"`` for

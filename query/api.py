@@ -12,7 +12,9 @@ what it says of each study (:func:`worklist_entries`, noted by :func:`record_ope
 the access rule on its own: which studies a principal reaches (:func:`reachable`,
 :func:`reaches_study`), may store reports into (:func:`reportable`,
 :func:`may_store_reports`, :func:`claim_for_store`) or delete (:func:`deletable`).
-Everything else in ``query`` is private: import from here.
+Functions that read the catalog take the part of it they read, the study index
+(:class:`archive.api.StudyIndex`; a whole ``Catalog`` is one). Everything else in
+``query`` is private: import from here.
 """
 
 from query.access import (

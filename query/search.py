@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Float, bindparam, func, select
 
-from archive.api import Catalog
+from archive.api import StudyIndex
 from archive.index_tables import instances, series, studies
 from query.access import reachable
 from query.attributes import RETRIEVE_URL, Level
@@ -37,7 +37,7 @@ class StoredInstance:
 
 
 def search(
-    catalog: Catalog,
+    catalog: StudyIndex,
     query: Query,
     institution: str,
     base_url: str,
@@ -162,7 +162,7 @@ def _retrieve_statement(institution: str, by_series: bool, by_sop: bool) -> Any:
 
 
 def instances_to_retrieve(
-    catalog: Catalog,
+    catalog: StudyIndex,
     institution: str,
     study_uid: str,
     series_uid: str | None = None,

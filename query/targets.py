@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from archive.api import Catalog, MoveItem, MoveRequest
+from archive.api import MoveItem, MoveRequest, StudyIndex
 from archive.index_tables import instances, patients, studies
 from query.access import deletable, reachable
 from query.attributes import Level
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def instances_to_move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
+def instances_to_move(catalog: StudyIndex, request: MoveRequest) -> list[MoveItem]:
     """The stored instances a C-MOVE names that ``request.institution`` reaches.
 
     The level's key must be given (PatientID, StudyInstanceUID or AccessionNumber,
@@ -79,7 +79,7 @@ def instances_to_move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:
 
 
 def deletion_targets(
-    catalog: Catalog, institution: str, study_uid: str, series_uid: str | None
+    catalog: StudyIndex, institution: str, study_uid: str, series_uid: str | None
 ) -> tuple[list[str], bool]:
     """Orthanc ids of the instances the institution may delete, and whether it sees any."""
     where = [instances.c.study_uid == study_uid]
@@ -95,7 +95,7 @@ def deletion_targets(
     return ids, seen
 
 
-def study_orthanc_ids(catalog: Catalog, study_uid: str, institution: str) -> list[str]:
+def study_orthanc_ids(catalog: StudyIndex, study_uid: str, institution: str) -> list[str]:
     """Orthanc ids of a study's stored instances that the institution reaches, in series
     and instance order (a download's files)."""
     stmt = (
@@ -112,7 +112,7 @@ def study_orthanc_ids(catalog: Catalog, study_uid: str, institution: str) -> lis
 
 
 def worklist_studies(
-    catalog: Catalog,
+    catalog: StudyIndex,
     query: Query,
     institution: str,
     root: str,
@@ -124,7 +124,9 @@ def worklist_studies(
     return search(catalog, query, institution, root, where=[condition])
 
 
-def representatives(catalog: Catalog, level: Level, uids: list[str]) -> dict[str, StoredInstance]:
+def representatives(
+    catalog: StudyIndex, level: Level, uids: list[str]
+) -> dict[str, StoredInstance]:
     """One stored instance per study, series or instance UID of a search's page (whose
     header gives the attributes read from the stored files)."""
     i = instances.c

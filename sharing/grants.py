@@ -3,10 +3,11 @@
 Design ("Access, sharing, audit"): the studies a token reaches are those its institution
 owns plus those granted to it. A grant is a row in sharing's own table on the catalog's
 engine; the access rule (``query.api.reachable``) joins the active ones
-(:func:`active_grants`) to the study index. Only the owner
-of a study (``studies.owner_institution_id``) may grant it; a patient-level grant covers
-the grantor's studies of that patient (identified by patient id *and* issuer, so the same
-id from another hospital is another patient), including studies it stores later.
+(:func:`active_grants`) to the study index. Only the owner of a study
+(``studies.owner_institution_id``, read through :func:`archive.api.study_owner`) may
+grant it; a patient-level grant covers the grantor's studies of that patient (identified
+by patient id *and* issuer, so the same id from another hospital is another patient),
+including studies it stores later.
 
 A grant is never deleted: revocation stamps ``revoked_at``/``revoked_by`` so the history
 of who could see what stays answerable.

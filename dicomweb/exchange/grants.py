@@ -20,16 +20,15 @@ from typing import Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dicomweb.http.appkeys import VALIDATOR
+from dicomweb.appkeys import GRANTS, TOKEN_VALIDATOR
 from dicomweb.http.auth import bearer_token
 from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator
-from sharing.api import Grant, Grants, parse_duration
+from sharing.api import Grant, parse_duration
 
-__all__ = ["GRANTS", "GrantRequest", "add_grant", "list_grants", "revoke_grant"]
+__all__ = ["GrantRequest", "add_grant", "list_grants", "revoke_grant"]
 
-GRANTS: web.AppKey[Grants] = web.AppKey("grants", Grants)
 
 SHARE = "share"
 ADMIN = "admin"
@@ -72,7 +71,7 @@ class GrantRequest(BaseModel):
 
 
 def _validator(request: web.Request) -> TokenValidator:
-    return request.app[VALIDATOR]
+    return request.app[TOKEN_VALIDATOR]
 
 
 async def _principal(request: web.Request, *scopes: str) -> Principal:

@@ -27,20 +27,21 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
-from dicomweb.http.auth import authorize
-from dicomweb.http.middleware import ERROR_RENDERER, METRICS, ErrorAnswer
-from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import (
+from dicomweb.appkeys import (
+    CATALOG,
+    EMBEDDED_ISSUER,
+    GATEWAY_VIEW,
+    METRICS,
+    ORTHANC_CLIENT,
     REQUEST_ID,
-    EventAction,
-    EventOutcome,
-    EventType,
-    audit,
-    audit_refusal,
+    SHARE_LINKS,
+    TOKEN_VALIDATOR,
 )
+from dicomweb.http.auth import authorize
+from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
+from dicomweb.http.orthanc import OrthancError
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
 from dicomweb.settings import GatewaySettings
-from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
 from query.api import study_orthanc_ids
 from security.errors import InvalidInput, NotFound, TooManyAttempts
@@ -59,7 +60,7 @@ from sharing.api import (
 )
 from viewer.api import SHARE_SCRIPT, ViewerMode, ViewerUrls, share_headers, share_page
 
-__all__ = ["SHARES", "add_share_routes", "share_context"]
+__all__ = ["add_share_routes", "share_context"]
 
 SHARE = "share"
 EXPORT = "export"
@@ -86,28 +87,25 @@ class ShareService:
         self.throttle.failed(THROTTLE_KIND, address)
 
 
-SHARES: web.AppKey[ShareService] = web.AppKey("shares", ShareService)
-
-
 def share_context(
     gateway: GatewaySettings,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """``cleanup_ctx``: the link table on the catalog's engine (after the catalog opens)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        engine = app[BLOBS].catalog.engine
+        engine = app[CATALOG].engine
         links = await asyncio.to_thread(ShareLinks, engine, pin_attempts=gateway.share_pin_attempts)
         throttle = FailureThrottle(
             engine, limit=gateway.share_open_failures_per_address, window=FAILURE_WINDOW
         )
-        app[SHARES] = ShareService(links, gateway, throttle)
+        app[SHARE_LINKS] = ShareService(links, gateway, throttle)
         yield
 
     return context
 
 
 def _viewer_urls(request: web.Request) -> ViewerUrls:
-    return ViewerUrls.for_gateway(request.app[VIEW].public_url)
+    return ViewerUrls.for_gateway(request.app[GATEWAY_VIEW].public_url)
 
 
 def _share_error(request: web.Request, answer: ErrorAnswer) -> web.Response:
@@ -148,7 +146,7 @@ class OpenRequest(BaseModel):
 async def open_link(request: web.Request) -> web.Response:
     """Trade a link's secret (and PIN) for a short-lived token narrowed to its study."""
     request[ERROR_RENDERER] = _share_error
-    service = request.app[SHARES]
+    service = request.app[SHARE_LINKS]
     link_id = request.match_info["id"]
     user = share_institution(link_id)
     address = request.remote or "unknown"
@@ -203,7 +201,7 @@ async def open_link(request: web.Request) -> web.Response:
     lifetime = min(
         service.gateway.share_token_minutes * 60, max(int(link.expires_at - now), 1)
     )  # never beyond the link's own expiry
-    token = request.app[ISSUER].mint(
+    token = request.app[EMBEDDED_ISSUER].mint(
         subject=user, institution=user, scopes=scopes, lifetime=lifetime
     )
     await record(
@@ -213,7 +211,7 @@ async def open_link(request: web.Request) -> web.Response:
         study_uid=link.study_uid,
         detail={"opened": "share link", "uses": str(link.uses)},
     )
-    root = request.app[VIEW].public_url
+    root = request.app[GATEWAY_VIEW].public_url
     return web.json_response(
         {
             "access_token": token,
@@ -258,13 +256,13 @@ def _link_json(link: ShareLink) -> dict[str, Any]:
 
 
 async def create_share(request: web.Request) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], SHARE)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
     try:
         body = CreateShare.model_validate(await request.json())
     except ValueError as exc:  # ValidationError is a ValueError
         raise InvalidInput(f"bad share link request: {exc}") from exc
-    service = request.app[SHARES]
-    catalog = request.app[BLOBS].catalog
+    service = request.app[SHARE_LINKS]
+    catalog = request.app[CATALOG]
     if not await asyncio.to_thread(
         reaches_study, catalog.engine, body.study_uid, principal.institution
     ):
@@ -298,18 +296,18 @@ async def create_share(request: web.Request) -> web.Response:
         what=new.link.id,
     )
     answer = _link_json(new.link)
-    answer["url"] = new.url(request.app[VIEW].public_url)  # the only time the secret leaves
+    answer["url"] = new.url(request.app[GATEWAY_VIEW].public_url)  # the only time the secret leaves
     return web.json_response(answer, status=201, headers={"Cache-Control": "no-store"})
 
 
 async def list_shares(request: web.Request) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], SHARE)
-    links = await asyncio.to_thread(request.app[SHARES].links.list, principal.institution)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
+    links = await asyncio.to_thread(request.app[SHARE_LINKS].links.list, principal.institution)
     return web.json_response([_link_json(link) for link in links])
 
 
 async def revoke_share(request: web.Request) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], SHARE)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
     link_id = request.match_info["id"]
     async with audit_refusal(
         request,
@@ -321,7 +319,7 @@ async def revoke_share(request: web.Request) -> web.Response:
         detail=lambda _exc: {"refused": link_id},
     ):
         link = await asyncio.to_thread(
-            request.app[SHARES].links.revoke,
+            request.app[SHARE_LINKS].links.revoke,
             link_id,
             principal.subject,
             principal.institution,
@@ -364,10 +362,10 @@ async def _audit_change(
 
 async def download_study(request: web.Request) -> web.StreamResponse:
     """The study as a ZIP with a DICOMDIR (PS3.10 media), the stored files unchanged."""
-    principal = await authorize(request, request.app[VALIDATOR], EXPORT)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], EXPORT)
     study_uid = request.match_info["study"]
     ids = await asyncio.to_thread(
-        study_orthanc_ids, request.app[BLOBS].catalog, study_uid, principal.institution
+        study_orthanc_ids, request.app[CATALOG], study_uid, principal.institution
     )
     if not ids:
         await audit(
@@ -398,7 +396,7 @@ async def download_study(request: web.Request) -> web.StreamResponse:
     )
     response, sent = await stream_from_orthanc(
         request,
-        request.app[ORTHANC],
+        request.app[ORTHANC_CLIENT],
         "/tools/create-media",
         accept="application/zip",
         refuse=refuse,

@@ -22,10 +22,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 from authlib.oauth2 import OAuth2Error
 
+from dicomweb.appkeys import METRICS, REQUEST_ID
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import REQUEST_ID, EventAction, EventOutcome, EventType, audit
-from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
 from security.errors import (
     Conflict,
     Forbidden,
@@ -46,8 +46,6 @@ from sharing.api import LinkGone, LinkLocked, PinRequired, WrongPin
 
 __all__ = [
     "ERROR_RENDERER",
-    "METRICS",
-    "REQUEST_ID",
     "STREAMING",
     "AccessLogger",
     "ErrorAnswer",
@@ -66,7 +64,6 @@ PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 STREAMING: web.RequestKey[bool] = web.RequestKey("vna_streaming", bool)
 """Set on a request once a streamed body has started: an error can no longer be answered."""
 
-METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)
 
 # the first matching class wins: subclasses before their bases
 _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (

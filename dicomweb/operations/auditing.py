@@ -13,11 +13,10 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from security.audit import AuditEvent, AuditLog, EventAction, EventOutcome, EventType
+from dicomweb.appkeys import AUDIT_LOG, REQUEST_ID
+from security.audit import AuditEvent, EventAction, EventOutcome, EventType
 
 __all__ = [
-    "AUDIT",
-    "REQUEST_ID",
     "EventAction",
     "EventOutcome",
     "EventType",
@@ -25,12 +24,8 @@ __all__ = [
     "audit_refusal",
 ]
 
-# request-scoped key under which the metrics middleware puts the request id
-REQUEST_ID: web.RequestKey[str] = web.RequestKey("vna_request_id", str)
 
 logger = logging.getLogger(__name__)
-
-AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
 
 
 async def audit(
@@ -46,7 +41,7 @@ async def audit(
     patient: str | None = None,
 ) -> None:
     """Append one record; a failing audit log fails the request (no silent gaps)."""
-    log = request.app.get(AUDIT)
+    log = request.app.get(AUDIT_LOG)
     if log is None:
         return
     record = AuditEvent(

@@ -25,7 +25,7 @@ Routes (PS3.18 names)::
     POST /oauth/token, /oauth/revoke; /oauth/userinfo; GET /oauth/logout
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
-    GET /viewer/...                                             OHIF (viewer_routes.py)
+    GET /viewer/...                                             OHIF (viewer/routes.py)
 
 Every DICOMweb route needs a token with ``dicom.read`` (STOW-RS: ``dicom.write``); what it
 sees is limited to the studies of the token's institution (``sharing.api``).
@@ -58,7 +58,6 @@ from dicomweb.appkeys import (
     TOKEN_VALIDATOR,
     GatewayView,
 )
-from dicomweb.delete import delete_series, delete_study
 from dicomweb.exchange.grants import add_grant, list_grants, revoke_grant
 from dicomweb.exchange.share import add_share_routes, share_context
 from dicomweb.http.auth import authorize
@@ -72,8 +71,9 @@ from dicomweb.http.middleware import (
 )
 from dicomweb.http.orthanc import OrthancClient
 from dicomweb.http.transport import forwarded_middleware
-from dicomweb.operations.audit_api import read_audit_log
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_endpoint import read_audit_log
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.delete import delete_series, delete_study
 from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.qido.includefield import add_header_fields, needs_headers
 from dicomweb.qido.worklist import (
@@ -94,9 +94,9 @@ from dicomweb.signin.oauth import (
     userinfo,
 )
 from dicomweb.stow.store import StowLimits, store_instances_response
-from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
-from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.viewer.routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
+from dicomweb.wado.instance_reader import ContentCache, InstanceReader
 from dicomweb.wado.metacache import metadata_body
 from dicomweb.wado.pixels import parse_frame_list
 from dicomweb.wado.rendered import (
@@ -548,7 +548,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth/logout", end_session)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
+    add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer/routes.py)
     add_share_routes(app)  # /share, /api/shares, study download (dicomweb/exchange/share.py)
     add_worklist_routes(app.router, search_worklist, search_for_series, search_for_instances)
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from dicomweb.operations.metrics import GatewayMetrics
     from dicomweb.qido.worklist import OpenedStudies
     from dicomweb.stow.store import StowLimits
-    from dicomweb.viewer_routes import ViewerState
-    from dicomweb.wado.blobcache import ContentCache, InstanceReader
+    from dicomweb.viewer.routes import ViewerState
+    from dicomweb.wado.instance_reader import ContentCache, InstanceReader
     from security.audit import AuditLog
     from security.authorization import AuthorizationStore
     from security.clients import ClientRegistry

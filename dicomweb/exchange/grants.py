@@ -22,7 +22,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from dicomweb.appkeys import GRANTS, TOKEN_VALIDATOR
 from dicomweb.http.auth import bearer_token
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
+from dicomweb.operations.audit_records import (
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator
 from sharing.api import Grant, parse_duration

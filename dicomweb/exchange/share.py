@@ -40,7 +40,13 @@ from dicomweb.appkeys import (
 from dicomweb.http.auth import authorize
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
+from dicomweb.operations.audit_records import (
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from dicomweb.settings import GatewaySettings
 from dicomweb.wado.frames import stream_from_orthanc
 from query.api import study_orthanc_ids

@@ -25,7 +25,7 @@ from authlib.oauth2 import OAuth2Error
 from dicomweb.appkeys import METRICS, REQUEST_ID
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from security.errors import (
     Conflict,
     Forbidden,

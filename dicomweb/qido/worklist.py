@@ -49,7 +49,7 @@ from archive.api import Catalog
 from dicomweb.appkeys import OPENED_STUDIES
 from dicomweb.http.dicomxml import negotiate_dataset_media
 from dicomweb.http.middleware import qido_response
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from query.api import Level, element, parse_query, worklist_studies
 from security.tokens import Principal
 from sharing.api import (

@@ -34,7 +34,7 @@ from authlib.common.urls import add_params_to_uri
 
 from dicomweb.appkeys import AUTHORIZATION_FLOW, EMBEDDED_ISSUER, OAUTH_CLIENTS, USERS
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from dicomweb.signin.oauth import OIDC_SCOPES
 from security.authorization import AuthorizationRequest, valid_code_challenge
 from security.clients import Client

@@ -54,7 +54,7 @@ from dicomweb.appkeys import (
     USERS,
 )
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client

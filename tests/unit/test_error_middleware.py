@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
 
+from dicomweb.appkeys import METRICS
 from dicomweb.http.middleware import (
     ERROR_RENDERER,
-    METRICS,
     ErrorAnswer,
     error_middleware,
     error_status,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicomweb.appkeys import AUDIT_LOG
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from security.audit import dicom_xml, fhir_audit_event
 from security.errors import InvalidInput
 from security.tokens import TokenValidator

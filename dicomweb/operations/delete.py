@@ -18,7 +18,7 @@ from aiohttp import web
 from dicomweb.appkeys import CATALOG, ORTHANC_CLIENT, TOKEN_VALIDATOR
 from dicomweb.http.auth import authorize
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from query.api import deletion_targets
 from security.errors import Forbidden, NotFound
 

@@ -588,12 +588,13 @@ def create_app(
     preflight, add_cors_headers = cors(gateway.cors_origins)
     app = web.Application(
         # the client behind a trusted reverse proxy is known before any handler runs;
-        # after metrics, whose request id the clone it makes then carries
+        # after metrics, whose request id the clone it makes then carries; the CORS
+        # preflight inside the error middleware, which answers its refusal
         middlewares=[
-            preflight,
             metrics_middleware,
             forwarded_middleware(gateway.trusted_proxies),
             error_middleware,
+            preflight,
         ],
         # bodies read whole (forms, JSON): small; STOW-RS streams its body and counts it
         # against gateway.max_request_mb itself (aiohttp's limit does not cover streams)

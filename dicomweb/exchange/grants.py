@@ -14,6 +14,7 @@ The grantor is always the token's institution, and only the owner of a study may
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Literal
 
@@ -124,9 +125,22 @@ async def list_grants(request: web.Request) -> web.Response:
 async def add_grant(request: web.Request) -> web.Response:
     """Grant a study, or a patient's studies, of the token's institution to another."""
     principal = await _principal(request, SHARE)
-    body: GrantRequest | None = None
-    try:
+    refusal = functools.partial(
+        audit_refusal,
+        request,
+        refused=VnaError,
+        event=EventType.GRANT_ADDED,
+        action=EventAction.CREATE,
+        user=principal.subject,
+        institution=principal.institution,
+    )
+    async with refusal(detail=lambda exc: {"refused": str(exc)}):
         body = await _grant_request(request)
+    async with refusal(
+        study_uid=body.study_uid,
+        detail=lambda exc: {"refused": str(exc), "grantee": body.grantee},
+        patient=_patient(body.patient_id, body.issuer),
+    ):
         now = time.time()
         grant = await asyncio.to_thread(
             request.app[GRANTS].add,
@@ -140,22 +154,6 @@ async def add_grant(request: web.Request) -> web.Response:
             expires_at=body.expiry(now),
             now=now,
         )
-    except VnaError as exc:
-        detail = {"refused": str(exc)}
-        if body is not None:
-            detail["grantee"] = body.grantee
-        await audit(
-            request,
-            event=EventType.GRANT_ADDED,
-            action=EventAction.CREATE,
-            outcome=EventOutcome.MINOR_FAILURE,
-            user=principal.subject,
-            institution=principal.institution,
-            study_uid=body.study_uid if body else None,
-            detail=detail,
-            patient=_patient(body.patient_id, body.issuer) if body else None,
-        )
-        raise
     await _audit_done(request, principal, grant, EventType.GRANT_ADDED, EventAction.CREATE)
     return web.json_response(
         grant.to_json(), status=201, headers={"Location": f"/api/grants/{grant.id}"}

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiohttp import web
@@ -269,18 +270,13 @@ async def create_share(request: web.Request) -> web.Response:
         raise InvalidInput(f"bad share link request: {exc}") from exc
     service = request.app[SHARE_LINKS]
     catalog = request.app[CATALOG]
-    if not await asyncio.to_thread(
-        reaches_study, catalog.engine, body.study_uid, principal.institution
+    async with _change_refused(
+        request, principal, EventType.SHARE_CREATED, body.study_uid, "not reachable"
     ):
-        await _audit_change(
-            request,
-            principal,
-            event=EventType.SHARE_CREATED,
-            outcome=EventOutcome.MINOR_FAILURE,
-            study_uid=body.study_uid,
-            what="not reachable",
-        )
-        raise NotFound("no such study")
+        if not await asyncio.to_thread(
+            reaches_study, catalog.engine, body.study_uid, principal.institution
+        ):
+            raise NotFound("no such study")
     expires_in = parse_duration(body.expires or service.gateway.share_default_expiry)
     actions = [Action.VIEW] + ([Action.DOWNLOAD] if body.download else [])
     new = await asyncio.to_thread(
@@ -293,14 +289,7 @@ async def create_share(request: web.Request) -> web.Response:
         max_uses=body.max_uses,
         pin=body.pin,
     )
-    await _audit_change(
-        request,
-        principal,
-        event=EventType.SHARE_CREATED,
-        outcome=EventOutcome.SUCCESS,
-        study_uid=body.study_uid,
-        what=new.link.id,
-    )
+    await _audit_change(request, principal, EventType.SHARE_CREATED, body.study_uid, new.link.id)
     answer = _link_json(new.link)
     answer["url"] = new.url(request.app[GATEWAY_VIEW].public_url)  # the only time the secret leaves
     return web.json_response(answer, status=201, headers={"Cache-Control": "no-store"})
@@ -315,51 +304,61 @@ async def list_shares(request: web.Request) -> web.Response:
 async def revoke_share(request: web.Request) -> web.Response:
     principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
     link_id = request.match_info["id"]
-    async with audit_refusal(
-        request,
-        refused=NotFound,
-        event=EventType.SHARE_REVOKED,
-        action=EventAction.DELETE,
-        user=principal.subject,
-        institution=principal.institution,
-        detail=lambda _exc: {"refused": link_id},
-    ):
+    async with _change_refused(request, principal, EventType.SHARE_REVOKED, None, link_id):
         link = await asyncio.to_thread(
             request.app[SHARE_LINKS].links.revoke,
             link_id,
             principal.subject,
             principal.institution,
         )
-    await _audit_change(
-        request,
-        principal,
-        event=EventType.SHARE_REVOKED,
-        outcome=EventOutcome.SUCCESS,
-        study_uid=link.study_uid,
-        what=link_id,
-    )
+    await _audit_change(request, principal, EventType.SHARE_REVOKED, link.study_uid, link_id)
     return web.json_response(_link_json(link))
+
+
+_CHANGE_ACTION = {
+    EventType.SHARE_CREATED: EventAction.CREATE,
+    EventType.SHARE_REVOKED: EventAction.DELETE,
+}
 
 
 async def _audit_change(
     request: web.Request,
     principal: Principal,
-    *,
     event: EventType,
-    outcome: EventOutcome,
     study_uid: str | None,
-    what: str,
+    link_id: str,
 ) -> None:
-    succeeded = outcome is EventOutcome.SUCCESS
+    """The record of a share link created or revoked."""
     await audit(
         request,
         event=event,
-        action=EventAction.CREATE if event is EventType.SHARE_CREATED else EventAction.DELETE,
-        outcome=outcome,
+        action=_CHANGE_ACTION[event],
+        outcome=EventOutcome.SUCCESS,
         user=principal.subject,
         institution=principal.institution,
         study_uid=study_uid,
-        detail={"link": what} if succeeded else {"refused": what},
+        detail={"link": link_id},
+    )
+
+
+def _change_refused(
+    request: web.Request,
+    principal: Principal,
+    event: EventType,
+    study_uid: str | None,
+    what: str,
+) -> AbstractAsyncContextManager[None]:
+    """Record a creation or revocation refused in the block (``NotFound``: no such study,
+    no such link) with ``what`` was refused, then let the error go on."""
+    return audit_refusal(
+        request,
+        refused=NotFound,
+        event=event,
+        action=_CHANGE_ACTION[event],
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail=lambda _exc: {"refused": what},
     )
 
 

@@ -240,7 +240,8 @@ def cors(origins: Sequence[str]) -> tuple[Middleware, PrepareHook]:
     """CORS for browser viewers on another origin (bearer tokens, no cookies).
 
     Returns the middleware answering preflight requests (``OPTIONS`` with
-    ``Access-Control-Request-Method``, before routing and authentication) and the
+    ``Access-Control-Request-Method``, before the handler and its authentication; it goes
+    after :func:`error_middleware`, which answers its refusal like any other) and the
     ``on_response_prepare`` hook that adds the headers to every other answer, streamed
     ones included (their headers are sent before the handler returns).
     """
@@ -256,7 +257,7 @@ def cors(origins: Sequence[str]) -> tuple[Middleware, PrepareHook]:
         if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
             return await handler(request)
         if permitted(request) is None:
-            return web.Response(status=403, text="origin not allowed")
+            raise Forbidden("this origin is not allowed: add it to gateway.cors_origins")
         return web.Response(
             status=204,
             headers={

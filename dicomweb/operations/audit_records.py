@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -26,6 +27,8 @@ __all__ = [
 
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=BaseException)
 
 
 async def audit(
@@ -63,13 +66,13 @@ async def audit(
 async def audit_refusal(
     request: web.Request,
     *,
-    refused: type[BaseException] | tuple[type[BaseException], ...],
+    refused: type[E] | tuple[type[E], ...],
     event: EventType,
     action: EventAction,
     user: str,
     institution: str | None = None,
     study_uid: str | None = None,
-    detail: Callable[[BaseException], dict[str, str]],
+    detail: Callable[[E], dict[str, str]],
     patient: str | None = None,
 ) -> AsyncIterator[None]:
     """Record a ``refused`` error raised in the block as a minor failure, then let it go

@@ -29,6 +29,7 @@ import asyncio
 import binascii
 from base64 import b64decode
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -54,7 +55,13 @@ from dicomweb.appkeys import (
     USERS,
 )
 from dicomweb.http.auth import authorize
-from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import (
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
 from security.clients import Client
@@ -232,7 +239,7 @@ async def _client_credentials(request: web.Request, form: dict[str, str]) -> web
 
 
 async def _refused_grant(
-    request: web.Request, client: Client, exc: Any, user: str | None = None
+    request: web.Request, client: Client, exc: OAuth2Error, user: str | None = None
 ) -> None:
     await audit(
         request,
@@ -240,12 +247,29 @@ async def _refused_grant(
         action=EventAction.EXECUTE,
         outcome=EventOutcome.MINOR_FAILURE,
         user=user or client.client_id,
-        detail={
-            "refused": str(exc.error),
-            "reason": str(exc.description or ""),
-            "client_id": client.client_id,
-        },
+        detail=_refusal_detail(client, exc),
     )
+
+
+def _grant_refusal(request: web.Request, client: Client) -> AbstractAsyncContextManager[None]:
+    """Record an OAuth error raised in the block as :func:`_refused_grant` does, then let
+    it go on to the error middleware."""
+    return audit_refusal(
+        request,
+        refused=OAuth2Error,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        user=client.client_id,
+        detail=lambda exc: _refusal_detail(client, exc),
+    )
+
+
+def _refusal_detail(client: Client, exc: OAuth2Error) -> dict[str, str]:
+    return {
+        "refused": str(exc.error),
+        "reason": str(exc.description or ""),
+        "client_id": client.client_id,
+    }
 
 
 async def _authorization_code(request: web.Request, form: dict[str, str]) -> web.Response:
@@ -256,7 +280,7 @@ async def _authorization_code(request: web.Request, form: dict[str, str]) -> web
     if not code:
         raise InvalidRequestError("code is required")
     store = request.app[AUTHORIZATION_FLOW]
-    try:
+    async with _grant_refusal(request, client):
         grant = await asyncio.to_thread(
             store.redeem_code,
             code,
@@ -264,9 +288,6 @@ async def _authorization_code(request: web.Request, form: dict[str, str]) -> web
             redirect_uri=form.get("redirect_uri"),
             code_verifier=form.get("code_verifier"),
         )
-    except OAuth2Error as exc:
-        await _refused_grant(request, client, exc)
-        raise
     return await _issue_user_tokens(request, client, grant, grant.scopes, nonce=grant.nonce)
 
 
@@ -277,14 +298,15 @@ async def _refresh_token(request: web.Request, form: dict[str, str]) -> web.Resp
         raise InvalidRequestError("refresh_token is required")
     requested = frozenset(form.get("scope", "").split())
     try:
-        grant = await asyncio.to_thread(
-            request.app[AUTHORIZATION_FLOW].spend_refresh,
-            presented,
-            client_id=client.client_id,
-            scopes=requested,
-        )
+        async with _grant_refusal(request, client):
+            grant = await asyncio.to_thread(
+                request.app[AUTHORIZATION_FLOW].spend_refresh,
+                presented,
+                client_id=client.client_id,
+                scopes=requested,
+            )
     except OAuth2Error as exc:
-        await _refused_grant(request, client, exc)
+        # after the refusal's record: a spent refresh token presented again has leaked
         if "already used" in str(exc.description):
             await audit(
                 request,

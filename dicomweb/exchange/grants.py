@@ -14,8 +14,9 @@ The grantor is always the token's institution, and only the owner of a study may
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Literal
 
 from aiohttp import web
@@ -125,20 +126,15 @@ async def list_grants(request: web.Request) -> web.Response:
 async def add_grant(request: web.Request) -> web.Response:
     """Grant a study, or a patient's studies, of the token's institution to another."""
     principal = await _principal(request, SHARE)
-    refusal = functools.partial(
-        audit_refusal,
-        request,
-        refused=VnaError,
-        event=EventType.GRANT_ADDED,
-        action=EventAction.CREATE,
-        user=principal.subject,
-        institution=principal.institution,
-    )
-    async with refusal(detail=lambda exc: {"refused": str(exc)}):
+    added = EventType.GRANT_ADDED
+    async with _change_refused(request, principal, added, lambda exc: {"refused": str(exc)}):
         body = await _grant_request(request)
-    async with refusal(
+    async with _change_refused(
+        request,
+        principal,
+        added,
+        lambda exc: {"refused": str(exc), "grantee": body.grantee},
         study_uid=body.study_uid,
-        detail=lambda exc: {"refused": str(exc), "grantee": body.grantee},
         patient=_patient(body.patient_id, body.issuer),
     ):
         now = time.time()
@@ -154,7 +150,7 @@ async def add_grant(request: web.Request) -> web.Response:
             expires_at=body.expiry(now),
             now=now,
         )
-    await _audit_done(request, principal, grant, EventType.GRANT_ADDED, EventAction.CREATE)
+    await _audit_change(request, principal, grant, EventType.GRANT_ADDED)
     return web.json_response(
         grant.to_json(), status=201, headers={"Location": f"/api/grants/{grant.id}"}
     )
@@ -164,14 +160,11 @@ async def revoke_grant(request: web.Request) -> web.Response:
     """Revoke a grant the token's institution gave; answers the revoked grant."""
     principal = await _principal(request, SHARE)
     text = request.match_info["id"]
-    async with audit_refusal(
+    async with _change_refused(
         request,
-        refused=VnaError,
-        event=EventType.GRANT_REVOKED,
-        action=EventAction.DELETE,
-        user=principal.subject,
-        institution=principal.institution,
-        detail=lambda exc: {"grant": text[:32], "refused": str(exc)},
+        principal,
+        EventType.GRANT_REVOKED,
+        lambda exc: {"grant": text[:32], "refused": str(exc)},
     ):
         if not text.isdigit():
             raise NotFound(f"no grant {text}")
@@ -181,22 +174,48 @@ async def revoke_grant(request: web.Request) -> web.Response:
             by=principal.subject,
             institution=principal.institution,
         )
-    await _audit_done(request, principal, grant, EventType.GRANT_REVOKED, EventAction.DELETE)
+    await _audit_change(request, principal, grant, EventType.GRANT_REVOKED)
     return web.json_response(grant.to_json())
 
 
-async def _audit_done(
+_CHANGE_ACTION = {
+    EventType.GRANT_ADDED: EventAction.CREATE,
+    EventType.GRANT_REVOKED: EventAction.DELETE,
+}
+
+
+def _change_refused(
     request: web.Request,
     principal: Principal,
-    grant: Grant,
     event: EventType,
-    action: EventAction,
+    detail: Callable[[VnaError], dict[str, str]],
+    *,
+    study_uid: str | None = None,
+    patient: str | None = None,
+) -> AbstractAsyncContextManager[None]:
+    """Record an addition or revocation refused in the block (any ``VnaError``), then let
+    the error go on to the error middleware; ``detail`` says what and why."""
+    return audit_refusal(
+        request,
+        refused=VnaError,
+        event=event,
+        action=_CHANGE_ACTION[event],
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail=detail,
+        patient=patient,
+    )
+
+
+async def _audit_change(
+    request: web.Request, principal: Principal, grant: Grant, event: EventType
 ) -> None:
     """The record of a grant added or revoked, with the grant's study or patient."""
     await audit(
         request,
         event=event,
-        action=action,
+        action=_CHANGE_ACTION[event],
         outcome=EventOutcome.SUCCESS,
         user=principal.subject,
         institution=principal.institution,

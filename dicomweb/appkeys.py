@@ -1,4 +1,6 @@
-"""The gateway's typed state: every ``web.AppKey`` (and the request id's ``web.RequestKey``).
+"""The gateway's typed state: every ``web.AppKey``, and the request id's ``web.RequestKey``
+(set by the metrics middleware, read by the audit records; the error middleware's own
+request keys, ``STREAMING`` and ``ERROR_RENDERER``, stay beside it).
 
 ``dicomweb.app`` fills the keys in ``create_app`` and the ``cleanup_ctx`` generators of
 the rooms (the issuer's registries, the viewer's bundle, the share links); handlers read

@@ -80,6 +80,12 @@ _QUERY_RETRIEVE_LEVEL = 0x00080052
 # the C-MOVE levels as Orthanc passes them to the move callback -> PS3.4's names
 _MOVE_LEVELS = {"INSTANCE": "IMAGE"}
 _SPECIFIC_CHARACTER_SET = 0x00080005
+# the event and action of a refused request's audit record, as of an accepted one
+_REFUSED_RECORD = {
+    "C-FIND": (EventType.QUERY, EventAction.EXECUTE),
+    "C-MOVE": (EventType.INSTANCES_TRANSFERRED, EventAction.READ),
+    "C-STORE": (EventType.INSTANCES_TRANSFERRED, EventAction.CREATE),
+}
 # how long a C-MOVE waits for Orthanc's store job between two looks at it
 _JOB_POLL_SECONDS = 0.1
 
@@ -246,7 +252,9 @@ class ArchivePlugin:
                 incomplete,
                 sop_uid,
             )
-            self._audit_store(ae_title, institution, study_uid, "incomplete data set")
+            self._audit_refused(
+                "C-STORE", ae_title, institution, {"refused": "incomplete data set"}, study_uid
+            )
             return STATUS_CANNOT_UNDERSTAND if checked.truncated else STATUS_DATASET_MISMATCH
         if self.store_handler is None:
             return 0
@@ -272,21 +280,29 @@ class ArchivePlugin:
             if refused == "study"
             else f"SOP instance {sop_uid} is filed under another institution's study",
         )
-        self._audit_store(ae_title, institution, study_uid, f"{refused} owned by another")
+        detail = {"refused": f"{refused} owned by another"}
+        self._audit_refused("C-STORE", ae_title, institution, detail, study_uid)
         return STATUS_NOT_AUTHORIZED
 
-    def _audit_store(
-        self, ae_title: str, institution: Institution, study_uid: str | None, reason: str
+    def _audit_refused(
+        self,
+        operation: str,
+        ae_title: str,
+        institution: Institution | None,
+        detail: dict[str, str],
+        study_uid: str | None = None,
     ) -> None:
-        """A refused C-STORE, as the indexer records accepted ones (action C, failed)."""
+        """A refused C-FIND, C-MOVE or C-STORE (``operation``): a minor failure with the
+        event and action its accepted records have (a C-STORE's as the indexer's)."""
+        event, action = _REFUSED_RECORD[operation]
         self._audit(
-            event=EventType.INSTANCES_TRANSFERRED,
-            action=EventAction.CREATE,
+            event=event,
+            action=action,
             outcome=EventOutcome.MINOR_FAILURE,
             ae_title=ae_title,
-            institution=institution.name,
+            institution=institution.name if institution else None,
             study_uid=study_uid,
-            detail={"refused": reason},
+            detail=detail,
         )
 
     # -- C-FIND and C-MOVE, limited to what the caller's institution may see --------------
@@ -318,9 +334,7 @@ class ArchivePlugin:
             )
         )
 
-    def _caller(
-        self, ae_title: str, what: str, event: EventType, detail: dict[str, str]
-    ) -> Institution:
+    def _caller(self, ae_title: str, what: str, detail: dict[str, str]) -> Institution:
         """The calling AE's institution; an AE no institution owns is refused (and audited).
 
         Orthanc already refuses AEs missing from its DicomModalities; this also covers an
@@ -335,14 +349,7 @@ class ArchivePlugin:
                 ae_title,
                 ae_title,
             )
-            self._audit(
-                event=event,
-                action=EventAction.EXECUTE if event is EventType.QUERY else EventAction.READ,
-                outcome=EventOutcome.MINOR_FAILURE,
-                ae_title=ae_title,
-                institution=None,
-                detail={**detail, "reason": "unknown AE"},
-            )
+            self._audit_refused(what, ae_title, None, {**detail, "reason": "unknown AE"})
             raise Forbidden(f"calling AE {ae_title!r} belongs to no institution")
         return institution
 
@@ -361,16 +368,9 @@ class ArchivePlugin:
             elif tag != _SPECIFIC_CHARACTER_SET:
                 keys.append((tag, value))
         detail = {"level": level, "called_ae": (called_aet or "").strip()}
-        institution = self._caller(ae_title, "C-FIND", EventType.QUERY, detail)
+        institution = self._caller(ae_title, "C-FIND", detail)
         if level not in LEVELS:
-            self._audit(
-                event=EventType.QUERY,
-                action=EventAction.EXECUTE,
-                outcome=EventOutcome.MINOR_FAILURE,
-                ae_title=ae_title,
-                institution=institution.name,
-                detail=detail,
-            )
+            self._audit_refused("C-FIND", ae_title, institution, detail)
             raise InvalidInput(f"C-FIND with Query/Retrieve Level {level!r}")
         answer = self.find_handler(
             self.catalog, FindRequest(ae_title, institution.name, level, tuple(keys))
@@ -405,7 +405,7 @@ class ArchivePlugin:
         # Orthanc names the IMAGE level of PS3.4 C.4.2 by its own resource type, INSTANCE
         level = _MOVE_LEVELS.get(raw_level, raw_level)
         detail = {"level": level, "destination": target}
-        institution = self._caller(ae_title, "C-MOVE", EventType.INSTANCES_TRANSFERRED, detail)
+        institution = self._caller(ae_title, "C-MOVE", detail)
         if level not in LEVELS:
             logger.warning(
                 "C-MOVE from %r refused: Query/Retrieve Level %r is not one of %s",
@@ -413,13 +413,8 @@ class ArchivePlugin:
                 raw_level,
                 "/".join(LEVELS),
             )
-            self._audit(
-                event=EventType.INSTANCES_TRANSFERRED,
-                action=EventAction.READ,
-                outcome=EventOutcome.MINOR_FAILURE,
-                ae_title=ae_title,
-                institution=institution.name,
-                detail={**detail, "reason": "unknown level"},
+            self._audit_refused(
+                "C-MOVE", ae_title, institution, {**detail, "reason": "unknown level"}
             )
             raise InvalidInput(f"C-MOVE with Query/Retrieve Level {raw_level!r}")
         destination = self.destination(target, institution)
@@ -433,13 +428,8 @@ class ArchivePlugin:
                 institution.name,
                 target,
             )
-            self._audit(
-                event=EventType.INSTANCES_TRANSFERRED,
-                action=EventAction.READ,
-                outcome=EventOutcome.MINOR_FAILURE,
-                ae_title=ae_title,
-                institution=institution.name,
-                detail={**detail, "reason": "move destination unknown"},
+            self._audit_refused(
+                "C-MOVE", ae_title, institution, {**detail, "reason": "move destination unknown"}
             )
             raise MoveDestinationUnknown(f"C-MOVE destination {target!r} is unknown")
         items = list(

@@ -23,11 +23,17 @@ from pathlib import Path
 from aiohttp import web
 
 from compose.settings import load_settings
-from dicomweb.app import create_app
-from dicomweb.http.middleware import AccessLogger
-from dicomweb.http.transport import tls_files
-from dicomweb.operations.metrics import MULTIPROC_ENV, GatewayMetrics
-from dicomweb.operations.workers import die_with_parent, resolve_workers, usable_cpus, workers_cli
+from dicomweb.api import (
+    MULTIPROC_ENV,
+    AccessLogger,
+    GatewayMetrics,
+    create_app,
+    die_with_parent,
+    resolve_workers,
+    tls_files,
+    usable_cpus,
+    workers_cli,
+)
 from security.errors import VnaError
 from security.homefiles import restrict_umask
 from security.tls import server_context

@@ -30,7 +30,7 @@ from archive.recovery import recover
 from compose.settings import Settings
 from deploy.dimse_access import RefusalAuditor
 from deploy.orthanc_config import write_orthanc_config
-from dicomweb.http.transport import tls_files
+from dicomweb.api import tls_files
 from security.audit import AuditLog
 from security.dicom_tls import ensure_server_pki
 from security.errors import VnaError

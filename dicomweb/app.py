@@ -25,7 +25,7 @@ Routes (PS3.18 names)::
     POST /oauth/token, /oauth/revoke; /oauth/userinfo; GET /oauth/logout
     GET /metrics                                                Prometheus
     GET /healthz                                                liveness
-    GET /viewer/...                                             OHIF (viewer_routes.py)
+    GET /viewer/...                                             OHIF (viewer/routes.py)
 
 Every DICOMweb route needs a token with ``dicom.read`` (STOW-RS: ``dicom.write``); what it
 sees is limited to the studies of the token's institution (``sharing.api``).
@@ -41,14 +41,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from archive.api import ArchiveSettings, open_store
-from dicomweb.delete import delete_series, delete_study
-from dicomweb.exchange.grants import GRANTS, add_grant, list_grants, revoke_grant
+from dicomweb.appkeys import (
+    AUDIT_LOG,
+    BLOB_STORE,
+    CATALOG,
+    EMBEDDED_ISSUER,
+    GATEWAY_VIEW,
+    GRANTS,
+    INSTANCE_READER,
+    METADATA_CACHE,
+    METRICS,
+    OAUTH_CLIENTS,
+    OPENED_STUDIES,
+    ORTHANC_CLIENT,
+    STOW_LIMITS,
+    TOKEN_VALIDATOR,
+    GatewayView,
+)
+from dicomweb.exchange.grants import add_grant, list_grants, revoke_grant
 from dicomweb.exchange.share import add_share_routes, share_context
-from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW, GatewayView
 from dicomweb.http.auth import authorize
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response, negotiate_dataset_media
 from dicomweb.http.middleware import (
-    METRICS,
     cors,
     error_middleware,
     metrics_middleware,
@@ -57,12 +71,12 @@ from dicomweb.http.middleware import (
 )
 from dicomweb.http.orthanc import OrthancClient
 from dicomweb.http.transport import forwarded_middleware
-from dicomweb.operations.audit_api import read_audit_log
-from dicomweb.operations.auditing import AUDIT, EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_endpoint import read_audit_log
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.delete import delete_series, delete_study
 from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.qido.includefield import add_header_fields, needs_headers
 from dicomweb.qido.worklist import (
-    OPENED,
     OPENING,
     OpenedStudies,
     add_worklist_routes,
@@ -72,8 +86,6 @@ from dicomweb.qido.worklist import (
 from dicomweb.settings import GatewaySettings
 from dicomweb.signin.login import authorize_form, authorize_login
 from dicomweb.signin.oauth import (
-    CLIENTS,
-    ISSUER,
     end_session,
     issuer_context,
     openid_configuration,
@@ -82,9 +94,9 @@ from dicomweb.signin.oauth import (
     userinfo,
 )
 from dicomweb.stow.store import StowLimits, store_instances_response
-from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
-from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.viewer.routes import add_viewer_routes, viewer_ctx
 from dicomweb.wado.frames import PIXEL_DATA_PATH, send_bulk_value, send_frames, send_pixel_data
+from dicomweb.wado.instance_reader import ContentCache, InstanceReader
 from dicomweb.wado.metacache import metadata_body
 from dicomweb.wado.pixels import parse_frame_list
 from dicomweb.wado.rendered import (
@@ -117,11 +129,6 @@ FORM_BODY_LIMIT = 1024 * 1024
 WRITE = "dicom.write"
 
 
-STOW: web.AppKey[StowLimits] = web.AppKey("stow", StowLimits)
-READER: web.AppKey[InstanceReader] = web.AppKey("reader", InstanceReader)
-METADATA_CACHE: web.AppKey[ContentCache] = web.AppKey("metadata_cache", ContentCache)
-
-
 # -- QIDO-RS -------------------------------------------------------------------------------
 
 
@@ -129,8 +136,8 @@ async def _search(
     request: web.Request, level: Level, study: str | None, series: str | None
 ) -> web.Response:
     media = negotiate_dataset_media(request.headers.get("Accept"), "QIDO-RS")
-    principal = await authorize(request, request.app[VALIDATOR], READ)
-    view = request.app[VIEW]
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], READ)
+    view = request.app[GATEWAY_VIEW]
     query = parse_query(
         request.query.items(),
         level,
@@ -138,14 +145,14 @@ async def _search(
         series_uid=series,
         max_results=view.qido_max_results,
     )
-    catalog = request.app[BLOBS].catalog
+    catalog = request.app[CATALOG]
     results = await asyncio.to_thread(
         search, catalog, query, principal.institution, view.dicomweb_root
     )
     if results and needs_headers(query):
         results = await asyncio.to_thread(
             add_header_fields,
-            request.app[BLOBS],
+            request.app[BLOB_STORE],
             request.app[METADATA_CACHE],
             query,
             results,
@@ -182,9 +189,9 @@ async def search_for_instances(request: web.Request) -> web.Response:
 
 async def search_worklist(request: web.Request) -> web.Response:
     """The reading worklist as a QIDO-RS study search (dicomweb/qido/worklist.py)."""
-    principal = await authorize(request, request.app[VALIDATOR], READ)
-    view = request.app[VIEW]
-    catalog = request.app[BLOBS].catalog
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], READ)
+    view = request.app[GATEWAY_VIEW]
+    catalog = request.app[CATALOG]
     return await worklist_response(
         request, principal, catalog, view.dicomweb_root, view.qido_max_results
     )
@@ -206,11 +213,11 @@ async def _reachable(
     Returns the instances and a coroutine function that records the success. ``uids``
     (study, series, instance) replace the path's when given (WADO-URI).
     """
-    principal = await authorize(request, request.app[VALIDATOR], READ)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], READ)
     info = request.match_info if uids is None else uids
     items = await asyncio.to_thread(
         instances_to_retrieve,
-        request.app[BLOBS].catalog,
+        request.app[CATALOG],
         principal.institution,
         info["study"],
         info.get("series"),
@@ -235,7 +242,7 @@ async def _reachable(
         await record()
         raise NotFound(f"no such {what}")  # the same answer when it exists but is not reachable
     if detail in OPENING:  # a granted study leaves "new" on the reading worklist
-        await note_opened(request, request.app[BLOBS].catalog, principal, info["study"])
+        await note_opened(request, request.app[CATALOG], principal, info["study"])
     return items, record
 
 
@@ -243,9 +250,16 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
     accepted = negotiate_dicom(request.headers.get("Accept"))
     items, record = await _reachable(request, what, EventType.INSTANCES_TRANSFERRED, "instances")
     await record()
-    zstd = request.app[VIEW].zstd_transfer and accepts_zstd(request.headers.get("Accept-Encoding"))
+    zstd = request.app[GATEWAY_VIEW].zstd_transfer and accepts_zstd(
+        request.headers.get("Accept-Encoding")
+    )
     response, sent = await stream_instances(
-        request, items, request.app[READER], accepted, zstd=zstd, orthanc=request.app[ORTHANC]
+        request,
+        items,
+        request.app[INSTANCE_READER],
+        accepted,
+        zstd=zstd,
+        orthanc=request.app[ORTHANC_CLIENT],
     )
     request.app[METRICS].bytes_sent.inc(sent)
     return response
@@ -254,9 +268,9 @@ async def _retrieve(request: web.Request, what: str) -> web.StreamResponse:
 async def _retrieve_metadata(request: web.Request, what: str) -> web.Response:
     media = negotiate_dataset_media(request.headers.get("Accept"), "WADO-RS metadata")
     items, record = await _reachable(request, what, EventType.INSTANCES_ACCESSED, "metadata")
-    root = request.app[VIEW].dicomweb_root
+    root = request.app[GATEWAY_VIEW].dicomweb_root
     body = await asyncio.to_thread(
-        metadata_body, request.app[BLOBS], request.app[METADATA_CACHE], items, root
+        metadata_body, request.app[BLOB_STORE], request.app[METADATA_CACHE], items, root
     )
     await record()
     if media != DICOM_JSON:
@@ -306,11 +320,11 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     numbers = parse_frame_list(request.match_info["frames"])
     response, sent = await send_frames(
         request,
-        request.app[BLOBS],
-        request.app[ORTHANC],
+        request.app[BLOB_STORE],
+        request.app[ORTHANC_CLIENT],
         items[0],
         numbers,
-        request.app[VIEW].dicomweb_root,
+        request.app[GATEWAY_VIEW].dicomweb_root,
     )
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
@@ -323,7 +337,11 @@ async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
         request, "instance", EventType.INSTANCES_TRANSFERRED, "bulkdata"
     )
     path = request.match_info["path"].upper()
-    blobs, orthanc, root = request.app[BLOBS], request.app[ORTHANC], request.app[VIEW].dicomweb_root
+    blobs, orthanc, root = (
+        request.app[BLOB_STORE],
+        request.app[ORTHANC_CLIENT],
+        request.app[GATEWAY_VIEW].dicomweb_root,
+    )
     if path == PIXEL_DATA_PATH:
         response, sent = await send_pixel_data(request, blobs, orthanc, items[0], root)
     else:
@@ -348,7 +366,12 @@ async def _render(request: web.Request, what: str, thumbnail: bool) -> web.Strea
         frame = frames[0]
     item = items[0] if what in ("instance", "frame") else representative(items)
     response, _sent = await send_rendered(
-        request, request.app[ORTHANC], item, frame=frame, media_type=media_type, params=params
+        request,
+        request.app[ORTHANC_CLIENT],
+        item,
+        frame=frame,
+        media_type=media_type,
+        params=params,
     )
     await record()
     return response
@@ -360,7 +383,7 @@ async def _render_many(request: web.Request, what: str) -> web.StreamResponse:
     items, record = await _reachable(request, what, EventType.INSTANCES_ACCESSED, "rendered")
     send = send_rendered_many if multipart else send_rendered_first
     response, _sent = await send(
-        request, request.app[ORTHANC], items, media_type=media_type, params=params
+        request, request.app[ORTHANC_CLIENT], items, media_type=media_type, params=params
     )
     await record()
     return response
@@ -418,7 +441,7 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
     )
     items, record = await _reachable(request, "instance", event, "wado-uri", uids)
     item = items[0]
-    orthanc = request.app[ORTHANC]
+    orthanc = request.app[ORTHANC_CLIENT]
     if query.content_type != "application/dicom":
         response, sent = await send_rendered(
             request,
@@ -429,10 +452,10 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
             params=query.render,
         )
     elif (target := dicom_target(item, query.transfer_syntax)) is None:
-        response, sent = await send_dicom_file(request, request.app[BLOBS], item)
+        response, sent = await send_dicom_file(request, request.app[BLOB_STORE], item)
     else:
         response, sent = await send_converted_file(
-            request, request.app[READER], orthanc, item, target
+            request, request.app[INSTANCE_READER], orthanc, item, target
         )
     await record()
     request.app[METRICS].bytes_sent.inc(sent)
@@ -444,14 +467,14 @@ async def wado_uri(request: web.Request) -> web.StreamResponse:
 
 async def store_instances(request: web.Request) -> web.Response:
     """STOW-RS (PS3.18 10.5): store the DICOM parts of a multipart/related body."""
-    principal = await authorize(request, request.app[VALIDATOR], WRITE)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], WRITE)
     return await store_instances_response(
         request,
         principal,
-        request.app[BLOBS].catalog,
-        request.app[ORTHANC],
-        request.app[STOW],
-        request.app[VIEW].dicomweb_root,
+        request.app[CATALOG],
+        request.app[ORTHANC_CLIENT],
+        request.app[STOW_LIMITS],
+        request.app[GATEWAY_VIEW].dicomweb_root,
     )
 
 
@@ -460,7 +483,7 @@ async def store_instances(request: web.Request) -> web.Response:
 
 async def jwks(request: web.Request) -> web.Response:
     """The embedded issuer's public keys (RFC 7517), for other resource servers."""
-    return web.json_response(request.app[ISSUER].jwks())
+    return web.json_response(request.app[EMBEDDED_ISSUER].jwks())
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -471,7 +494,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def audit_log(request: web.Request) -> web.Response:
     """The audit log (scope ``audit.read``); reading it is audited."""
-    return await read_audit_log(request, request.app[VALIDATOR])
+    return await read_audit_log(request, request.app[TOKEN_VALIDATOR])
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -525,7 +548,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/oauth/logout", end_session)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer_routes.py)
+    add_viewer_routes(app)  # /viewer: OHIF (dicomweb/viewer/routes.py)
     add_share_routes(app)  # /share, /api/shares, study download (dicomweb/exchange/share.py)
     add_worklist_routes(app.router, search_worklist, search_for_series, search_for_instances)
 
@@ -565,36 +588,38 @@ def create_app(
     preflight, add_cors_headers = cors(gateway.cors_origins)
     app = web.Application(
         # the client behind a trusted reverse proxy is known before any handler runs;
-        # after metrics, whose request id the clone it makes then carries
+        # after metrics, whose request id the clone it makes then carries; the CORS
+        # preflight inside the error middleware, which answers its refusal
         middlewares=[
-            preflight,
             metrics_middleware,
             forwarded_middleware(gateway.trusted_proxies),
             error_middleware,
+            preflight,
         ],
         # bodies read whole (forms, JSON): small; STOW-RS streams its body and counts it
         # against gateway.max_request_mb itself (aiohttp's limit does not cover streams)
         client_max_size=FORM_BODY_LIMIT,
     )
-    app[VIEW] = view
-    app[ISSUER] = issuer
-    app[VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
+    app[GATEWAY_VIEW] = view
+    app[EMBEDDED_ISSUER] = issuer
+    app[TOKEN_VALIDATOR] = TokenValidator(trusted, leeway=gateway.token_leeway_seconds)
     app[METRICS] = metrics or GatewayMetrics()
-    app[STOW] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
-    app[OPENED] = OpenedStudies()
+    app[STOW_LIMITS] = StowLimits(gateway.max_request_mb * 1024 * 1024, settings.run_dir / "stow")
+    app[OPENED_STUDIES] = OpenedStudies()
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(nosniff)
 
     async def archive_ctx(app: web.Application) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings)
-        app[BLOBS] = store
+        app[BLOB_STORE] = store
+        app[CATALOG] = store.catalog
         app[GRANTS] = Grants(store.catalog.engine)
-        app[CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
-        app[AUDIT] = await asyncio.to_thread(
+        app[OAUTH_CLIENTS] = await asyncio.to_thread(ClientRegistry, store.catalog.engine)
+        app[AUDIT_LOG] = await asyncio.to_thread(
             AuditLog.open, store.catalog.engine, settings.keys_dir, settings.audit_syslog
         )
-        app[ORTHANC] = OrthancClient(settings)
-        app[READER] = InstanceReader(
+        app[ORTHANC_CLIENT] = OrthancClient(settings)
+        app[INSTANCE_READER] = InstanceReader(
             store,
             ContentCache(gateway.blob_cache_mb << 20),
             gateway.read_threads,
@@ -603,12 +628,12 @@ def create_app(
         app[METADATA_CACHE] = ContentCache(gateway.metadata_cache_mb << 20)
         logger.info("gateway serving archive %s at %s", settings.home, view.dicomweb_root)
         yield
-        await app[ORTHANC].close()
-        await asyncio.to_thread(app[READER].close)
+        await app[ORTHANC_CLIENT].close()
+        await asyncio.to_thread(app[INSTANCE_READER].close)
         store.catalog.close()
 
     app.cleanup_ctx.append(archive_ctx)
-    app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[BLOBS].catalog.engine))
+    app.cleanup_ctx.append(issuer_context(gateway, lambda app: app[CATALOG].engine))
     sign_in = (
         StaffSignIn(gateway.viewer_oidc_authority, gateway.viewer_oidc_client_id)
         if gateway.viewer_oidc_authority and gateway.viewer_oidc_client_id

@@ -64,9 +64,9 @@ class GatewaySettings(BaseModel):
     viewer_dir: Path | None = Field(
         None, description="unpacked OHIF dist/ served at /viewer [viewer/ohif/dist]"
     )
-    # WADO-RS read path (dicomweb/wado/blobcache.py, dicomweb/wado/metacache.py): plaintexts that
-    # passed verification and DICOM JSON per header blob, both keyed by content (never
-    # stale); 0 turns a cache off. The blob cache is off by default, like Orthanc's
+    # WADO-RS read path (dicomweb/wado/instance_reader.py, dicomweb/wado/metacache.py):
+    # plaintexts that passed verification and DICOM JSON per header blob, both keyed by
+    # content (never stale); 0 turns a cache off. The blob cache is off by default, like Orthanc's
     # storage cache in the archive: every instance sent is read and verified again.
     blob_cache_mb: int = Field(0, ge=0)
     metadata_cache_mb: int = Field(64, ge=0)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
 
 from archive.api import (
     Catalog,
@@ -30,11 +31,12 @@ from archive.api import (
 from query.api import (
     Attribute,
     Level,
+    catalog_values,
     claim_for_store,
     instances_to_move,
     lookup,
     query_for_keys,
-    search,
+    search_matches,
 )
 from security.errors import InvalidInput
 
@@ -84,23 +86,34 @@ def _identifier(request: FindRequest) -> tuple[list[tuple[Attribute, str]], list
     return keys, tags
 
 
+def _element(attr: Attribute, value: Any) -> DataElement:
+    """A catalog value as a data element: one value, several (VM > 1), or none."""
+    values = catalog_values(attr.vr, value)
+    return DataElement(
+        int(attr.tag, 16), attr.vr, values[0] if len(values) == 1 else values or None
+    )
+
+
 def _answer(
-    level: str, result: dict[str, Any], tags: Iterable[int], unique: Iterable[Attribute]
+    level: str,
+    values: Iterable[tuple[Attribute, Any]],
+    tags: Iterable[int],
+    unique: Iterable[Attribute],
 ) -> pydicom.Dataset:
     """One C-FIND match: the requested attributes (empty when unknown) and unique keys."""
-    found = pydicom.Dataset.from_json({k: v for k, v in result.items() if k != "00081190"})
+    found = {int(attr.tag, 16): (attr, value) for attr, value in values}
     answer = pydicom.Dataset()
     answer.SpecificCharacterSet = "ISO_IR 192"  # the catalog holds Unicode
     answer.QueryRetrieveLevel = level
     for attr in unique:
         tag = int(attr.tag, 16)
         if tag in found:
-            answer[tag] = found[tag]
+            answer[tag] = _element(*found[tag])
     for tag in tags:
         if tag in answer:
             continue
         if tag in found:
-            answer[tag] = found[tag]
+            answer[tag] = _element(*found[tag])
         else:
             try:
                 vr = dictionary_VR(tag)
@@ -132,22 +145,22 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
     level = Level.STUDY if request.level == "PATIENT" else _LEVELS[request.level]
     # one more than the most returned: tells whether the answer is complete
     query = query_for_keys(level, keys, returned, limit=MAX_FIND_RESULTS + 1)
-    results = search(catalog, query, request.institution, base_url="")
+    results = search_matches(catalog, query, request.institution)
     complete = len(results) <= MAX_FIND_RESULTS
     unique = [a for k in _UNIQUE[request.level] if (a := lookup(k)) is not None]
     answers: list[pydicom.Dataset] = []
     if request.level == "PATIENT":
         # patients are those of the reachable matching studies, each once
-        keep = [a for k in _PATIENT_KEYWORDS if (a := lookup(k)) is not None]
-        seen: set[tuple[str, ...]] = set()
+        keep = {a.tag for k in _PATIENT_KEYWORDS if (a := lookup(k)) is not None}
+        seen: set[tuple[tuple[Any, ...], ...]] = set()
         for result in results:
-            patient = {a.tag: result.get(a.tag, {"vr": a.vr}) for a in keep if a.tag in result}
-            key = tuple(str(patient.get(a.tag, {}).get("Value")) for a in keep)
+            patient = [(a, v) for a, v in result.values if a.tag in keep]
+            key = tuple(tuple(catalog_values(a.vr, v)) for a, v in patient)
             if key not in seen:
                 seen.add(key)
                 answers.append(_answer(request.level, patient, tags, unique))
     else:
-        answers = [_answer(request.level, r, tags, unique) for r in results]
+        answers = [_answer(request.level, r.values, tags, unique) for r in results]
     return FindAnswer(tuple(answers[:MAX_FIND_RESULTS]), complete)
 
 

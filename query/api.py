@@ -3,7 +3,8 @@
 What QIDO-RS and C-FIND can match and return (:class:`Attribute`, :class:`Level`,
 :func:`lookup`), a validated search (:class:`Query`: from QIDO-RS query parameters by
 :func:`parse_query`, from a DIMSE identifier's keys by :func:`query_for_keys`), its SQL
-with the access rule inside (:func:`build_select`), its answer as DICOM JSON
+with the access rule inside (:func:`build_select`), its answer as the catalog holds it
+(:func:`search_matches`, :class:`Match`, :func:`catalog_values`) or as DICOM JSON
 (:func:`search`, :func:`element`) and the WADO-RS look-up of the stored instances a
 principal reaches (:func:`instances_to_retrieve`), and those a C-MOVE, a deletion or a
 download names (:func:`instances_to_move`, :func:`deletion_targets`,
@@ -27,9 +28,9 @@ from query.access import (
     reportable,
 )
 from query.attributes import ATTRIBUTES, DEFAULT_RETURN, RETRIEVE_URL, Attribute, Level, lookup
-from query.dicomjson import NUMERIC_VRS, element
+from query.dicomjson import NUMERIC_VRS, catalog_values, element
 from query.matching import Condition, Query, build_select, parse_query, query_for_keys
-from query.search import StoredInstance, instances_to_retrieve, search
+from query.search import Match, StoredInstance, instances_to_retrieve, search, search_matches
 from query.targets import (
     deletion_targets,
     instances_to_move,
@@ -53,10 +54,12 @@ __all__ = [
     "Attribute",
     "Condition",
     "Level",
+    "Match",
     "Query",
     "StoredInstance",
     "WorklistEntry",
     "build_select",
+    "catalog_values",
     "claim_for_store",
     "deletable",
     "deletion_targets",
@@ -75,6 +78,7 @@ __all__ = [
     "reportable",
     "representatives",
     "search",
+    "search_matches",
     "status_of",
     "study_orthanc_ids",
     "worklist_entries",

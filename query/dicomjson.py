@@ -14,7 +14,7 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 
-__all__ = ["element", "NUMERIC_VRS"]
+__all__ = ["NUMERIC_VRS", "catalog_values", "element"]
 
 NUMERIC_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"})
 
@@ -22,15 +22,9 @@ NUMERIC_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "
 _PN_TAG = 0x00100010  # any PN tag: the conversion depends on the VR only
 
 
-def _person_names(values: list[Any]) -> list[Any]:
+def _person_names(names: list[str]) -> list[Any]:
     """PN values as F.2.2 objects: ``A=I=P`` splits into its three component groups,
-    by pydicom's converter, the one metadata uses (dicomweb/wado/metadata.py).
-
-    A stored value may hold several names joined by ``\\`` (the catalog keeps a
-    multi-valued PN as the file has it): each is a value of its own, as pydicom reads the
-    file for WADO-RS metadata; empty ones are left out, as empty list items are.
-    """
-    names = [name for v in values for name in str(v).split("\\") if name]
+    by pydicom's converter, the one metadata uses (dicomweb/wado/metadata.py)."""
     document = DataElement(_PN_TAG, "PN", names).to_json_dict(
         bulk_data_element_handler=None, bulk_data_threshold=1024
     )
@@ -44,6 +38,36 @@ def _one(vr: str, value: Any) -> Any:
         text = str(value).strip()
         return float(text) if vr == "DS" or "." in text else int(text)
     return str(value)
+
+
+def catalog_values(vr: str, value: Any) -> list[Any]:
+    """The values of a catalog value (None, a scalar or an iterable) as DICOM has them.
+
+    Empty ones are left out; the numeric VRs' are numbers. A stored PN may hold several
+    names joined by ``\\`` (the catalog keeps a multi-valued PN as the file has it): each
+    is a value of its own, as pydicom reads the file for WADO-RS metadata, with at most
+    three component groups (PS3.5 6.2.1).
+
+    Examples
+    --------
+    >>> catalog_values("PN", "Doe^Jane\\\\Roe^Richard")
+    ['Doe^Jane', 'Roe^Richard']
+    >>> catalog_values("IS", ["3", None, ""])
+    [3]
+    >>> catalog_values("DA", "")
+    []
+    """
+    if value is None or value == "":
+        return []
+    values: Iterable[Any]
+    if isinstance(value, list | tuple | set | frozenset):
+        values = [v for v in value if v is not None and v != ""]
+    else:
+        values = [value]
+    if vr == "PN":
+        names = (name for v in values for name in str(v).split("\\") if name)
+        return ["=".join(name.split("=")[:3]) for name in names]
+    return [_one(vr, v) for v in values]
 
 
 def element(vr: str, value: Any) -> dict[str, Any]:
@@ -62,12 +86,6 @@ def element(vr: str, value: Any) -> dict[str, Any]:
     >>> element("DA", None)
     {'vr': 'DA'}
     """
-    if value is None or value == "":
-        return {"vr": vr}
-    values: Iterable[Any]
-    if isinstance(value, list | tuple | set | frozenset):
-        values = [v for v in value if v is not None and v != ""]
-    else:
-        values = [value]
-    rendered = _person_names(list(values)) if vr == "PN" else [_one(vr, v) for v in values]
+    values = catalog_values(vr, value)
+    rendered = _person_names(values) if vr == "PN" and values else values
     return {"vr": vr, "Value": rendered} if rendered else {"vr": vr}

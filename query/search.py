@@ -18,11 +18,11 @@ from sqlalchemy import ColumnElement, Float, bindparam, func, select
 from archive.api import StudyIndex
 from archive.index_tables import instances, series, studies
 from query.access import reachable
-from query.attributes import RETRIEVE_URL, Level
+from query.attributes import RETRIEVE_URL, Attribute, Level
 from query.dicomjson import element
 from query.matching import Query, build_select
 
-__all__ = ["StoredInstance", "instances_to_retrieve", "search"]
+__all__ = ["Match", "StoredInstance", "instances_to_retrieve", "search", "search_matches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,56 @@ class StoredInstance:
     sop_uid: str
     transfer_syntax: str | None
     attachment_uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One match of a search: the UIDs of its study, series and instance down to the
+    query's level, and each returned attribute with its catalog value (None: no value),
+    in the query's order. :func:`query.dicomjson.catalog_values` gives its DICOM values."""
+
+    uids: tuple[str, ...]
+    values: tuple[tuple[Attribute, Any], ...]
+
+
+def search_matches(
+    catalog: StudyIndex,
+    query: Query,
+    institution: str,
+    *,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> list[Match]:
+    """Answer ``query`` for ``institution`` (PS3.18 10.6, PS3.4 C.2.2.2): the matches as
+    the catalog holds them, for a DIMSE answer; :func:`search` writes them as DICOM JSON.
+
+    Parameters
+    ----------
+    where : sequence of SQL conditions, optional
+        Narrow the search further (the reading worklist: granted studies, by status).
+    """
+    stmt = build_select(query, institution, dialect=catalog.engine.dialect.name)
+    if where:
+        stmt = stmt.where(*where)
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+        computed = _computed(conn, query, rows)
+    nkeys = int(query.level)
+    stored = [a for a in query.returned if a.column is not None]
+    matches = []
+    for row in rows:
+        uids = tuple(str(v) for v in row[:nkeys])
+        values = dict(zip((a.tag for a in stored), row[nkeys:], strict=True))
+        extra = computed.get(uids[-1], {})
+        matches.append(
+            Match(
+                uids,
+                tuple(
+                    (attr, values[attr.tag] if attr.column is not None else extra.get(attr.keyword))
+                    for attr in query.returned
+                ),
+            )
+        )
+    return matches
 
 
 def search(
@@ -53,31 +103,21 @@ def search(
     where : sequence of SQL conditions, optional
         Narrow the search further (the reading worklist: granted studies, by status).
     """
-    stmt = build_select(query, institution, dialect=catalog.engine.dialect.name)
-    if where:
-        stmt = stmt.where(*where)
-    with catalog.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-        computed = _computed(conn, query, rows)
-    nkeys = int(query.level)
-    stored = [a for a in query.returned if a.column is not None]
-    results = []
-    for row in rows:
-        keys = [str(v) for v in row[:nkeys]]
-        values = dict(zip((a.tag for a in stored), row[nkeys:], strict=True))
-        extra = computed.get(keys[-1], {})
-        dataset: dict[str, Any] = {}
-        for attr in query.returned:
-            value = values[attr.tag] if attr.column is not None else extra.get(attr.keyword)
-            dataset[attr.tag] = element(attr.vr, value)
-        url = f"{base_url}/studies/{keys[0]}"
-        if nkeys >= 2:
-            url += f"/series/{keys[1]}"
-        if nkeys >= 3:
-            url += f"/instances/{keys[2]}"
-        dataset[RETRIEVE_URL] = element("UR", url)
-        results.append(dict(sorted(dataset.items())))
-    return results
+    return [
+        _dicom_json(match, base_url)
+        for match in search_matches(catalog, query, institution, where=where)
+    ]
+
+
+def _dicom_json(match: Match, base_url: str) -> dict[str, Any]:
+    dataset = {attr.tag: element(attr.vr, value) for attr, value in match.values}
+    url = f"{base_url}/studies/{match.uids[0]}"
+    if len(match.uids) >= 2:
+        url += f"/series/{match.uids[1]}"
+    if len(match.uids) >= 3:
+        url += f"/instances/{match.uids[2]}"
+    dataset[RETRIEVE_URL] = element("UR", url)
+    return dict(sorted(dataset.items()))
 
 
 def _computed(conn: Any, query: Query, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:

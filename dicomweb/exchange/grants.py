@@ -15,21 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Literal
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dicomweb.http.appkeys import VALIDATOR
+from dicomweb.appkeys import GRANTS, TOKEN_VALIDATOR
 from dicomweb.http.auth import bearer_token
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
+from dicomweb.operations.audit_records import (
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from security.errors import InvalidInput, NotFound, VnaError
 from security.tokens import InsufficientScope, Principal, TokenValidator
-from sharing.api import Grant, Grants, parse_duration
+from sharing.api import Grant, parse_duration
 
-__all__ = ["GRANTS", "GrantRequest", "add_grant", "list_grants", "revoke_grant"]
+__all__ = ["GrantRequest", "add_grant", "list_grants", "revoke_grant"]
 
-GRANTS: web.AppKey[Grants] = web.AppKey("grants", Grants)
 
 SHARE = "share"
 ADMIN = "admin"
@@ -72,7 +79,7 @@ class GrantRequest(BaseModel):
 
 
 def _validator(request: web.Request) -> TokenValidator:
-    return request.app[VALIDATOR]
+    return request.app[TOKEN_VALIDATOR]
 
 
 async def _principal(request: web.Request, *scopes: str) -> Principal:
@@ -119,9 +126,17 @@ async def list_grants(request: web.Request) -> web.Response:
 async def add_grant(request: web.Request) -> web.Response:
     """Grant a study, or a patient's studies, of the token's institution to another."""
     principal = await _principal(request, SHARE)
-    body: GrantRequest | None = None
-    try:
+    added = EventType.GRANT_ADDED
+    async with _change_refused(request, principal, added, lambda exc: {"refused": str(exc)}):
         body = await _grant_request(request)
+    async with _change_refused(
+        request,
+        principal,
+        added,
+        lambda exc: {"refused": str(exc), "grantee": body.grantee},
+        study_uid=body.study_uid,
+        patient=_patient(body.patient_id, body.issuer),
+    ):
         now = time.time()
         grant = await asyncio.to_thread(
             request.app[GRANTS].add,
@@ -135,23 +150,7 @@ async def add_grant(request: web.Request) -> web.Response:
             expires_at=body.expiry(now),
             now=now,
         )
-    except VnaError as exc:
-        detail = {"refused": str(exc)}
-        if body is not None:
-            detail["grantee"] = body.grantee
-        await audit(
-            request,
-            event=EventType.GRANT_ADDED,
-            action=EventAction.CREATE,
-            outcome=EventOutcome.MINOR_FAILURE,
-            user=principal.subject,
-            institution=principal.institution,
-            study_uid=body.study_uid if body else None,
-            detail=detail,
-            patient=_patient(body.patient_id, body.issuer) if body else None,
-        )
-        raise
-    await _audit_done(request, principal, grant, EventType.GRANT_ADDED, EventAction.CREATE)
+    await _audit_change(request, principal, grant, EventType.GRANT_ADDED)
     return web.json_response(
         grant.to_json(), status=201, headers={"Location": f"/api/grants/{grant.id}"}
     )
@@ -161,14 +160,11 @@ async def revoke_grant(request: web.Request) -> web.Response:
     """Revoke a grant the token's institution gave; answers the revoked grant."""
     principal = await _principal(request, SHARE)
     text = request.match_info["id"]
-    async with audit_refusal(
+    async with _change_refused(
         request,
-        refused=VnaError,
-        event=EventType.GRANT_REVOKED,
-        action=EventAction.DELETE,
-        user=principal.subject,
-        institution=principal.institution,
-        detail=lambda exc: {"grant": text[:32], "refused": str(exc)},
+        principal,
+        EventType.GRANT_REVOKED,
+        lambda exc: {"grant": text[:32], "refused": str(exc)},
     ):
         if not text.isdigit():
             raise NotFound(f"no grant {text}")
@@ -178,22 +174,48 @@ async def revoke_grant(request: web.Request) -> web.Response:
             by=principal.subject,
             institution=principal.institution,
         )
-    await _audit_done(request, principal, grant, EventType.GRANT_REVOKED, EventAction.DELETE)
+    await _audit_change(request, principal, grant, EventType.GRANT_REVOKED)
     return web.json_response(grant.to_json())
 
 
-async def _audit_done(
+_CHANGE_ACTION = {
+    EventType.GRANT_ADDED: EventAction.CREATE,
+    EventType.GRANT_REVOKED: EventAction.DELETE,
+}
+
+
+def _change_refused(
     request: web.Request,
     principal: Principal,
-    grant: Grant,
     event: EventType,
-    action: EventAction,
+    detail: Callable[[VnaError], dict[str, str]],
+    *,
+    study_uid: str | None = None,
+    patient: str | None = None,
+) -> AbstractAsyncContextManager[None]:
+    """Record an addition or revocation refused in the block (any ``VnaError``), then let
+    the error go on to the error middleware; ``detail`` says what and why."""
+    return audit_refusal(
+        request,
+        refused=VnaError,
+        event=event,
+        action=_CHANGE_ACTION[event],
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail=detail,
+        patient=patient,
+    )
+
+
+async def _audit_change(
+    request: web.Request, principal: Principal, grant: Grant, event: EventType
 ) -> None:
     """The record of a grant added or revoked, with the grant's study or patient."""
     await audit(
         request,
         event=event,
-        action=action,
+        action=_CHANGE_ACTION[event],
         outcome=EventOutcome.SUCCESS,
         user=principal.subject,
         institution=principal.institution,

@@ -22,17 +22,26 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR, VIEW
-from dicomweb.http.auth import authorize
-from dicomweb.http.middleware import ERROR_RENDERER, METRICS, ErrorAnswer
-from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import (
+from dicomweb.appkeys import (
+    CATALOG,
+    EMBEDDED_ISSUER,
+    GATEWAY_VIEW,
+    METRICS,
+    ORTHANC_CLIENT,
     REQUEST_ID,
+    SHARE_LINKS,
+    TOKEN_VALIDATOR,
+)
+from dicomweb.http.auth import authorize
+from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
+from dicomweb.http.orthanc import OrthancError
+from dicomweb.operations.audit_records import (
     EventAction,
     EventOutcome,
     EventType,
@@ -40,7 +49,6 @@ from dicomweb.operations.auditing import (
     audit_refusal,
 )
 from dicomweb.settings import GatewaySettings
-from dicomweb.signin.oauth import ISSUER
 from dicomweb.wado.frames import stream_from_orthanc
 from query.api import reaches_study, study_orthanc_ids
 from security.errors import InvalidInput, NotFound, TooManyAttempts
@@ -58,7 +66,7 @@ from sharing.api import (
 )
 from viewer.api import SHARE_SCRIPT, ViewerMode, ViewerUrls, share_headers, share_page
 
-__all__ = ["SHARES", "add_share_routes", "share_context"]
+__all__ = ["add_share_routes", "share_context"]
 
 SHARE = "share"
 EXPORT = "export"
@@ -85,28 +93,25 @@ class ShareService:
         self.throttle.failed(THROTTLE_KIND, address)
 
 
-SHARES: web.AppKey[ShareService] = web.AppKey("shares", ShareService)
-
-
 def share_context(
     gateway: GatewaySettings,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """``cleanup_ctx``: the link table on the catalog's engine (after the catalog opens)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        engine = app[BLOBS].catalog.engine
+        engine = app[CATALOG].engine
         links = await asyncio.to_thread(ShareLinks, engine, pin_attempts=gateway.share_pin_attempts)
         throttle = FailureThrottle(
             engine, limit=gateway.share_open_failures_per_address, window=FAILURE_WINDOW
         )
-        app[SHARES] = ShareService(links, gateway, throttle)
+        app[SHARE_LINKS] = ShareService(links, gateway, throttle)
         yield
 
     return context
 
 
 def _viewer_urls(request: web.Request) -> ViewerUrls:
-    return ViewerUrls.for_gateway(request.app[VIEW].public_url)
+    return ViewerUrls.for_gateway(request.app[GATEWAY_VIEW].public_url)
 
 
 def _share_error(request: web.Request, answer: ErrorAnswer) -> web.Response:
@@ -147,7 +152,7 @@ class OpenRequest(BaseModel):
 async def open_link(request: web.Request) -> web.Response:
     """Trade a link's secret (and PIN) for a short-lived token narrowed to its study."""
     request[ERROR_RENDERER] = _share_error
-    service = request.app[SHARES]
+    service = request.app[SHARE_LINKS]
     link_id = request.match_info["id"]
     user = share_institution(link_id)
     address = request.remote or "unknown"
@@ -202,7 +207,7 @@ async def open_link(request: web.Request) -> web.Response:
     lifetime = min(
         service.gateway.share_token_minutes * 60, max(int(link.expires_at - now), 1)
     )  # never beyond the link's own expiry
-    token = request.app[ISSUER].mint(
+    token = request.app[EMBEDDED_ISSUER].mint(
         subject=user, institution=user, scopes=scopes, lifetime=lifetime
     )
     await record(
@@ -212,7 +217,7 @@ async def open_link(request: web.Request) -> web.Response:
         study_uid=link.study_uid,
         detail={"opened": "share link", "uses": str(link.uses)},
     )
-    root = request.app[VIEW].public_url
+    root = request.app[GATEWAY_VIEW].public_url
     return web.json_response(
         {
             "access_token": token,
@@ -257,25 +262,20 @@ def _link_json(link: ShareLink) -> dict[str, Any]:
 
 
 async def create_share(request: web.Request) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], SHARE)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
     try:
         body = CreateShare.model_validate(await request.json())
     except ValueError as exc:  # ValidationError is a ValueError
         raise InvalidInput(f"bad share link request: {exc}") from exc
-    service = request.app[SHARES]
-    catalog = request.app[BLOBS].catalog
-    if not await asyncio.to_thread(
-        reaches_study, catalog.engine, body.study_uid, principal.institution
+    service = request.app[SHARE_LINKS]
+    catalog = request.app[CATALOG]
+    async with _change_refused(
+        request, principal, EventType.SHARE_CREATED, body.study_uid, "not reachable"
     ):
-        await _audit_change(
-            request,
-            principal,
-            event=EventType.SHARE_CREATED,
-            outcome=EventOutcome.MINOR_FAILURE,
-            study_uid=body.study_uid,
-            what="not reachable",
-        )
-        raise NotFound("no such study")
+        if not await asyncio.to_thread(
+            reaches_study, catalog.engine, body.study_uid, principal.institution
+        ):
+            raise NotFound("no such study")
     expires_in = parse_duration(body.expires or service.gateway.share_default_expiry)
     actions = [Action.VIEW] + ([Action.DOWNLOAD] if body.download else [])
     new = await asyncio.to_thread(
@@ -288,73 +288,76 @@ async def create_share(request: web.Request) -> web.Response:
         max_uses=body.max_uses,
         pin=body.pin,
     )
-    await _audit_change(
-        request,
-        principal,
-        event=EventType.SHARE_CREATED,
-        outcome=EventOutcome.SUCCESS,
-        study_uid=body.study_uid,
-        what=new.link.id,
-    )
+    await _audit_change(request, principal, EventType.SHARE_CREATED, body.study_uid, new.link.id)
     answer = _link_json(new.link)
-    answer["url"] = new.url(request.app[VIEW].public_url)  # the only time the secret leaves
+    answer["url"] = new.url(request.app[GATEWAY_VIEW].public_url)  # the only time the secret leaves
     return web.json_response(answer, status=201, headers={"Cache-Control": "no-store"})
 
 
 async def list_shares(request: web.Request) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], SHARE)
-    links = await asyncio.to_thread(request.app[SHARES].links.list, principal.institution)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
+    links = await asyncio.to_thread(request.app[SHARE_LINKS].links.list, principal.institution)
     return web.json_response([_link_json(link) for link in links])
 
 
 async def revoke_share(request: web.Request) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], SHARE)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], SHARE)
     link_id = request.match_info["id"]
-    async with audit_refusal(
-        request,
-        refused=NotFound,
-        event=EventType.SHARE_REVOKED,
-        action=EventAction.DELETE,
-        user=principal.subject,
-        institution=principal.institution,
-        detail=lambda _exc: {"refused": link_id},
-    ):
+    async with _change_refused(request, principal, EventType.SHARE_REVOKED, None, link_id):
         link = await asyncio.to_thread(
-            request.app[SHARES].links.revoke,
+            request.app[SHARE_LINKS].links.revoke,
             link_id,
             principal.subject,
             principal.institution,
         )
-    await _audit_change(
-        request,
-        principal,
-        event=EventType.SHARE_REVOKED,
-        outcome=EventOutcome.SUCCESS,
-        study_uid=link.study_uid,
-        what=link_id,
-    )
+    await _audit_change(request, principal, EventType.SHARE_REVOKED, link.study_uid, link_id)
     return web.json_response(_link_json(link))
+
+
+_CHANGE_ACTION = {
+    EventType.SHARE_CREATED: EventAction.CREATE,
+    EventType.SHARE_REVOKED: EventAction.DELETE,
+}
 
 
 async def _audit_change(
     request: web.Request,
     principal: Principal,
-    *,
     event: EventType,
-    outcome: EventOutcome,
     study_uid: str | None,
-    what: str,
+    link_id: str,
 ) -> None:
-    succeeded = outcome is EventOutcome.SUCCESS
+    """The record of a share link created or revoked."""
     await audit(
         request,
         event=event,
-        action=EventAction.CREATE if event is EventType.SHARE_CREATED else EventAction.DELETE,
-        outcome=outcome,
+        action=_CHANGE_ACTION[event],
+        outcome=EventOutcome.SUCCESS,
         user=principal.subject,
         institution=principal.institution,
         study_uid=study_uid,
-        detail={"link": what} if succeeded else {"refused": what},
+        detail={"link": link_id},
+    )
+
+
+def _change_refused(
+    request: web.Request,
+    principal: Principal,
+    event: EventType,
+    study_uid: str | None,
+    what: str,
+) -> AbstractAsyncContextManager[None]:
+    """Record a creation or revocation refused in the block (``NotFound``: no such study,
+    no such link) with ``what`` was refused, then let the error go on."""
+    return audit_refusal(
+        request,
+        refused=NotFound,
+        event=event,
+        action=_CHANGE_ACTION[event],
+        user=principal.subject,
+        institution=principal.institution,
+        study_uid=study_uid,
+        detail=lambda _exc: {"refused": what},
     )
 
 
@@ -363,10 +366,10 @@ async def _audit_change(
 
 async def download_study(request: web.Request) -> web.StreamResponse:
     """The study as a ZIP with a DICOMDIR (PS3.10 media), the stored files unchanged."""
-    principal = await authorize(request, request.app[VALIDATOR], EXPORT)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], EXPORT)
     study_uid = request.match_info["study"]
     ids = await asyncio.to_thread(
-        study_orthanc_ids, request.app[BLOBS].catalog, study_uid, principal.institution
+        study_orthanc_ids, request.app[CATALOG], study_uid, principal.institution
     )
     if not ids:
         await audit(
@@ -397,7 +400,7 @@ async def download_study(request: web.Request) -> web.StreamResponse:
     )
     response, sent = await stream_from_orthanc(
         request,
-        request.app[ORTHANC],
+        request.app[ORTHANC_CLIENT],
         "/tools/create-media",
         accept="application/zip",
         refuse=refuse,

@@ -22,10 +22,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 from authlib.oauth2 import OAuth2Error
 
+from dicomweb.appkeys import METRICS, REQUEST_ID
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import REQUEST_ID, EventAction, EventOutcome, EventType, audit
-from dicomweb.operations.metrics import GatewayMetrics
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from security.errors import (
     Conflict,
     Forbidden,
@@ -46,8 +46,6 @@ from sharing.api import LinkGone, LinkLocked, PinRequired, WrongPin
 
 __all__ = [
     "ERROR_RENDERER",
-    "METRICS",
-    "REQUEST_ID",
     "STREAMING",
     "AccessLogger",
     "ErrorAnswer",
@@ -66,7 +64,6 @@ PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 STREAMING: web.RequestKey[bool] = web.RequestKey("vna_streaming", bool)
 """Set on a request once a streamed body has started: an error can no longer be answered."""
 
-METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)
 
 # the first matching class wins: subclasses before their bases
 _STATUS: tuple[tuple[type[VnaError], int, str], ...] = (
@@ -243,7 +240,8 @@ def cors(origins: Sequence[str]) -> tuple[Middleware, PrepareHook]:
     """CORS for browser viewers on another origin (bearer tokens, no cookies).
 
     Returns the middleware answering preflight requests (``OPTIONS`` with
-    ``Access-Control-Request-Method``, before routing and authentication) and the
+    ``Access-Control-Request-Method``, before the handler and its authentication; it goes
+    after :func:`error_middleware`, which answers its refusal like any other) and the
     ``on_response_prepare`` hook that adds the headers to every other answer, streamed
     ones included (their headers are sent before the handler returns).
     """
@@ -259,7 +257,7 @@ def cors(origins: Sequence[str]) -> tuple[Middleware, PrepareHook]:
         if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
             return await handler(request)
         if permitted(request) is None:
-            return web.Response(status=403, text="origin not allowed")
+            raise Forbidden("this origin is not allowed: add it to gateway.cors_origins")
         return web.Response(
             status=204,
             headers={

@@ -20,7 +20,7 @@ from typing import Any
 from pydicom.datadict import dictionary_VR
 
 from archive.api import BlobStore
-from dicomweb.wado.blobcache import ContentCache
+from dicomweb.wado.instance_reader import ContentCache
 from dicomweb.wado.metacache import metadata_body
 from query.api import Level, Query, representatives
 from security.errors import NotFound

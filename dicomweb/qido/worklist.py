@@ -46,9 +46,10 @@ from typing import Any
 from aiohttp import web
 
 from archive.api import Catalog
+from dicomweb.appkeys import OPENED_STUDIES
 from dicomweb.http.dicomxml import negotiate_dataset_media
 from dicomweb.http.middleware import qido_response
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from query.api import (
     Level,
     WorklistEntry,
@@ -62,7 +63,6 @@ from security.tokens import Principal
 from sharing.api import Permission, parse_statuses
 
 __all__ = [
-    "OPENED",
     "OPENING",
     "PRIVATE_CREATOR",
     "STATUS_TAG",
@@ -198,9 +198,6 @@ class OpenedStudies:
             self._seen.add(key)
 
 
-OPENED: web.AppKey[OpenedStudies] = web.AppKey("worklist_opened", OpenedStudies)
-
-
 async def note_opened(
     request: web.Request, catalog: Catalog, principal: Principal, study_uid: str
 ) -> None:
@@ -209,7 +206,7 @@ async def note_opened(
     Called on the success path of a retrieval; never fails it (a worklist that misses an
     opening is better than a viewer that cannot load the images).
     """
-    memo = request.app.get(OPENED)
+    memo = request.app.get(OPENED_STUDIES)
     key = (principal.institution, study_uid)
     if memo is not None and key in memo:
         return

@@ -32,9 +32,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from authlib.common.urls import add_params_to_uri
 
+from dicomweb.appkeys import AUTHORIZATION_FLOW, EMBEDDED_ISSUER, OAUTH_CLIENTS, USERS
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
-from dicomweb.signin.oauth import AUTHORIZATIONS, CLIENTS, ISSUER, OIDC_SCOPES, USERS
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
+from dicomweb.signin.oauth import OIDC_SCOPES
 from security.authorization import AuthorizationRequest, valid_code_challenge
 from security.clients import Client
 from security.errors import Forbidden, InvalidInput
@@ -125,7 +126,7 @@ def _error_redirect(
     params = [("error", error), ("error_description", description)]
     if state is not None:
         params.append(("state", state))
-    params.append(("iss", request.app[ISSUER].issuer))
+    params.append(("iss", request.app[EMBEDDED_ISSUER].issuer))
     return _redirect(uri, params)
 
 
@@ -146,7 +147,9 @@ async def authorize_form(request: web.Request) -> web.StreamResponse:
     if any(len(v) > _MAX_PARAM for v in params.values()):
         raise InvalidInput("The sign-in request is too long.")
     client_id = params.get("client_id", "")
-    client = await asyncio.to_thread(request.app[CLIENTS].get, client_id) if client_id else None
+    client = (
+        await asyncio.to_thread(request.app[OAUTH_CLIENTS].get, client_id) if client_id else None
+    )
     if client is None or not client.redirect_uris:
         raise InvalidInput("Unknown application (client_id): ask the administrator to register it.")
     redirect_uri = params.get("redirect_uri", "")
@@ -186,7 +189,7 @@ async def authorize_form(request: web.Request) -> web.StreamResponse:
     binding = request.cookies.get(LOGIN_COOKIE, "")
     if not _COOKIE_VALUE.match(binding):
         binding = secrets.token_urlsafe(32)
-    store = request.app[AUTHORIZATIONS]
+    store = request.app[AUTHORIZATION_FLOW]
     csrf = await asyncio.to_thread(store.begin_login, authz, binding)
     response = _page(
         "Sign in", _login_form(client, csrf, redirect_uri), form_target=_origin(redirect_uri)
@@ -196,7 +199,7 @@ async def authorize_form(request: web.Request) -> web.StreamResponse:
         binding,
         max_age=int(store.login_lifetime),
         path="/oauth",
-        secure=request.app[ISSUER].issuer.startswith("https://"),
+        secure=request.app[EMBEDDED_ISSUER].issuer.startswith("https://"),
         httponly=True,
         samesite="Strict",
     )
@@ -211,7 +214,7 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", "")).strip()[:128]
     password = str(form.get("password", ""))[:1024]
     binding = request.cookies.get(LOGIN_COOKIE, "")
-    store = request.app[AUTHORIZATIONS]
+    store = request.app[AUTHORIZATION_FLOW]
     pending = await asyncio.to_thread(store.pending_login, csrf, binding) if csrf else None
     if pending is None:
         await audit(
@@ -226,7 +229,7 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
             "This sign-in form has expired or was not opened in this browser. "
             "Go back to the application and sign in again."
         )
-    client = await asyncio.to_thread(request.app[CLIENTS].get, pending.client_id)
+    client = await asyncio.to_thread(request.app[OAUTH_CLIENTS].get, pending.client_id)
     if client is None:
         raise InvalidInput("The application was removed meanwhile.")
     result = await asyncio.to_thread(request.app[USERS].authenticate, username, password)
@@ -271,5 +274,5 @@ async def authorize_login(request: web.Request) -> web.StreamResponse:
     params = [("code", code)]
     if pending.state is not None:
         params.append(("state", pending.state))
-    params.append(("iss", request.app[ISSUER].issuer))
+    params.append(("iss", request.app[EMBEDDED_ISSUER].issuer))
     return _redirect(pending.redirect_uri, params)

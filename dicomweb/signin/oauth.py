@@ -29,6 +29,7 @@ import asyncio
 import binascii
 from base64 import b64decode
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -45,23 +46,32 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedTokenTypeError,
 )
 
+from dicomweb.appkeys import (
+    AUTHORIZATION_FLOW,
+    CLIENT_SECRET_FAILURES,
+    EMBEDDED_ISSUER,
+    OAUTH_CLIENTS,
+    OWN_TOKEN_VALIDATOR,
+    USERS,
+)
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import (
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from dicomweb.settings import GatewaySettings
 from security.authorization import AuthorizationStore, Grant
-from security.clients import Client, ClientRegistry
-from security.issuer import DEFAULT_LIFETIME, EmbeddedIssuer
+from security.clients import Client
+from security.issuer import DEFAULT_LIFETIME
 from security.throttle import FailureThrottle
 from security.tokens import SCOPES, InvalidToken, TokenValidator
 from security.users import UserRegistry
 
 __all__ = [
-    "AUTHORIZATIONS",
-    "CLIENTS",
-    "ISSUER",
     "OIDC_SCOPES",
-    "OWN_TOKENS",
-    "USERS",
     "end_session",
     "issuer_context",
     "openid_configuration",
@@ -70,14 +80,6 @@ __all__ = [
     "userinfo",
 ]
 
-CLIENTS: web.AppKey[ClientRegistry] = web.AppKey("clients", ClientRegistry)
-ISSUER: web.AppKey[EmbeddedIssuer] = web.AppKey("issuer", EmbeddedIssuer)
-USERS: web.AppKey[UserRegistry] = web.AppKey("users", UserRegistry)
-AUTHORIZATIONS: web.AppKey[AuthorizationStore] = web.AppKey("authorizations", AuthorizationStore)
-OWN_TOKENS: web.AppKey[TokenValidator] = web.AppKey("own_tokens", TokenValidator)
-"""Validates only the embedded issuer's own access tokens (userinfo)."""
-SECRET_FAILURES: web.AppKey[FailureThrottle] = web.AppKey("secret_failures", FailureThrottle)
-"""Wrong client secrets per address (in the catalog: every gateway worker counts them)."""
 SECRET_FAILURE_WINDOW = 600.0
 
 OIDC_SCOPES = frozenset({"openid", "profile"})
@@ -102,17 +104,17 @@ def issuer_context(
             max_failures=gateway.login_max_failures,
             lockout_seconds=gateway.login_lockout_seconds,
         )
-        app[AUTHORIZATIONS] = await asyncio.to_thread(
+        app[AUTHORIZATION_FLOW] = await asyncio.to_thread(
             AuthorizationStore,
             engine,
             refresh_lifetime=gateway.refresh_token_seconds,
             session_lifetime=gateway.session_max_seconds,
         )
-        app[SECRET_FAILURES] = FailureThrottle(
+        app[CLIENT_SECRET_FAILURES] = FailureThrottle(
             engine, limit=gateway.client_secret_failures_per_address, window=SECRET_FAILURE_WINDOW
         )
-        app[OWN_TOKENS] = TokenValidator(
-            [app[ISSUER].trusted()], leeway=gateway.token_leeway_seconds
+        app[OWN_TOKEN_VALIDATOR] = TokenValidator(
+            [app[EMBEDDED_ISSUER].trusted()], leeway=gateway.token_leeway_seconds
         )
         yield
 
@@ -138,12 +140,12 @@ async def _authenticate_client(
 ) -> Client:
     """The calling client (RFC 6749 section 2.3): a secret for confidential clients,
     the ``client_id`` alone for public ones (when the grant allows them)."""
-    registry = request.app[CLIENTS]
+    registry = request.app[OAUTH_CLIENTS]
     credentials = _basic_credentials(request)
     if credentials is None and form.get("client_secret"):
         credentials = (form.get("client_id", ""), form["client_secret"])
     if credentials is not None:
-        throttle = request.app[SECRET_FAILURES]
+        throttle = request.app[CLIENT_SECRET_FAILURES]
         address = request.remote or "unknown"
         if await asyncio.to_thread(throttle.throttled, "client", address):
             await audit(
@@ -220,7 +222,7 @@ async def _client_credentials(request: web.Request, form: dict[str, str]) -> web
         institution=client.institution,
         detail={"grant": "client_credentials", "scope": " ".join(sorted(requested))},
     )
-    access_token = request.app[ISSUER].mint(
+    access_token = request.app[EMBEDDED_ISSUER].mint(
         subject=client.client_id,
         institution=client.institution,
         scopes=sorted(requested),
@@ -237,7 +239,7 @@ async def _client_credentials(request: web.Request, form: dict[str, str]) -> web
 
 
 async def _refused_grant(
-    request: web.Request, client: Client, exc: Any, user: str | None = None
+    request: web.Request, client: Client, exc: OAuth2Error, user: str | None = None
 ) -> None:
     await audit(
         request,
@@ -245,12 +247,29 @@ async def _refused_grant(
         action=EventAction.EXECUTE,
         outcome=EventOutcome.MINOR_FAILURE,
         user=user or client.client_id,
-        detail={
-            "refused": str(exc.error),
-            "reason": str(exc.description or ""),
-            "client_id": client.client_id,
-        },
+        detail=_refusal_detail(client, exc),
     )
+
+
+def _grant_refusal(request: web.Request, client: Client) -> AbstractAsyncContextManager[None]:
+    """Record an OAuth error raised in the block as :func:`_refused_grant` does, then let
+    it go on to the error middleware."""
+    return audit_refusal(
+        request,
+        refused=OAuth2Error,
+        event=EventType.AUTHENTICATION,
+        action=EventAction.EXECUTE,
+        user=client.client_id,
+        detail=lambda exc: _refusal_detail(client, exc),
+    )
+
+
+def _refusal_detail(client: Client, exc: OAuth2Error) -> dict[str, str]:
+    return {
+        "refused": str(exc.error),
+        "reason": str(exc.description or ""),
+        "client_id": client.client_id,
+    }
 
 
 async def _authorization_code(request: web.Request, form: dict[str, str]) -> web.Response:
@@ -260,8 +279,8 @@ async def _authorization_code(request: web.Request, form: dict[str, str]) -> web
     code = form.get("code")
     if not code:
         raise InvalidRequestError("code is required")
-    store = request.app[AUTHORIZATIONS]
-    try:
+    store = request.app[AUTHORIZATION_FLOW]
+    async with _grant_refusal(request, client):
         grant = await asyncio.to_thread(
             store.redeem_code,
             code,
@@ -269,9 +288,6 @@ async def _authorization_code(request: web.Request, form: dict[str, str]) -> web
             redirect_uri=form.get("redirect_uri"),
             code_verifier=form.get("code_verifier"),
         )
-    except OAuth2Error as exc:
-        await _refused_grant(request, client, exc)
-        raise
     return await _issue_user_tokens(request, client, grant, grant.scopes, nonce=grant.nonce)
 
 
@@ -282,14 +298,15 @@ async def _refresh_token(request: web.Request, form: dict[str, str]) -> web.Resp
         raise InvalidRequestError("refresh_token is required")
     requested = frozenset(form.get("scope", "").split())
     try:
-        grant = await asyncio.to_thread(
-            request.app[AUTHORIZATIONS].spend_refresh,
-            presented,
-            client_id=client.client_id,
-            scopes=requested,
-        )
+        async with _grant_refusal(request, client):
+            grant = await asyncio.to_thread(
+                request.app[AUTHORIZATION_FLOW].spend_refresh,
+                presented,
+                client_id=client.client_id,
+                scopes=requested,
+            )
     except OAuth2Error as exc:
-        await _refused_grant(request, client, exc)
+        # after the refusal's record: a spent refresh token presented again has leaked
         if "already used" in str(exc.description):
             await audit(
                 request,
@@ -313,7 +330,7 @@ async def _issue_user_tokens(
     rotated: bool = False,
 ) -> web.Response:
     """Access token, refresh token and (with ``openid``) ID token for a person."""
-    store = request.app[AUTHORIZATIONS]
+    store = request.app[AUTHORIZATION_FLOW]
     user = await asyncio.to_thread(request.app[USERS].active, grant.user)
     if user is None:
         await asyncio.to_thread(store.revoke_user, grant.user)
@@ -326,7 +343,7 @@ async def _issue_user_tokens(
         grant.client_id, user.name, user.institution, scopes, grant.auth_time, None, grant.family
     )
     refresh = await asyncio.to_thread(store.issue_refresh, grant_now)
-    issuer = request.app[ISSUER]
+    issuer = request.app[EMBEDDED_ISSUER]
     archive_scopes = sorted(scopes)
     body: dict[str, Any] = {
         "access_token": issuer.mint(
@@ -381,7 +398,7 @@ async def revoke(request: web.Request) -> web.Response:
     if form.get("token_type_hint") == "access_token" or presented.count(".") == 2:
         raise UnsupportedTokenTypeError("access tokens expire on their own; revoke the refresh")
     revoked = await asyncio.to_thread(
-        request.app[AUTHORIZATIONS].revoke_refresh, presented, client_id=client.client_id
+        request.app[AUTHORIZATION_FLOW].revoke_refresh, presented, client_id=client.client_id
     )
     if revoked:
         await audit(
@@ -398,7 +415,7 @@ async def revoke(request: web.Request) -> web.Response:
 
 async def userinfo(request: web.Request) -> web.Response:
     """OpenID Connect UserInfo (Core 1.0 section 5.3) for this issuer's own tokens."""
-    principal = await authorize(request, request.app[OWN_TOKENS], "openid")
+    principal = await authorize(request, request.app[OWN_TOKEN_VALIDATOR], "openid")
     user = await asyncio.to_thread(request.app[USERS].active, principal.subject)
     if user is None:
         raise InvalidToken("the user is disabled or gone")
@@ -428,7 +445,7 @@ async def end_session(request: web.Request) -> web.Response:
     user is signed out.
     """
     params = request.query if request.method == "GET" else await request.post()
-    issuer = request.app[ISSUER]
+    issuer = request.app[EMBEDDED_ISSUER]
     hint = str(params.get("id_token_hint", ""))
     claims = issuer.read_id_token(hint) if hint else None
     client_id = str(params.get("client_id", "")) or (
@@ -436,7 +453,7 @@ async def end_session(request: web.Request) -> web.Response:
     )
     if claims is not None and claims.get("aud") == client_id and isinstance(claims.get("sub"), str):
         count = await asyncio.to_thread(
-            request.app[AUTHORIZATIONS].revoke_user, claims["sub"], client_id
+            request.app[AUTHORIZATION_FLOW].revoke_user, claims["sub"], client_id
         )
         await audit(
             request,
@@ -446,7 +463,9 @@ async def end_session(request: web.Request) -> web.Response:
             user=claims["sub"],
             detail={"logout": "rp-initiated", "client_id": client_id, "revoked": str(count)},
         )
-    client = await asyncio.to_thread(request.app[CLIENTS].get, client_id) if client_id else None
+    client = (
+        await asyncio.to_thread(request.app[OAUTH_CLIENTS].get, client_id) if client_id else None
+    )
     target = str(params.get("post_logout_redirect_uri", ""))
     if client is not None and target and _same_origin(target, client.redirect_uris):
         state = params.get("state")
@@ -469,7 +488,7 @@ async def end_session(request: web.Request) -> web.Response:
 
 async def openid_configuration(request: web.Request) -> web.Response:
     """OpenID Provider metadata (OpenID Connect Discovery 1.0, RFC 8414)."""
-    issuer = request.app[ISSUER].issuer
+    issuer = request.app[EMBEDDED_ISSUER].issuer
     return web.json_response(
         {
             "issuer": issuer,

@@ -55,7 +55,13 @@ from pydicom import Dataset, config
 from archive.api import Catalog, Institution, header_record, survey
 from dicomweb.http.middleware import error_status
 from dicomweb.http.orthanc import OrthancClient, OrthancError
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit, audit_refusal
+from dicomweb.operations.audit_records import (
+    EventAction,
+    EventOutcome,
+    EventType,
+    audit,
+    audit_refusal,
+)
 from query.api import claim_for_store
 from security.errors import (
     Forbidden,

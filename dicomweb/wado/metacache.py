@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Sequence
 
 from archive.api import BlobStore
-from dicomweb.wado.blobcache import ContentCache
+from dicomweb.wado.instance_reader import ContentCache
 from dicomweb.wado.metadata import instance_metadata
 from query.api import StoredInstance
 

@@ -24,8 +24,8 @@ from aiohttp import web
 from dicomweb.http.middleware import STREAMING
 from dicomweb.http.multipart import Multipart
 from dicomweb.http.orthanc import OrthancClient
-from dicomweb.wado.blobcache import InstanceReader, PlannedInstance
 from dicomweb.wado.frames import fetch_one_part, instance_path
+from dicomweb.wado.instance_reader import InstanceReader, PlannedInstance
 from dicomweb.wado.prefetch import batches, ordered_prefetch, ordered_tasks
 from dicomweb.wado.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN,

@@ -21,7 +21,7 @@ from aiohttp import web
 from archive.api import BlobStore
 from dicomweb.http.middleware import STREAMING
 from dicomweb.http.orthanc import OrthancClient
-from dicomweb.wado.blobcache import InstanceReader
+from dicomweb.wado.instance_reader import InstanceReader
 from dicomweb.wado.prefetch import ordered_prefetch
 from dicomweb.wado.retrieve import convert_instance
 from dicomweb.wado.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax

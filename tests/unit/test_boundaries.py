@@ -44,7 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     # the packages' insides together; only deploy/ and bench/ (which start them) sit above
     "compose": {
         "compose",
-        "dicomweb",
+        "dicomweb.api",
+        "dicomweb.settings",
         "dimse",
         "query",
         "sharing",
@@ -78,6 +79,22 @@ def test_imports_point_one_way(package: str) -> None:
         for name in imports_of(path):
             if name.split(".")[0] in PROJECT and not allowed(name, ALLOWED[package]):
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []
+
+
+# the gateway's public face: the application and what serving it needs, and its settings
+# section on its own (the root settings model loads inside Orthanc, without the web stack)
+DICOMWEB_FACE = {"dicomweb.api", "dicomweb.settings"}
+
+
+@pytest.mark.parametrize("package", ["bench", "compose", "deploy"])
+def test_the_gateway_is_reached_through_its_public_face(package: str) -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for name in imports_of(path)
+        if name.split(".")[0] == "dicomweb" and name not in DICOMWEB_FACE
+    ]
     assert offenders == []
 
 

@@ -23,6 +23,7 @@ from compose.settings import load_settings
 from deploy.orthanc_config import orthanc_config
 from dimse import handlers
 from dimse.api import find, move
+from query.api import ATTRIBUTES, Attribute, element
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from tests.catalogdb import migrated
@@ -166,6 +167,38 @@ def test_patient_level_answers_each_patient_once(cat: Catalog) -> None:
     assert STUDY_UID not in patients[0]  # a study key has no place in a patient answer
     b = cfind(cat, "PATIENT", (PATIENT_ID, ""), institution="Hospital B")
     assert [str(p.PatientID) for p in b] == ["P3"]
+
+
+CATALOG_VALUES = {
+    "PN": ["Doe^Jane", "Yamada^Tarou=山田^太郎=やまだ^たろう", "Doe^Jane=", "=Ideo", "a=b=c=d",
+           "Doe^Jane\\Roe^Richard", "Doe^Jane\\\\Roe", ["Doe", "Roe"], "Müller^Jürgen"],
+    "IS": ["3", 3, " 7 ", "3.0", ["1", "2"]],
+    "US": [512, "512", 0],
+    "CS": ["CT", ["CT", "MR"], ["MR", "", None], "ONLINE"],
+    "UI": ["1.2.3", ["1.2", "3.4"]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("attr", ATTRIBUTES, ids=lambda a: a.keyword)
+def test_an_answer_holds_what_the_dicom_json_of_the_match_reads_back_as(attr: Attribute) -> None:
+    """C-FIND answers are built from the catalog's values directly; each element is, to the
+    byte, what QIDO-RS's DICOM JSON of the same value reads back as."""
+
+    def encoded(element: pydicom.DataElement) -> bytes:
+        dataset = pydicom.Dataset()
+        dataset.SpecificCharacterSet = "ISO_IR 192"
+        dataset[element.tag] = element
+        out = pydicom.filebase.DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, False
+        pydicom.filewriter.write_dataset(out, dataset)
+        return out.getvalue()
+
+    samples = CATALOG_VALUES.get(attr.vr, ["20250110", "Hospital A", "x\\y", "Ünïcode"])
+    for value in [*samples, None, ""]:
+        if attr.vr in ("DA", "TM") and isinstance(value, str) and not value.isdigit():
+            continue
+        via_json = pydicom.Dataset.from_json({attr.tag: element(attr.vr, value)})[attr.tag]
+        assert encoded(handlers._element(attr, value)) == encoded(via_json), value
 
 
 def test_too_many_matches_are_marked_incomplete(

@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
 
+from dicomweb.appkeys import METRICS
 from dicomweb.http.middleware import (
     ERROR_RENDERER,
-    METRICS,
     ErrorAnswer,
+    cors,
     error_middleware,
     error_status,
 )
@@ -181,3 +182,31 @@ def test_a_page_renders_its_errors_its_way() -> None:
         assert await answer.text() == "<p>form used already</p>"
 
     _serve(Forbidden("form used already"), scenario, page=True)
+
+
+def test_a_refused_cors_preflight_is_answered_like_any_other_error() -> None:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(text="never for a preflight")
+
+    async def main() -> None:
+        preflight, add_headers = cors(["https://viewer.example"])
+        app = web.Application(middlewares=[error_middleware, preflight])
+        app[METRICS] = GatewayMetrics()
+        app.on_response_prepare.append(add_headers)
+        app.router.add_get("/x", handler)
+        async with TestClient(TestServer(app)) as client:
+            asking = {"Access-Control-Request-Method": "GET"}
+            allowed = await client.options(
+                "/x", headers={**asking, "Origin": "https://viewer.example"}
+            )
+            assert allowed.status == 204
+            assert allowed.headers["Access-Control-Allow-Origin"] == "https://viewer.example"
+            refused = await client.options(
+                "/x", headers={**asking, "Origin": "https://elsewhere.example"}
+            )
+            assert refused.status == 403
+            assert (await refused.json())["error"] == "forbidden"
+            assert "gateway.cors_origins" in (await refused.json())["message"]
+            assert "Access-Control-Allow-Origin" not in refused.headers
+
+    asyncio.run(main())

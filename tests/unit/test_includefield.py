@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from archive.blobstore import BlobStore
 from archive.catalog import InstanceRecord, SourceRecord
 from dicomweb.qido.includefield import add_header_fields, needs_headers
-from dicomweb.wado.blobcache import ContentCache
+from dicomweb.wado.instance_reader import ContentCache
 from query.api import Level, element, parse_query
 
 ROOT = "http://gw/dicom-web"

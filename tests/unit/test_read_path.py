@@ -1,6 +1,6 @@
 """The gateway's WADO-RS read path: ordered bounded read-ahead, the content caches,
 verified instance reads and metadata templated per request (dicomweb.wado.prefetch,
-dicomweb.wado.blobcache, dicomweb.wado.metacache)."""
+dicomweb.wado.instance_reader, dicomweb.wado.metacache)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from archive.split import pixel_data_offset
-from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.wado.instance_reader import ContentCache, InstanceReader
 from dicomweb.wado.metacache import metadata_body, metadata_template, render
 from dicomweb.wado.metadata import instance_metadata
 from dicomweb.wado.prefetch import batches, ordered_prefetch

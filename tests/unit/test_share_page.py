@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from dicomweb.api import GatewaySettings
 from dicomweb.exchange.share import FAILURE_WINDOW, ShareService
-from dicomweb.settings import GatewaySettings
 from security.throttle import FailureThrottle
 from tests.catalogdb import migrated
 from viewer.api import SHARE_SCRIPT, share_headers, share_page

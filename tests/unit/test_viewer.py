@@ -377,7 +377,7 @@ def test_staff_can_sign_in_at_an_external_provider() -> None:
 
 
 def test_the_external_sign_in_needs_both_settings() -> None:
-    from dicomweb.settings import GatewaySettings
+    from dicomweb.api import GatewaySettings
 
     with pytest.raises(ValueError, match="viewer_oidc_client_id"):
         GatewaySettings(viewer_oidc_authority="https://keycloak.example/realms/region")

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dicomweb.http.middleware import error_middleware
-from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
+from dicomweb.viewer.routes import add_viewer_routes, viewer_ctx
 from tests.unit.test_viewer import make_dist
 
 Check = Callable[[TestClient[web.Request, web.Application]], Awaitable[None]]

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from dicomweb.viewer_routes import add_viewer_routes, viewer_ctx
+from dicomweb.viewer.routes import add_viewer_routes, viewer_ctx
 from tests.unit.test_viewer import make_dist
 from viewer.config import ViewerUrls, app_config, viewer_client
 

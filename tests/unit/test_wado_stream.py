@@ -18,7 +18,7 @@ from archive.blobstore import BlobStore
 from archive.catalog import Catalog
 from archive.settings import StorageSettings
 from archive.split import pixel_data_offset
-from dicomweb.wado.blobcache import ContentCache, InstanceReader
+from dicomweb.wado.instance_reader import ContentCache, InstanceReader
 from dicomweb.wado.retrieve import AcceptedDicom, accepts_zstd, stream_instances
 from query.api import StoredInstance
 from security.keys import KeyRing

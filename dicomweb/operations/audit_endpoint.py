@@ -14,8 +14,9 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dicomweb.appkeys import AUDIT_LOG
 from dicomweb.http.auth import authorize
-from dicomweb.operations.auditing import AUDIT, EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from security.audit import dicom_xml, fhir_audit_event
 from security.errors import InvalidInput
 from security.tokens import TokenValidator
@@ -42,7 +43,7 @@ async def read_audit_log(request: web.Request, validator: TokenValidator) -> web
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"bad audit query ({problems})") from exc
-    log = request.app[AUDIT]
+    log = request.app[AUDIT_LOG]
     records = await asyncio.to_thread(lambda: list(log.records(query.after, query.limit)))
     await audit(
         request,

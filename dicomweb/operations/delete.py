@@ -15,10 +15,10 @@ import asyncio
 
 from aiohttp import web
 
-from dicomweb.http.appkeys import BLOBS, ORTHANC, VALIDATOR
+from dicomweb.appkeys import CATALOG, ORTHANC_CLIENT, TOKEN_VALIDATOR
 from dicomweb.http.auth import authorize
 from dicomweb.http.orthanc import OrthancError
-from dicomweb.operations.auditing import EventAction, EventOutcome, EventType, audit
+from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from query.api import deletion_targets
 from security.errors import Forbidden, NotFound
 
@@ -28,11 +28,11 @@ DELETE = "dicom.delete"
 
 
 async def _delete(request: web.Request, what: str) -> web.Response:
-    principal = await authorize(request, request.app[VALIDATOR], DELETE)
+    principal = await authorize(request, request.app[TOKEN_VALIDATOR], DELETE)
     study_uid = request.match_info["study"]
     series_uid = request.match_info.get("series")
     ids, seen = await asyncio.to_thread(
-        deletion_targets, request.app[BLOBS].catalog, principal.institution, study_uid, series_uid
+        deletion_targets, request.app[CATALOG], principal.institution, study_uid, series_uid
     )
     detail = {"level": what} | ({"series": series_uid} if series_uid else {})
 
@@ -55,7 +55,7 @@ async def _delete(request: web.Request, what: str) -> web.Response:
         if seen:
             raise Forbidden(f"only the institution that owns this {what} may delete it")
         raise NotFound(f"no such {what}")
-    status, _headers, body = await request.app[ORTHANC].request(
+    status, _headers, body = await request.app[ORTHANC_CLIENT].request(
         "POST", "/tools/bulk-delete", json={"Resources": ids}
     )
     if status != 200:

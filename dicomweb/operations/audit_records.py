@@ -10,14 +10,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from aiohttp import web
 
-from security.audit import AuditEvent, AuditLog, EventAction, EventOutcome, EventType
+from dicomweb.appkeys import AUDIT_LOG, REQUEST_ID
+from security.audit import AuditEvent, EventAction, EventOutcome, EventType
 
 __all__ = [
-    "AUDIT",
-    "REQUEST_ID",
     "EventAction",
     "EventOutcome",
     "EventType",
@@ -25,12 +25,10 @@ __all__ = [
     "audit_refusal",
 ]
 
-# request-scoped key under which the metrics middleware puts the request id
-REQUEST_ID: web.RequestKey[str] = web.RequestKey("vna_request_id", str)
 
 logger = logging.getLogger(__name__)
 
-AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
+E = TypeVar("E", bound=BaseException)
 
 
 async def audit(
@@ -46,7 +44,7 @@ async def audit(
     patient: str | None = None,
 ) -> None:
     """Append one record; a failing audit log fails the request (no silent gaps)."""
-    log = request.app.get(AUDIT)
+    log = request.app.get(AUDIT_LOG)
     if log is None:
         return
     record = AuditEvent(
@@ -68,13 +66,13 @@ async def audit(
 async def audit_refusal(
     request: web.Request,
     *,
-    refused: type[BaseException] | tuple[type[BaseException], ...],
+    refused: type[E] | tuple[type[E], ...],
     event: EventType,
     action: EventAction,
     user: str,
     institution: str | None = None,
     study_uid: str | None = None,
-    detail: Callable[[BaseException], dict[str, str]],
+    detail: Callable[[E], dict[str, str]],
     patient: str | None = None,
 ) -> AsyncIterator[None]:
     """Record a ``refused`` error raised in the block as a minor failure, then let it go

@@ -25,8 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 
+from dicomweb.appkeys import OAUTH_CLIENTS, VIEWER_STATE
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
-from dicomweb.signin.oauth import CLIENTS
 from security.errors import NotFound, ServiceUnavailable
 from security.tokens import SCOPES
 from viewer.api import (
@@ -45,7 +45,7 @@ from viewer.api import (
     viewer_client,
 )
 
-__all__ = ["VIEWER", "ViewerState", "add_viewer_routes", "viewer_ctx"]
+__all__ = ["ViewerState", "add_viewer_routes", "viewer_ctx"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,6 @@ class ViewerState:
         self.signed_out = signed_out_page(urls)
 
 
-VIEWER: web.AppKey[ViewerState] = web.AppKey("viewer", ViewerState)
-
-
 def viewer_ctx(
     public_url: str, bundle_dir: Path | None, sign_in: StaffSignIn | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -88,12 +85,12 @@ def viewer_ctx(
             bundle = await asyncio.to_thread(Bundle.load, root, urls)
         except (BundleError, OSError, ValueError) as exc:
             logger.warning("viewer not available: %s", exc)
-            app[VIEWER] = ViewerState(urls, None, str(exc), sign_in)
+            app[VIEWER_STATE] = ViewerState(urls, None, str(exc), sign_in)
         else:
-            app[VIEWER] = ViewerState(urls, bundle, sign_in=sign_in)
+            app[VIEWER_STATE] = ViewerState(urls, bundle, sign_in=sign_in)
             logger.info("serving the OHIF viewer from %s at %s", root, urls.viewer_url)
         # the staff variant signs people in as this public client (PKCE, no secret)
-        registry = app.get(CLIENTS)
+        registry = app.get(OAUTH_CLIENTS)
         if registry is not None:
             client = viewer_client(urls)
             await asyncio.to_thread(
@@ -141,7 +138,7 @@ def _unavailable(request: web.Request, state: ViewerState) -> ServiceUnavailable
 
 
 def _serve(request: web.Request, mode: ViewerMode, tail: str) -> web.StreamResponse:
-    state = request.app[VIEWER]
+    state = request.app[VIEWER_STATE]
     tail = tail.lstrip("/")
     if mode is ViewerMode.STAFF and tail == SIGNED_OUT_ROUTE:
         headers = security_headers(SIGNED_OUT_CSP)

@@ -76,6 +76,8 @@ RESTART_WINDOW = 300.0
 STOP_GRACE = 10.0
 """Seconds the workers get to finish after SIGTERM (aiohttp closes idle connections at
 once and waits for running handlers); ``vna down`` must not wait on a long download."""
+START_TIMEOUT = 120.0
+"""Seconds a worker may go without a heartbeat (gunicorn's ``timeout``), its start included."""
 KEEPALIVE = 75.0
 """Seconds an idle keep-alive connection stays open: aiohttp's own default, as the
 single-process gateway (``web.run_app``) has it, not gunicorn's 2 s."""
@@ -210,6 +212,9 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no t
             "workers": self.count,
             "worker_class": f"{__name__}._Worker",
             "graceful_timeout": int(STOP_GRACE),
+            # a worker silent this long is killed and replaced; its start (catalog
+            # checks on a busy machine) must fit, as in the supervisor's wait for the port
+            "timeout": int(START_TIMEOUT),
             "keepalive": int(KEEPALIVE),
             "loglevel": self.log_level.lower(),
             "logger_class": _JsonLog,

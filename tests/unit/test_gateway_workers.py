@@ -20,6 +20,7 @@ from compose.gateway import MODULE
 from compose.gateway_workers import (
     AUTO_MAX,
     KEEPALIVE,
+    START_TIMEOUT,
     STOP_GRACE,
     GatewayServer,
     RestartBudget,
@@ -92,6 +93,7 @@ def test_server_settings_name_everything_resolved(tmp_path: Path) -> None:
     assert cfg.workers == 3
     assert cfg.worker_class_str == "compose.gateway_workers._Worker"
     assert cfg.graceful_timeout == STOP_GRACE
+    assert cfg.timeout == START_TIMEOUT
     assert cfg.keepalive == KEEPALIVE  # aiohttp's, not gunicorn's 2 s
     assert (cfg.certfile, cfg.keyfile) == (str(cert), str(key))
     assert cfg.umask == 0o077

@@ -65,8 +65,8 @@ from bench.common import (
 )
 from bench.link import ThrottledLink
 from bench.replay import save_index
+from compose.gateway_workers import resolve_workers, usable_cpus
 from compose.settings import load_settings
-from dicomweb.api import resolve_workers, usable_cpus
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, generate_studies, write_study
 

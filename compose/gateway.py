@@ -4,8 +4,9 @@ The gateway's composition root: the entry the supervisor (``deploy/supervisor.py
 starts as a second supervised process next to Orthanc. :func:`main` takes an argument
 list and returns an exit code; :func:`serve` runs a built application until
 SIGINT/SIGTERM. With more than one worker (``gateway.workers``, ``--workers``) this
-process becomes the parent of ``python -m compose.gateway --worker K`` processes sharing
-the port (``dicomweb/operations/workers.py``).
+process becomes a gunicorn arbiter whose aiohttp workers share the port
+(``compose/gateway_workers.py``). ``--parent PID`` (the supervisor passes its own) stops
+it when that process ends, however it ends (``compose/lifeline.py``).
 Logs are JSON lines on stderr; no token, Authorization header or query string is ever
 logged.
 """
@@ -22,18 +23,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from compose.settings import load_settings
-from dicomweb.api import (
-    MULTIPROC_ENV,
-    AccessLogger,
-    GatewayMetrics,
-    create_app,
-    die_with_parent,
+from compose.gateway_workers import (
+    GatewayServer,
+    metrics_dir,
+    prepare_home_once,
     resolve_workers,
-    tls_files,
     usable_cpus,
-    workers_cli,
 )
+from compose.lifeline import die_with_parent
+from compose.settings import load_settings
+from dicomweb.api import MULTIPROC_ENV, AccessLogger, create_app, tls_files
 from security.errors import VnaError
 from security.homefiles import restrict_umask
 from security.tls import server_context
@@ -41,7 +40,9 @@ from security.tls import server_context
 __all__ = ["MODULE", "main", "serve"]
 
 MODULE = "compose.gateway"
-"""This module's name, as ``python -m`` runs it (the supervisor, each worker)."""
+"""This module's name, as ``python -m`` runs it (the supervisor, the tests, bench)."""
+
+logger = logging.getLogger(__name__)
 
 
 class _JsonLines(logging.Formatter):
@@ -76,13 +77,11 @@ def serve(
     host: str,
     port: int,
     *,
-    reuse_port: bool = False,
     tls: tuple[Path, Path] | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM (aiohttp handles both).
+    """Serve ``app`` in this one process until SIGINT or SIGTERM (aiohttp handles both).
 
-    ``reuse_port``: bind with SO_REUSEPORT, for worker processes sharing the port.
-    ``tls``: (certificate, key) to serve HTTPS with; each process loads its own context.
+    ``tls``: (certificate, key) to serve HTTPS with.
     """
     web.run_app(
         app,
@@ -93,12 +92,12 @@ def serve(
         access_log=logging.getLogger("dicomweb.access"),
         print=None,
         handle_signals=True,
-        reuse_port=reuse_port or None,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build the gateway for an archive home, serve it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="archive home [VNA_HOME, ./var]")
     parser.add_argument("--host", default=None, help="listen address [settings.http_host]")
@@ -113,17 +112,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="processes sharing the port; 0: min(CPUs, 4) [gateway.workers]",
     )
-    # internal: a worker process started by the parent (dicomweb/operations/workers.py)
-    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parent", type=int, default=None, help="stop when the process with this pid ends"
+    )
     args = parser.parse_args(argv)
     if args.workers is not None and not 0 <= args.workers <= 64:
         parser.error("--workers is 0 (automatic) to 64")
+    if args.parent is not None:
+        die_with_parent(args.parent)
     restrict_umask()  # STOW spool files, metrics files, a generated key: the owner's only
     settings = load_settings(args.home)
-    _configure_logging(settings.log_level, args.worker)
+    _configure_logging(settings.log_level)
     host = args.host or settings.http_host
     port = args.port or settings.http_port
+    count = resolve_workers(
+        settings.gateway.workers if args.workers is None else args.workers, usable_cpus()
+    )
+    shared_metrics = str(metrics_dir(settings, port))
+    if count > 1 and os.environ.get(MULTIPROC_ENV) != shared_metrics:
+        # prometheus_client chooses multiprocess mode when it is first imported, and this
+        # module has imported it: run again (same pid) with the variable set, so the
+        # arbiter and the workers it forks count into the files /metrics merges
+        env = dict(os.environ, **{MULTIPROC_ENV: shared_metrics})
+        os.execve(sys.executable, [sys.executable, "-m", MODULE, *argv], env)  # noqa: S606
     overrides: dict[str, object] = {}
     if args.public_url or not settings.gateway.public_url:
         scheme = "https" if settings.gateway.tls else "http"
@@ -131,23 +142,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cors_origin:
         overrides["cors_origins"] = tuple(args.cors_origin)
     gateway = settings.gateway.model_copy(update=overrides)
-    # made here, in the parent, before any worker: the workers only read the pair
+    # made here, before any worker: the workers only read the pair
     tls = tls_files(settings, gateway, host)
-    if args.worker is not None:
-        die_with_parent(args.parent if args.parent is not None else os.getppid())
-        metrics = GatewayMetrics(args.worker, Path(os.environ[MULTIPROC_ENV]))
-        serve(create_app(settings, gateway, metrics=metrics), host, port, reuse_port=True, tls=tls)
+    if count == 1:
+        serve(create_app(settings, gateway), host, port, tls=tls)
         return 0
-    count = resolve_workers(
-        gateway.workers if args.workers is None else args.workers, usable_cpus()
+    # prometheus_client writes this process's (zero) counters there at once
+    Path(shared_metrics).mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        logger.info("preparing the archive home before starting %d gateway workers", count)
+        prepare_home_once(settings, gateway)
+    except VnaError as exc:
+        logger.error("%s", exc)
+        return 1
+    server = GatewayServer(
+        settings,
+        gateway,
+        host,
+        port,
+        count,
+        tls=tls,
+        log_level=settings.log_level,
+        on_worker=lambda number: _configure_logging(settings.log_level, number),
     )
-    if count > 1:
-        try:
-            return workers_cli(settings, gateway, host, port, count, main_module=MODULE)
-        except VnaError as exc:
-            logging.getLogger(__name__).error("%s", exc)
-            return 1
-    serve(create_app(settings, gateway), host, port, tls=tls)
+    server.run()  # gunicorn's arbiter ends the process with its exit code
     return 0
 
 

@@ -214,8 +214,11 @@ HELPERS = {"indexer": "compose.indexer", "gateway": "compose.gateway"}
 
 def _start_helper(settings: Settings, name: str) -> subprocess.Popen[bytes]:
     log = open(settings.home / "log" / f"{name}.log", "ab")  # noqa: SIM115 - child owns it
+    # --parent: the helper stops when this process ends, even killed (compose/lifeline.py);
+    # it is started from the main thread, the one the kernel watches for that
     return subprocess.Popen(
-        [sys.executable, "-m", HELPERS[name], "--home", str(settings.home)],
+        [sys.executable, "-m", HELPERS[name], "--home", str(settings.home)]
+        + ["--parent", str(os.getpid())],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

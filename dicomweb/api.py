@@ -2,8 +2,9 @@
 
 :func:`create_app` builds the aiohttp application for an archive home;
 :class:`GatewaySettings` is its ``[gateway]`` section of the settings; the rest is what
-serving it needs (TLS files, the access log, metrics and worker processes). Everything
-else in ``dicomweb`` is private: import from here.
+serving it needs (TLS files, the access log, metrics; gunicorn runs the worker processes
+in ``compose/gateway_workers.py``). Everything else in ``dicomweb`` is private: import
+from here.
 
 The settings section is also public as ``dicomweb.settings`` on its own: the root
 settings model (``compose/settings.py``) is loaded inside Orthanc's embedded interpreter,
@@ -14,12 +15,6 @@ from dicomweb.app import create_app
 from dicomweb.http.middleware import AccessLogger
 from dicomweb.http.transport import tls_files
 from dicomweb.operations.metrics import MULTIPROC_ENV, GatewayMetrics
-from dicomweb.operations.workers import (
-    die_with_parent,
-    resolve_workers,
-    usable_cpus,
-    workers_cli,
-)
 from dicomweb.settings import GatewaySettings
 
 __all__ = [
@@ -28,9 +23,5 @@ __all__ = [
     "GatewayMetrics",
     "GatewaySettings",
     "create_app",
-    "die_with_parent",
-    "resolve_workers",
     "tls_files",
-    "usable_cpus",
-    "workers_cli",
 ]

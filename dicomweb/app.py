@@ -564,7 +564,7 @@ def create_app(
     The catalog and blob store open in a ``cleanup_ctx`` (on startup, closed on
     shutdown); the embedded issuer's signing key is created on first use. ``metrics``
     replaces the app's own registry (a worker process counts into the shared files,
-    ``dicomweb/operations/workers.py``).
+    ``compose/gateway_workers.py``).
     """
     public_url = gateway.resolved_public_url(settings)
     view = GatewayView(

@@ -77,7 +77,7 @@ class GatewaySettings(BaseModel):
     # byte sent is decompressed and verified against its keyed hash first
     zstd_transfer: bool = True
     read_ahead_mb: int = Field(4, ge=1)  # per retrieval, read ahead of the socket
-    # processes serving the gateway's port together (SO_REUSEPORT; dicomweb/operations/workers.py):
+    # processes serving the gateway's port together (gunicorn; compose/gateway_workers.py):
     # 0 = min(usable CPUs, 4); 1 = one process, as before
     workers: int = Field(0, ge=0, le=64)
     # HTTPS (docs/security.md): with neither file set, a self-signed pair made under keys/

@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway app (its own registry, so tests can run several).
 
-With several worker processes (``dicomweb/operations/workers.py``) each process counts into
-prometheus_client's multiprocess files under a directory the parent made, and ``/metrics``
+With several worker processes (``compose/gateway_workers.py``) each process counts into
+prometheus_client's multiprocess files under a directory the gateway made, and ``/metrics``
 in any worker merges the files of all of them: the answer is the whole gateway's, whichever
 worker serves it.
 """
@@ -19,7 +19,7 @@ __all__ = ["MULTIPROC_ENV", "GatewayMetrics"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client picks multiprocess mode from this variable when it is first imported,
-so the parent sets it in each worker's environment, never in its own."""
+so the gateway's main sets it and runs itself again before it forks the workers."""
 
 
 @dataclass
@@ -48,7 +48,7 @@ class GatewayMetrics:
                 # values would stay in this process and /metrics would show one worker
                 raise RuntimeError(
                     f"{MULTIPROC_ENV} must name {self.multiprocess_dir} before "
-                    "prometheus_client is imported (the worker parent sets it)"
+                    "prometheus_client is imported (compose.gateway sets it)"
                 )
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
@@ -77,7 +77,7 @@ class GatewayMetrics:
         )
         self.worker_requests: Counter | None = None
         if self.worker is not None:
-            # how evenly the kernel spreads connections over the workers (SO_REUSEPORT)
+            # how evenly the workers share the connections (they accept on one socket)
             self.worker_requests = Counter(
                 "vna_gateway_worker_requests",
                 "HTTP requests served, by gateway worker process (numbered from 1)",

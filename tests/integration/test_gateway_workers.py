@@ -1,7 +1,7 @@
-"""The gateway with two worker processes on one port (gateway.workers,
-dicomweb/operations/workers.py): requests spread over both and all succeed, /metrics counts
-for the whole gateway, the audit chain stays intact, a killed worker is replaced, SIGTERM
-and `vna down` leave no process."""
+"""The gateway with two worker processes on one port (gateway.workers, gunicorn's aiohttp
+worker, compose/gateway_workers.py): requests spread over both and all succeed, /metrics
+counts for the whole gateway, the audit chain stays intact, a killed worker is replaced,
+SIGTERM and `vna down` leave no process, nor does a supervisor killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from dicomweb.operations.workers import STOP_GRACE
+from compose.gateway_workers import STOP_GRACE
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, write_study
 from tests.integration.conftest import INSTITUTIONS
@@ -105,7 +105,7 @@ class Workers:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def qido(self) -> requests.Response:
-        # a new connection per request: SO_REUSEPORT picks the worker per connection
+        # a new connection per request: whichever worker accepts it serves it
         return requests.get(
             f"{self.url}/dicom-web/studies",
             params={"PatientID": SPEC.patient_id},
@@ -207,7 +207,8 @@ def test_a_killed_worker_is_replaced(workers: Workers) -> None:
     answers = [workers.qido() for _ in range(20)]
     assert [a.status_code for a in answers] == [200] * 20
     log = workers.gateway.log.read_text()
-    assert "exited with signal 9; restarting it" in log
+    assert f"(pid {victim}) exited; restarting it" in log
+    assert f"Worker (pid:{victim}) was sent SIGKILL" in log
 
 
 def test_sigterm_stops_every_worker(archive: Archive) -> None:
@@ -258,3 +259,41 @@ def test_vna_down_stops_the_gateway_workers(tmp_path: Path) -> None:
     finally:
         arch.down()
     assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_a_killed_supervisor_takes_the_indexer_and_the_gateway_along(tmp_path: Path) -> None:
+    arch = Archive(tmp_path / "home", gateway_workers=2)
+    arch.write_config(INSTITUTIONS)
+    arch.up()
+    supervisor = int((arch.home / "run" / "vna.pid").read_text())
+    orthanc = int(json.loads((arch.home / "run" / "ready").read_text())["pid"])
+
+    def helper(module: bytes) -> int | None:
+        for pid in children(supervisor):
+            if module in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                return pid
+        return None
+
+    try:
+        wait_until(
+            lambda: (p := helper(b"compose.gateway")) is not None and len(children(p)) == 2,
+            "the supervised gateway's two workers",
+        )
+        gateway, indexer = helper(b"compose.gateway"), helper(b"compose.indexer")
+        assert gateway is not None and indexer is not None
+        pids = {gateway, indexer, *children(gateway)}
+        os.kill(supervisor, signal.SIGKILL)
+        wait_until(
+            lambda: [pid for pid in pids if alive(pid)] == [],
+            "the indexer, the gateway and its workers to end with the supervisor",
+            deadline=15,
+        )
+    finally:
+        # Orthanc is not tied to the supervisor (vna up recovers after it): stop it here
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orthanc, signal.SIGTERM)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not alive(orthanc), "Orthanc to stop", deadline=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orthanc, signal.SIGKILL)
+        arch.down()

@@ -1,11 +1,15 @@
-"""The gateway's worker processes: count, restart budget, parent loop, one-time preparation
-(dicomweb/operations/workers.py) and the metrics' multiprocess guard."""
+"""The gateway's worker processes under gunicorn: count, restart budget, the arbiter's
+settings, workers that keep dying, one bind per port, one-time preparation
+(compose/gateway_workers.py) and the metrics' multiprocess guard."""
 
 from __future__ import annotations
 
-import fcntl
+import os
+import socket
 import sqlite3
+import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -13,20 +17,23 @@ import pytest
 from pydantic import ValidationError
 
 from compose.gateway import MODULE
-from compose.settings import load_settings
-from dicomweb.operations.metrics import GatewayMetrics
-from dicomweb.operations.workers import (
+from compose.gateway_workers import (
     AUTO_MAX,
+    KEEPALIVE,
+    START_TIMEOUT,
+    STOP_GRACE,
+    GatewayServer,
     RestartBudget,
-    WorkerPlan,
-    plan_for,
+    metrics_dir,
     prepare_home_once,
     resolve_workers,
-    run_workers,
 )
+from compose.settings import load_settings
+from dicomweb.operations.metrics import GatewayMetrics
 from dicomweb.settings import GatewaySettings
-from security.errors import VnaError
 from viewer.api import ViewerUrls, viewer_client
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -70,47 +77,101 @@ def test_restart_budget_allows_limit_restarts_per_window() -> None:
     assert budget.allow(11.0) is False  # 5.0, 10.5 and 11.0 within 10 s
 
 
-def test_plan_names_everything_resolved(tmp_path: Path) -> None:
+def test_server_settings_name_everything_resolved(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, http_port=9999)
-    gateway = settings.gateway.model_copy(
-        update={"public_url": "https://pacs.example/", "cors_origins": ("https://a", "https://b")}
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server = GatewayServer(
+        settings,
+        settings.gateway,
+        "0.0.0.0",  # noqa: S104
+        8123,
+        3,
+        tls=(cert, key),  # noqa: S104
     )
-    plan = plan_for(settings, gateway, "0.0.0.0", 8123, 3, main_module=MODULE)  # noqa: S104
-    argv = list(plan.argv)
-    assert argv[:3] == [sys.executable, "-m", "compose.gateway"]
-    assert argv[argv.index("--home") + 1] == str(settings.home)
-    assert argv[argv.index("--port") + 1] == "8123"
-    assert argv[argv.index("--host") + 1] == "0.0.0.0"  # noqa: S104
-    assert argv[argv.index("--public-url") + 1] == "https://pacs.example"
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--cors-origin"] == [
-        "https://a",
-        "https://b",
-    ]
-    assert plan.state_dir == settings.run_dir / "gateway-8123"
-    assert plan.count == 3
+    cfg = server.cfg
+    assert cfg.bind == ["0.0.0.0:8123"]
+    assert cfg.workers == 3
+    assert cfg.worker_class_str == "compose.gateway_workers._Worker"
+    assert cfg.graceful_timeout == STOP_GRACE
+    assert cfg.timeout == START_TIMEOUT
+    assert cfg.keepalive == KEEPALIVE  # aiohttp's, not gunicorn's 2 s
+    assert (cfg.certfile, cfg.keyfile) == (str(cert), str(key))
+    assert cfg.umask == 0o077
+    assert cfg.control_socket_disable
+    assert server.metrics_dir == settings.run_dir / "gateway-8123" / "metrics"
+    assert metrics_dir(settings, 8123) == server.metrics_dir
+    ipv6 = GatewayServer(settings, settings.gateway, "::1", 8123, 2)
+    assert ipv6.cfg.bind == ["[::1]:8123"]
+    assert ipv6.cfg.certfile is None
 
 
-def _plan(tmp_path: Path, code: str, count: int = 2) -> WorkerPlan:
-    # a stand-in worker: any program taking (and ignoring) --worker K --parent PID
-    return WorkerPlan(count, (sys.executable, "-c", code), tmp_path / "state")
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# a stand-in application whose workers start, then die 0.3 s later, again and again
+_DYING = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from pathlib import Path
+    from aiohttp import web
+    from compose.gateway_workers import GatewayServer, RestartBudget
+    from compose.settings import load_settings
+
+    class Dying(GatewayServer):
+        def load(self):
+            async def runner():
+                async def die(_app):
+                    asyncio.get_running_loop().call_later(0.3, os._exit, 7)
+                app = web.Application()
+                app.on_startup.append(die)
+                return web.AppRunner(app)
+            return runner
+
+    settings = load_settings(Path(sys.argv[1]))
+    budget = RestartBudget(limit=3, window=60)
+    Dying(settings, settings.gateway, "127.0.0.1", int(sys.argv[2]), 2, budget=budget).run()
+    """
+)
 
 
 def test_workers_that_keep_dying_end_the_parent(tmp_path: Path) -> None:
     started = time.monotonic()
-    code = run_workers(_plan(tmp_path, "raise SystemExit(3)"), RestartBudget(limit=3, window=60))
-    assert code == 1
+    home = tmp_path / "home"
+    run = subprocess.run(
+        [sys.executable, "-c", _DYING, str(home), str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT,
+        env=dict(os.environ, VNA_HOME=str(home)),
+    )
+    assert run.returncode == 1, run.stderr
     assert time.monotonic() - started < 30
+    assert "restarting it" in run.stderr
+    assert "giving up" in run.stderr
     # the metrics directory was made for the workers
-    assert (tmp_path / "state" / "metrics").is_dir()
+    assert (home / "run" / f"gateway-{run.args[-1]}" / "metrics").is_dir()
 
 
-def test_a_second_parent_on_the_same_port_is_refused(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    with open(state / "lock", "a+") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(VnaError, match="another gateway serves this port"):
-            run_workers(_plan(tmp_path, "pass"))
+def test_a_second_gateway_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = int(held.getsockname()[1])
+        run = subprocess.run(
+            [sys.executable, "-m", MODULE, "--home", str(tmp_path / "home")]
+            + ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=PROJECT,
+            env=dict(os.environ, VNA_GATEWAY__TLS="false"),
+        )
+    assert run.returncode != 0
+    assert "in use" in run.stderr, run.stderr
 
 
 def test_prepare_home_once_does_the_first_start_writes(tmp_path: Path) -> None:

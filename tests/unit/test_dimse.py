@@ -21,7 +21,6 @@ from archive.scp import FindRequest, MoveRequest, modality_entry
 from archive.settings import StorageSettings
 from compose.settings import load_settings
 from deploy.orthanc_config import orthanc_config
-from dimse import handlers
 from dimse.api import find, move
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
@@ -170,11 +169,9 @@ def test_patient_level_answers_each_patient_once(cat: Catalog) -> None:
     assert [str(p.PatientID) for p in b] == ["P3"]
 
 
-def test_too_many_matches_are_marked_incomplete(
-    cat: Catalog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(handlers, "MAX_FIND_RESULTS", 1)
-    answer = find(cat, FindRequest("AE", "Hospital A", "STUDY", ((STUDY_UID, ""),)))
+def test_too_many_matches_are_marked_incomplete(cat: Catalog) -> None:
+    request = FindRequest("AE", "Hospital A", "STUDY", ((STUDY_UID, ""),))
+    answer = find(cat, request, max_results=1)
     assert len(answer.datasets) == 1 and not answer.complete
 
 

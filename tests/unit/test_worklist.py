@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -38,7 +37,6 @@ from sharing.api import (
     worklist_entries,
 )
 from synthetic import StudySpec, generate_study
-from tests.catalogdb import migrated
 from tests.report_sr import measurement_report, part10
 from tests.unit.test_plugin import _store
 from tests.unit.test_stow import _part, _rest_store, plugin  # noqa: F401  (fixture)
@@ -55,8 +53,8 @@ STUDIES = {
 
 
 @pytest.fixture
-def cat(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
+def cat(catalog_url: str) -> Iterator[Catalog]:
+    catalog = Catalog(catalog_url, durable=False)
     ensure_schema(catalog.engine)
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []

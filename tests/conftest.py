@@ -35,12 +35,17 @@ def pg_database(pg_cluster: str) -> Iterator[str]:
     postgres.drop_database(pg_cluster, url)
 
 
+@pytest.fixture(scope="session")
+def pg_session_catalog(pg_cluster: str) -> str:
+    """The session's database at the current schema (made once by the migrations)."""
+    return postgres.create_migrated_database(pg_cluster)
+
+
 @pytest.fixture
-def pg_catalog(pg_cluster: str) -> Iterator[str]:
-    """A new database of this test's own at the current schema, in the session's cluster."""
-    url = postgres.create_migrated_database(pg_cluster)
-    yield url
-    postgres.drop_database(pg_cluster, url)
+def pg_catalog(pg_session_catalog: str) -> str:
+    """The session's migrated database, emptied of what earlier tests left in it."""
+    postgres.empty(pg_session_catalog)
+    return pg_session_catalog
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])

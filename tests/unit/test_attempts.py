@@ -21,7 +21,7 @@ from security.authorization import AuthorizationStore, Grant
 from security.errors import VnaError
 from security.users import LoginOutcome, UserRegistry
 from sharing.api import LinkGone, LinkLocked, ShareLinks, WrongPin, ensure_schema
-from tests.unit.test_authorization import REDIRECT, code_for
+from tests.unit.support import REDIRECT, code_for
 
 PASSWORD = "correct horse battery"
 STUDY = "1.2.826.0.1.3680043.8.498.7"

@@ -26,7 +26,9 @@ from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from sharing.api import ensure_schema
 from tests.catalogdb import migrated
-from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
+from tests.unit.support import FakeSdk
+
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
 PATIENT_ID, PATIENT_NAME, STUDY_DATE = 0x00100020, 0x00100010, 0x00080020

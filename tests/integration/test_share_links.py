@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the module-scoped `gateway` fixture is imported from test_gateway)
 """Share links against a real archive and gateway: a link opens its one study and nothing
 else, its PIN locks after the attempts, revocation and expiry end it (and its tokens),
 guessing gets nothing and is audited, and the ZIP download holds exactly the stored files."""
@@ -19,7 +18,7 @@ import requests
 
 from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, session_from, wait_until
-from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
+from tests.integration.sites import Gateway
 
 OTHER = StudySpec(series=1, slices=2, rows=32, columns=32, patient_id="SHR0002", seed=77)
 

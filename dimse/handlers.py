@@ -123,9 +123,12 @@ def _answer(
     return answer
 
 
-def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
+def find(
+    catalog: Catalog, request: FindRequest, *, max_results: int = MAX_FIND_RESULTS
+) -> FindAnswer:
     """Answer a C-FIND at PATIENT, STUDY, SERIES or IMAGE level (Patient or Study Root)
-    with only the studies ``request.institution`` reaches.
+    with only the studies ``request.institution`` reaches, at most ``max_results`` of them
+    (the answer says whether there were more).
 
     The identifier's keys become the query model's :class:`query.api.Query` directly;
     matching (single value, wild cards, UID lists, date and time ranges) is QIDO's; a
@@ -144,9 +147,9 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
         returned.append(issuer)  # one answer per patient
     level = Level.STUDY if request.level == "PATIENT" else _LEVELS[request.level]
     # one more than the most returned: tells whether the answer is complete
-    query = query_for_keys(level, keys, returned, limit=MAX_FIND_RESULTS + 1)
+    query = query_for_keys(level, keys, returned, limit=max_results + 1)
     results = search_matches(catalog, query, request.institution)
-    complete = len(results) <= MAX_FIND_RESULTS
+    complete = len(results) <= max_results
     unique = [a for k in _UNIQUE[request.level] if (a := lookup(k)) is not None]
     answers: list[pydicom.Dataset] = []
     if request.level == "PATIENT":
@@ -161,7 +164,7 @@ def find(catalog: Catalog, request: FindRequest) -> FindAnswer:
                 answers.append(_answer(request.level, patient, tags, unique))
     else:
         answers = [_answer(request.level, r.values, tags, unique) for r in results]
-    return FindAnswer(tuple(answers[:MAX_FIND_RESULTS]), complete)
+    return FindAnswer(tuple(answers[:max_results]), complete)
 
 
 def move(catalog: Catalog, request: MoveRequest) -> list[MoveItem]:

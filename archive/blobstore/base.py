@@ -8,6 +8,8 @@ import logging
 import os
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ import zstandard
 from archive.catalog import BlobRecord, Catalog
 from archive.perthread import PerThread
 from archive.settings import StorageSettings
+from archive.split import NATIVE_CHUNK
 from security.envelope import BlobNamer
 from security.keys import KeyRing
 from tiering.fs import FileStore, Journal
@@ -76,12 +79,19 @@ class StoreBase:
         hot: FileStore,
         settings: StorageSettings,
         journal: Journal | None = None,
+        *,
+        native_chunk: int = NATIVE_CHUNK,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
         self.keys = keys
         self.hot = hot
         self.settings = settings
         self.journal = journal
+        # the largest part of native pixel data (archive.split); tests make frames straddle parts
+        self.native_chunk = native_chunk
+        # the time the grace period of gc counts from; tests move it instead of sleeping
+        self.clock = clock
         # the content checksum (XXH64, ~0.05 ms per 512 KiB) lets a client that receives a
         # stored frame as is (Content-Encoding: zstd) check what it decompressed
         self._compressors: PerThread[zstandard.ZstdCompressor] = PerThread(

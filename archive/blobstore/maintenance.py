@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,7 +55,7 @@ class Maintenance(Reader):
     ) -> int:
         """Delete blobs unreferenced for longer than the grace period; returns the count."""
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
-        cutoff = time.time() - grace
+        cutoff = self.clock() - grace
         removed = 0
         while True:
             batch = self.catalog.collectable_blobs(cutoff)

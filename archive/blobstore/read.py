@@ -139,7 +139,7 @@ class Reader(Journaling):
             data = self.get(uuid)
             return [
                 AttachmentPart(s.start, s.end, s.kind, data=data[s.start : s.end])
-                for s in split_dicom(data)
+                for s in split_dicom(data, native_chunk=self.native_chunk)
             ]
         out = []
         offset = 0

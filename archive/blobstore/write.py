@@ -42,7 +42,7 @@ class Writer(Journaling):
 
     def _spans(self, content_type: int, data: memoryview) -> list[Span]:
         if content_type == CONTENT_DICOM:
-            return split_dicom(data)
+            return split_dicom(data, native_chunk=self.native_chunk)
         kind = "header" if content_type == CONTENT_DICOM_UNTIL_PIXEL_DATA else "other"
         return [Span(0, len(data), kind)]
 

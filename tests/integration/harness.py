@@ -22,6 +22,8 @@ import tomli_w
 
 ROOT = Path(__file__).resolve().parents[2]
 VNA = [sys.executable, "-m", "deploy.cli"]
+# the institutions of the tests' archives, each with the AE title its clients call from
+INSTITUTIONS = {"Hospital A": ["HOSPA"], "Hospital B": ["HOSPB"]}
 
 
 _issued: set[int] = set()

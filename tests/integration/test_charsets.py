@@ -23,8 +23,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from security.issuer import EmbeddedIssuer
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, gateway_process, wait_until
+from tests.integration.harness import INSTITUTIONS, Archive, gateway_process, wait_until
 
 STEMS = ("chrFren", "chrGerm", "chrGreek", "chrRuss", "chrH31", "chrH32", "chrX1", "chrX2")
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the module-scoped `gateway` fixture is imported from test_gateway)
 """Deleting through the gateway: the owner only, with ``dicom.delete``; a grantee gets 403,
 anybody else 404; what is deleted leaves Orthanc and the index, and is audited."""
 
@@ -12,7 +11,7 @@ import requests
 
 from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, wait_until
-from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
+from tests.integration.sites import Gateway
 
 SPEC = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="DEL0001", seed=91)
 

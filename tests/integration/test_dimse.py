@@ -9,121 +9,29 @@ registered move destination (a pynetdicom storage SCP on a free port) added with
 
 from __future__ import annotations
 
-import io
-import json
-import sqlite3
-import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
 )
 
-from synthetic import StudySpec, generate_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, free_port
-
-
-@dataclass
-class Receiver:
-    """A storage SCP standing for an institution's workstation (a C-MOVE destination)."""
-
-    ae_title: str
-    port: int = field(default_factory=free_port)
-    received: dict[str, bytes] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_store(self, event: evt.Event) -> int:
-        # the data set exactly as it came over the network (no decoding, no re-encoding)
-        raw = event.request.DataSet.getvalue()
-        sop_uid = str(event.request.AffectedSOPInstanceUID)
-        with self.lock:
-            self.received[sop_uid] = raw
-        return 0x0000
-
-    def start(self) -> object:
-        ae = AE(ae_title=self.ae_title)
-        ae.supported_contexts = AllStoragePresentationContexts
-        return ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self.on_store)]
-        )
-
-    def take(self) -> dict[str, bytes]:
-        with self.lock:
-            got = dict(self.received)
-            self.received.clear()
-        return got
-
-
-@dataclass
-class Setup:
-    archive: Archive
-    study: list[Dataset]
-    files: dict[str, bytes]  # SOP Instance UID -> Part 10 bytes as sent
-    dest_a: Receiver
-    dest_b: Receiver
-
-    @property
-    def study_uid(self) -> str:
-        return str(self.study[0].StudyInstanceUID)
-
-
-def _dataset_bytes(part10: bytes) -> bytes:
-    """The data set of a Part 10 file, without preamble and file meta."""
-    fp = io.BytesIO(part10)
-    pydicom.filereader.read_preamble(fp, False)
-    pydicom.filereader._read_file_meta_info(fp)
-    return fp.read()
-
-
-@contextmanager
-def dimse_setup(
-    tmp_path_factory: pytest.TempPathFactory, name: str, spec: StudySpec
-) -> Iterator[Setup]:
-    """An archive of its own in which Hospital A (AE HOSPA) has stored ``spec``'s study,
-    with a registered move destination per institution (added while it runs)."""
-    home = tmp_path_factory.mktemp(name)
-    arch = Archive(home / "home")
-    arch.write_config(INSTITUTIONS)  # dicom_allow_get left at its default: off
-    arch.up()
-    servers = []
-    try:
-        dest_a, dest_b = Receiver("HOSPA_WS"), Receiver("HOSPB_WS")
-        for institution, dest in (("Hospital A", dest_a), ("Hospital B", dest_b)):
-            servers.append(dest.start())
-            arch.vna(
-                "institution", "add", institution, "--ae", dest.ae_title,
-                "--host", "127.0.0.1", "--port", str(dest.port),
-            )  # fmt: skip
-        study = list(generate_study(spec))
-        files: dict[str, bytes] = {}
-        paths = []
-        for i, ds in enumerate(study):
-            buffer = io.BytesIO()
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-            files[str(ds.SOPInstanceUID)] = buffer.getvalue()
-            path = home / f"{i}.dcm"
-            path.write_bytes(buffer.getvalue())
-            paths.append(path)
-        proc = arch.storescu("HOSPA", *paths)
-        assert proc.returncode == 0, proc.stderr
-        arch.stats()  # indexed: the catalog answers C-FIND
-        yield Setup(arch, study, files, dest_a, dest_b)
-    finally:
-        for server in servers:
-            server.shutdown()
-        arch.down()
+from synthetic import StudySpec
+from tests.integration.dimse import (
+    REFUSED_MOVE,
+    Setup,
+    audit_records,
+    dataset_bytes,
+    dimse_setup,
+    findscu,
+    move_status,
+    movescu,
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,37 +39,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     spec = StudySpec(series=2, slices=3, rows=64, columns=64, seed=7)
     with dimse_setup(tmp_path_factory, "vna-dimse", spec) as s:
         yield s
-
-
-def findscu(
-    arch: Archive, aet: str, level: str, keys: list[str], out: Path, model: str = "-S"
-) -> list[Dataset]:
-    """dcmtk findscu; the answers it wrote to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    args = [a for k in [f"QueryRetrieveLevel={level}", *keys] for a in ("-k", k)]
-    proc = subprocess.run(
-        ["findscu", model, "-aet", aet, "-aec", arch.aet, "-X", "-od", str(out), *args,
-         "127.0.0.1", str(arch.dicom_port)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
-
-
-def movescu(
-    arch: Archive, aet: str, dest: str, keys: list[str]
-) -> subprocess.CompletedProcess[str]:
-    args = [a for k in keys for a in ("-k", k)]
-    return subprocess.run(
-        ["movescu", "-v", "-S", "-aet", aet, "-aec", arch.aet, "-aem", dest, *args,
-         "127.0.0.1", str(arch.dicom_port)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
-def audit_records(arch: Archive) -> list[dict[str, object]]:
-    with sqlite3.connect(arch.home / "catalog.db") as db:
-        return [json.loads(b) for (b,) in db.execute("select body from audit_events order by seq")]
 
 
 # --------------------------------------------------------------------------- C-FIND
@@ -251,7 +128,7 @@ def test_a_moves_its_study_to_its_workstation(setup: Setup) -> None:
     got = setup.dest_a.take()
     assert sorted(got) == sorted(setup.files)  # exactly the study's instances
     for sop_uid, raw in got.items():
-        assert raw == _dataset_bytes(setup.files[sop_uid]), f"{sop_uid} differs"
+        assert raw == dataset_bytes(setup.files[sop_uid]), f"{sop_uid} differs"
     assert setup.dest_b.take() == {}
     moved = [r for r in audit_records(arch) if r["event"] == "instances-transferred"][-1]
     assert (moved["user"], moved["institution"], moved["study_uid"], moved["outcome"]) == (
@@ -293,13 +170,12 @@ def _status_lines(log: str) -> list[str]:
 # callback makes it fail, so Orthanc answers 0xB000 (Sub-operations Complete - One or more
 # Failures) with one failed and nothing sent. (A plugin whose driver cannot be created
 # gets 0xC000; neither path can produce 0xA801.)
-REFUSED_MOVE = 0xB000
 
 
 def test_move_to_an_unregistered_destination_is_refused(setup: Setup) -> None:
     arch = setup.archive
     for dest in ("NOWHERE", "HOSPB_WS"):  # unknown, and another institution's workstation
-        status = _move_status(arch, "HOSPA", dest, setup.study_uid)
+        status = move_status(arch, "HOSPA", dest, setup.study_uid)
         assert status == REFUSED_MOVE, f"{dest}: {status:#06x}" if status else dest
     assert setup.dest_a.take() == {} and setup.dest_b.take() == {}
     refusals = [
@@ -308,23 +184,6 @@ def test_move_to_an_unregistered_destination_is_refused(setup: Setup) -> None:
     ]  # fmt: skip
     assert {r["detail"]["destination"] for r in refusals} >= {"NOWHERE", "HOSPB_WS"}
     assert all(r["detail"]["reason"] == "move destination unknown" for r in refusals)
-
-
-def _move_status(arch: Archive, aet: str, dest: str, study_uid: str) -> int | None:
-    ae = AE(ae_title=aet)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet)
-    assert assoc.is_established
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = study_uid
-    statuses = [
-        int(status.Status)
-        for status, _ in assoc.send_c_move(query, dest, StudyRootQueryRetrieveInformationModelMove)
-        if status
-    ]
-    assoc.release()
-    return statuses[-1] if statuses else None
 
 
 # --------------------------------------------------------------------------- C-GET

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from synthetic import StudySpec
-from tests.integration.test_dimse import (
+from tests.integration.dimse import (
     REFUSED_MOVE,
     Setup,
-    _dataset_bytes,
-    _move_status,
     audit_records,
+    dataset_bytes,
     dimse_setup,
     findscu,
+    move_status,
     movescu,
 )
 
@@ -70,7 +70,7 @@ def test_b_reaches_a_study_over_dimse_only_while_granted(setup: Setup, tmp_path:
     got = _b_moves(s)
     assert sorted(got) == sorted(s.files)  # exactly the study's instances
     for sop_uid, raw in got.items():
-        assert raw == _dataset_bytes(s.files[sop_uid]), f"{sop_uid} differs"
+        assert raw == dataset_bytes(s.files[sop_uid]), f"{sop_uid} differs"
     assert s.dest_a.take() == {}
     moved = [r for r in audit_records(s.archive) if r["event"] == "instances-transferred"][-1]
     assert (moved["user"], moved["institution"], moved["study_uid"], moved["outcome"]) == (
@@ -78,7 +78,7 @@ def test_b_reaches_a_study_over_dimse_only_while_granted(setup: Setup, tmp_path:
     )  # fmt: skip
 
     # a grant opens the study, not A's destinations: B cannot send it to A's workstation
-    assert _move_status(s.archive, "HOSPB", "HOSPA_WS", uid) == REFUSED_MOVE
+    assert move_status(s.archive, "HOSPB", "HOSPA_WS", uid) == REFUSED_MOVE
     assert s.dest_a.take() == {} and s.dest_b.take() == {}
 
     s.archive.vna("grant", "revoke", str(made["id"]))

@@ -38,9 +38,8 @@ from pynetdicom.sop_class import (
 
 from archive.catalog import Catalog
 from synthetic import StudySpec, generate_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, free_port, wait_until
-from tests.integration.test_dimse import Receiver, Setup, audit_records, dimse_setup, findscu
+from tests.integration.dimse import Receiver, Setup, audit_records, dimse_setup, findscu
+from tests.integration.harness import INSTITUTIONS, Archive, free_port, wait_until
 
 SPOOF = "127.0.0.9"
 

@@ -20,8 +20,7 @@ from sqlalchemy import create_engine
 
 from security.audit import AuditLog
 from synthetic import StudySpec, write_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, start_gateway, wait_until
+from tests.integration.harness import INSTITUTIONS, Archive, start_gateway, wait_until
 
 
 @contextmanager

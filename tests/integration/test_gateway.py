@@ -6,84 +6,36 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
 from security.issuer import EmbeddedIssuer
-from synthetic import StudySpec, write_study
-from tests.integration.harness import Archive, gateway_process, wait_until
-
-SPEC = StudySpec(series=2, slices=3, rows=64, columns=64, patient_id="GW0001", seed=31)
-N_INSTANCES = SPEC.series * SPEC.slices
-
-
-@dataclass
-class Gateway:
-    url: str
-    issuer: EmbeddedIssuer
-    study_uid: str
-    files: list[Path]
-    log: Path
-
-    @property
-    def root(self) -> str:
-        return f"{self.url}/dicom-web"
-
-    def token(self, institution: str, scopes: tuple[str, ...] = ("dicom.read",)) -> str:
-        subject = f"client-{institution}"
-        return self.issuer.mint(subject=subject, institution=institution, scopes=scopes)
-
-    def client(self, institution: str) -> DICOMwebClient:
-        headers = {"Authorization": f"Bearer {self.token(institution)}"}
-        return DICOMwebClient(url=self.root, headers=headers)
-
-
-@pytest.fixture(scope="module")
-def gateway(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with gateway_process(archive, "test") as (url, log_path):
-        issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
-        files = write_study(SPEC, tmp_path_factory.mktemp("gw-study"))
-        sent = archive.storescu("HOSPA", *files)
-        assert sent.returncode == 0, sent.stderr
-        study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-        gw = Gateway(url, issuer, study_uid, files, log_path)
-        headers = {"Authorization": f"Bearer {gw.token('Hospital A')}"}
-
-        def indexed() -> bool:
-            answer = requests.get(
-                f"{gw.root}/studies/{study_uid}/instances", headers=headers, timeout=10
-            )
-            return answer.ok and len(answer.json()) == N_INSTANCES
-
-        wait_until(indexed, "the catalog to index the study")
-        yield gw
+from tests.integration.harness import Archive
+from tests.integration.sites import GATEWAY_INSTANCES, GATEWAY_SPEC, Gateway
 
 
 def test_search_studies_series_instances(gateway: Gateway) -> None:
     client = gateway.client("Hospital A")
-    studies = client.search_for_studies(search_filters={"PatientID": SPEC.patient_id})
+    studies = client.search_for_studies(search_filters={"PatientID": GATEWAY_SPEC.patient_id})
     assert [s["0020000D"]["Value"][0] for s in studies] == [gateway.study_uid]
     study = studies[0]
-    assert study["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": SPEC.patient_name}]}
-    assert study["00201208"]["Value"] == [N_INSTANCES]
+    assert study["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": GATEWAY_SPEC.patient_name}]}
+    assert study["00201208"]["Value"] == [GATEWAY_INSTANCES]
     assert study["00080061"]["Value"] == ["CT"]
     wildcard = client.search_for_studies(search_filters={"PatientName": "synthetic*"})
     assert gateway.study_uid in [s["0020000D"]["Value"][0] for s in wildcard]
-    dated = client.search_for_studies(search_filters={"StudyDate": f"{SPEC.study_date}-"})
+    dated = client.search_for_studies(search_filters={"StudyDate": f"{GATEWAY_SPEC.study_date}-"})
     assert gateway.study_uid in [s["0020000D"]["Value"][0] for s in dated]
     series = client.search_for_series(study_instance_uid=gateway.study_uid)
-    assert len(series) == SPEC.series
+    assert len(series) == GATEWAY_SPEC.series
     series_uid = series[0]["0020000E"]["Value"][0]
     instances = client.search_for_instances(
         study_instance_uid=gateway.study_uid, series_instance_uid=series_uid
     )
-    assert len(instances) == SPEC.slices
+    assert len(instances) == GATEWAY_SPEC.slices
 
 
 def test_retrieve_instance_is_byte_identical_to_orthanc(gateway: Gateway, archive: Archive) -> None:
@@ -110,15 +62,15 @@ def test_retrieve_instance_is_byte_identical_to_orthanc(gateway: Gateway, archiv
 def test_retrieve_series_and_study(gateway: Gateway) -> None:
     client = gateway.client("Hospital A")
     study = client.retrieve_study(gateway.study_uid)
-    assert len(study) == N_INSTANCES
+    assert len(study) == GATEWAY_INSTANCES
     ds = study[0]
     series = client.retrieve_series(gateway.study_uid, str(ds.SeriesInstanceUID))
-    assert len(series) == SPEC.slices
+    assert len(series) == GATEWAY_SPEC.slices
 
 
 def test_other_institution_sees_nothing(gateway: Gateway) -> None:
     client = gateway.client("Hospital B")
-    found = client.search_for_studies(search_filters={"PatientID": SPEC.patient_id})
+    found = client.search_for_studies(search_filters={"PatientID": GATEWAY_SPEC.patient_id})
     assert found == []
     assert client.search_for_series(study_instance_uid=gateway.study_uid) == []
     headers = {"Authorization": f"Bearer {gateway.token('Hospital B')}"}
@@ -143,7 +95,7 @@ def test_other_institution_sees_nothing(gateway: Gateway) -> None:
 def test_metadata_from_the_header_blobs(gateway: Gateway) -> None:
     client = gateway.client("Hospital A")
     documents = client.retrieve_study_metadata(gateway.study_uid)
-    assert len(documents) == N_INSTANCES
+    assert len(documents) == GATEWAY_INSTANCES
     sent = {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p) for p in gateway.files}
     for document in documents:
         back = pydicom.Dataset.from_json(document)
@@ -338,7 +290,7 @@ def test_audit_api_dimse_stores_and_admin_changes(archive: Archive, gateway: Gat
         and r["study_uid"] == gateway.study_uid
     ]
     assert stored and stored[0]["user"] == "HOSPA" and stored[0]["institution"] == "Hospital A"
-    assert sum(int(r["detail"]["instances"]) for r in stored) >= N_INSTANCES  # type: ignore[index]
+    assert sum(int(r["detail"]["instances"]) for r in stored) >= GATEWAY_INSTANCES  # type: ignore[index]
     changes = [r for r in records if r["event"] == "security-config"]
     assert any(
         r["detail"]

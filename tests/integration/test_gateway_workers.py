@@ -23,8 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from compose.gateway_workers import STOP_GRACE
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, write_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, GatewayProcess, start_gateway, wait_until
+from tests.integration.harness import (
+    INSTITUTIONS,
+    Archive,
+    GatewayProcess,
+    start_gateway,
+    wait_until,
+)
 
 SPEC = StudySpec(series=2, slices=3, rows=64, columns=64, patient_id="WK0001", seed=47)
 N_INSTANCES = SPEC.series * SPEC.slices

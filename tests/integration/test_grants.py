@@ -22,8 +22,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, write_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, gateway_process, wait_until
+from tests.integration.harness import INSTITUTIONS, Archive, gateway_process, wait_until
 
 A, B = "Hospital A", "Hospital B"
 MAIN = StudySpec(series=2, slices=2, rows=32, columns=32, patient_id="GR0001", seed=41)

@@ -21,7 +21,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.integration.harness import Archive
-from tests.integration.test_gateway import Gateway, gateway  # noqa: F401  (module fixture)
+from tests.integration.sites import Gateway
 
 PASSWORD = "a long test password 1"
 CLIENT_ID = "viewer-test"
@@ -108,7 +108,7 @@ class Login:
 
 
 @pytest.fixture(scope="module")
-def login(archive: Archive, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Login:  # noqa: F811
+def login(archive: Archive, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Login:
     redirect_uri = f"{gateway.url}/healthz"  # a page of the gateway: the redirect can be followed
     made = archive.vna(
         "client", "add", CLIENT_ID, "--public", "--redirect-uri", redirect_uri,

@@ -1,17 +1,12 @@
 """Schema migrations (archive.migrations) on a real PostgreSQL: the checks of
-tests/unit/test_migrations.py, each on a database of its own in a throwaway cluster."""
+tests/unit/test_migrations.py, each on a database of its own in the session's throwaway cluster."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from archive import migrations
-from tests.integration import test_postgres
 from tests.unit.test_migrations import (
     build_pre_migration_database,
     check_concurrent_upgrade,
@@ -20,19 +15,11 @@ from tests.unit.test_migrations import (
     schema_diff,
 )
 
-pg_url = test_postgres.pg_url  # the throwaway cluster fixture (a cluster for this module)
-_names = itertools.count()
-
 
 @pytest.fixture
-def url(pg_url: str) -> Iterator[str]:
-    """A new, empty database."""
-    name = f"migrations_{next(_names)}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+def url(pg_database: str) -> str:
+    """A new, empty database in the session's cluster."""
+    return pg_database
 
 
 def tables(url: str) -> set[str]:

@@ -24,9 +24,9 @@ from pynetdicom.sop_class import (
 )
 
 from synthetic import StudySpec
+from tests.integration.dimse import Setup, audit_records, dataset_bytes, dimse_setup
 from tests.integration.harness import Archive, wait_until
 from tests.integration.stock_orthanc import StockOrthanc
-from tests.integration.test_dimse import Setup, _dataset_bytes, audit_records, dimse_setup
 
 PATIENT_ID = "MOVELVL01"
 
@@ -91,7 +91,7 @@ def test_movescu_delivers_what_each_level_names(setup: Setup, model: str, level:
     got = setup.dest_a.take()
     assert set(got) == expected, proc.stderr
     for sop_uid, raw in got.items():
-        assert raw == _dataset_bytes(setup.files[sop_uid]), f"{sop_uid} differs"
+        assert raw == dataset_bytes(setup.files[sop_uid]), f"{sop_uid} differs"
     assert "Success" in _final_status(proc.stderr), proc.stderr
 
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (module-scoped fixtures are imported from test_viewer)
 """A share link in headless Chromium: it opens the study in the viewer without a login,
 asks for its PIN first when it has one, and shows a refusal once revoked."""
 
@@ -7,12 +6,16 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from tests.integration.browser import wait_for_image
+from tests.integration.browser import skip_without_browser, wait_for_image
 from tests.integration.harness import Archive
-from tests.integration.test_viewer import Browser, Site, browser, site  # noqa: F401
+from tests.integration.sites import ViewerSite
+
+skip_without_browser()  # the viewer's session fixtures fail instead under CI
+
+from playwright.sync_api import Browser  # noqa: E402
 
 
-def _link(archive: Archive, site: Site, study_uid: str, *options: str) -> tuple[str, str]:
+def _link(archive: Archive, site: ViewerSite, study_uid: str, *options: str) -> tuple[str, str]:
     made = json.loads(
         archive.vna(
             "share", "create", study_uid, "--institution", "Hospital A", "--json", *options
@@ -24,7 +27,7 @@ def _link(archive: Archive, site: Site, study_uid: str, *options: str) -> tuple[
 
 
 def test_a_pin_link_opens_the_study_in_the_viewer(
-    archive: Archive, site: Site, browser: Browser
+    archive: Archive, site: ViewerSite, browser: Browser
 ) -> None:
     uid = site.studies["VW-A1"]
     _link_id, url = _link(archive, site, uid, "--pin", "2580")
@@ -54,7 +57,9 @@ def test_a_pin_link_opens_the_study_in_the_viewer(
         context.close()
 
 
-def test_a_revoked_link_shows_the_refusal(archive: Archive, site: Site, browser: Browser) -> None:
+def test_a_revoked_link_shows_the_refusal(
+    archive: Archive, site: ViewerSite, browser: Browser
+) -> None:
     link_id, url = _link(archive, site, site.studies["VW-A1"])
     archive.vna("share", "revoke", link_id)
     context = browser.new_context()

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the module-scoped `gateway` fixture is imported from test_gateway)
 """Share links against a real archive and gateway: a link opens its one study and nothing
 else, its PIN locks after the attempts, revocation and expiry end it (and its tokens),
 guessing gets nothing and is audited, and the ZIP download holds exactly the stored files."""
@@ -16,10 +15,12 @@ from urllib.parse import urlsplit
 import pydicom
 import pytest
 import requests
+from sqlalchemy import create_engine
 
+from sharing.api import ShareLinks
 from synthetic import StudySpec, write_study
 from tests.integration.harness import Archive, session_from, wait_until
-from tests.integration.test_gateway import Gateway, gateway  # noqa: F401
+from tests.integration.sites import Gateway
 
 OTHER = StudySpec(series=1, slices=2, rows=32, columns=32, patient_id="SHR0002", seed=77)
 
@@ -38,6 +39,19 @@ def _create(archive: Archive, study_uid: str, *options: str) -> Link:
     doc = json.loads(made.stdout)
     parts = urlsplit(doc["url"])
     return Link(doc["id"], parts.fragment, doc["url"])
+
+
+def _create_expired(archive: Archive, study_uid: str) -> Link:
+    """A link of Hospital A that expired an hour ago: made with its clock set back (the
+    ``now`` of ShareLinks.create) rather than waited for."""
+    engine = create_engine(f"sqlite:///{archive.home / 'catalog.db'}")
+    try:
+        made = ShareLinks(engine).create(
+            study_uid, "Hospital A", "test", expires_in=1, now=time.time() - 3600
+        )
+    finally:
+        engine.dispose()
+    return Link(made.link.id, made.secret, made.url(""))
 
 
 def _open(
@@ -213,8 +227,7 @@ def test_pin_use_limit_revocation_and_expiry(archive: Archive, gateway: Gateway)
     after = requests.get(f"{gateway.root}/studies", headers=_bearer(token), timeout=30)
     assert after.status_code == 200 and after.json() == []
 
-    short = _create(archive, gateway.study_uid, "--expires", "1s")
-    time.sleep(1.5)  # let the link expire (not a timing assertion)
+    short = _create_expired(archive, gateway.study_uid)
     expired = _open(gateway, short)
     assert expired.status_code == 410 and "expired" in expired.json()["message"]
 

@@ -31,8 +31,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, generate_study
-from tests.integration.conftest import INSTITUTIONS
-from tests.integration.harness import Archive, gateway_process, multipart_parts
+from tests.integration.harness import INSTITUTIONS, Archive, gateway_process, multipart_parts
 
 A, B = "Hospital A", "Hospital B"
 AE_OF = {A: "HOSPA", B: "HOSPB"}

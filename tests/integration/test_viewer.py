@@ -9,95 +9,26 @@ missing and ``CI`` is not set; ``make test`` installs both.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import pydicom
 import pytest
 import requests
 
-from security.issuer import EmbeddedIssuer
-from synthetic import StudySpec, write_study
 from tests.integration.browser import (
-    chromium,
     listed,
     shown,
     skip_without_browser,
     wait_for_image,
 )
-from tests.integration.harness import Archive, gateway_process, wait_until
+from tests.integration.harness import wait_until
+from tests.integration.sites import ViewerSite
 from viewer.api import SHARE_TOKEN_KEY
-
-# Hospital A: two studies (one large enough to look at); Hospital B: one it must not see
-SPECS = {
-    "VW-A1": ("HOSPA", StudySpec(series=1, slices=3, rows=256, columns=256, seed=41)),
-    "VW-A2": ("HOSPA", StudySpec(modality="MR", series=1, slices=2, rows=64, columns=64, seed=42)),
-    "VW-B1": ("HOSPB", StudySpec(series=1, slices=2, rows=64, columns=64, seed=43)),
-}
 
 _REASON = skip_without_browser()
 
 from playwright.sync_api import Browser, Page  # noqa: E402
-
-
-@dataclass
-class Site:
-    url: str
-    issuer: EmbeddedIssuer
-    studies: dict[str, str]  # patient id -> study uid
-    log: Path
-    series: dict[str, str] = field(default_factory=dict)  # study uid -> first series uid
-
-    def token(self, institution: str) -> str:
-        return self.issuer.mint(
-            subject=f"viewer-{institution}", institution=institution, scopes=("dicom.read",)
-        )
-
-    def qido(self, token: str, path: str, **params: str) -> list[dict[str, Any]]:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/dicom+json"}
-        answer = requests.get(
-            f"{self.url}/dicom-web{path}", params=params, headers=headers, timeout=30
-        )
-        answer.raise_for_status()
-        return list(answer.json())
-
-
-@pytest.fixture(scope="module")
-def site(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    assert _REASON is None, f"under CI the viewer test must run: {_REASON}"
-    with gateway_process(archive, "viewer-test") as (url, log_path):
-        issuer = EmbeddedIssuer.open_or_create(archive.home / "keys", url, f"{url}/dicom-web")
-        studies: dict[str, str] = {}
-        for patient_id, (aet, spec) in SPECS.items():
-            name = "Viewer^" + patient_id.replace("-", "")
-            spec = dataclasses.replace(spec, patient_id=patient_id, patient_name=name)
-            files = write_study(spec, tmp_path_factory.mktemp(patient_id))
-            sent = archive.storescu(aet, *files)
-            assert sent.returncode == 0, sent.stderr
-            first = pydicom.dcmread(files[0], stop_before_pixels=True)
-            studies[patient_id] = str(first.StudyInstanceUID)
-        s = Site(url, issuer, studies, log_path)
-        for patient_id, (_aet, spec) in SPECS.items():
-            institution = "Hospital A" if patient_id.startswith("VW-A") else "Hospital B"
-            token = s.token(institution)
-            uid = studies[patient_id]
-            expected = spec.series * spec.slices
-            # ">=": other modules reuse this fixture and may add results (SEG, SR) to a study
-            wait_until(
-                lambda t=token, u=uid, n=expected: len(s.qido(t, f"/studies/{u}/instances")) >= n,
-                f"the catalog to index {patient_id}",
-            )
-        yield s
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @dataclass
@@ -109,7 +40,7 @@ class Session:
 
 
 @pytest.fixture
-def share_session(site: Site, browser: Browser) -> Iterator[Session]:
+def share_session(site: ViewerSite, browser: Browser) -> Iterator[Session]:
     """A page whose sessionStorage holds Hospital A's token, as a share page leaves it."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     token = site.token("Hospital A")
@@ -136,7 +67,9 @@ def share_session(site: Site, browser: Browser) -> Iterator[Session]:
         context.close()
 
 
-def test_study_list_shows_exactly_what_qido_returns(site: Site, share_session: Session) -> None:
+def test_study_list_shows_exactly_what_qido_returns(
+    site: ViewerSite, share_session: Session
+) -> None:
     page = share_session.page
     token = share_session.token
     # other tests share this archive: the list is filtered to this test's patients (the
@@ -154,7 +87,7 @@ def test_study_list_shows_exactly_what_qido_returns(site: Site, share_session: S
     assert all(token not in u for u, _a in share_session.requests)  # never in a URL
 
 
-def test_a_study_renders_in_the_viewport(site: Site, share_session: Session) -> None:
+def test_a_study_renders_in_the_viewport(site: ViewerSite, share_session: Session) -> None:
     page = share_session.page
     uid = site.studies["VW-A1"]
     # headless Chromium has no GPU: with SwiftShader the WebGL path fills the canvas but the
@@ -168,7 +101,7 @@ def test_a_study_renders_in_the_viewport(site: Site, share_session: Session) -> 
     assert frames and all((auth or "").startswith("Bearer ") for auth in frames)
 
 
-def test_pages_carry_the_security_headers(site: Site) -> None:
+def test_pages_carry_the_security_headers(site: ViewerSite) -> None:
     answer = requests.get(f"{site.url}/viewer/share/viewer?StudyInstanceUIDs=1.2.3", timeout=30)
     assert answer.status_code == 200
     assert answer.headers["Referrer-Policy"] == "no-referrer"

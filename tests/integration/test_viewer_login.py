@@ -30,7 +30,6 @@ from security.issuer import EmbeddedIssuer
 from synthetic import StudySpec, write_study
 from tests.integration.browser import (
     ARTIFACTS,
-    chromium,
     listed,
     shown,
     skip_without_browser,
@@ -122,12 +121,6 @@ def site(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         expected = {site.studies[k] for k in VISIBLE}
         assert site.study_uids(site.token(CENTRE)) == expected  # what QIDO gives the centre
         yield site
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 # OHIF's CPU renderer for the test, as `?viewportRendering=cpu` would select it; the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 
 from archive.blobstore import BlobStore
 from archive.catalog import Catalog
+from archive.plugin import ArchivePlugin, register
 from archive.settings import StorageSettings
+from compose.settings import load_settings
 from security.keys import KeyRing
 from synthetic import StudySpec, generate_study
 from tests.catalogdb import migrated
+from tests.unit.support import FakeSdk
 from tiering.fs import FileStore
 
 
@@ -76,3 +80,33 @@ def big_ct() -> bytes:
     """One 512x512 synthetic CT instance (512 KiB of native pixel data)."""
     spec = StudySpec(series=1, slices=1, rows=512, columns=512)
     return dicom_bytes(next(iter(generate_study(spec))))
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    """register() installs a bridge on the root logger; take it away after the test (a
+    module of tests that register the plugin uses it for each of them)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Iterator[ArchivePlugin]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sdk = FakeSdk()
+    plug = register(sdk, load_settings(tmp_path, storage=StorageSettings(fsync=False)))
+    try:
+        yield plug
+    finally:
+        plug.catalog.close()
+        # register() bridges the root logger to this fake Orthanc: take the bridge away
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)

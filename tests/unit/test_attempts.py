@@ -1,7 +1,7 @@
 """Attempts counted by a compare-and-set in SQL: parallel wrong passwords and PINs get no
 more checks than the limit, no writer fails on a busy database, and parallel visitors of a
-valid link all get in. Real threads on the catalog's own SQLite engine (WAL, busy timeout);
-tests/integration/test_attempts_postgres.py runs the same checks on PostgreSQL."""
+valid link all get in. Real threads on the catalog's own engine, on SQLite (WAL, busy
+timeout) and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -22,8 +21,7 @@ from security.authorization import AuthorizationStore, Grant
 from security.errors import VnaError
 from security.users import LoginOutcome, UserRegistry
 from sharing.api import LinkGone, LinkLocked, ShareLinks, WrongPin
-from tests.catalogdb import migrated
-from tests.unit.test_authorization import REDIRECT, code_for
+from tests.unit.support import REDIRECT, code_for
 
 PASSWORD = "correct horse battery"
 STUDY = "1.2.826.0.1.3680043.8.498.7"
@@ -144,13 +142,13 @@ CHECKS = [
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    # the catalog's own engine: WAL, busy timeout, as the gateway uses it
-    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
+def engine(catalog_url: str) -> Iterator[Engine]:
+    # the catalog's own engine (on SQLite: WAL, busy timeout), as the gateway uses it
+    catalog = Catalog(catalog_url, durable=False)
     yield catalog.engine
     catalog.close()
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-def test_on_sqlite(engine: Engine, check: Callable[[Engine], None]) -> None:
+def test_attempts(engine: Engine, check: Callable[[Engine], None]) -> None:
     check(engine)

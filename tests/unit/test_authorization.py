@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 from pathlib import Path
 
@@ -12,20 +10,13 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 from sqlalchemy import create_engine, text
 
 from security.authorization import (
-    AuthorizationRequest,
     AuthorizationStore,
     Grant,
     valid_code_challenge,
     verify_pkce,
 )
 from tests.catalogdb import migrated
-
-REDIRECT = "http://localhost:8080/viewer/callback"
-
-
-def challenge_of(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+from tests.unit.support import REDIRECT, challenge_of, code_for, request_for
 
 
 @pytest.fixture
@@ -38,23 +29,6 @@ def store(tmp_path: Path) -> AuthorizationStore:
 @pytest.fixture
 def verifier() -> str:
     return secrets.token_urlsafe(48)
-
-
-def request_for(verifier: str) -> AuthorizationRequest:
-    return AuthorizationRequest(
-        "viewer", REDIRECT, "openid dicom.read", "st", "n0", challenge_of(verifier)
-    )
-
-
-def code_for(store: AuthorizationStore, verifier: str, now: float | None = None) -> str:
-    return store.issue_code(
-        request_for(verifier),
-        user="alice",
-        institution="Hospital A",
-        scopes=frozenset({"openid", "dicom.read"}),
-        auth_time=1000,
-        now=now,
-    )
 
 
 def test_pkce_s256(verifier: str) -> None:

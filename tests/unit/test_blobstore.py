@@ -21,7 +21,6 @@ from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.uid import generate_uid
 from sqlalchemy import text
 
-from archive import split
 from archive.blobstore import (
     CONTENT_DICOM,
     CONTENT_DICOM_UNTIL_PIXEL_DATA,
@@ -269,15 +268,15 @@ def test_full_file_after_its_header_adds_only_pixels_and_trailer(store: BlobStor
 
 
 def test_repeated_part_within_one_attachment_is_counted_per_use(
-    store: BlobStore, small_ct: list[bytes], monkeypatch: pytest.MonkeyPatch
+    store: BlobStore, small_ct: list[bytes]
 ) -> None:
     ds = pydicom.dcmread(io.BytesIO(small_ct[0]))
     ds.PixelData = bytes(64 * 64 * 2)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
-    monkeypatch.setattr(split, "NATIVE_CHUNK", 1024)
-    spans = split_dicom(data)
+    store = BlobStore(store.catalog, store.keys, store.hot, store.settings, native_chunk=1024)
+    spans = split_dicom(data, native_chunk=1024)
     store.put("zeros", CONTENT_DICOM, data)
     assert store.get("zeros") == data
     parts = _parts(store.catalog, "zeros")

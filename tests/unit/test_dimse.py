@@ -27,7 +27,9 @@ from query.api import ATTRIBUTES, Attribute, element
 from security.audit import AuditLog
 from security.errors import Forbidden, InvalidInput, NotFound, VnaError
 from tests.catalogdb import migrated
-from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
+from tests.unit.support import FakeSdk
+
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
 PATIENT_ID, PATIENT_NAME, STUDY_DATE = 0x00100020, 0x00100010, 0x00080020
@@ -201,11 +203,9 @@ def test_an_answer_holds_what_the_dicom_json_of_the_match_reads_back_as(attr: At
         assert encoded(handlers._element(attr, value)) == encoded(via_json), value
 
 
-def test_too_many_matches_are_marked_incomplete(
-    cat: Catalog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(handlers, "MAX_FIND_RESULTS", 1)
-    answer = find(cat, FindRequest("AE", "Hospital A", "STUDY", ((STUDY_UID, ""),)))
+def test_too_many_matches_are_marked_incomplete(cat: Catalog) -> None:
+    request = FindRequest("AE", "Hospital A", "STUDY", ((STUDY_UID, ""),))
+    answer = find(cat, request, max_results=1)
     assert len(answer.datasets) == 1 and not answer.complete
 
 

@@ -29,7 +29,9 @@ from security.audit import AuditLog
 from security.dicom_tls import client_files, ensure_server_pki, export_client, issue_client
 from security.errors import NotFound
 from tests.catalogdb import migrated
-from tests.unit.test_plugin import FakeSdk, _restore_root_logger  # noqa: F401 (autouse)
+from tests.unit.support import FakeSdk
+
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 # --------------------------------------------------------------------------- modality list
 

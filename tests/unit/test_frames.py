@@ -298,7 +298,6 @@ def _put(
 def test_native_frames_from_the_blobs(
     store: BlobStore,
     to_bytes: Callable[[pydicom.Dataset], bytes],
-    monkeypatch: pytest.MonkeyPatch,
     rows: int,
     columns: int,
     frames: int,
@@ -308,7 +307,8 @@ def test_native_frames_from_the_blobs(
 ) -> None:
     # small pixel chunks, so that frames straddle stored parts
     total = rows * columns * samples * bits * frames // 8
-    monkeypatch.setattr(archive.split, "NATIVE_CHUNK", min(50, total // 3))
+    chunk = min(50, total // 3)
+    store = BlobStore(store.catalog, store.keys, store.hot, store.settings, native_chunk=chunk)
     ds = _image(rows, columns, frames, bits, samples, syntax)
     item = _put(store, to_bytes, ds, "mf")
     image = open_image(store, item)

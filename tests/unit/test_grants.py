@@ -1,10 +1,10 @@
-"""Grants and the access rule, against a real SQLite catalog."""
+"""Grants and the access rule, against a real catalog on SQLite and on PostgreSQL (the
+correlated EXISTS, the check constraints and the schema must hold on both)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +17,6 @@ from sharing.api import (
     Permission,
     parse_duration,
 )
-from tests.catalogdb import migrated
 
 A, B, C = "Hospital A", "Hospital B", "Reading Centre"
 # study -> (patient id, issuer, owner)
@@ -43,8 +42,8 @@ def rec(n: int, study: str, patient: str, issuer: str) -> InstanceRecord:
 
 
 @pytest.fixture
-def cat(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
+def cat(catalog_url: str) -> Iterator[Catalog]:
+    catalog = Catalog(catalog_url, durable=False)
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner)) in enumerate(STUDIES.items()):

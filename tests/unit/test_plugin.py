@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,128 +25,9 @@ from archive.plugin import (
 from archive.settings import StorageSettings
 from compose.settings import load_settings
 from security.errors import IntegrityError, NotFound
+from tests.unit.support import TAGS, FakeInstance, FakeSdk, orthanc_c_store
 
-
-class FakeSdk:
-    """The few parts of the `orthanc` module the plugin uses, recording what it is given."""
-
-    class ChangeType:
-        DELETED = 2
-        NEW_INSTANCE = 5
-        ORTHANC_STARTED = 11
-        ORTHANC_STOPPED = 12
-
-    class ResourceType:
-        PATIENT = 0
-        STUDY = 1
-        SERIES = 2
-        INSTANCE = 3
-
-    def __init__(self) -> None:
-        self.storage: tuple[Callable[..., Any], ...] | None = None
-        self.cstore_filter: Callable[..., Any] | None = None
-        self.on_stored: Callable[..., Any] | None = None
-        self.on_change: Callable[..., Any] | None = None
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.errors: list[str] = []
-        self.rest: dict[str, Any] = {}
-        self.rest_calls: list[str] = []
-        self.rest_callbacks: dict[str, Callable[..., Any]] = {}
-
-    def RegisterStorageArea(self, create: Any, read: Any, remove: Any) -> None:  # noqa: N802
-        self.storage = (create, read, remove)
-
-    def RegisterIncomingCStoreInstanceFilter(self, callback: Any) -> None:  # noqa: N802
-        self.cstore_filter = callback
-
-    def RegisterOnStoredInstanceCallback(self, callback: Any) -> None:  # noqa: N802
-        self.on_stored = callback
-
-    def RegisterOnChangeCallback(self, callback: Any) -> None:  # noqa: N802
-        self.on_change = callback
-
-    def RegisterRestCallback(self, uri: str, callback: Any) -> None:  # noqa: N802
-        self.rest_callbacks[uri] = callback
-
-    def LogInfo(self, message: str) -> None:  # noqa: N802
-        self.infos.append(message)
-
-    def LogWarning(self, message: str) -> None:  # noqa: N802
-        self.warnings.append(message)
-
-    def LogError(self, message: str) -> None:  # noqa: N802
-        self.errors.append(message)
-
-    def RestApiGet(self, uri: str) -> bytes:  # noqa: N802
-        self.rest_calls.append(uri)
-        return json.dumps(self.rest[uri]).encode()
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.infos + self.warnings + self.errors)
-
-
-class FakeInstance:
-    """What Orthanc hands to the C-STORE filter and the stored-instance callback."""
-
-    def __init__(self, tags: dict[str, Any], aet: str, size: int = 1234) -> None:
-        self.tags = tags
-        self.aet = aet
-        self.size = size
-
-    def GetInstanceRemoteAet(self) -> str:  # noqa: N802
-        return self.aet
-
-    def GetInstanceSimplifiedJson(self) -> str:  # noqa: N802
-        return json.dumps(self.tags)
-
-    def GetInstanceData(self) -> bytes:  # noqa: N802
-        """The Part 10 file (only the UIDs matter to the plugin's filter)."""
-        ds = pydicom.Dataset()
-        ds.SOPClassUID = self.tags["SOPClassUID"]
-        ds.SOPInstanceUID = self.tags["SOPInstanceUID"]
-        ds.PatientID = self.tags.get("PatientID", "")
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-        return buffer.getvalue()
-
-    def GetInstanceTransferSyntaxUid(self) -> str:  # noqa: N802
-        return "1.2.840.10008.1.2.1"
-
-    def GetInstanceSize(self) -> int:  # noqa: N802
-        return self.size
-
-
-TAGS: dict[str, Any] = {
-    "SOPInstanceUID": "1.2.826.0.1.3680043.8.498.1",
-    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.2",
-    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.3",
-    "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
-    "PatientID": "PID-7",
-    "PatientName": "Secret^Patient",
-    "Modality": "CT",
-    "InstanceNumber": "3",
-    "SeriesNumber": "2",
-    "Rows": "64",
-    "Columns": "64",
-}
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logger() -> Iterator[None]:
-    """register() installs a bridge on the root logger; take it away after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 
 @pytest.fixture
@@ -281,22 +161,11 @@ def test_an_ae_registered_after_a_lookup_is_known_at_once(plugin: ArchivePlugin)
     assert plugin.institution_for_ae("STRANGER") is None
 
 
-def _store(sdk: FakeSdk, uuid: str, data: bytes, aet: str | None) -> None:
-    """What Orthanc does for a C-STORE from ``aet`` (None: a REST upload, no filter)."""
-    assert sdk.storage is not None and sdk.cstore_filter is not None
-    if aet is not None:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        assert (
-            sdk.cstore_filter(FakeInstance(dict(TAGS, SOPInstanceUID=ds.SOPInstanceUID), aet)) == 0
-        )
-    sdk.storage[0](uuid, CONTENT_DICOM, data)
-
-
 def test_a_c_store_is_indexed_with_its_sender(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     plugin.catalog.add_institution("Hospital A", "HOSPA")
     data = _ct_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))
-    _store(sdk, "att-1", data, "HOSPA")
+    orthanc_c_store(sdk, "att-1", data, "HOSPA")
     Indexer(plugin.catalog).drain()
     rec = plugin.catalog.instance(str(ds.SOPInstanceUID))
     assert rec is not None
@@ -321,9 +190,9 @@ def test_a_re_send_keeps_the_instance_and_records_both_senders(
     plugin.catalog.add_institution("Hospital B", "HOSPB")
     data = _ct_bytes()
     sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
-    _store(sdk, "att-1", data, "HOSPA")
+    orthanc_c_store(sdk, "att-1", data, "HOSPA")
     # Orthanc stores the duplicate, then removes it once its index finds the instance
-    _store(sdk, "att-2", data, "HOSPB")
+    orthanc_c_store(sdk, "att-2", data, "HOSPB")
     assert sdk.storage is not None
     sdk.storage[2]("att-2", CONTENT_DICOM)
     Indexer(plugin.catalog).drain()
@@ -350,8 +219,8 @@ def test_a_re_send_in_another_syntax_and_header_leaves_the_index_on_the_stored_c
     buffer = io.BytesIO()
     rle.save_as(buffer, enforce_file_format=True)
     sop = str(rle.SOPInstanceUID)
-    _store(sdk, "att-1", first, "HOSPA")
-    _store(sdk, "att-2", buffer.getvalue(), "HOSPA")
+    orthanc_c_store(sdk, "att-1", first, "HOSPA")
+    orthanc_c_store(sdk, "att-2", buffer.getvalue(), "HOSPA")
     assert sdk.storage is not None
     sdk.storage[2]("att-2", CONTENT_DICOM)  # Orthanc drops the duplicate's file
     Indexer(plugin.catalog).drain()
@@ -372,11 +241,11 @@ def test_a_re_send_after_the_first_copy_was_deleted_is_indexed_anew(
     first = Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes()
     again = Path(get_testdata_file("MR_small_RLE.dcm", download=False)).read_bytes()
     sop = str(pydicom.dcmread(io.BytesIO(again)).SOPInstanceUID)
-    _store(sdk, "att-1", first, None)
+    orthanc_c_store(sdk, "att-1", first, None)
     Indexer(plugin.catalog).drain()
     assert sdk.storage is not None
     sdk.storage[2]("att-1", CONTENT_DICOM)  # deleted
-    _store(sdk, "att-2", again, None)
+    orthanc_c_store(sdk, "att-2", again, None)
     Indexer(plugin.catalog).drain()
     rec = plugin.catalog.instance(sop)
     assert rec is not None and rec.attachment_uuid == "att-2"
@@ -386,7 +255,7 @@ def test_a_re_send_after_the_first_copy_was_deleted_is_indexed_anew(
 def test_a_rest_upload_is_local_and_has_no_sender(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     data = _ct_bytes()
     sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
-    _store(sdk, "att-2", data, None)
+    orthanc_c_store(sdk, "att-2", data, None)
     Indexer(plugin.catalog).drain()
     rec = plugin.catalog.instance(sop)
     assert rec is not None and rec.issuer == "local"
@@ -396,7 +265,7 @@ def test_a_rest_upload_is_local_and_has_no_sender(sdk: FakeSdk, plugin: ArchiveP
 def test_removing_the_file_removes_the_index_row(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     data = _ct_bytes()
     sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
-    _store(sdk, "att-1", data, None)
+    orthanc_c_store(sdk, "att-1", data, None)
     assert sdk.storage is not None
     sdk.storage[0]("att-3", 3, data[:100])  # another content type: not an instance
     sdk.storage[2]("att-3", 3)
@@ -410,7 +279,7 @@ def test_removing_the_file_removes_the_index_row(sdk: FakeSdk, plugin: ArchivePl
 
 def test_reindex_missing_fills_the_catalog(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     data = _ct_bytes()
-    _store(sdk, "att-1", data, None)
+    orthanc_c_store(sdk, "att-1", data, None)
     Indexer(plugin.catalog).drain()
     known = plugin.catalog.instance(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID))
     assert known is not None and known.orthanc_id is not None
@@ -499,10 +368,10 @@ def test_instance_record_from_a_real_file() -> None:
 
 def test_the_index_queue_is_consumed_in_order(sdk: FakeSdk, plugin: ArchivePlugin) -> None:
     data = _ct_bytes()
-    _store(sdk, "att-1", data, None)
+    orthanc_c_store(sdk, "att-1", data, None)
     assert sdk.storage is not None
     sdk.storage[2]("att-1", CONTENT_DICOM)
-    _store(sdk, "att-2", data, None)
+    orthanc_c_store(sdk, "att-2", data, None)
     assert plugin.catalog.index_backlog() == 3
     assert Indexer(plugin.catalog, batch=2).drain() == 3
     assert plugin.catalog.index_backlog() == 0

@@ -1,8 +1,9 @@
-"""Case-insensitive person-name matching in every script (PS3.4 C.2.2.2), on SQLite.
+"""Case-insensitive person-name matching in every script (PS3.4 C.2.2.2), on SQLite and
+on PostgreSQL: QIDO's search and the C-FIND handler, on a schema made by the migrations,
+and revision 0005_pn_fold's backfill of names indexed before it.
 
 The names are those of pydicom's character-set test files, decoded from their own
-Specific Character Set (the way the indexer reads them); the same queries run on
-PostgreSQL in tests/integration/test_charsets_postgres.py.
+Specific Character Set (the way the indexer reads them).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pydicom.data import get_charset_files
 from sqlalchemy import create_engine, select, text
 
 from archive import migrations
+from archive.api import FindRequest
 from archive.catalog import Catalog, InstanceRecord, SourceRecord, patients
 from archive.names import fold, fold_group, folded_groups
+from dimse.api import find
 from query.api import Level, parse_query, search
-from tests.catalogdb import migrated
 
 CHARSET_FILES = ("chrFren", "chrGerm", "chrGreek", "chrRuss", "chrH31", "chrH32", "chrX1", "chrX2")
 
@@ -94,8 +96,8 @@ CASES = [
 
 
 @pytest.fixture
-def cat(tmp_path: Path) -> Iterator[tuple[Catalog, dict[str, str]]]:
-    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
+def cat(catalog_url: str) -> Iterator[tuple[Catalog, dict[str, str]]]:
+    catalog = Catalog(catalog_url, durable=False)
     a = catalog.add_institution("Hospital A", "HOSPA").id
     by_study = names()
     index_names(catalog, a, by_study)
@@ -174,3 +176,57 @@ def test_revision_0005_folds_the_names_already_indexed(tmp_path: Path) -> None:
         ).one()
     engine.dispose()
     assert tuple(row) == ("äneas^rüdiger", "", "")
+
+
+def test_c_find_answers_names_as_stored(cat: tuple[Catalog, dict[str, str]]) -> None:
+    catalog, _ = cat
+    for value, stem in (("ΔΙΟΝΥΣΙΟΣ", "chrGreek"), ("山田^太郎", "chrH31"), ("王^小东", "chrX2")):
+        request = FindRequest("HOSPA", "Hospital A", "STUDY", ((0x00100010, value),))
+        answers = find(catalog, request).datasets
+        stored = charset_name(stem)
+        assert stored in [str(a.PatientName) for a in answers], value
+        assert all(a.SpecificCharacterSet == "ISO_IR 192" for a in answers)
+
+
+def test_revision_0005_folds_names_indexed_before_it_for_search(empty_database_url: str) -> None:
+    """Names a catalog indexed before revision 0005 are found by QIDO after the upgrade."""
+    from alembic import command
+
+    database = empty_database_url
+    engine = migrations._engine(database)
+    with engine.connect() as conn, conn.begin():
+        command.upgrade(migrations._config(conn, []), "0004_races")
+    engine.dispose()
+    engine = create_engine(database)
+    with engine.begin() as conn:
+        pk = conn.execute(
+            text(
+                "INSERT INTO patients (issuer, patient_id, patient_name) "
+                "VALUES ('Hospital A', 'PN1', :name) RETURNING pk"
+            ),
+            {"name": charset_name("chrH31")},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO studies (study_uid, patient_pk, referring_physician, created_at) "
+                "VALUES ('1.2.9.1', :pk, :name, 0)"
+            ),
+            {"pk": pk, "name": charset_name("chrGreek")},
+        )
+    engine.dispose()
+    assert migrations.upgrade(database) == ["0005_pn_fold"]
+    catalog = Catalog(database)
+    try:
+        catalog.add_institution("Hospital A", "HOSPA")
+        with catalog.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE studies SET owner_institution_id = (SELECT id FROM institutions)")
+            )
+        for keyword, value in (("PatientName", "YAMADA^TAROU"), ("PatientName", "山田*")):
+            query = parse_query([(keyword, value)], Level.STUDY)
+            found = search(catalog, query, "Hospital A", "http://gw/dicom-web")
+            assert [r["0020000D"]["Value"][0] for r in found] == ["1.2.9.1"], value
+        query = parse_query([("ReferringPhysicianName", "ΔΙΟΝΥΣΙΟΣ")], Level.STUDY)
+        assert len(search(catalog, query, "Hospital A", "http://gw/dicom-web")) == 1
+    finally:
+        catalog.close()

@@ -1,6 +1,7 @@
 """The gateway's WADO-RS read path: ordered bounded read-ahead, the content caches,
 verified instance reads and metadata templated per request (dicomweb.wado.prefetch,
-dicomweb.wado.instance_reader, dicomweb.wado.metacache)."""
+dicomweb.wado.instance_reader, dicomweb.wado.metacache); its catalog queries on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import json
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -27,7 +27,17 @@ from dicomweb.wado.prefetch import batches, ordered_prefetch
 from query.api import StoredInstance, instances_to_retrieve
 from security.errors import IntegrityError
 from sharing.api import Grants
-from tests.catalogdb import migrated
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    """The blob store's catalog (tests/unit/conftest.py) on SQLite and on PostgreSQL."""
+    cat = Catalog(catalog_url, durable=False)
+    try:
+        yield cat
+    finally:
+        cat.close()
+
 
 # -- batches -------------------------------------------------------------------------------
 
@@ -316,9 +326,9 @@ def test_in_lists_cut_long_lists() -> None:
 # -- the WADO-RS look-up, built once per institution ---------------------------------------
 
 
-def test_cached_lookup_judges_grants_when_it_runs(tmp_path: Path) -> None:
+def test_cached_lookup_judges_grants_when_it_runs(catalog_url: str) -> None:
     owner, reader = "Hospital A", "Reading Centre"
-    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
+    catalog = Catalog(catalog_url, durable=False)
     try:
         ids = {name: catalog.add_institution(name).id for name in (owner, reader)}
         record = InstanceRecord(

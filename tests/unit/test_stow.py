@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from archive.blobstore import CONTENT_DICOM
 from archive.catalog import Catalog, InstanceRecord, SourceRecord
 from archive.headers import orthanc_instance_id
 from archive.indexer import Indexer
-from archive.plugin import ArchivePlugin, register
-from archive.settings import StorageSettings
-from compose.settings import load_settings
+from archive.plugin import ArchivePlugin
 from dicomweb.http.middleware import error_middleware
 from dicomweb.stow.store import (
     FailureReason,
     Outcome,
-    ReceivedPart,
     StowLimits,
     check_content_type,
     inspect_part,
@@ -38,6 +33,7 @@ from dicomweb.stow.store import (
 )
 from security.errors import InvalidInput, UnsupportedMediaType
 from sharing.grants import Grants
+from tests.unit.support import orthanc_c_store, rest_store, stow_part
 
 ROOT = "http://gw/dicom-web"
 BOUNDARY = "vna-test-boundary"
@@ -339,13 +335,9 @@ def test_broken_requests_get_a_clear_4xx(
 # --------------------------------------------------------------------- inspecting parts
 
 
-def _part(data: bytes, content_type: str | None = "application/dicom") -> ReceivedPart:
-    return ReceivedPart(1, content_type, io.BytesIO(data), len(data), len(data))
-
-
 def test_a_dicom_part_yields_the_identity_the_indexer_will_use(small_ct: list[bytes]) -> None:
     ds = pydicom.dcmread(io.BytesIO(small_ct[0]))
-    checked = inspect_part(_part(small_ct[0]))
+    checked = inspect_part(stow_part(small_ct[0]))
     assert not isinstance(checked, Outcome)
     assert checked.sop_uid == ds.SOPInstanceUID
     assert checked.study_uid == ds.StudyInstanceUID
@@ -368,7 +360,7 @@ def test_a_dicom_part_yields_the_identity_the_indexer_will_use(small_ct: list[by
 def test_non_dicom_parts_cannot_be_understood(
     small_ct: list[bytes], mangle: Callable[[bytes], bytes], content_type: str | None
 ) -> None:
-    checked = inspect_part(_part(mangle(small_ct[0]), content_type))
+    checked = inspect_part(stow_part(mangle(small_ct[0]), content_type))
     assert isinstance(checked, Outcome)
     assert checked.failure == FailureReason.CANNOT_UNDERSTAND
 
@@ -420,39 +412,15 @@ def test_an_archived_instance_cannot_be_filed_into_another_study(catalog: Catalo
 # --------------------------------------------------------------------- provenance
 
 
-@pytest.fixture
-def plugin(tmp_path: Path) -> Iterator[ArchivePlugin]:
-    from tests.unit.test_plugin import FakeSdk
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    sdk = FakeSdk()
-    plug = register(sdk, load_settings(tmp_path, storage=StorageSettings(fsync=False)))
-    try:
-        yield plug
-    finally:
-        plug.catalog.close()
-        # register() bridges the root logger to this fake Orthanc: take the bridge away
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        root.setLevel(level)
-
-
-def _rest_store(plugin: ArchivePlugin, uuid: str, data: bytes) -> None:
-    """What Orthanc does with a POST /instances: the storage area, no C-STORE filter."""
-    plugin.sdk.storage[0](uuid, CONTENT_DICOM, data)
-
-
 def test_an_announced_http_store_records_source_owner_and_issuer(
     plugin: ArchivePlugin, small_ct: list[bytes]
 ) -> None:
     catalog = plugin.catalog
     hospital = catalog.add_institution("Hospital B")
-    checked = inspect_part(_part(small_ct[0]))
+    checked = inspect_part(stow_part(small_ct[0]))
     assert not isinstance(checked, Outcome)
     catalog.announce_source(checked.orthanc_id, hospital.id, "stow", "client-b", "10.0.0.2")
-    _rest_store(plugin, "att-1", small_ct[0])
+    rest_store(plugin, "att-1", small_ct[0])
     Indexer(catalog).drain()
     rec = catalog.instance(checked.sop_uid)
     assert rec is not None and rec.issuer == "Hospital B"
@@ -468,11 +436,11 @@ def test_an_unannounced_http_store_stays_local_and_withdrawal_forgets(
 ) -> None:
     catalog = plugin.catalog
     hospital = catalog.add_institution("Hospital B")
-    checked = inspect_part(_part(small_ct[1]))
+    checked = inspect_part(stow_part(small_ct[1]))
     assert not isinstance(checked, Outcome)
     catalog.announce_source(checked.orthanc_id, hospital.id, "stow", "client-b")
     catalog.withdraw_source(checked.orthanc_id, hospital.id)  # Orthanc refused it
-    _rest_store(plugin, "att-2", small_ct[1])
+    rest_store(plugin, "att-2", small_ct[1])
     Indexer(catalog).drain()
     rec = catalog.instance(checked.sop_uid)
     assert rec is not None and rec.issuer == "local"
@@ -480,15 +448,13 @@ def test_an_unannounced_http_store_stays_local_and_withdrawal_forgets(
 
 
 def test_a_c_store_ignores_announcements(plugin: ArchivePlugin, small_ct: list[bytes]) -> None:
-    from tests.unit.test_plugin import _store
-
     catalog = plugin.catalog
     catalog.add_institution("Hospital A", "HOSPA")
     other = catalog.add_institution("Hospital B")
-    checked = inspect_part(_part(small_ct[2]))
+    checked = inspect_part(stow_part(small_ct[2]))
     assert not isinstance(checked, Outcome)
     catalog.announce_source(checked.orthanc_id, other.id, "stow", "client-b")
-    _store(plugin.sdk, "att-3", small_ct[2], "HOSPA")
+    orthanc_c_store(plugin.sdk, "att-3", small_ct[2], "HOSPA")
     Indexer(catalog).drain()
     assert catalog.sources_of(checked.sop_uid) == [("Hospital A", "dimse", "HOSPA")]
     assert len(catalog.announced_sources([checked.orthanc_id])[checked.orthanc_id]) == 1

@@ -1,16 +1,15 @@
 """The failure throttle in the catalog database: counted in SQL, per (kind, address),
-forgotten when the window ends; parallel failures all count."""
+forgotten when the window ends; parallel failures all count. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
 from security.throttle import FailureThrottle, failure_throttle
-from tests.catalogdb import migrated
 
 
 class Clock:
@@ -22,8 +21,10 @@ class Clock:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return create_engine(migrated(f"sqlite:///{tmp_path / 'throttle.db'}"))
+def engine(catalog_url: str) -> Iterator[Engine]:
+    made = create_engine(catalog_url)  # the migrations made the throttle's table
+    yield made
+    made.dispose()
 
 
 def rows(engine: Engine) -> int:
@@ -59,9 +60,9 @@ def check_parallel_failures_all_count(engine: Engine) -> None:
     assert throttle.failures("share", "10.9.9.9") == 40
 
 
-def test_window_and_expiry_on_sqlite(engine: Engine) -> None:
+def test_window_and_expiry(engine: Engine) -> None:
     check_window_and_expiry(engine)
 
 
-def test_parallel_failures_all_count_on_sqlite(engine: Engine) -> None:
+def test_parallel_failures_all_count(engine: Engine) -> None:
     check_parallel_failures_all_count(engine)

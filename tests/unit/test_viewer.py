@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.support import INDEX, make_dist
 from viewer.bundle import (
     IMMUTABLE,
     REVALIDATE,
@@ -40,37 +41,6 @@ from viewer.config import (
 from viewer.fetch import extract_dist, fetch, install_tarball, integrity_of, is_current
 
 URLS = ViewerUrls.for_gateway("https://vna.example.org:8443")
-
-INDEX = (
-    '<!doctype html><html><head><meta name="msapplication-TileImage" '
-    'content="/assets/mstile-144x144.png"><script>console.time("scriptToView"),'
-    'window.PUBLIC_URL="/"</script><link rel="manifest" href="/manifest.json">'
-    '<script rel="preload" as="script" src="/app-config.js"></script>'
-    '<script rel="preload" as="script" type="module" src="/init-service-worker.js"></script>'
-    "<title>OHIF Viewer</title><script>function browserImportFunction(n){return import(n)}"
-    'window.PUBLIC_URL="/"</script><script defer src="/app.bundle.0f6159c501addfe9.js">'
-    '</script><link href="/app.bundle.css" rel="stylesheet"></head><body>'
-    '<div id="root"></div></body></html>'
-)
-RUNTIME = b'(() => {\n__webpack_require__.p = "/";\n})();\nimportScripts(__webpack_require__.p);'
-
-
-def make_dist(root: Path) -> Path:
-    root.mkdir(parents=True)
-    (root / "index.html").write_text(INDEX)
-    (root / "app.bundle.0f6159c501addfe9.js").write_bytes(RUNTIME)
-    (root / "compute.bundle.0fc3a3ee85296cf2.js").write_bytes(RUNTIME)
-    (root / "1180.bundle.762993518ea30ae3.js").write_bytes(b"console.log('chunk');")
-    (root / "app.bundle.css").write_bytes(b"@font-face{src:url(/a34f9d1faa5f3315.woff2)}")
-    (root / "a34f9d1faa5f3315.woff2").write_bytes(b"wOF2")
-    (root / "34b1e6b1deb5828e.wasm").write_bytes(b"\0asm")
-    (root / "manifest.json").write_text(
-        json.dumps({"start_url": "/", "icons": [{"src": "/assets/a.png"}]})
-    )
-    (root / "sw.js").write_text("self.addEventListener('fetch', () => {});")
-    (root / "assets").mkdir()
-    (root / "assets" / "a.png").write_bytes(b"\x89PNG")
-    return root
 
 
 # -- app-config --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dicomweb.http.middleware import error_middleware
 from dicomweb.viewer.routes import add_viewer_routes, viewer_ctx
-from tests.unit.test_viewer import make_dist
+from tests.unit.support import make_dist
 
 Check = Callable[[TestClient[web.Request, web.Application]], Awaitable[None]]
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dicomweb.viewer.routes import add_viewer_routes, viewer_ctx
-from tests.unit.test_viewer import make_dist
+from tests.unit.support import make_dist
 from viewer.config import ViewerUrls, app_config, viewer_client
 
 URLS = ViewerUrls.for_gateway("https://vna.example.org:8443")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -34,10 +33,8 @@ from sharing.api import (
     parse_statuses,
 )
 from synthetic import StudySpec, generate_study
-from tests.catalogdb import migrated
 from tests.report_sr import measurement_report, part10
-from tests.unit.test_plugin import _store
-from tests.unit.test_stow import _part, _rest_store, plugin  # noqa: F401  (fixture)
+from tests.unit.support import orthanc_c_store, rest_store, stow_part
 
 A, B, C = "Hospital A", "Hospital B", "Reading Centre"
 # study -> (patient id, issuer, owner, date)
@@ -51,8 +48,8 @@ STUDIES = {
 
 
 @pytest.fixture
-def cat(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(migrated(f"sqlite:///{tmp_path / 'catalog.db'}"), durable=False)
+def cat(catalog_url: str) -> Iterator[Catalog]:
+    catalog = Catalog(catalog_url, durable=False)
     ids = {name: catalog.add_institution(name).id for name in (A, B, C)}
     records, sources = [], []
     for n, (study, (patient, issuer, owner, date)) in enumerate(STUDIES.items()):
@@ -299,7 +296,7 @@ def test_a_stored_report_joins_the_studys_existing_patient(
         generate_study(StudySpec(series=1, slices=2, rows=32, columns=32, patient_id="RPT1"))
     )
     for i, ds in enumerate(images):
-        _store(plugin.sdk, f"att-img-{i}", part10(ds), "HOSPA")
+        orthanc_c_store(plugin.sdk, f"att-img-{i}", part10(ds), "HOSPA")
     Indexer(catalog).drain()
     study_uid = str(images[0].StudyInstanceUID)
 
@@ -319,10 +316,10 @@ def test_a_stored_report_joins_the_studys_existing_patient(
 
     sr = measurement_report(images)
     assert "IssuerOfPatientID" not in sr
-    checked = inspect_part(_part(part10(sr)))
+    checked = inspect_part(stow_part(part10(sr)))
     assert not isinstance(checked, Outcome)
     catalog.announce_source(checked.orthanc_id, centre.id, "stow", "reader", "10.0.0.9")
-    _rest_store(plugin, "att-sr", part10(sr))
+    rest_store(plugin, "att-sr", part10(sr))
     Indexer(catalog).drain()
 
     assert study_row() == before  # same patient row, same owner

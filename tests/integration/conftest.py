@@ -110,9 +110,12 @@ def site(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield s
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's headless Chromium; each test opens a context of its own in it."""
+    """Debian's headless Chromium; each test opens a context of its own in it. Module-scoped,
+    not session-scoped: Playwright's sync API keeps an event loop running in this thread
+    while it is started, and the unit tests that call asyncio.run, shuffled between the
+    browser modules, would fail ("cannot be called from a running event loop")."""
     with chromium() as launched:
         yield launched
 

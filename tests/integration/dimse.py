@@ -149,11 +149,16 @@ def audit_records(arch: Archive) -> list[dict[str, object]]:
 REFUSED_MOVE = 0xB000
 
 
-def move_status(arch: Archive, aet: str, dest: str, study_uid: str) -> int | None:
+def move_statuses(
+    arch: Archive, aet: str, dest: str, study_uid: str, *, source: str = ""
+) -> list[int] | None:
+    """The statuses of one study-level C-MOVE sent from ``source`` (an address of this
+    machine; any when empty), or None when the association is refused."""
     ae = AE(ae_title=aet)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet)
-    assert assoc.is_established
+    assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet, bind_address=(source, 0))
+    if not assoc.is_established:
+        return None
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
@@ -162,5 +167,12 @@ def move_status(arch: Archive, aet: str, dest: str, study_uid: str) -> int | Non
         for status, _ in assoc.send_c_move(query, dest, StudyRootQueryRetrieveInformationModelMove)
         if status
     ]
-    assoc.release()
+    if assoc.is_established:
+        assoc.release()
+    return statuses
+
+
+def move_status(arch: Archive, aet: str, dest: str, study_uid: str) -> int | None:
+    statuses = move_statuses(arch, aet, dest, study_uid)
+    assert statuses is not None
     return statuses[-1] if statuses else None

@@ -38,7 +38,14 @@ from pynetdicom.sop_class import (
 
 from archive.catalog import Catalog
 from synthetic import StudySpec, generate_study
-from tests.integration.dimse import Receiver, Setup, audit_records, dimse_setup, findscu
+from tests.integration.dimse import (
+    Receiver,
+    Setup,
+    audit_records,
+    dimse_setup,
+    findscu,
+    move_statuses,
+)
 from tests.integration.harness import INSTITUTIONS, Archive, free_port, wait_until
 
 SPOOF = "127.0.0.9"
@@ -95,22 +102,7 @@ def _found(answers: list[tuple[Any, Any]]) -> set[str]:
 
 
 def _move(arch: Archive, aet: str, source: str, dest: str, study_uid: str) -> list[int]:
-    ae = AE(ae_title=aet)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", arch.dicom_port, ae_title=arch.aet, bind_address=(source, 0))
-    if not assoc.is_established:
-        return []
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = study_uid
-    statuses = [
-        int(status.Status)
-        for status, _ in assoc.send_c_move(query, dest, StudyRootQueryRetrieveInformationModelMove)
-        if status
-    ]
-    if assoc.is_established:
-        assoc.release()
-    return statuses
+    return move_statuses(arch, aet, dest, study_uid, source=source) or []
 
 
 # --------------------------------------------------------------------------- host binding

@@ -4,6 +4,8 @@ Functions and values, no tables: the study index's tables go to ``query`` alone,
 :mod:`archive.index_tables`. Everything else in ``archive`` is private: import from here.
 """
 
+from sqlalchemy import MetaData
+
 from archive.blobstore import AttachmentPart, BlobStore
 from archive.catalog import (
     Catalog,
@@ -16,17 +18,37 @@ from archive.catalog import (
     institution_names,
     owned_patient,
     patient_identities,
+    pn_fold_values,
     study_owner,
 )
+from archive.catalog import metadata as _index_metadata
 from archive.credentials import OrthancCredentials, credentials
 from archive.headers import header_record
 from archive.names import fold, fold_group, folded_groups, split_groups
 from archive.plugin import open_store
-from archive.scp import FindAnswer, FindRequest, MoveItem, MoveRequest, StoreRequest
-from archive.settings import ArchiveSettings
+from archive.recovery import orthanc_attachment_uuids, recover
+from archive.scp import (
+    FindAnswer,
+    FindRequest,
+    MoveItem,
+    MoveRequest,
+    StoreRequest,
+    modality_entries,
+)
+from archive.settings import ArchiveSettings, DicomCharset
 from archive.split import Survey, survey
 
+# the tables the archive owns in the catalog database (deploy/schema.py); their SQL is
+# built here and, for the study index, in the query package (archive.index_tables)
+table_metadata: tuple[MetaData, ...] = (_index_metadata,)
+
 __all__ = [
+    "table_metadata",
+    "recover",
+    "pn_fold_values",
+    "orthanc_attachment_uuids",
+    "modality_entries",
+    "DicomCharset",
     "ArchiveSettings",
     "AttachmentPart",
     "BlobStore",

@@ -7,7 +7,7 @@ import json
 import secrets
 
 from archive.settings import ArchiveSettings
-from security.keys import write_secret_file
+from security.api import write_secret_file
 
 __all__ = ["OrthancCredentials", "credentials"]
 

@@ -16,7 +16,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from archive.catalog import InstanceRecord
-from security.errors import InvalidInput
+from security.api import InvalidInput
 
 __all__ = ["INDEXED_KEYWORDS", "header_record", "instance_record", "orthanc_instance_id"]
 

@@ -26,7 +26,7 @@ from archive.catalog import (
     SourceRecord,
 )
 from archive.headers import header_record
-from security.audit import AuditEvent, AuditLog
+from security.api import AuditEvent, AuditLog
 
 __all__ = ["Indexer"]
 

@@ -43,17 +43,21 @@ from archive.scp import (
 )
 from archive.settings import ArchiveSettings
 from archive.split import neutral_preamble, survey
-from security.audit import AuditEvent, AuditLog, EventAction, EventOutcome, EventType
-from security.errors import (
+from security.api import (
+    AuditEvent,
+    AuditLog,
+    EventAction,
+    EventOutcome,
+    EventType,
     Forbidden,
     IntegrityError,
     InvalidInput,
+    KeyRing,
     NotFound,
     StorageFull,
     VnaError,
 )
-from security.keys import KeyRing
-from tiering.fs import FileStore, Journal
+from tiering.api import FileStore, Journal
 
 __all__ = ["ArchivePlugin", "MoveDestinationUnknown", "register", "instance_record"]
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import requests
 
-from archive.credentials import credentials
-from compose.settings import load_settings
+from archive.api import credentials
+from compose.api import load_settings
 
 __all__ = [
     "BENCH_DIR",

@@ -45,8 +45,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import MetaData
 
-from archive.api import Catalog, open_store
-from archive.catalog import pn_fold_values
+from archive.api import Catalog, open_store, pn_fold_values
 from bench.common import (
     BENCH_DIR,
     PROJECT_ROOT,
@@ -65,9 +64,8 @@ from bench.common import (
 )
 from bench.link import ThrottledLink
 from bench.replay import save_index
-from compose.gateway_workers import resolve_workers, usable_cpus
-from compose.settings import load_settings
-from security.issuer import EmbeddedIssuer
+from compose.api import load_settings, resolve_workers, usable_cpus
+from security.identity import EmbeddedIssuer
 from synthetic import StudySpec, generate_studies, write_study
 
 __all__ = ["OrthancDicomWeb", "main"]

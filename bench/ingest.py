@@ -50,7 +50,7 @@ from bench.common import (
     terminate_on_sigterm,
     write_section,
 )
-from compose.settings import load_settings
+from compose.api import load_settings
 from synthetic import StudySpec, generate_studies, write_study
 
 __all__ = ["MINIMAL_STORAGE_AREA", "TARGETS", "TargetRun", "main", "run_benchmark"]

@@ -33,9 +33,7 @@ from compose.gateway_workers import (
 from compose.lifeline import die_with_parent
 from compose.settings import load_settings
 from dicomweb.api import MULTIPROC_ENV, AccessLogger, create_app, tls_files
-from security.errors import VnaError
-from security.homefiles import restrict_umask
-from security.tls import server_context
+from security.api import VnaError, restrict_umask, server_context
 
 __all__ = ["MODULE", "main", "serve"]
 

@@ -48,7 +48,7 @@ from gunicorn.errors import HaltServer
 from archive.api import ArchiveSettings
 from compose.lifeline import die_with_parent
 from dicomweb.api import AccessLogger, GatewayMetrics, GatewaySettings, create_app
-from security.tls import server_context
+from security.api import server_context
 
 __all__ = [
     "AUTO_MAX",

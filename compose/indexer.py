@@ -20,8 +20,7 @@ from archive.catalog import Catalog
 from archive.indexer import Indexer
 from compose.lifeline import die_with_parent
 from compose.settings import load_settings
-from security.audit import AuditLog
-from security.homefiles import restrict_umask
+from security.api import AuditLog, restrict_umask
 
 __all__ = ["main"]
 

@@ -28,7 +28,7 @@ from pydantic_settings import (
 
 from archive.api import ArchiveSettings
 from dicomweb.settings import GatewaySettings
-from security.errors import InvalidInput
+from security.api import InvalidInput
 
 __all__ = ["Settings", "load_settings"]
 

@@ -17,21 +17,26 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from archive.blobstore import BlobStore
-from archive.plugin import open_store
-from archive.recovery import orthanc_attachment_uuids
-from compose.settings import Settings, load_settings
+from archive.api import BlobStore, open_store, orthanc_attachment_uuids
+from compose.api import Settings, load_settings
 from deploy import supervisor
 from deploy.cli_common import HomeOption, JsonOption, cli_user, err, open_home, out
 from deploy.cli_grants import grant_app
 from deploy.cli_shares import share_app
 from deploy.cli_users import user_app
 from deploy.dimse_access import apply_registrations
-from security.audit import AuditEvent, AuditLog, dicom_xml, fhir_audit_event
-from security.clients import ClientRegistry
-from security.dicom_tls import export_client, issue_client
-from security.errors import VnaError
-from security.homefiles import exposed, restrict_umask
+from security.api import (
+    AuditEvent,
+    AuditLog,
+    VnaError,
+    dicom_xml,
+    export_client,
+    exposed,
+    fhir_audit_event,
+    issue_client,
+    restrict_umask,
+)
+from security.identity import ClientRegistry
 
 app = typer.Typer(
     help="Regional imaging archive: run and operate it.", no_args_is_help=True, add_completion=False

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 
 from archive.api import BlobStore, open_store
-from compose.settings import Settings, load_settings
-from security.errors import VnaError
+from compose.api import Settings, load_settings
+from security.api import VnaError
 
 __all__ = ["HomeOption", "JsonOption", "cli_user", "err", "open_home", "out"]
 

@@ -18,8 +18,7 @@ import typer
 from rich.table import Table
 
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
-from security.audit import AuditEvent, AuditLog
-from security.errors import VnaError
+from security.api import AuditEvent, AuditLog, VnaError
 from sharing.api import Grant, Grants, parse_duration
 
 __all__ = ["grant_app"]

@@ -17,11 +17,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from compose.settings import Settings
+from compose.api import Settings
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
 from query.api import reaches_study
-from security.audit import AuditEvent, AuditLog
-from security.errors import NotFound, VnaError
+from security.api import AuditEvent, AuditLog, NotFound, VnaError
 from sharing.api import (
     Action,
     ShareLink,

@@ -14,11 +14,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archive.blobstore import BlobStore
+from archive.api import BlobStore
 from deploy.cli_common import HomeOption, JsonOption, cli_user, open_home, out
-from security.audit import AuditEvent, AuditLog
-from security.errors import InvalidInput
-from security.users import MIN_PASSWORD_LENGTH, User, UserRegistry
+from security.api import AuditEvent, AuditLog, InvalidInput
+from security.identity import MIN_PASSWORD_LENGTH, User, UserRegistry
 
 __all__ = ["user_app"]
 

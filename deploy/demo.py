@@ -13,14 +13,13 @@ from contextlib import contextmanager
 from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE
 
-from archive.plugin import open_store
-from compose.settings import Settings
+from archive.api import open_store
+from compose.api import Settings
 from deploy.cli_common import cli_user
 from deploy.dimse_access import apply_registrations
 from query.api import reaches_study
-from security.audit import AuditEvent, AuditLog
-from security.errors import VnaError
-from security.users import UserRegistry
+from security.api import AuditEvent, AuditLog, VnaError
+from security.identity import UserRegistry
 from sharing.api import Action, ShareLinks, parse_duration
 from synthetic import StudySpec, generate_studies, generate_study
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import requests
 
-from archive.credentials import credentials
-from compose.settings import Settings
-from security.audit import AuditEvent, AuditLog
+from archive.api import credentials
+from compose.api import Settings
+from security.api import AuditEvent, AuditLog
 
 __all__ = ["Refusal", "RefusalAuditor", "RefusalParser", "apply_registrations"]
 

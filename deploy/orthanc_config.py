@@ -7,12 +7,9 @@ import site
 from pathlib import Path
 from typing import Any
 
-from archive.catalog import Institution
-from archive.credentials import OrthancCredentials
-from archive.scp import modality_entries
-from archive.settings import DicomCharset
-from compose.settings import Settings
-from security.dicom_tls import TlsFiles
+from archive.api import DicomCharset, Institution, OrthancCredentials, modality_entries
+from compose.api import Settings
+from security.api import TlsFiles
 
 __all__ = ["orthanc_config", "write_orthanc_config"]
 

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-import archive.catalog
-import security.audit
-import security.authorization
-import security.clients
-import security.throttle
-import security.users
-import sharing.grants
-import sharing.links
-import sharing.worklist  # noqa: F401 - defines worklist_opened in sharing.grants.metadata
+import archive.api as archive_api
+import security.api as security_api
+import security.identity as identity
+import sharing.api as sharing_api
 
 __all__ = ["all_metadata", "catalog_metadata"]
 
@@ -28,14 +23,10 @@ __all__ = ["all_metadata", "catalog_metadata"]
 def all_metadata() -> list[MetaData]:
     """The ``MetaData`` of every module that owns tables in the catalog database."""
     return [
-        archive.catalog.metadata,
-        sharing.grants.metadata,
-        sharing.links.metadata,
-        security.users.metadata,
-        security.clients.metadata,
-        security.authorization.metadata,
-        security.audit.metadata,
-        security.throttle.metadata,
+        *archive_api.table_metadata,
+        *sharing_api.table_metadata,
+        *security_api.table_metadata,
+        *identity.table_metadata,
     ]
 
 

@@ -23,19 +23,21 @@ from types import FrameType
 
 import requests
 
-from archive.catalog import Catalog
-from archive.credentials import OrthancCredentials, credentials
-from archive.plugin import open_store
-from archive.recovery import recover
-from compose.settings import Settings
+from archive.api import Catalog, OrthancCredentials, credentials, open_store, recover
+from compose.api import Settings
 from deploy.dimse_access import RefusalAuditor
 from deploy.orthanc_config import write_orthanc_config
 from dicomweb.api import tls_files
-from security.audit import AuditLog
-from security.dicom_tls import ensure_server_pki
-from security.errors import VnaError
-from security.homefiles import exposed, restrict_umask, tighten
-from security.tls import SELF_SIGNED_CERT, fingerprint
+from security.api import (
+    SELF_SIGNED_CERT,
+    AuditLog,
+    VnaError,
+    ensure_server_pki,
+    exposed,
+    fingerprint,
+    restrict_umask,
+    tighten,
+)
 
 __all__ = ["Endpoints", "prepare_home", "serve", "start_detached", "stop", "status"]
 

@@ -112,11 +112,14 @@ from dicomweb.wado.rendered import (
 from dicomweb.wado.retrieve import accepts_zstd, negotiate_dicom, stream_instances
 from dicomweb.wado.uri import dicom_target, parse_wado_uri, send_converted_file, send_dicom_file
 from query.api import Level, StoredInstance, instances_to_retrieve, parse_query, search
-from security.audit import AuditLog
-from security.clients import ClientRegistry
-from security.errors import InvalidInput, NotFound
-from security.issuer import EmbeddedIssuer
-from security.tokens import RemoteJwks, TokenValidator, TrustedIssuer
+from security.api import AuditLog, InvalidInput, NotFound
+from security.identity import (
+    ClientRegistry,
+    EmbeddedIssuer,
+    RemoteJwks,
+    TokenValidator,
+    TrustedIssuer,
+)
 from sharing.api import Grants
 from viewer.api import StaffSignIn
 

@@ -27,13 +27,14 @@ if TYPE_CHECKING:
     from dicomweb.stow.store import StowLimits
     from dicomweb.viewer.routes import ViewerState
     from dicomweb.wado.instance_reader import ContentCache, InstanceReader
-    from security.audit import AuditLog
-    from security.authorization import AuthorizationStore
-    from security.clients import ClientRegistry
-    from security.issuer import EmbeddedIssuer
-    from security.throttle import FailureThrottle
-    from security.tokens import TokenValidator
-    from security.users import UserRegistry
+    from security.api import AuditLog, FailureThrottle
+    from security.identity import (
+        AuthorizationStore,
+        ClientRegistry,
+        EmbeddedIssuer,
+        TokenValidator,
+        UserRegistry,
+    )
     from sharing.api import Grants
 
 __all__ = [

@@ -38,7 +38,7 @@ from query.api import (
     query_for_keys,
     search_matches,
 )
-from security.errors import InvalidInput
+from security.api import InvalidInput
 
 __all__ = ["MAX_FIND_RESULTS", "find", "move", "store"]
 

@@ -31,7 +31,7 @@ from archive.api import fold, fold_group, split_groups
 from archive.index_tables import instances, patients, series, studies
 from query.access import reachable
 from query.attributes import DEFAULT_RETURN, Attribute, Level, lookup
-from security.errors import InvalidInput
+from security.api import InvalidInput
 
 __all__ = ["Condition", "Query", "build_select", "parse_query", "query_for_keys"]
 

@@ -21,7 +21,7 @@ from query.attributes import Level
 from query.matching import Query
 from query.search import StoredInstance, search
 from query.worklist import on_worklist
-from security.errors import InvalidInput
+from security.api import InvalidInput
 from sharing.api import Status
 
 __all__ = [

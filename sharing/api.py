@@ -8,6 +8,9 @@ the worklist are queries over the study index, built by ``query`` (``query.api``
 Everything else in ``sharing`` is private: import from here.
 """
 
+from sqlalchemy import MetaData
+
+from sharing import grants, links
 from sharing.grants import (
     Grant,
     Grants,
@@ -30,6 +33,10 @@ from sharing.links import (
 )
 from sharing.worklist import Status, openings, parse_statuses, record_opening
 
+# the tables sharing owns in the catalog database (deploy/schema.py); the worklist's
+# worklist_opened is defined in the grants' MetaData
+table_metadata: tuple[MetaData, ...] = (grants.metadata, links.metadata)
+
 __all__ = [
     "SHARE_PREFIX",
     "Action",
@@ -51,4 +58,5 @@ __all__ = [
     "parse_statuses",
     "record_opening",
     "share_institution",
+    "table_metadata",
 ]

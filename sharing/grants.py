@@ -47,8 +47,7 @@ from archive.api import (
     patient_identities,
     study_owner,
 )
-from security.errors import Conflict, Forbidden, InvalidInput, NotFound
-from security.transactions import write_transaction
+from security.api import Conflict, Forbidden, InvalidInput, NotFound, write_transaction
 
 __all__ = [
     "Grant",

@@ -42,8 +42,7 @@ from sqlalchemy import (
     update,
 )
 
-from security.errors import Conflict, Forbidden, InvalidInput, NotFound
-from security.transactions import write_transaction
+from security.api import Conflict, Forbidden, InvalidInput, NotFound, write_transaction
 
 __all__ = [
     "SHARE_PREFIX",

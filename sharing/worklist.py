@@ -16,8 +16,7 @@ from sqlalchemy import Column, Float, ForeignKey, Integer, String, Subquery, Tab
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from security.errors import InvalidInput
-from security.transactions import write_transaction
+from security.api import InvalidInput, write_transaction
 from sharing.grants import metadata
 
 __all__ = [

@@ -8,10 +8,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from security.errors import IntegrityError, NotFound, StorageFull
-from tiering.api import Staged
+from security.api import IntegrityError, NotFound, StorageFull
+from tiering.base import Staged
 
-__all__ = ["FileStore"]
+__all__ = ["FileStore", "Journal"]
 
 
 def write_new_file(path: Path, data: bytes, *, sync: bool, what: str) -> None:

@@ -19,9 +19,8 @@ from archive.catalog import BlobRecord, Catalog
 from archive.perthread import PerThread
 from archive.settings import StorageSettings
 from archive.split import NATIVE_CHUNK
-from security.envelope import BlobNamer
-from security.keys import KeyRing
-from tiering.fs import FileStore, Journal
+from security.api import BlobNamer, KeyRing
+from tiering.api import FileStore, Journal
 
 __all__ = [
     "CONTENT_DICOM",

@@ -8,7 +8,7 @@ import threading
 import time
 
 from archive.blobstore.write import Writer
-from security.errors import NotFound
+from security.api import NotFound
 
 __all__ = [
     "Digester",

@@ -7,8 +7,7 @@ import logging
 from archive.blobstore.base import StoreBase
 from archive.catalog import PendingAttachment, Sender
 from archive.split import pixel_data_offset
-from security.envelope import open_sealed, seal
-from security.errors import Conflict, IntegrityError
+from security.api import Conflict, IntegrityError, open_sealed, seal
 
 __all__ = [
     "Journaling",

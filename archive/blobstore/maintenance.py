@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from archive.blobstore.base import INLINE
 from archive.blobstore.read import Reader
-from security.envelope import open_sealed, rewrap
-from security.errors import IntegrityError, NotFound
+from security.api import IntegrityError, NotFound, open_sealed, rewrap
 
 __all__ = [
     "FsckReport",

@@ -11,8 +11,7 @@ from archive.blobstore.base import FLAG_ZSTD, INLINE, AttachmentPart, attachment
 from archive.blobstore.journal import Journaling
 from archive.catalog import BlobRecord
 from archive.split import pixel_data_offset, split_dicom
-from security.envelope import open_sealed
-from security.errors import IntegrityError, NotFound
+from security.api import IntegrityError, NotFound, open_sealed
 
 __all__ = [
     "Reader",

@@ -22,8 +22,7 @@ from archive.blobstore.base import (
 from archive.blobstore.journal import Journaling
 from archive.catalog import BlobRecord, Sender
 from archive.split import Span, split_dicom
-from security.envelope import seal
-from security.errors import IntegrityError
+from security.api import IntegrityError, seal
 from tiering.api import Staged
 
 __all__ = [

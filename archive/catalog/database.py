@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from archive.perthread import PerThread
-from security import transactions
+from security.api import sqlite_begin, write_transaction
 
 __all__ = [
     "Database",
@@ -127,10 +127,10 @@ class Database:
         self.index_engine: Engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
-            event.listen(self.engine, "begin", transactions.sqlite_begin)
+            event.listen(self.engine, "begin", sqlite_begin)
             self.index_engine = create_engine(url, **kwargs)
             event.listen(self.index_engine, "connect", _sqlite_pragmas("NORMAL"))
-            event.listen(self.index_engine, "begin", transactions.sqlite_begin)
+            event.listen(self.index_engine, "begin", sqlite_begin)
         sqlite_path = self.engine.url.database if self.is_sqlite else None
         self._hot = _HotPath(self, sqlite_path, "FULL" if durable else "NORMAL")
 
@@ -143,7 +143,7 @@ class Database:
     def write_transaction(self, engine: Engine | None = None) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite) on ``engine`` (the catalog's by
         default), after this process's other writers."""
-        with self.write_lock, transactions.write_transaction(engine or self.engine) as conn:
+        with self.write_lock, write_transaction(engine or self.engine) as conn:
             yield conn
 
     def _insert_ignore(self, table: Table) -> Any:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from archive.catalog.database import Database
 from archive.catalog.schema import institution_aes, institutions
-from security.errors import Conflict, InvalidInput, NotFound
+from security.api import Conflict, InvalidInput, NotFound
 
 __all__ = [
     "Institution",

@@ -19,7 +19,7 @@ from sqlalchemy import (
 from archive.catalog.database import Database, _in_lists
 from archive.catalog.index_queue import _QUEUE_REMOVED, _QUEUE_STORED, Sender, _queue_params
 from archive.catalog.schema import attachment_parts, attachments, blobs, pending_attachments
-from security.errors import Conflict, NotFound
+from security.api import Conflict, NotFound
 
 __all__ = [
     "BlobRecord",

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from security.errors import Conflict
+from security.api import Conflict
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -31,8 +31,8 @@ from dicomweb.operations.audit_records import (
     audit,
     audit_refusal,
 )
-from security.errors import InvalidInput, NotFound, VnaError
-from security.tokens import InsufficientScope, Principal, TokenValidator
+from security.api import InvalidInput, NotFound, VnaError
+from security.identity import InsufficientScope, Principal, TokenValidator
 from sharing.api import Grant, parse_duration
 
 __all__ = ["GrantRequest", "add_grant", "list_grants", "revoke_grant"]

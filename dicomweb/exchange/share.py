@@ -51,9 +51,8 @@ from dicomweb.operations.audit_records import (
 from dicomweb.settings import GatewaySettings
 from dicomweb.wado.frames import stream_from_orthanc
 from query.api import reaches_study, study_orthanc_ids
-from security.errors import InvalidInput, NotFound, TooManyAttempts
-from security.throttle import FailureThrottle
-from security.tokens import Principal
+from security.api import FailureThrottle, InvalidInput, NotFound, TooManyAttempts
+from security.identity import Principal
 from sharing.api import (
     Action,
     LinkGone,

@@ -10,7 +10,7 @@ import asyncio
 
 from aiohttp import web
 
-from security.tokens import InvalidToken, MissingToken, Principal, TokenValidator
+from security.identity import InvalidToken, MissingToken, Principal, TokenValidator
 
 __all__ = ["authorize", "bearer_token"]
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydicom.datadict import keyword_for_tag
 
 from dicomweb.http.multipart import Multipart
-from security.errors import NotAcceptable
+from security.api import NotAcceptable
 
 __all__ = [
     "DICOM_JSON",

@@ -26,7 +26,7 @@ from dicomweb.appkeys import METRICS, REQUEST_ID
 from dicomweb.http.dicomxml import DICOM_JSON, dataset_response
 from dicomweb.http.orthanc import OrthancError
 from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
-from security.errors import (
+from security.api import (
     Conflict,
     Forbidden,
     IntegrityError,
@@ -41,7 +41,7 @@ from security.errors import (
     UnsupportedMediaType,
     VnaError,
 )
-from security.tokens import BEARER_ERRORS
+from security.identity import BEARER_ERRORS
 from sharing.api import LinkGone, LinkLocked, PinRequired, WrongPin
 
 __all__ = [

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import hdrs
 
 from archive.api import ArchiveSettings, credentials
-from security.errors import VnaError
+from security.api import VnaError
 
 __all__ = ["OrthancClient", "OrthancError"]
 

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from archive.api import ArchiveSettings
 from dicomweb.settings import GatewaySettings
-from security.tls import ensure_self_signed
+from security.api import ensure_self_signed
 
 __all__ = ["Network", "client_behind", "forwarded_middleware", "tls_files"]
 

@@ -17,9 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dicomweb.appkeys import AUDIT_LOG
 from dicomweb.http.auth import authorize
 from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
-from security.audit import dicom_xml, fhir_audit_event
-from security.errors import InvalidInput
-from security.tokens import TokenValidator
+from security.api import InvalidInput, dicom_xml, fhir_audit_event
+from security.identity import TokenValidator
 
 __all__ = ["AuditQuery", "read_audit_log"]
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from dicomweb.appkeys import AUDIT_LOG, REQUEST_ID
-from security.audit import AuditEvent, EventAction, EventOutcome, EventType
+from security.api import AuditEvent, EventAction, EventOutcome, EventType
 
 __all__ = [
     "EventAction",

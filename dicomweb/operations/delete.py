@@ -20,7 +20,7 @@ from dicomweb.http.auth import authorize
 from dicomweb.http.orthanc import OrthancError
 from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from query.api import deletion_targets
-from security.errors import Forbidden, NotFound
+from security.api import Forbidden, NotFound
 
 __all__ = ["delete_series", "delete_study"]
 

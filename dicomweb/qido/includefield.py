@@ -23,7 +23,7 @@ from archive.api import BlobStore
 from dicomweb.wado.instance_reader import ContentCache
 from dicomweb.wado.metacache import metadata_body
 from query.api import Level, Query, representatives
-from security.errors import NotFound
+from security.api import NotFound
 
 __all__ = ["add_header_fields", "needs_headers"]
 

@@ -59,7 +59,7 @@ from query.api import (
     worklist_entries,
     worklist_studies,
 )
-from security.tokens import Principal
+from security.identity import Principal
 from sharing.api import Permission, parse_statuses
 
 __all__ = [

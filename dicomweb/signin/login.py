@@ -36,10 +36,8 @@ from dicomweb.appkeys import AUTHORIZATION_FLOW, EMBEDDED_ISSUER, OAUTH_CLIENTS,
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
 from dicomweb.operations.audit_records import EventAction, EventOutcome, EventType, audit
 from dicomweb.signin.oauth import OIDC_SCOPES
-from security.authorization import AuthorizationRequest, valid_code_challenge
-from security.clients import Client
-from security.errors import Forbidden, InvalidInput
-from security.tokens import SCOPES
+from security.api import Forbidden, InvalidInput
+from security.identity import SCOPES, AuthorizationRequest, Client, valid_code_challenge
 
 __all__ = ["LOGIN_COOKIE", "authorize_form", "authorize_login", "granted_scopes"]
 

@@ -63,12 +63,17 @@ from dicomweb.operations.audit_records import (
     audit_refusal,
 )
 from dicomweb.settings import GatewaySettings
-from security.authorization import AuthorizationStore, Grant
-from security.clients import Client
-from security.issuer import DEFAULT_LIFETIME
-from security.throttle import FailureThrottle
-from security.tokens import SCOPES, InvalidToken, TokenValidator
-from security.users import UserRegistry
+from security.api import FailureThrottle
+from security.identity import (
+    DEFAULT_LIFETIME,
+    SCOPES,
+    AuthorizationStore,
+    Client,
+    Grant,
+    InvalidToken,
+    TokenValidator,
+    UserRegistry,
+)
 
 __all__ = [
     "OIDC_SCOPES",

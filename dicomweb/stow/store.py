@@ -63,7 +63,7 @@ from dicomweb.operations.audit_records import (
     audit_refusal,
 )
 from query.api import claim_for_store
-from security.errors import (
+from security.api import (
     Forbidden,
     InvalidInput,
     NotFound,
@@ -71,7 +71,7 @@ from security.errors import (
     UnsupportedMediaType,
     VnaError,
 )
-from security.tokens import Principal
+from security.identity import Principal
 
 __all__ = [
     "FailureReason",

@@ -27,8 +27,8 @@ from aiohttp import web
 
 from dicomweb.appkeys import OAUTH_CLIENTS, VIEWER_STATE
 from dicomweb.http.middleware import ERROR_RENDERER, ErrorAnswer
-from security.errors import NotFound, ServiceUnavailable
-from security.tokens import SCOPES
+from security.api import NotFound, ServiceUnavailable
+from security.identity import SCOPES
 from viewer.api import (
     SIGNED_OUT_CSP,
     SIGNED_OUT_ROUTE,

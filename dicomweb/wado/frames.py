@@ -43,7 +43,7 @@ from dicomweb.wado.pixels import (
 )
 from dicomweb.wado.prefetch import ordered_prefetch
 from query.api import StoredInstance
-from security.errors import InvalidInput, NotAcceptable, NotFound
+from security.api import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "PIXEL_DATA_PATH",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import zstandard
 
 from archive.api import AttachmentPart, BlobStore
-from security.errors import IntegrityError
+from security.api import IntegrityError
 
 __all__ = ["InstanceReader", "PlannedInstance", "ContentCache"]
 

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from security.errors import InvalidInput, NotAcceptable, NotFound
+from security.api import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "EXPLICIT_VR_LITTLE_ENDIAN",

@@ -21,7 +21,7 @@ from dicomweb.http.multipart import Multipart
 from dicomweb.http.orthanc import OrthancClient, OrthancError
 from dicomweb.wado.frames import instance_path, stream_from_orthanc
 from query.api import StoredInstance
-from security.errors import InvalidInput, NotAcceptable, NotFound
+from security.api import InvalidInput, NotAcceptable, NotFound
 
 __all__ = [
     "THUMBNAIL_VIEWPORT",

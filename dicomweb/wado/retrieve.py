@@ -35,7 +35,7 @@ from dicomweb.wado.syntaxes import (
     target_syntax,
 )
 from query.api import StoredInstance
-from security.errors import NotAcceptable
+from security.api import NotAcceptable
 
 __all__ = [
     "DEFAULT_DICOM",

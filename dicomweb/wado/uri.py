@@ -26,7 +26,7 @@ from dicomweb.wado.prefetch import ordered_prefetch
 from dicomweb.wado.retrieve import convert_instance
 from dicomweb.wado.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, available_syntaxes, target_syntax
 from query.api import StoredInstance
-from security.errors import InvalidInput, NotAcceptable
+from security.api import InvalidInput, NotAcceptable
 
 __all__ = [
     "WadoUriRequest",

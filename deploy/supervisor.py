@@ -294,6 +294,22 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         proc.wait()
 
 
+def _terminate_all(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+    """SIGTERM every process at once, then wait for each, so their stops overlap (Orthanc's
+    takes ~3 s, the gateway's ~1.5 s) instead of adding up."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.error("process %s did not stop within %.0f s; killing it", proc.pid, timeout)
+            proc.kill()
+            proc.wait()
+
+
 def serve(
     settings: Settings, *, ready_message: bool = True, on_ready: Callable[[], None] | None = None
 ) -> int:
@@ -367,7 +383,7 @@ def serve(
                 _mark_ready(settings, proc)
     except _Stop:
         if proc is not None:
-            _terminate(proc)
+            _terminate_all([proc, *helpers.values()])
             clean = proc.returncode == 0
         return 0
     finally:
